@@ -1,0 +1,264 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+)
+
+// balance moves this worker towards its target: it releases leases above the target,
+// and below it reads the lease table (only when something changed, or rarely as a
+// safety net) and takes free or expired leases, as many as it needs in one pass.
+func (w *Worker) balance(ctx context.Context, now time.Time, meta lease.Meta, rec *lease.CoordinatorRecord) {
+	target, known := w.targetFrom(rec)
+	if !known {
+		return // No coordinator has published a value yet: neither take nor release.
+	}
+	if !w.targetKnown || target != w.target {
+		old := w.target
+		w.target, w.targetKnown = target, true
+		attrs := []any{"old", old, "new", target}
+		if rec != nil {
+			attrs = append(attrs, "shard_count", rec.ShardCount, "worker_count", rec.WorkerCount,
+				"live_workers", rec.LiveWorkers, "cap", rec.Cap)
+			if rec.UnownedShards > 0 {
+				w.log.Warn("max leases per worker is capped: shards are left unowned",
+					"max_leases", target, "unowned_shards", rec.UnownedShards, "workers_needed", rec.RecommendedWorkers)
+			}
+		}
+		w.log.Info(fmt.Sprintf("max leases per worker changed %d -> %d", old, target), attrs...)
+		w.hooks.targetChanged(old, target)
+	}
+	active := w.activeConsumers()
+	switch {
+	case len(active) > target:
+		w.releaseExcess(active, len(active)-target)
+	case len(active) < target:
+		if now.Before(w.settleUntil) || !w.renewalValid() {
+			return
+		}
+		fp := w.fingerprint(now, meta, rec)
+		if !w.forceScan && fp == w.lastFingerprint && now.Sub(w.lastScan) < w.cfg.LeaseScanInterval {
+			return
+		}
+		w.lastFingerprint, w.lastScan, w.forceScan = fp, now, false
+		w.takeLeases(ctx, now, target-len(active))
+	}
+}
+
+// targetFrom returns the number of leases this worker should hold.
+func (w *Worker) targetFrom(rec *lease.CoordinatorRecord) (int, bool) {
+	switch {
+	case w.cfg.DisableDynamicMaxLeases:
+		return w.cfg.StaticMaxLeases, true
+	case rec == nil || rec.Cap == 0:
+		return 0, false
+	case rec.TargetLeasesPerWorker > 0:
+		return min(rec.TargetLeasesPerWorker, w.cfg.MaxLeasesCap), true
+	}
+	return min(rec.MaxLeasesPerWorker, w.cfg.MaxLeasesCap), true
+}
+
+// activeConsumers returns the consumers that are not being released.
+func (w *Worker) activeConsumers() []*shardConsumer {
+	out := make([]*shardConsumer, 0, len(w.held))
+	for _, c := range w.held {
+		if !c.releasing {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// releaseExcess gives up n leases, the ones this worker prefers least, so that workers
+// agree on which shards move. Each consumer finishes its batch, lets the processor
+// checkpoint and then releases.
+func (w *Worker) releaseExcess(active []*shardConsumer, n int) {
+	sort.Slice(active, func(i, j int) bool {
+		return w.preference(active[i].held.ShardID) > w.preference(active[j].held.ShardID)
+	})
+	ids := make([]string, 0, n)
+	for _, c := range active[:n] {
+		c.releasing = true
+		c.requestStop(stopPlanned)
+		ids = append(ids, c.held.ShardID)
+	}
+	w.log.Info("releasing leases above max leases per worker", "count", n, "target", w.target, "shards", ids)
+}
+
+// preference ranks shards for this worker; different workers rank differently, so
+// workers that take at the same time mostly try different leases.
+func (w *Worker) preference(shardID string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(w.cfg.WorkerID))
+	h.Write([]byte{0})
+	h.Write([]byte(shardID))
+	return h.Sum64()
+}
+
+// fingerprint summarises what in the metadata table may make leases takeable: the
+// coordinator's values and generation, and each other worker's liveness and lease count.
+func (w *Worker) fingerprint(now time.Time, meta lease.Meta, rec *lease.CoordinatorRecord) string {
+	var b strings.Builder
+	if rec != nil {
+		fmt.Fprintf(&b, "%s/%d/%d/%d|", rec.CoordinatorID, rec.Epoch, rec.Version, rec.LeaseGeneration)
+	}
+	for _, r := range meta.Workers {
+		if r.WorkerID == w.cfg.WorkerID {
+			continue
+		}
+		if w.live.alive(r.WorkerID, now) {
+			fmt.Fprintf(&b, "%s:%s:%d,", r.WorkerID, r.Incarnation, r.LeasesHeld)
+		} else {
+			fmt.Fprintf(&b, "%s:dead,", r.WorkerID)
+		}
+	}
+	return b.String()
+}
+
+// takeLeases reads the lease table and takes up to want leases that are free, expired
+// (owner dead on this worker's clock), or left by an earlier run of this worker, whose
+// parents have all finished.
+func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
+	table, err := w.leases.ListLeases(ctx)
+	if err != nil {
+		w.log.Warn("cannot read the lease table", "err", err)
+		return
+	}
+	w.reportCorrupt(table.Corrupt)
+	byID := make(map[string]lease.Lease, len(table.Leases))
+	for _, l := range table.Leases {
+		byID[l.ShardID] = l
+	}
+	corrupt := make(map[string]bool, len(table.Corrupt))
+	for _, c := range table.Corrupt {
+		corrupt[c.Key] = true
+	}
+	var candidates []lease.Lease
+	for _, l := range table.Leases {
+		switch {
+		case l.Finished():
+		case w.held[l.ShardID] != nil:
+		case now.Before(w.cooldown[l.ShardID]):
+		case l.Owner != "" && l.Owner != w.cfg.WorkerID && !w.live.expired(l.Owner, now):
+		case !parentsFinished(l, byID, corrupt):
+		default:
+			candidates = append(candidates, l)
+		}
+	}
+	sort.Slice(candidates, func(i, j int) bool {
+		// Leases of an earlier run of this worker first: nobody else is reading them.
+		mi, mj := candidates[i].Owner == w.cfg.WorkerID, candidates[j].Owner == w.cfg.WorkerID
+		if mi != mj {
+			return mi
+		}
+		return w.preference(candidates[i].ShardID) < w.preference(candidates[j].ShardID)
+	})
+	taken, conflicts := 0, 0
+	for _, l := range candidates {
+		if taken == want || ctx.Err() != nil {
+			break
+		}
+		if w.tryTake(ctx, l) {
+			taken++
+		} else {
+			conflicts++
+		}
+	}
+	if taken < want && conflicts > 0 {
+		w.forceScan = true // Others raced us; look again next pass.
+	}
+	if taken > 0 || conflicts > 0 {
+		w.log.Debug("lease scan", "taken", taken, "conflicts", conflicts, "candidates", len(candidates), "wanted", want)
+	}
+}
+
+// tryTake takes one observed lease and starts processing it.
+func (w *Worker) tryTake(ctx context.Context, l lease.Lease) bool {
+	taken, err := w.leases.TakeLease(ctx, l, w.cfg.WorkerID)
+	if err != nil {
+		if !errors.Is(err, lease.ErrConflict) {
+			w.log.Warn("cannot take lease", "shard", l.ShardID, "err", err)
+		}
+		return false
+	}
+	if l.Owner != "" && l.Owner != w.cfg.WorkerID {
+		w.log.Info("took expired lease", "shard", l.ShardID, "previous_owner", l.Owner)
+	}
+	w.startConsumer(taken)
+	return true
+}
+
+// parentsFinished reports whether every parent lease reached SHARD_END. A parent with no
+// lease is finished: leases are created parents first, so it aged out of the stream.
+func parentsFinished(l lease.Lease, byID map[string]lease.Lease, corrupt map[string]bool) bool {
+	for _, p := range l.ParentShardIDs {
+		if corrupt[p] {
+			return false
+		}
+		if pl, ok := byID[p]; ok && !pl.Finished() {
+			return false
+		}
+	}
+	return true
+}
+
+// takeChildren follows a finished shard into its children at once, without waiting for
+// the next lease scan: it creates their leases if needed and takes those whose parents
+// have all finished, while this worker is below its target.
+func (w *Worker) takeChildren(ctx context.Context, e consumerExit) {
+	for _, ch := range e.children {
+		if len(w.activeConsumers()) >= w.target || !w.renewalValid() {
+			return
+		}
+		l, err := w.leases.GetLease(ctx, ch.ShardID)
+		if errors.Is(err, lease.ErrNotFound) {
+			l = lease.Lease{ShardID: ch.ShardID, ParentShardIDs: ch.ParentShardIDs, Checkpoint: lease.TrimHorizon}
+			if !w.parentsExist(ctx, ch.ParentShardIDs) {
+				continue // The coordinator's shard sync creates it, parents first.
+			}
+			if err = w.leases.CreateLease(ctx, l); errors.Is(err, lease.ErrExists) {
+				l, err = w.leases.GetLease(ctx, ch.ShardID)
+			}
+		}
+		if err != nil {
+			w.log.Warn("cannot prepare child shard lease", "shard", ch.ShardID, "err", err)
+			continue
+		}
+		if l.Finished() || w.held[l.ShardID] != nil {
+			continue
+		}
+		if l.Owner != "" && l.Owner != w.cfg.WorkerID && !w.live.expired(l.Owner, w.clock.Now()) {
+			continue
+		}
+		done := true
+		for _, p := range l.ParentShardIDs {
+			if p == e.held.ShardID {
+				continue
+			}
+			pl, err := w.leases.GetLease(ctx, p)
+			if err == nil && !pl.Finished() || err != nil && !errors.Is(err, lease.ErrNotFound) {
+				done = false
+				break
+			}
+		}
+		if done {
+			w.tryTake(ctx, l)
+		}
+	}
+}
+
+func (w *Worker) parentsExist(ctx context.Context, parents []string) bool {
+	for _, p := range parents {
+		if _, err := w.leases.GetLease(ctx, p); err != nil {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,77 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync"
+
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+)
+
+var (
+	// ErrLeaseLost means the worker no longer holds the lease: another worker took it, or
+	// this worker could not renew in time. Matched with errors.Is.
+	ErrLeaseLost = errors.New("lease lost")
+	// ErrCheckpointBackwards means a checkpoint was before the last one.
+	ErrCheckpointBackwards = errors.New("checkpoint would move backwards")
+	// ErrInvalidSequenceNumber means a checkpoint was not a Kinesis sequence number.
+	ErrInvalidSequenceNumber = errors.New("invalid sequence number")
+)
+
+// checkpointer is the fenced Checkpointer of one lease tenure.
+type checkpointer struct {
+	store LeaseStore
+	held  lease.Lease
+
+	mu   sync.Mutex
+	last string
+	lost bool
+}
+
+func newCheckpointer(store LeaseStore, held lease.Lease) *checkpointer {
+	return &checkpointer{store: store, held: held, last: held.Checkpoint}
+}
+
+func (c *checkpointer) LastCheckpoint() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
+}
+
+func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
+	n, ok := new(big.Int).SetString(seq, 10)
+	if !ok || n.Sign() < 0 {
+		return fmt.Errorf("shard %s: %w: %q", c.held.ShardID, ErrInvalidSequenceNumber, seq)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lost {
+		return fmt.Errorf("shard %s epoch %d: %w", c.held.ShardID, c.held.Counter, ErrLeaseLost)
+	}
+	if prev, ok := new(big.Int).SetString(c.last, 10); ok {
+		switch n.Cmp(prev) {
+		case 0:
+			return nil // Nothing new: save the write.
+		case -1:
+			return fmt.Errorf("shard %s: %w: %s is before %s", c.held.ShardID, ErrCheckpointBackwards, seq, c.last)
+		}
+	}
+	if err := c.store.Checkpoint(ctx, c.held, seq); err != nil {
+		if errors.Is(err, lease.ErrConflict) {
+			c.lost = true
+			return fmt.Errorf("shard %s epoch %d: checkpoint %s refused: %w", c.held.ShardID, c.held.Counter, seq, ErrLeaseLost)
+		}
+		return fmt.Errorf("shard %s: checkpoint %s: %w", c.held.ShardID, seq, err)
+	}
+	c.last = seq
+	return nil
+}
+
+// markLost makes every later checkpoint fail without a write.
+func (c *checkpointer) markLost() {
+	c.mu.Lock()
+	c.lost = true
+	c.mu.Unlock()
+}

@@ -1,0 +1,226 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/clock"
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+)
+
+// Defaults for Config. Every duration scales with LeaseDuration unless set.
+const (
+	DefaultLeaseDuration        = 10 * time.Second
+	DefaultPollInterval         = time.Second
+	DefaultShardSyncInterval    = 5 * time.Second
+	DefaultLeaseScanInterval    = 30 * time.Second
+	DefaultIdleTimeBetweenReads = time.Second
+	DefaultMinTimeBetweenReads  = 200 * time.Millisecond // Kinesis allows 5 GetRecords/s per shard.
+	DefaultMaxRecordsPerGet     = 10000
+	DefaultShutdownTimeout      = 20 * time.Second
+)
+
+// WorkerCounter says how many workers the application should have. The coordinator
+// divides the shards by this number. Without one, the number of live workers (fresh
+// heartbeats in the metadata table) is used.
+type WorkerCounter interface {
+	// DesiredWorkers returns the desired worker count (at least 1).
+	DesiredWorkers(ctx context.Context) (int, error)
+}
+
+// StaticWorkers is a WorkerCounter that always returns its value.
+type StaticWorkers int
+
+// DesiredWorkers implements WorkerCounter.
+func (s StaticWorkers) DesiredWorkers(context.Context) (int, error) { return int(s), nil }
+
+// Config configures a Worker. The zero value of every optional field means its default.
+type Config struct {
+	// AppName names the application; the lease table is AppName and the metadata table
+	// AppName_meta. Required.
+	AppName string
+	// StreamName is used in logs only; the Stream given to New is what is read. Optional.
+	StreamName string
+	// WorkerID identifies this worker; it must be unique among live workers and stable
+	// across restarts (a Kubernetes pod name). Required.
+	WorkerID string
+
+	// LeaseDuration is how long a worker's heartbeat may stay unchanged, as seen on the
+	// observer's own clock, before other workers take its leases. A worker that cannot
+	// renew stops processing before this elapses. Default 10s; at least 1s.
+	LeaseDuration time.Duration
+	// HeartbeatInterval is how often a worker renews its heartbeat. Default
+	// LeaseDuration/4; must be at most LeaseDuration/3 so a missed beat is survivable.
+	HeartbeatInterval time.Duration
+	// PollInterval is how often a worker reads the metadata table and acts on it (take,
+	// release, coordinator duty). Default 1s; at most LeaseDuration/3.
+	PollInterval time.Duration
+	// ShardSyncInterval is how often the coordinator lists the stream's shards. Default 5s.
+	ShardSyncInterval time.Duration
+	// LeaseScanInterval bounds how long a worker below its target goes without reading
+	// the lease table when nothing in the metadata table changed. Default 30s.
+	LeaseScanInterval time.Duration
+	// StartupSettle is how long a new worker waits before its first take, so that workers
+	// started together see each other and split the shards evenly at once instead of one
+	// worker taking everything and giving most of it back. Default 2*PollInterval.
+	StartupSettle time.Duration
+
+	// MaxLeasesCap bounds the leases one worker may hold. Default 80.
+	MaxLeasesCap int
+	// DisableDynamicMaxLeases makes every worker hold up to StaticMaxLeases instead of
+	// the coordinator's min(cap, ceil(shards/workers)).
+	DisableDynamicMaxLeases bool
+	// StaticMaxLeases is the per-worker maximum with dynamic max leases disabled.
+	// Default MaxLeasesCap.
+	StaticMaxLeases int
+	// WorkerCounter gives the desired worker count; nil means live workers.
+	WorkerCounter WorkerCounter
+
+	// InitialPosition is where new leases start: lease.TrimHorizon (default),
+	// lease.Latest or lease.AtTimestamp (with InitialTimestamp).
+	InitialPosition  string
+	InitialTimestamp time.Time
+
+	// MaxRecordsPerGet is the GetRecords limit. Default 10000 (the Kinesis maximum).
+	MaxRecordsPerGet int
+	// IdleTimeBetweenReads is the wait after a GetRecords that returned no records.
+	// Default 1s.
+	IdleTimeBetweenReads time.Duration
+	// MinTimeBetweenReads is the least time between two GetRecords calls on one shard.
+	// Default 200ms (Kinesis allows 5 per second per shard); not less than that.
+	MinTimeBetweenReads time.Duration
+	// ShutdownTimeout bounds a graceful shutdown (drain, checkpoint, release). Default 20s.
+	ShutdownTimeout time.Duration
+
+	// Hooks are optional callbacks for metrics and tests.
+	Hooks Hooks
+
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+	// Clock is the time source. Default the real clock.
+	Clock clock.Clock
+}
+
+// ConfigError names the setting that is wrong and why.
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return fmt.Sprintf("invalid setting %s: %s", e.Field, e.Reason) }
+
+// ErrInvalidConfig is matched by every *ConfigError with errors.Is.
+var ErrInvalidConfig = errors.New("invalid configuration")
+
+// Is makes errors.Is(err, ErrInvalidConfig) true for configuration errors.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// withDefaults returns a copy with every unset field set to its default, then validated.
+func (c Config) withDefaults() (Config, error) {
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = DefaultLeaseDuration
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = c.LeaseDuration / 4
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = min(DefaultPollInterval, c.LeaseDuration/3)
+	}
+	if c.ShardSyncInterval == 0 {
+		c.ShardSyncInterval = DefaultShardSyncInterval
+	}
+	if c.LeaseScanInterval == 0 {
+		c.LeaseScanInterval = DefaultLeaseScanInterval
+	}
+	if c.StartupSettle == 0 {
+		c.StartupSettle = 2 * c.PollInterval
+	}
+	if c.MaxLeasesCap == 0 {
+		c.MaxLeasesCap = lease.DefaultCap
+	}
+	if c.StaticMaxLeases == 0 {
+		c.StaticMaxLeases = c.MaxLeasesCap
+	}
+	if c.InitialPosition == "" {
+		c.InitialPosition = lease.TrimHorizon
+	}
+	if c.MaxRecordsPerGet == 0 {
+		c.MaxRecordsPerGet = DefaultMaxRecordsPerGet
+	}
+	if c.IdleTimeBetweenReads == 0 {
+		c.IdleTimeBetweenReads = DefaultIdleTimeBetweenReads
+	}
+	if c.MinTimeBetweenReads == 0 {
+		c.MinTimeBetweenReads = DefaultMinTimeBetweenReads
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case c.AppName == "":
+		return bad("AppName", "must not be empty")
+	case len(c.AppName) > 250:
+		return bad("AppName", "%d characters; DynamoDB table names allow at most 255 including the _meta suffix", len(c.AppName))
+	case !validTableName(c.AppName):
+		return bad("AppName", "%q may contain only letters, digits, '_', '-' and '.' (it names DynamoDB tables)", c.AppName)
+	case c.WorkerID == "":
+		return bad("WorkerID", "must not be empty")
+	case c.WorkerID == c.AppName+"_coordinator":
+		return bad("WorkerID", "%q is reserved for the coordinator item", c.WorkerID)
+	case c.LeaseDuration < time.Second:
+		return bad("LeaseDuration", "%s is too short; at least 1s", c.LeaseDuration)
+	case c.HeartbeatInterval <= 0 || c.HeartbeatInterval > c.LeaseDuration/3:
+		return bad("HeartbeatInterval", "%s must be positive and at most LeaseDuration/3 (%s)", c.HeartbeatInterval, c.LeaseDuration/3)
+	case c.PollInterval <= 0 || c.PollInterval > c.LeaseDuration/3:
+		return bad("PollInterval", "%s must be positive and at most LeaseDuration/3 (%s)", c.PollInterval, c.LeaseDuration/3)
+	case c.ShardSyncInterval < c.PollInterval:
+		return bad("ShardSyncInterval", "%s must be at least PollInterval (%s)", c.ShardSyncInterval, c.PollInterval)
+	case c.LeaseScanInterval < c.PollInterval:
+		return bad("LeaseScanInterval", "%s must be at least PollInterval (%s)", c.LeaseScanInterval, c.PollInterval)
+	case c.StartupSettle < 0:
+		return bad("StartupSettle", "%s must not be negative", c.StartupSettle)
+	case c.MaxLeasesCap < 1:
+		return bad("MaxLeasesCap", "%d must be at least 1", c.MaxLeasesCap)
+	case c.StaticMaxLeases < 1 || c.StaticMaxLeases > c.MaxLeasesCap:
+		return bad("StaticMaxLeases", "%d must be between 1 and MaxLeasesCap (%d)", c.StaticMaxLeases, c.MaxLeasesCap)
+	case c.InitialPosition != lease.TrimHorizon && c.InitialPosition != lease.Latest && c.InitialPosition != lease.AtTimestamp:
+		return bad("InitialPosition", "%q must be TRIM_HORIZON, LATEST or AT_TIMESTAMP", c.InitialPosition)
+	case c.InitialPosition == lease.AtTimestamp && c.InitialTimestamp.IsZero():
+		return bad("InitialTimestamp", "must be set when InitialPosition is AT_TIMESTAMP")
+	case c.MaxRecordsPerGet < 1 || c.MaxRecordsPerGet > 10000:
+		return bad("MaxRecordsPerGet", "%d must be between 1 and 10000", c.MaxRecordsPerGet)
+	case c.IdleTimeBetweenReads < 0:
+		return bad("IdleTimeBetweenReads", "%s must not be negative", c.IdleTimeBetweenReads)
+	case c.MinTimeBetweenReads < DefaultMinTimeBetweenReads:
+		return bad("MinTimeBetweenReads", "%s is below 200ms; Kinesis allows 5 GetRecords per second per shard", c.MinTimeBetweenReads)
+	case c.ShutdownTimeout < time.Second:
+		return bad("ShutdownTimeout", "%s is too short; at least 1s", c.ShutdownTimeout)
+	}
+	return nil
+}
+
+func validTableName(s string) bool {
+	for _, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.'
+		if !ok {
+			return false
+		}
+	}
+	return len(s) >= 3
+}

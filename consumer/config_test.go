@@ -1,0 +1,56 @@
+package consumer
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigValidation(t *testing.T) {
+	base := Config{AppName: "app", WorkerID: "w0"}
+	tests := []struct {
+		name  string
+		edit  func(*Config)
+		field string
+	}{
+		{"defaults are valid", func(*Config) {}, ""},
+		{"missing app", func(c *Config) { c.AppName = "" }, "AppName"},
+		{"bad table name", func(c *Config) { c.AppName = "my app" }, "AppName"},
+		{"missing worker", func(c *Config) { c.WorkerID = "" }, "WorkerID"},
+		{"reserved worker id", func(c *Config) { c.WorkerID = "app_coordinator" }, "WorkerID"},
+		{"lease too short", func(c *Config) { c.LeaseDuration = 500 * time.Millisecond }, "LeaseDuration"},
+		{"heartbeat too slow", func(c *Config) { c.HeartbeatInterval = 5 * time.Second }, "HeartbeatInterval"},
+		{"poll too slow", func(c *Config) { c.PollInterval = 4 * time.Second }, "PollInterval"},
+		{"sync faster than poll", func(c *Config) { c.ShardSyncInterval = 10 * time.Millisecond }, "ShardSyncInterval"},
+		{"cap negative", func(c *Config) { c.MaxLeasesCap = -1 }, "MaxLeasesCap"},
+		{"static above cap", func(c *Config) { c.MaxLeasesCap = 10; c.StaticMaxLeases = 11 }, "StaticMaxLeases"},
+		{"unknown position", func(c *Config) { c.InitialPosition = "EARLIEST" }, "InitialPosition"},
+		{"timestamp missing", func(c *Config) { c.InitialPosition = "AT_TIMESTAMP" }, "InitialTimestamp"},
+		{"too many records", func(c *Config) { c.MaxRecordsPerGet = 10001 }, "MaxRecordsPerGet"},
+		{"reads too fast", func(c *Config) { c.MinTimeBetweenReads = 100 * time.Millisecond }, "MinTimeBetweenReads"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			tc.edit(&c)
+			got, err := c.withDefaults()
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if got.LeaseDuration != DefaultLeaseDuration || got.HeartbeatInterval != DefaultLeaseDuration/4 || got.MaxLeasesCap != 80 {
+					t.Fatalf("defaults not applied: %+v", got)
+				}
+				return
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Field != tc.field {
+				t.Fatalf("error = %v, want a ConfigError for %s", err, tc.field)
+			}
+			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("error %q must match ErrInvalidConfig and name %s", err, tc.field)
+			}
+		})
+	}
+}

@@ -1,0 +1,281 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
+)
+
+// coordinatorState is the control loop's view of the coordinator role.
+type coordinatorState struct {
+	epoch        int64 // non-zero while this worker holds the role
+	lastSync     time.Time
+	forceSync    bool
+	synced       map[string]bool // shard ids whose leases exist, as of the last sync
+	shardCount   int             // open shards at the last sync
+	shardsKnown  bool
+	leasesAdded  bool // leases were created since the record was last written
+	counterError string
+}
+
+// coordinate returns the coordinator record to obey. It claims the role when nobody
+// holds it, or when the holder's heartbeat went stale on this worker's clock, and runs
+// the coordinator's pass while this worker holds it.
+func (w *Worker) coordinate(ctx context.Context, now time.Time, meta lease.Meta) *lease.CoordinatorRecord {
+	rec := meta.Coordinator
+	if w.coord.epoch != 0 {
+		if rec != nil && rec.CoordinatorID == w.cfg.WorkerID && rec.Epoch == w.coord.epoch {
+			if !w.renewalValid() {
+				return rec
+			}
+			return w.coordinatorPass(ctx, now, *rec)
+		}
+		w.loseCoordinator("the coordinator item changed hands")
+	}
+	if !w.renewalValid() {
+		return rec
+	}
+	switch {
+	case rec == nil, rec.CoordinatorID == "":
+	case rec.CoordinatorID == w.cfg.WorkerID:
+		// An earlier run of this worker held the role; it is certainly not running now.
+	case !w.live.expired(rec.CoordinatorID, now):
+		return rec
+	}
+	claimed, err := w.meta.ClaimCoordinator(ctx, w.cfg.WorkerID, rec)
+	if err != nil {
+		if !errors.Is(err, lease.ErrConflict) {
+			w.log.Warn("cannot claim the coordinator role", "err", err)
+		}
+		return rec
+	}
+	previous := ""
+	if rec != nil {
+		previous = rec.CoordinatorID
+	}
+	w.coord.epoch = claimed.Epoch
+	w.coord.lastSync = time.Time{}
+	w.log.Info("became coordinator", "epoch", claimed.Epoch, "previous", previous)
+	w.hooks.coordinatorChanged(true)
+	return w.coordinatorPass(ctx, now, claimed)
+}
+
+func (w *Worker) loseCoordinator(why string) {
+	w.log.Warn("no longer coordinator", "reason", why, "epoch", w.coord.epoch)
+	w.coord = coordinatorState{}
+	w.hooks.coordinatorChanged(false)
+}
+
+// resignCoordinator hands the role back on shutdown so another worker claims it at once.
+func (w *Worker) resignCoordinator(ctx context.Context) {
+	if w.coord.epoch == 0 {
+		return
+	}
+	err := w.meta.ResignCoordinator(ctx, lease.CoordinatorRecord{CoordinatorID: w.cfg.WorkerID, Epoch: w.coord.epoch})
+	if err != nil {
+		w.log.Warn("could not resign the coordinator role; another worker takes it after the lease duration", "err", err)
+	} else {
+		w.log.Info("resigned the coordinator role", "epoch", w.coord.epoch)
+	}
+	w.coord = coordinatorState{}
+	w.hooks.coordinatorChanged(false)
+}
+
+// coordinatorPass syncs shards when due and recomputes the per-worker maximum; it writes
+// the record only when a value changed.
+func (w *Worker) coordinatorPass(ctx context.Context, now time.Time, rec lease.CoordinatorRecord) *lease.CoordinatorRecord {
+	if w.coord.lastSync.IsZero() || w.coord.forceSync || now.Sub(w.coord.lastSync) >= w.cfg.ShardSyncInterval {
+		w.coord.lastSync, w.coord.forceSync = now, false
+		w.syncShards(ctx)
+	}
+	if !w.coord.shardsKnown {
+		return &rec
+	}
+	live := w.live.liveCount(now)
+	desired := live
+	if w.cfg.WorkerCounter != nil {
+		n, err := w.cfg.WorkerCounter.DesiredWorkers(ctx)
+		switch {
+		case err != nil:
+			if msg := err.Error(); msg != w.coord.counterError {
+				w.coord.counterError = msg
+				w.log.Warn("cannot read the desired worker count; using live workers", "err", err, "live_workers", live)
+			}
+		case n < 1:
+			w.log.Warn("desired worker count below 1; using live workers", "desired", n, "live_workers", live)
+		default:
+			desired = n
+			w.coord.counterError = ""
+		}
+	}
+	desired = max(desired, 1)
+	// While fewer workers are live than desired (a pod is down), the live ones cover for
+	// the missing ones, up to the cap.
+	effective := desired
+	if live > 0 && live < desired {
+		effective = live
+	}
+	shards := w.coord.shardCount
+	limit := w.cfg.MaxLeasesCap
+	next := rec
+	if w.cfg.DisableDynamicMaxLeases {
+		limit = w.cfg.StaticMaxLeases
+		next.MaxLeasesPerWorker, next.TargetLeasesPerWorker = limit, limit
+	} else {
+		next.MaxLeasesPerWorker = lease.MaxLeasesPerWorker(shards, desired, limit)
+		next.TargetLeasesPerWorker = lease.MaxLeasesPerWorker(shards, effective, limit)
+	}
+	next.ShardCount = shards
+	next.WorkerCount = desired
+	next.LiveWorkers = live
+	next.Cap = w.cfg.MaxLeasesCap
+	next.UnownedShards = lease.UnownedShards(shards, effective, limit)
+	next.RecommendedWorkers = lease.WorkersNeeded(shards, limit)
+	if w.coord.leasesAdded {
+		next.LeaseGeneration++
+	}
+	if sameValues(next, rec) {
+		return &rec
+	}
+	next.UpdatedAt = time.Now().UTC()
+	written, err := w.meta.UpdateCoordinator(ctx, next)
+	if err != nil {
+		if errors.Is(err, lease.ErrConflict) {
+			w.loseCoordinator("another worker claimed the role")
+		} else {
+			w.log.Warn("cannot write the coordinator record", "err", err)
+		}
+		return &rec
+	}
+	w.coord.leasesAdded = false
+	w.log.Info("coordinator computed max leases per worker",
+		"max_leases_per_worker", written.MaxLeasesPerWorker, "target_leases_per_worker", written.TargetLeasesPerWorker,
+		"shard_count", shards, "worker_count", desired, "live_workers", live, "cap", written.Cap)
+	if written.UnownedShards > 0 && written.UnownedShards != rec.UnownedShards {
+		w.log.Warn("SHARDS LEFT UNOWNED: the cap on leases per worker is too low for this many shards",
+			"unowned_shards", written.UnownedShards, "shard_count", shards, "workers", effective,
+			"cap", limit, "workers_needed", written.RecommendedWorkers)
+	}
+	return &written
+}
+
+func sameValues(a, b lease.CoordinatorRecord) bool {
+	a.UpdatedAt, b.UpdatedAt = time.Time{}, time.Time{}
+	a.Version, b.Version = 0, 0
+	return a == b
+}
+
+// syncShards lists the stream's shards and creates the leases that are missing, parents
+// before children, so that a child's lease never exists without its parents' leases.
+func (w *Worker) syncShards(ctx context.Context) {
+	shards, err := w.stream.ListShards(ctx)
+	if err != nil {
+		if errors.Is(err, stream.ErrStreamNotFound) {
+			w.log.Error("stream not found; create it or fix STREAM_NAME", "stream", w.cfg.StreamName, "err", err)
+		} else {
+			w.log.Warn("cannot list shards", "err", err)
+		}
+		return
+	}
+	open := 0
+	ids := make(map[string]bool, len(shards))
+	for _, s := range shards {
+		ids[s.ID] = true
+		if !s.Closed {
+			open++
+		}
+	}
+	if w.coord.shardsKnown && sameSet(ids, w.coord.synced) {
+		w.coord.shardCount = open
+		return
+	}
+	table, err := w.leases.ListLeases(ctx)
+	if err != nil {
+		w.log.Warn("cannot read the lease table", "err", err)
+		return
+	}
+	w.reportCorrupt(table.Corrupt)
+	have := make(map[string]bool, len(table.Leases)+len(table.Corrupt))
+	for _, l := range table.Leases {
+		have[l.ShardID] = true
+	}
+	for _, c := range table.Corrupt {
+		have[c.Key] = true
+	}
+	bootstrap := len(have) == 0
+	created, failed := w.createLeases(ctx, shards, have, bootstrap)
+	if created > 0 {
+		w.coord.leasesAdded = true
+		w.log.Info("created leases for new shards", "created", created, "open_shards", open, "total_shards", len(shards))
+	}
+	if !failed {
+		w.coord.synced = ids
+	}
+	w.coord.shardCount = open
+	w.coord.shardsKnown = true
+}
+
+func (w *Worker) createLeases(ctx context.Context, shards []stream.Shard, have map[string]bool, bootstrap bool) (created int, failed bool) {
+	inStream := make(map[string]bool, len(shards))
+	for _, s := range shards {
+		inStream[s.ID] = true
+	}
+	// A fresh application starting at LATEST or AT_TIMESTAMP reads only the open shards.
+	skipClosed := bootstrap && w.cfg.InitialPosition != lease.TrimHorizon
+	var pending []stream.Shard
+	for _, s := range shards {
+		if !have[s.ID] && !(skipClosed && s.Closed) {
+			pending = append(pending, s)
+		}
+	}
+	for progress := true; progress && len(pending) > 0; {
+		progress = false
+		rest := pending[:0]
+		for _, s := range pending {
+			var parents []string
+			ready := true
+			for _, p := range s.Parents() {
+				switch {
+				case have[p]:
+					parents = append(parents, p)
+				case inStream[p] && !skipClosed:
+					ready = false // create the parent first
+				}
+			}
+			if !ready {
+				rest = append(rest, s)
+				continue
+			}
+			l := lease.Lease{ShardID: s.ID, ParentShardIDs: parents, Checkpoint: lease.TrimHorizon}
+			if len(parents) == 0 && bootstrap {
+				l.Checkpoint, l.StartTimestamp = w.cfg.InitialPosition, w.cfg.InitialTimestamp
+			}
+			if err := w.leases.CreateLease(ctx, l); err != nil && !errors.Is(err, lease.ErrExists) {
+				w.log.Warn("cannot create lease", "shard", s.ID, "err", err)
+				failed = true
+				continue
+			} else if err == nil {
+				created++
+			}
+			have[s.ID] = true
+			progress = true
+		}
+		pending = rest
+	}
+	return created, failed || len(pending) > 0
+}
+
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}

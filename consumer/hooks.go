@@ -1,0 +1,54 @@
+package consumer
+
+// Hooks are optional callbacks for callers that observe a worker (metrics, tests). They
+// are called from the worker's goroutines and must return quickly.
+type Hooks struct {
+	// TargetChanged is called when the number of leases this worker obeys changes.
+	TargetChanged func(old, new int)
+	// CoordinatorChanged is called when this worker gains or loses the coordinator role.
+	CoordinatorChanged func(isCoordinator bool)
+	// LeaseTaken is called after this worker took a lease, with its new epoch.
+	LeaseTaken func(shardID string, epoch int64)
+	// LeaseReleased is called after this worker released a lease.
+	LeaseReleased func(shardID string)
+	// LeaseLost is called when this worker lost a lease without releasing it.
+	LeaseLost func(shardID string)
+	// RecordsProcessed is called after a batch was processed.
+	RecordsProcessed func(shardID string, records int, millisBehindLatest int64)
+}
+
+func (h Hooks) targetChanged(old, new int) {
+	if h.TargetChanged != nil {
+		h.TargetChanged(old, new)
+	}
+}
+
+func (h Hooks) coordinatorChanged(is bool) {
+	if h.CoordinatorChanged != nil {
+		h.CoordinatorChanged(is)
+	}
+}
+
+func (h Hooks) leaseTaken(shardID string, epoch int64) {
+	if h.LeaseTaken != nil {
+		h.LeaseTaken(shardID, epoch)
+	}
+}
+
+func (h Hooks) leaseReleased(shardID string) {
+	if h.LeaseReleased != nil {
+		h.LeaseReleased(shardID)
+	}
+}
+
+func (h Hooks) leaseLost(shardID string) {
+	if h.LeaseLost != nil {
+		h.LeaseLost(shardID)
+	}
+}
+
+func (h Hooks) recordsProcessed(shardID string, n int, behind int64) {
+	if h.RecordsProcessed != nil {
+		h.RecordsProcessed(shardID, n, behind)
+	}
+}

@@ -1,0 +1,291 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
+)
+
+// stopKind says why a shard consumer is asked to stop.
+type stopKind int
+
+const (
+	// stopPlanned: the worker gives the lease up (rebalance, shutdown): finish the batch,
+	// let the processor checkpoint, release the lease.
+	stopPlanned stopKind = iota + 1
+	// stopLost: the lease is no longer ours; stop without writing anything.
+	stopLost
+)
+
+// exitReason says how a shard consumer ended.
+type exitReason int
+
+const (
+	exitReleased exitReason = iota + 1 // planned stop, lease released
+	exitLost                           // lease lost, nothing written
+	exitEnded                          // shard finished, SHARD_END written, lease released
+	exitFailed                         // processor failed to initialize, lease released
+)
+
+func (r exitReason) String() string {
+	switch r {
+	case exitReleased:
+		return "released"
+	case exitLost:
+		return "lost"
+	case exitEnded:
+		return "shard-ended"
+	case exitFailed:
+		return "failed"
+	}
+	return "unknown"
+}
+
+type consumerExit struct {
+	held     lease.Lease
+	reason   exitReason
+	children []stream.ChildShard
+}
+
+// shardConsumer reads one leased shard and feeds its processor, from one goroutine.
+type shardConsumer struct {
+	w      *Worker
+	held   lease.Lease
+	cp     *checkpointer
+	proc   RecordProcessor
+	log    *slog.Logger
+	stopCh chan stopKind
+	cancel context.CancelFunc // hard stop: cancels reads and the processor's context
+	done   chan struct{}
+
+	releasing bool // owned by the worker's control loop
+}
+
+// requestStop asks the consumer to stop. A lost lease also cancels the consumer's
+// context, so it wins over a pending planned stop and interrupts a read in flight.
+func (c *shardConsumer) requestStop(k stopKind) {
+	if k == stopLost {
+		c.cp.markLost()
+		c.cancel()
+	}
+	select {
+	case c.stopCh <- k:
+	default: // A stop is already pending.
+	}
+}
+
+// run is the consumer's goroutine. It reports its end on w.exits.
+func (c *shardConsumer) run(ctx context.Context) {
+	defer close(c.done)
+	exit := c.consume(ctx)
+	exit.held = c.held
+	c.w.exits <- exit
+}
+
+func (c *shardConsumer) consume(ctx context.Context) consumerExit {
+	w := c.w
+	err := c.proc.Initialize(ctx, InitializeInput{
+		ShardID:        c.held.ShardID,
+		Checkpoint:     c.held.Checkpoint,
+		LeaseEpoch:     c.held.Counter,
+		ParentShardIDs: c.held.ParentShardIDs,
+	})
+	if err != nil {
+		c.log.Error("record processor failed to initialize; releasing the lease", "err", err)
+		c.release(ctx, "")
+		return consumerExit{reason: exitFailed}
+	}
+
+	var (
+		iterator      string
+		lastDelivered string
+		backoff       time.Duration
+		next          = w.clock.Now()
+	)
+	for {
+		if k, stopped := c.waitUntil(ctx, next); stopped {
+			return c.stop(ctx, k)
+		}
+		if !w.renewalValid() {
+			return c.stop(ctx, stopLost)
+		}
+		start := w.clock.Now()
+		if iterator == "" {
+			iterator, err = w.stream.GetShardIterator(ctx, c.held.ShardID, c.resumePosition(lastDelivered))
+			if err != nil {
+				backoff = c.failed("get shard iterator", err, backoff)
+				next = start.Add(backoff)
+				continue
+			}
+		}
+		batch, err := w.stream.GetRecords(ctx, iterator, w.cfg.MaxRecordsPerGet)
+		if err != nil {
+			if errors.Is(err, stream.ErrExpiredIterator) {
+				// Resume after the last record handed to the processor: nothing twice.
+				iterator, backoff, next = "", 0, start
+				continue
+			}
+			backoff = c.failed("get records", err, backoff)
+			next = start.Add(backoff)
+			continue
+		}
+		backoff = 0
+		if n := len(batch.Records); n > 0 {
+			if k, stopped := c.process(ctx, batch); stopped {
+				return c.stop(ctx, k)
+			}
+			lastDelivered = batch.Records[n-1].SequenceNumber
+		}
+		if batch.NextIterator == "" {
+			return c.shardEnded(ctx, batch.ChildShards)
+		}
+		iterator = batch.NextIterator
+		wait := w.cfg.MinTimeBetweenReads
+		if len(batch.Records) == 0 {
+			wait = max(wait, w.cfg.IdleTimeBetweenReads)
+		}
+		next = start.Add(wait)
+	}
+}
+
+// process hands one batch to the processor, retrying it until it succeeds: a batch is
+// never skipped. It returns a stop request that arrived meanwhile.
+func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKind, bool) {
+	w := c.w
+	var backoff time.Duration
+	for {
+		if !w.renewalValid() {
+			return stopLost, true
+		}
+		err := c.proc.ProcessRecords(ctx, ProcessRecordsInput{
+			ShardID:            c.held.ShardID,
+			LeaseEpoch:         c.held.Counter,
+			Records:            batch.Records,
+			MillisBehindLatest: batch.MillisBehindLatest,
+			Checkpointer:       c.cp,
+		})
+		if err == nil {
+			w.hooks.recordsProcessed(c.held.ShardID, len(batch.Records), batch.MillisBehindLatest)
+			return 0, false
+		}
+		if errors.Is(err, ErrLeaseLost) || ctx.Err() != nil {
+			return stopLost, true
+		}
+		backoff = c.failed("process records (the batch will be retried)", err, backoff)
+		if k, stopped := c.waitUntil(ctx, w.clock.Now().Add(backoff)); stopped {
+			return k, true
+		}
+	}
+}
+
+// failed logs a failed call and returns the next back-off: exponential with jitter,
+// from 100ms up to 5s.
+func (c *shardConsumer) failed(what string, err error, prev time.Duration) time.Duration {
+	level := slog.LevelWarn
+	if errors.Is(err, stream.ErrThrottled) {
+		level = slog.LevelInfo
+	}
+	c.log.Log(context.Background(), level, what+" failed; backing off", "err", err)
+	d := min(max(2*prev, 100*time.Millisecond), 5*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+// resumePosition returns where to read from: after the last delivered record, else the
+// lease's checkpoint.
+func (c *shardConsumer) resumePosition(lastDelivered string) stream.Position {
+	if lastDelivered != "" {
+		return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: lastDelivered}
+	}
+	if last := c.cp.LastCheckpoint(); last != c.held.Checkpoint {
+		return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: last}
+	}
+	switch c.held.Checkpoint {
+	case lease.TrimHorizon, "":
+		return stream.Position{Type: stream.TrimHorizon}
+	case lease.Latest:
+		return stream.Position{Type: stream.Latest}
+	case lease.AtTimestamp:
+		return stream.Position{Type: stream.AtTimestamp, Timestamp: c.held.StartTimestamp}
+	}
+	return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: c.held.Checkpoint}
+}
+
+// waitUntil sleeps until t, returning early with a stop request.
+func (c *shardConsumer) waitUntil(ctx context.Context, t time.Time) (stopKind, bool) {
+	select {
+	case k := <-c.stopCh:
+		return k, true
+	default:
+	}
+	d := t.Sub(c.w.clock.Now())
+	if d <= 0 {
+		return 0, false
+	}
+	select {
+	case k := <-c.stopCh:
+		return k, true
+	case <-ctx.Done():
+		return stopLost, true
+	case <-c.w.clock.After(d):
+		return 0, false
+	}
+}
+
+func (c *shardConsumer) stop(ctx context.Context, k stopKind) consumerExit {
+	if k == stopLost || ctx.Err() != nil {
+		c.cp.markLost()
+		c.proc.LeaseLost(context.WithoutCancel(ctx))
+		return consumerExit{reason: exitLost}
+	}
+	if err := c.proc.ShutdownRequested(ctx, c.cp); err != nil {
+		c.log.Warn("record processor failed at shutdown; the next owner resumes from the last checkpoint", "err", err)
+	}
+	if !c.release(ctx, "") {
+		return consumerExit{reason: exitLost}
+	}
+	return consumerExit{reason: exitReleased}
+}
+
+func (c *shardConsumer) shardEnded(ctx context.Context, children []stream.ChildShard) consumerExit {
+	if err := c.proc.ShardEnded(ctx, c.cp); err != nil {
+		c.log.Error("record processor failed at shard end; releasing without SHARD_END so the shard is retried", "err", err)
+		c.release(ctx, "")
+		return consumerExit{reason: exitFailed}
+	}
+	if !c.release(ctx, lease.ShardEnd) {
+		return consumerExit{reason: exitLost}
+	}
+	c.log.Info("shard ended", "children", len(children))
+	return consumerExit{reason: exitEnded, children: children}
+}
+
+// release frees the lease (writing checkpoint if set), retrying transient errors until
+// the lease is released, lost, or the worker gives up. It reports whether it released.
+func (c *shardConsumer) release(ctx context.Context, checkpoint string) bool {
+	w := c.w
+	var backoff time.Duration
+	for {
+		err := w.leases.ReleaseLease(ctx, c.held, checkpoint)
+		switch {
+		case err == nil:
+			w.hooks.leaseReleased(c.held.ShardID)
+			return true
+		case errors.Is(err, lease.ErrConflict):
+			c.log.Warn("lease changed hands before it could be released")
+			return false
+		case ctx.Err() != nil:
+			return false
+		}
+		backoff = c.failed("release lease", err, backoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-w.clock.After(backoff):
+		}
+	}
+}

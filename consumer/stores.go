@@ -1,0 +1,62 @@
+package consumer
+
+import (
+	"context"
+
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
+)
+
+// LeaseStore keeps the lease table. Package dynamostore implements it on DynamoDB and
+// package memstore in memory. Every write that changes ownership or progress is
+// conditional; a lost condition is reported as lease.ErrConflict.
+type LeaseStore interface {
+	// ListLeases reads the whole lease table. Items that cannot be decoded are returned in
+	// Table.Corrupt, not as an error.
+	ListLeases(ctx context.Context) (lease.Table, error)
+	// GetLease reads one lease; lease.ErrNotFound if it does not exist.
+	GetLease(ctx context.Context, shardID string) (lease.Lease, error)
+	// CreateLease creates a free lease if none exists for the shard; lease.ErrExists otherwise.
+	CreateLease(ctx context.Context, l lease.Lease) error
+	// TakeLease makes owner the owner of the lease, provided the stored lease still has the
+	// observed Owner and Counter. It increments the counter and returns the new lease.
+	TakeLease(ctx context.Context, observed lease.Lease, owner string) (lease.Lease, error)
+	// ReleaseLease frees the lease, provided it still has held's Owner and Counter. It
+	// increments the counter. A non-empty checkpoint is written in the same operation.
+	ReleaseLease(ctx context.Context, held lease.Lease, checkpoint string) error
+	// Checkpoint records progress, provided the lease still has held's Owner and Counter.
+	Checkpoint(ctx context.Context, held lease.Lease, checkpoint string) error
+	// DeleteLease removes a lease, provided it still has the observed Owner and Counter.
+	DeleteLease(ctx context.Context, observed lease.Lease) error
+}
+
+// MetaStore keeps the metadata table: one record per worker and the coordinator record.
+type MetaStore interface {
+	// ReadMeta reads the whole metadata table in one pass. Items that cannot be decoded are
+	// returned in Meta.Corrupt, not as an error.
+	ReadMeta(ctx context.Context) (lease.Meta, error)
+	// PutWorker writes the worker's own record (unconditionally: only its worker writes it).
+	PutWorker(ctx context.Context, w lease.WorkerRecord) error
+	// DeleteWorker removes a worker record, provided its heartbeat is still observed.
+	DeleteWorker(ctx context.Context, workerID string, observedHeartbeat int64) error
+	// ClaimCoordinator makes workerID the coordinator, provided the coordinator record is
+	// still as observed (nil: it must not exist yet). It increments the epoch and keeps the
+	// stored values. It returns the record as written.
+	ClaimCoordinator(ctx context.Context, workerID string, observed *lease.CoordinatorRecord) (lease.CoordinatorRecord, error)
+	// UpdateCoordinator writes rec's values, provided the stored record still has rec's
+	// CoordinatorID and Epoch. It increments the version and returns the record as written.
+	UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecord) (lease.CoordinatorRecord, error)
+	// ResignCoordinator clears the coordinator id, provided the stored record still has
+	// rec's CoordinatorID and Epoch, so another worker can claim the role at once.
+	ResignCoordinator(ctx context.Context, rec lease.CoordinatorRecord) error
+}
+
+// Stream reads one Kinesis stream. Package stream adapts the AWS SDK to it.
+type Stream interface {
+	// ListShards returns every shard of the stream, open and closed.
+	ListShards(ctx context.Context) ([]stream.Shard, error)
+	// GetShardIterator returns an iterator for the shard at pos.
+	GetShardIterator(ctx context.Context, shardID string, pos stream.Position) (string, error)
+	// GetRecords reads up to limit records at iterator.
+	GetRecords(ctx context.Context, iterator string, limit int) (stream.Batch, error)
+}

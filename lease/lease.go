@@ -1,0 +1,134 @@
+// Package lease holds the data model shared by the lease manager and its stores: a lease
+// per shard, one record per worker, and the coordinator record, plus the errors a store
+// returns and the max-leases formula.
+//
+// The model is storage-neutral. The DynamoDB layout (table names, attribute names) lives in
+// package dynamostore; package memstore keeps the same model in memory for tests and the
+// simulator.
+package lease
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Special checkpoint values. Any other checkpoint is a Kinesis sequence number.
+const (
+	TrimHorizon = "TRIM_HORIZON"
+	Latest      = "LATEST"
+	AtTimestamp = "AT_TIMESTAMP"
+	ShardEnd    = "SHARD_END"
+)
+
+// Errors returned by stores. Callers test them with errors.Is.
+var (
+	// ErrConflict means a conditional write failed: someone else changed the item since
+	// it was read (another owner took the lease, another worker claimed the coordinator role).
+	ErrConflict = errors.New("conditional write failed: item changed by another worker")
+	// ErrNotFound means the item does not exist.
+	ErrNotFound = errors.New("item not found")
+	// ErrExists means a create found the item already there.
+	ErrExists = errors.New("item already exists")
+)
+
+// Lease is one shard's lease.
+type Lease struct {
+	// ShardID is the lease key.
+	ShardID string
+	// Owner is the worker that holds the lease; empty when the lease is free.
+	Owner string
+	// Counter changes on every change of ownership (take, release). It is the fencing
+	// epoch: checkpoints are accepted only from Owner at this Counter.
+	Counter int64
+	// Checkpoint is a sequence number, or TrimHorizon, Latest, AtTimestamp or ShardEnd.
+	Checkpoint string
+	// StartTimestamp is the position for a lease created at AtTimestamp.
+	StartTimestamp time.Time
+	// ParentShardIDs are the shards that must reach ShardEnd before this one is processed
+	// (one after a split, two after a merge).
+	ParentShardIDs []string
+}
+
+// Finished reports whether the shard was processed to its end.
+func (l Lease) Finished() bool { return l.Checkpoint == ShardEnd }
+
+// WorkerState is the life-cycle state a worker publishes.
+type WorkerState string
+
+// Worker states.
+const (
+	WorkerActive WorkerState = "active"
+	// WorkerGone is written by a worker that shut down cleanly after releasing its leases.
+	WorkerGone WorkerState = "gone"
+)
+
+// WorkerRecord is a worker's item in the metadata table.
+type WorkerRecord struct {
+	WorkerID string
+	// Incarnation identifies one run of the worker process; a restarted worker with the
+	// same id has a new incarnation.
+	Incarnation string
+	// Heartbeat increases with every renewal. Observers decide liveness by seeing it change.
+	Heartbeat  int64
+	State      WorkerState
+	LeasesHeld int
+	// LastSeen and StartedAt are wall-clock times for people; no decision uses them.
+	LastSeen  time.Time
+	StartedAt time.Time
+}
+
+// CoordinatorRecord is the coordinator item in the metadata table.
+type CoordinatorRecord struct {
+	// CoordinatorID is the worker that holds the role; empty after a clean resignation.
+	CoordinatorID string
+	// Epoch changes whenever the role changes hands.
+	Epoch int64
+	// Version increases with every write of the values below.
+	Version int64
+	// MaxLeasesPerWorker is min(cap, ceil(ShardCount / WorkerCount)), or the static value
+	// when dynamic max leases is disabled.
+	MaxLeasesPerWorker int
+	// TargetLeasesPerWorker is what workers obey: MaxLeasesPerWorker, raised (never above
+	// the cap) while fewer workers are live than WorkerCount says, so that a missing
+	// worker's shards do not wait for it.
+	TargetLeasesPerWorker int
+	// ShardCount is the number of open shards.
+	ShardCount int
+	// WorkerCount is the desired number of workers (static, Kubernetes replicas or live).
+	WorkerCount int
+	// LiveWorkers is the number of workers whose heartbeats are fresh.
+	LiveWorkers int
+	// Cap is the configured upper bound on leases per worker.
+	Cap int
+	// UnownedShards is how many open shards no worker may take under the cap.
+	UnownedShards int
+	// RecommendedWorkers is the smallest worker count that leaves no shard unowned.
+	RecommendedWorkers int
+	// LeaseGeneration increases whenever the coordinator created or removed leases.
+	LeaseGeneration int64
+	// UpdatedAt is a wall-clock time for people; no decision uses it.
+	UpdatedAt time.Time
+}
+
+// CorruptItem describes a stored item that could not be decoded. Stores report such items
+// instead of failing the whole read, so one bad item never stops a worker.
+type CorruptItem struct {
+	Key    string
+	Reason string
+}
+
+func (c CorruptItem) String() string { return fmt.Sprintf("%s: %s", c.Key, c.Reason) }
+
+// Table is the lease table as read at one moment.
+type Table struct {
+	Leases  []Lease
+	Corrupt []CorruptItem
+}
+
+// Meta is the metadata table as read at one moment.
+type Meta struct {
+	Workers     []WorkerRecord
+	Coordinator *CoordinatorRecord // nil until a coordinator first wrote it
+	Corrupt     []CorruptItem
+}

@@ -15,7 +15,8 @@ import (
 // balance moves this worker towards its target: it releases leases above the target,
 // and below it reads the lease table (only when something changed, or rarely as a
 // safety net) and takes free or expired leases, as many as it needs in one pass.
-func (w *Worker) balance(ctx context.Context, now time.Time, meta lease.Meta, rec *lease.CoordinatorRecord) {
+// fp is the fingerprint of the metadata read this pass.
+func (w *Worker) balance(ctx context.Context, now time.Time, fp string, rec *lease.CoordinatorRecord) {
 	target, known := w.targetFrom(rec)
 	if !known {
 		return // No coordinator has published a value yet: neither take nor release.
@@ -43,7 +44,6 @@ func (w *Worker) balance(ctx context.Context, now time.Time, meta lease.Meta, re
 		if now.Before(w.settleUntil) || !w.renewalValid() {
 			return
 		}
-		fp := w.fingerprint(now, meta, rec)
 		if !w.forceScan && fp == w.lastFingerprint && now.Sub(w.lastScan) < w.cfg.LeaseScanInterval {
 			return
 		}

@@ -52,6 +52,11 @@ type Worker struct {
 	lastScan        time.Time
 	lastFingerprint string
 	forceScan       bool
+	// fastUntil makes the control loop poll faster for a moment after it saw a change,
+	// so that chains of reactions (a worker expires, the coordinator raises the target,
+	// the others take) complete in a fraction of PollInterval per step.
+	fastUntil   time.Time
+	lastChanges string
 	cooldown        map[string]time.Time
 	reported        map[string]bool
 	coord           coordinatorState
@@ -163,7 +168,12 @@ func (w *Worker) Run(ctx context.Context) error {
 			return nil
 		}
 		w.tick(ctx)
-		next = w.clock.Now().Add(w.cfg.PollInterval)
+		now := w.clock.Now()
+		if now.Before(w.fastUntil) {
+			next = now.Add(w.cfg.PollInterval / 5)
+		} else {
+			next = now.Add(w.cfg.PollInterval)
+		}
 	}
 }
 
@@ -366,7 +376,12 @@ func (w *Worker) tick(ctx context.Context) {
 	w.reportCorrupt(meta.Corrupt)
 	w.live.observe(now, meta.Workers)
 	rec := w.coordinate(ctx, now, meta)
-	w.balance(ctx, now, meta, rec)
+	fp := w.fingerprint(now, meta, rec)
+	if fp != w.lastChanges {
+		w.lastChanges = fp
+		w.fastUntil = now.Add(3 * w.cfg.PollInterval)
+	}
+	w.balance(ctx, now, fp, rec)
 
 	leases := make([]string, 0, len(w.held))
 	for id := range w.held {

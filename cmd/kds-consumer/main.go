@@ -1,0 +1,133 @@
+// Command kds-consumer is a Kinesis consumer worker: it shares a stream's shards with
+// the other workers of its application through leases in DynamoDB and runs a demo record
+// processor (count, log, checkpoint every batch) on each shard it holds.
+//
+// Configuration comes from flags and the same-named environment variables; run with
+// --help for the list. Invalid settings exit with status 2 and a message naming them.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+
+	"github.com/kds-lease-manager/kds-lease-manager/consumer"
+	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
+)
+
+func main() {
+	host, _ := os.Hostname()
+	s, err := parseSettings(os.Args[1:], os.Getenv, host, os.Stderr)
+	if err != nil {
+		if !errors.Is(err, errHelp) {
+			fmt.Fprintf(os.Stderr, "kds-consumer: %v\n", err)
+		}
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, s, newLogger(s)); err != nil {
+		fmt.Fprintf(os.Stderr, "kds-consumer: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(s settings) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(s.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if s.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func run(ctx context.Context, s settings, log *slog.Logger) error {
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(s.Region))
+	if err != nil {
+		return fmt.Errorf("load AWS configuration: %w", err)
+	}
+	var endpoint *string
+	if s.Endpoint != "" {
+		endpoint = aws.String(s.Endpoint)
+	}
+	ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
+		if endpoint != nil {
+			o.BaseEndpoint = endpoint
+		}
+	})
+	kin := kinesis.NewFromConfig(awsCfg, func(o *kinesis.Options) {
+		if endpoint != nil {
+			o.BaseEndpoint = endpoint
+		}
+	})
+	store, err := dynamostore.New(ddb, s.AppName)
+	if err != nil {
+		return err
+	}
+	if s.CreateTables {
+		tctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := store.EnsureTables(tctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	recorder, err := openRecordLog(s.RecordLogDir, s.WorkerID)
+	if err != nil {
+		return err
+	}
+	defer recorder.Close()
+
+	cfg := consumer.Config{
+		AppName:                 s.AppName,
+		StreamName:              s.StreamName,
+		WorkerID:                s.WorkerID,
+		LeaseDuration:           s.LeaseDuration,
+		HeartbeatInterval:       s.HeartbeatInterval,
+		PollInterval:            s.PollInterval,
+		ShardSyncInterval:       s.ShardSyncInterval,
+		IdleTimeBetweenReads:    s.IdleBetweenReads,
+		ShutdownTimeout:         s.ShutdownTimeout,
+		MaxLeasesCap:            s.MaxLeasesCap,
+		DisableDynamicMaxLeases: !s.DynamicMaxLeases,
+		StaticMaxLeases:         s.StaticMaxLeases,
+		InitialPosition:         s.InitialPosition,
+		InitialTimestamp:        s.InitialTimestamp,
+		Logger:                  log,
+	}
+	if s.WorkerCount > 0 {
+		cfg.WorkerCounter = consumer.StaticWorkers(s.WorkerCount)
+	}
+	w, err := consumer.New(cfg, store, store, stream.NewKinesis(kin, s.StreamName), demoFactory(log, s.WorkerID, recorder))
+	if err != nil {
+		return err
+	}
+
+	srv := &http.Server{Addr: s.HealthAddr, Handler: healthHandler(w, s.LeaseDuration), ReadHeaderTimeout: 5 * time.Second}
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.ListenAndServe() }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	select {
+	case err := <-srvErr:
+		return fmt.Errorf("health endpoint on %s: %w (set HEALTH_ADDR)", s.HealthAddr, err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	return w.Run(ctx)
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+)
+
+// settings is the worker's configuration, from flags and the environment (a flag wins
+// over its variable).
+type settings struct {
+	Region            string
+	Endpoint          string
+	StreamName        string
+	AppName           string
+	WorkerID          string
+	DynamicMaxLeases  bool
+	MaxLeasesCap      int
+	StaticMaxLeases   int
+	WorkerCount       int
+	LeaseDuration     time.Duration
+	HeartbeatInterval time.Duration
+	PollInterval      time.Duration
+	ShardSyncInterval time.Duration
+	IdleBetweenReads  time.Duration
+	ShutdownTimeout   time.Duration
+	InitialPosition   string
+	InitialTimestamp  time.Time
+	HealthAddr        string
+	LogFormat         string
+	LogLevel          string
+	RecordLogDir      string
+	CreateTables      bool
+}
+
+// errHelp is returned after --help printed the usage.
+var errHelp = errors.New("help requested")
+
+// settingError names the bad setting by its variable and flag.
+type settingError struct {
+	env, flag, value, reason string
+}
+
+func (e *settingError) Error() string {
+	return fmt.Sprintf("invalid %s (--%s) = %q: %s", e.env, e.flag, e.value, e.reason)
+}
+
+// parseSettings reads args and the environment through getenv. hostname is the default
+// worker id (the pod name in Kubernetes).
+func parseSettings(args []string, getenv func(string) string, hostname string, out io.Writer) (settings, error) {
+	var s settings
+	fs := flag.NewFlagSet("kds-consumer", flag.ContinueOnError)
+	fs.SetOutput(out)
+	type spec struct {
+		env, name, def, usage string
+	}
+	specs := []spec{
+		{"AWS_REGION", "region", "us-east-1", "AWS region"},
+		{"AWS_ENDPOINT_URL", "endpoint", "", "endpoint for Kinesis and DynamoDB (e.g. http://localhost:4566); AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL_DYNAMODB also work"},
+		{"STREAM_NAME", "stream", "test-stream", "Kinesis stream to consume"},
+		{"APP_NAME", "app", "kds-consumer-app", "application name: lease table <app>, metadata table <app>_meta"},
+		{"WORKER_ID", "worker-id", hostname, "unique, stable worker id (default: host name, i.e. the pod name)"},
+		{"ENABLE_DYNAMIC_MAX_LEASES", "enable-dynamic-max-leases", "true", "coordinator computes min(cap, ceil(shards/workers)); false: use MAX_LEASES"},
+		{"MAX_LEASES_CAP", "max-leases-cap", "80", "upper bound on leases per worker"},
+		{"MAX_LEASES", "max-leases", "0", "static max leases per worker when dynamic max leases is disabled (0: the cap)"},
+		{"WORKER_COUNT", "worker-count", "0", "static desired worker count (0: count live workers by heartbeat)"},
+		{"LEASE_DURATION", "lease-duration", "10s", "how long a silent worker keeps its leases"},
+		{"HEARTBEAT_INTERVAL", "heartbeat-interval", "0s", "heartbeat renewal interval (0: lease duration / 4)"},
+		{"POLL_INTERVAL", "poll-interval", "0s", "metadata poll interval (0: 1s)"},
+		{"SHARD_SYNC_INTERVAL", "shard-sync-interval", "0s", "coordinator's shard listing interval (0: 5s)"},
+		{"IDLE_TIME_BETWEEN_READS", "idle-time-between-reads", "0s", "wait after an empty GetRecords (0: 1s)"},
+		{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "0s", "bound on the graceful drain (0: 20s)"},
+		{"INITIAL_POSITION", "initial-position", "TRIM_HORIZON", "where new leases start: TRIM_HORIZON, LATEST or AT_TIMESTAMP"},
+		{"INITIAL_TIMESTAMP", "initial-timestamp", "", "RFC 3339 time for AT_TIMESTAMP"},
+		{"HEALTH_ADDR", "health-addr", ":8080", "address of /health, /ready"},
+		{"LOG_FORMAT", "log-format", "text", "text or json"},
+		{"LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
+		{"RECORD_LOG_DIR", "record-log-dir", "", "demo processor: append every processed record to <dir>/<worker>.jsonl (for verification)"},
+		{"CREATE_TABLES", "create-tables", "true", "create the lease and metadata tables when missing"},
+	}
+	raw := make(map[string]*string, len(specs))
+	for _, sp := range specs {
+		def := sp.def
+		if v := getenv(sp.env); v != "" {
+			def = v
+		}
+		raw[sp.name] = fs.String(sp.name, def, sp.usage+" ["+sp.env+"]")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return s, errHelp
+		}
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected argument %q (all settings are --flags or environment variables)", fs.Arg(0))
+	}
+	envOf := make(map[string]string, len(specs))
+	for _, sp := range specs {
+		envOf[sp.name] = sp.env
+	}
+	var errs []error
+	bad := func(name, reason string) {
+		errs = append(errs, &settingError{env: envOf[name], flag: name, value: *raw[name], reason: reason})
+	}
+	str := func(name string) string { return strings.TrimSpace(*raw[name]) }
+	boolean := func(name string) bool {
+		v, err := strconv.ParseBool(str(name))
+		if err != nil {
+			bad(name, "want true or false")
+		}
+		return v
+	}
+	integer := func(name string, lo, hi int) int {
+		v, err := strconv.Atoi(str(name))
+		if err != nil || v < lo || v > hi {
+			bad(name, fmt.Sprintf("want a whole number from %d to %d", lo, hi))
+		}
+		return v
+	}
+	duration := func(name string, lo time.Duration) time.Duration {
+		v, err := time.ParseDuration(str(name))
+		if err != nil {
+			bad(name, "want a duration such as 10s or 500ms")
+		} else if v != 0 && v < lo {
+			bad(name, fmt.Sprintf("at least %s (or 0 for the default)", lo))
+		}
+		return v
+	}
+	s.Region = str("region")
+	s.Endpoint = str("endpoint")
+	s.StreamName = str("stream")
+	s.AppName = str("app")
+	s.WorkerID = str("worker-id")
+	s.DynamicMaxLeases = boolean("enable-dynamic-max-leases")
+	s.MaxLeasesCap = integer("max-leases-cap", 1, 10000)
+	s.StaticMaxLeases = integer("max-leases", 0, 10000)
+	s.WorkerCount = integer("worker-count", 0, 100000)
+	s.LeaseDuration = duration("lease-duration", time.Second)
+	s.HeartbeatInterval = duration("heartbeat-interval", 10*time.Millisecond)
+	s.PollInterval = duration("poll-interval", 10*time.Millisecond)
+	s.ShardSyncInterval = duration("shard-sync-interval", 10*time.Millisecond)
+	s.IdleBetweenReads = duration("idle-time-between-reads", 0)
+	s.ShutdownTimeout = duration("shutdown-timeout", time.Second)
+	s.InitialPosition = strings.ToUpper(str("initial-position"))
+	s.HealthAddr = str("health-addr")
+	s.LogFormat = str("log-format")
+	s.LogLevel = strings.ToLower(str("log-level"))
+	s.RecordLogDir = str("record-log-dir")
+	s.CreateTables = boolean("create-tables")
+
+	if s.Region == "" {
+		bad("region", "must not be empty")
+	}
+	if s.StreamName == "" || len(s.StreamName) > 128 {
+		bad("stream", "a stream name has 1 to 128 characters")
+	}
+	if s.WorkerID == "" {
+		bad("worker-id", "must not be empty (no host name to default to)")
+	}
+	if s.LeaseDuration == 0 {
+		bad("lease-duration", "must be set")
+	}
+	switch s.InitialPosition {
+	case lease.TrimHorizon, lease.Latest:
+	case lease.AtTimestamp:
+		t, err := time.Parse(time.RFC3339, str("initial-timestamp"))
+		if err != nil {
+			bad("initial-timestamp", "AT_TIMESTAMP needs an RFC 3339 time such as 2026-01-02T15:04:05Z")
+		}
+		s.InitialTimestamp = t
+	default:
+		bad("initial-position", "want TRIM_HORIZON, LATEST or AT_TIMESTAMP")
+	}
+	if s.LogFormat != "text" && s.LogFormat != "json" {
+		bad("log-format", "want text or json")
+	}
+	switch s.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "want debug, info, warn or error")
+	}
+	if s.StaticMaxLeases > s.MaxLeasesCap {
+		bad("max-leases", fmt.Sprintf("must not exceed MAX_LEASES_CAP (%d)", s.MaxLeasesCap))
+	}
+	return s, errors.Join(errs...)
+}

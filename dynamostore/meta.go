@@ -1,0 +1,192 @@
+package dynamostore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+)
+
+// ReadMeta reads the whole metadata table with one paginated, consistent Scan and splits it
+// into worker records and the coordinator record. Items that cannot be decoded are returned
+// in Meta.Corrupt; a corrupt coordinator item leaves Meta.Coordinator nil.
+func (s *Store) ReadMeta(ctx context.Context) (lease.Meta, error) {
+	items, err := s.scan(ctx, s.metaTable)
+	if err != nil {
+		return lease.Meta{}, err
+	}
+	var m lease.Meta
+	for _, item := range items {
+		key := keyForReport(item, attrWorkerID)
+		if v, ok := item[attrWorkerID].(*types.AttributeValueMemberS); ok && v.Value == s.coordinatorKey {
+			c, err := decodeCoordinator(item)
+			if err != nil {
+				m.Corrupt = append(m.Corrupt, lease.CorruptItem{Key: key, Reason: err.Error()})
+				continue
+			}
+			m.Coordinator = &c
+			continue
+		}
+		w, err := decodeWorker(item)
+		if err != nil {
+			m.Corrupt = append(m.Corrupt, lease.CorruptItem{Key: key, Reason: err.Error()})
+			continue
+		}
+		m.Workers = append(m.Workers, w)
+	}
+	return m, nil
+}
+
+// PutWorker writes the worker's record unconditionally: only its own worker writes it.
+func (s *Store) PutWorker(ctx context.Context, w lease.WorkerRecord) error {
+	if w.WorkerID == "" {
+		return errors.New("dynamostore: PutWorker: empty worker id")
+	}
+	if w.WorkerID == s.coordinatorKey {
+		// The unconditional put would overwrite the coordinator item.
+		return fmt.Errorf("dynamostore: PutWorker: worker id %q is reserved for the coordinator item", w.WorkerID)
+	}
+	_, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(s.metaTable),
+		Item:      encodeWorker(w),
+	})
+	if err != nil {
+		return wrapErr("PutItem", s.metaTable, err)
+	}
+	return nil
+}
+
+// DeleteWorker removes a worker record, provided its heartbeat is still observedHeartbeat
+// (lease.ErrConflict otherwise, also when the record is already gone).
+func (s *Store) DeleteWorker(ctx context.Context, workerID string, observedHeartbeat int64) error {
+	e := newExpr()
+	_, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName:                 aws.String(s.metaTable),
+		Key:                       map[string]types.AttributeValue{attrWorkerID: strAV(workerID)},
+		ConditionExpression:       aws.String(e.name(attrHeartbeat) + " = " + e.value(numAV(observedHeartbeat))),
+		ExpressionAttributeNames:  e.attrNames(),
+		ExpressionAttributeValues: e.attrValues(),
+	})
+	if isConditionFailed(err) {
+		return fmt.Errorf("dynamostore: DeleteWorker %q in table %q: %w", workerID, s.metaTable, lease.ErrConflict)
+	}
+	if err != nil {
+		return wrapErr("DeleteItem", s.metaTable, err)
+	}
+	return nil
+}
+
+// ClaimCoordinator makes workerID the coordinator, provided the stored record is still as
+// observed (lease.ErrConflict otherwise). With observed nil the record must not exist yet:
+// it is created with epoch 1, version 0, all values zero and lease generation 0. Otherwise
+// the stored epoch and coordinator id must match observed's (an empty observed id matches
+// a record without coordinator); the epoch is incremented and the values are kept.
+func (s *Store) ClaimCoordinator(ctx context.Context, workerID string, observed *lease.CoordinatorRecord) (lease.CoordinatorRecord, error) {
+	if workerID == "" {
+		return lease.CoordinatorRecord{}, errors.New("dynamostore: ClaimCoordinator: empty worker id")
+	}
+	if observed == nil {
+		return s.createCoordinator(ctx, workerID)
+	}
+	e := newExpr()
+	id := e.name(attrCoordinatorID)
+	var holder string
+	if observed.CoordinatorID != "" {
+		holder = id + " = " + e.value(strAV(observed.CoordinatorID))
+	} else {
+		// Resign removes the attribute; an empty string (written by other tools) counts as
+		// no coordinator too. Not size() = 0: dynalite's size() of "" is undefined.
+		holder = "(attribute_not_exists(" + id + ") OR " + id + " = " + e.value(strAV("")) + ")"
+	}
+	epoch := e.name(attrEpoch)
+	cond := epoch + " = " + e.value(numAV(observed.Epoch)) + " AND " + holder
+	update := "SET " + id + " = " + e.value(strAV(workerID)) + ", " + epoch + " = " + epoch + " + " + e.value(numAV(1))
+	return s.updateCoordinator(ctx, "ClaimCoordinator", e, cond, update)
+}
+
+func (s *Store) createCoordinator(ctx context.Context, workerID string) (lease.CoordinatorRecord, error) {
+	rec := lease.CoordinatorRecord{CoordinatorID: workerID, Epoch: 1, UpdatedAt: s.clock.Now().UTC()} // UTC drops the monotonic reading, as a read would
+	e := newExpr()
+	_, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                aws.String(s.metaTable),
+		Item:                     encodeCoordinator(s.coordinatorKey, rec),
+		ConditionExpression:      aws.String("attribute_not_exists(" + e.name(attrWorkerID) + ")"),
+		ExpressionAttributeNames: e.attrNames(),
+	})
+	if isConditionFailed(err) {
+		return lease.CoordinatorRecord{}, fmt.Errorf("dynamostore: ClaimCoordinator: coordinator item already exists in table %q: %w", s.metaTable, lease.ErrConflict)
+	}
+	if err != nil {
+		return lease.CoordinatorRecord{}, wrapErr("PutItem", s.metaTable, err)
+	}
+	return rec, nil
+}
+
+// holderCondition is true when the stored record still has rec's coordinator and epoch.
+func holderCondition(e *exprBuilder, rec lease.CoordinatorRecord) string {
+	return e.name(attrCoordinatorID) + " = " + e.value(strAV(rec.CoordinatorID)) +
+		" AND " + e.name(attrEpoch) + " = " + e.value(numAV(rec.Epoch))
+}
+
+// UpdateCoordinator writes rec's values, provided the stored record still has rec's
+// CoordinatorID and Epoch (lease.ErrConflict otherwise). It increments the version, sets
+// updated_at to now and returns the record as written.
+func (s *Store) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecord) (lease.CoordinatorRecord, error) {
+	if rec.CoordinatorID == "" {
+		return lease.CoordinatorRecord{}, errors.New("dynamostore: UpdateCoordinator: record has no coordinator id")
+	}
+	e := newExpr()
+	cond := holderCondition(e, rec)
+	update := "SET "
+	for _, v := range coordinatorValues(rec) {
+		update += e.name(v.attr) + " = " + e.value(numAV(v.val)) + ", "
+	}
+	version := e.name(attrVersion)
+	update += version + " = " + version + " + " + e.value(numAV(1)) +
+		", " + e.name(attrUpdatedAt) + " = " + e.value(strAV(formatTime(s.clock.Now())))
+	return s.updateCoordinator(ctx, "UpdateCoordinator", e, cond, update)
+}
+
+// ResignCoordinator removes the coordinator id, provided the stored record still has rec's
+// CoordinatorID and Epoch (lease.ErrConflict otherwise). The epoch is left alone: the next
+// claim increments it. The attribute is removed rather than set to "" because not every
+// DynamoDB implementation accepts empty strings.
+func (s *Store) ResignCoordinator(ctx context.Context, rec lease.CoordinatorRecord) error {
+	if rec.CoordinatorID == "" {
+		return errors.New("dynamostore: ResignCoordinator: record has no coordinator id")
+	}
+	e := newExpr()
+	cond := holderCondition(e, rec)
+	_, err := s.updateCoordinator(ctx, "ResignCoordinator", e, cond, "REMOVE "+e.name(attrCoordinatorID))
+	return err
+}
+
+// updateCoordinator runs a conditional UpdateItem on the coordinator item and decodes the
+// item as written.
+func (s *Store) updateCoordinator(ctx context.Context, op string, e *exprBuilder, cond, update string) (lease.CoordinatorRecord, error) {
+	out, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.metaTable),
+		Key:                       map[string]types.AttributeValue{attrWorkerID: strAV(s.coordinatorKey)},
+		ConditionExpression:       aws.String(cond),
+		UpdateExpression:          aws.String(update),
+		ExpressionAttributeNames:  e.attrNames(),
+		ExpressionAttributeValues: e.attrValues(),
+		ReturnValues:              types.ReturnValueAllNew,
+	})
+	if isConditionFailed(err) {
+		return lease.CoordinatorRecord{}, fmt.Errorf("dynamostore: %s in table %q: %w", op, s.metaTable, lease.ErrConflict)
+	}
+	if err != nil {
+		return lease.CoordinatorRecord{}, wrapErr(op, s.metaTable, err)
+	}
+	c, err := decodeCoordinator(out.Attributes)
+	if err != nil {
+		return lease.CoordinatorRecord{}, fmt.Errorf("dynamostore: %s: coordinator item %q in table %q: %w: %w", op, s.coordinatorKey, s.metaTable, ErrCorrupt, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,127 @@
+package dynamostore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/kds-lease-manager/kds-lease-manager/clock"
+)
+
+// EnsureTables creates the lease and metadata tables if they are missing (on-demand
+// capacity) and waits until both are ACTIVE, bounded by ctx. Several workers may call it at
+// once: a worker that loses the race to create a table waits for the winner's table.
+func (s *Store) EnsureTables(ctx context.Context) error {
+	if err := s.ensureTable(ctx, s.leaseTable, attrLeaseKey); err != nil {
+		return err
+	}
+	return s.ensureTable(ctx, s.metaTable, attrWorkerID)
+}
+
+func (s *Store) ensureTable(ctx context.Context, table, hashKey string) error {
+	for {
+		status, err := s.tableStatus(ctx, table)
+		switch {
+		case errors.Is(err, ErrTableNotFound):
+			created, err := s.createTable(ctx, table, hashKey)
+			if err != nil {
+				return err
+			}
+			if !created {
+				// Someone else is creating it, or deleting it: look again after a pause.
+				if err := clock.Sleep(ctx, s.clock, s.pollInterval); err != nil {
+					return fmt.Errorf("dynamostore: waiting for table %q: %w", table, err)
+				}
+			}
+			continue
+		case errors.Is(err, ErrAccessDenied):
+			return fmt.Errorf("dynamostore: cannot check whether table %q exists; grant dynamodb:DescribeTable: %w", table, err)
+		case err != nil:
+			return err
+		}
+		switch status.TableStatus {
+		case types.TableStatusActive, types.TableStatusUpdating:
+			return checkKeySchema(table, hashKey, status)
+		}
+		// CREATING, or DELETING before a re-create: wait.
+		if err := clock.Sleep(ctx, s.clock, s.pollInterval); err != nil {
+			return fmt.Errorf("dynamostore: waiting for table %q to become ACTIVE (status %s): %w", table, status.TableStatus, err)
+		}
+	}
+}
+
+// createTable creates the table. It reports false without error when the table is already
+// being created (or deleted) by someone else.
+func (s *Store) createTable(ctx context.Context, table, hashKey string) (bool, error) {
+	_, err := s.client.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:   aws.String(table),
+		BillingMode: types.BillingModePayPerRequest,
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String(hashKey), AttributeType: types.ScalarAttributeTypeS},
+		},
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String(hashKey), KeyType: types.KeyTypeHash},
+		},
+	})
+	if err == nil {
+		return true, nil
+	}
+	var inUse *types.ResourceInUseException
+	if errors.As(err, &inUse) {
+		return false, nil
+	}
+	if errorCode(err) == "AccessDeniedException" {
+		return false, fmt.Errorf("dynamostore: table %q does not exist and these credentials may not create it: "+
+			"create it (hash key %s of type S, on-demand capacity) or grant dynamodb:CreateTable: %w: %w",
+			table, hashKey, ErrAccessDenied, err)
+	}
+	return false, wrapErr("CreateTable", table, err)
+}
+
+func (s *Store) tableStatus(ctx context.Context, table string) (*types.TableDescription, error) {
+	out, err := s.client.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)})
+	if err != nil {
+		return nil, wrapErr("DescribeTable", table, err)
+	}
+	if out.Table == nil {
+		return nil, fmt.Errorf("dynamostore: DescribeTable: table %q: empty description", table)
+	}
+	return out.Table, nil
+}
+
+// checkKeySchema refuses a table someone created with another key: every write would fail
+// with a confusing validation error otherwise.
+func checkKeySchema(table, hashKey string, d *types.TableDescription) error {
+	for _, k := range d.KeySchema {
+		if k.KeyType == types.KeyTypeHash && aws.ToString(k.AttributeName) == hashKey {
+			if len(d.KeySchema) == 1 {
+				return nil
+			}
+			break
+		}
+	}
+	return fmt.Errorf("dynamostore: table %q exists but its key is not the single hash key %s (S); "+
+		"it was created for something else: use another application name or recreate the table", table, hashKey)
+}
+
+// DeleteTables deletes both tables, ignoring tables that do not exist. It does not wait for
+// the deletion to finish. Meant for tests and cleanup.
+func (s *Store) DeleteTables(ctx context.Context) error {
+	var errs []error
+	for _, table := range []string{s.leaseTable, s.metaTable} {
+		_, err := s.client.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+		if err == nil {
+			continue
+		}
+		var notFound *types.ResourceNotFoundException
+		if errors.As(err, &notFound) {
+			continue
+		}
+		errs = append(errs, wrapErr("DeleteTable", table, err))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# `make up` in the foreground: starts everything, shows the live view until Ctrl+C, then
+# stops everything again.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+trap '"$ROOT/deploy/local/down.sh"' EXIT
+"$ROOT/deploy/local/up.sh"
+sleep 2
+"$BIN_DIR/kdsctl" monitor --interval "${INTERVAL:-2s}" || true

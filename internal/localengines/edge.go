@@ -1,0 +1,264 @@
+package localengines
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+)
+
+// Service is an AWS service the edge can route to.
+type Service string
+
+// Services behind the edge.
+const (
+	Kinesis  Service = "kinesis"
+	DynamoDB Service = "dynamodb"
+)
+
+// Target prefixes of the AWS JSON protocols (the X-Amz-Target header is "<prefix>.<Operation>").
+const (
+	kinesisTargetPrefix  = "Kinesis_20131202"
+	dynamoDBTargetPrefix = "DynamoDB_20120810"
+	cborContentType      = "application/x-amz-cbor-1.1"
+)
+
+// StatsPath is the edge's own endpoint: GET returns Stats as JSON. AWS JSON-protocol
+// requests always POST to "/", so it cannot clash with them.
+const StatsPath = "/_kds/stats"
+
+// Call identifies one AWS API call: the service and, when the request named it, the
+// operation (e.g. {DynamoDB, "GetItem"}).
+type Call struct {
+	Service   Service
+	Operation string
+}
+
+// String returns "service.Operation", or just the service when the operation is unknown.
+func (c Call) String() string {
+	if c.Operation == "" {
+		return string(c.Service)
+	}
+	return string(c.Service) + "." + c.Operation
+}
+
+// MarshalText lets Call be a JSON object key.
+func (c Call) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText parses the form String returns.
+func (c *Call) UnmarshalText(b []byte) error {
+	svc, op, _ := strings.Cut(string(b), ".")
+	if svc == "" {
+		return fmt.Errorf("call %q: empty service", b)
+	}
+	*c = Call{Service: Service(svc), Operation: op}
+	return nil
+}
+
+// Stats counts the requests the edge received, per call. Take two snapshots and Sub them
+// to get the requests in between.
+type Stats struct {
+	Calls map[Call]int64 `json:"calls"`
+	// Unrouted counts requests the edge could not attribute to a service.
+	Unrouted int64 `json:"unrouted"`
+}
+
+// Service returns the number of requests to svc, over all operations.
+func (s Stats) Service(svc Service) int64 {
+	var n int64
+	for c, v := range s.Calls {
+		if c.Service == svc {
+			n += v
+		}
+	}
+	return n
+}
+
+// Sub returns the requests counted in s but not yet in earlier.
+func (s Stats) Sub(earlier Stats) Stats {
+	d := Stats{Calls: make(map[Call]int64, len(s.Calls)), Unrouted: s.Unrouted - earlier.Unrouted}
+	for c, v := range s.Calls {
+		if n := v - earlier.Calls[c]; n != 0 {
+			d.Calls[c] = n
+		}
+	}
+	return d
+}
+
+// Interceptor sees every routed request before it is proxied. It may answer the request
+// itself (to inject a fault, say) or pass it on with next.ServeHTTP(w, r).
+type Interceptor func(w http.ResponseWriter, r *http.Request, call Call, next http.Handler)
+
+// Edge is an http.Handler that serves both engines on one endpoint, like LocalStack's edge
+// port: it routes each request by its X-Amz-Target header (falling back to a CBOR content
+// type, which only Kinesis clients use, and to the SigV4 credential scope) and counts the
+// calls.
+type Edge struct {
+	// Interceptor, if set, is called for every routed request. Set it before serving.
+	Interceptor Interceptor
+	// Logger receives proxy errors; slog.Default() if nil. Set it before serving.
+	Logger *slog.Logger
+
+	proxies   map[Service]http.Handler
+	transport *http.Transport
+	err       error // invalid backend URL: reported on every request
+
+	mu       sync.Mutex
+	calls    map[Call]int64
+	unrouted int64
+}
+
+// NewEdge returns an edge that proxies Kinesis calls to kinesisURL and DynamoDB calls to
+// dynamoURL (e.g. "http://127.0.0.1:4567"). An invalid URL makes every request fail with
+// a 500 naming it.
+func NewEdge(kinesisURL, dynamoURL string) *Edge {
+	// The default transport keeps only two idle connections per host, which under load
+	// tests means a new TCP connection for most requests.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	e := &Edge{
+		proxies:   make(map[Service]http.Handler, 2),
+		transport: tr,
+		calls:     make(map[Call]int64),
+	}
+	for svc, raw := range map[Service]string{Kinesis: kinesisURL, DynamoDB: dynamoURL} {
+		target, err := url.Parse(raw)
+		if err == nil && (target.Scheme == "" || target.Host == "") {
+			err = errors.New("want scheme and host, e.g. http://127.0.0.1:4567")
+		}
+		if err != nil {
+			e.err = errors.Join(e.err, fmt.Errorf("%s engine URL %q: %w", svc, raw, err))
+			continue
+		}
+		e.proxies[svc] = e.newProxy(svc, target)
+	}
+	return e
+}
+
+func (e *Edge) newProxy(svc Service, target *url.URL) http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			// Keep the Host the client signed, so the request stays as the client sent it.
+			pr.Out.Host = pr.In.Host
+		},
+		Transport: e.transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client went away; nobody to answer
+			}
+			e.log().Warn("edge: engine request failed", "service", svc, "target", target.String(), "err", err)
+			writeAWSError(w, http.StatusBadGateway, "ServiceUnavailable",
+				fmt.Sprintf("kds edge: %s engine at %s did not answer: %v", svc, target, err))
+		},
+	}
+}
+
+func (e *Edge) log() *slog.Logger {
+	if e.Logger != nil {
+		return e.Logger
+	}
+	return slog.Default()
+}
+
+// ServeHTTP routes one request to its engine.
+func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == StatsPath && r.Method == http.MethodGet {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(e.Stats())
+		return
+	}
+	if e.err != nil {
+		writeAWSError(w, http.StatusInternalServerError, "InternalFailure", "kds edge misconfigured: "+e.err.Error())
+		return
+	}
+	call, ok := classify(r)
+	if !ok {
+		e.mu.Lock()
+		e.unrouted++
+		e.mu.Unlock()
+		writeAWSError(w, http.StatusBadRequest, "UnknownServiceException", fmt.Sprintf(
+			"kds edge: cannot tell whether this request is for Kinesis or DynamoDB (X-Amz-Target %q, Content-Type %q): "+
+				"send an X-Amz-Target starting with %s. or %s., or sign it with SigV4 for service kinesis or dynamodb",
+			r.Header.Get("X-Amz-Target"), r.Header.Get("Content-Type"), kinesisTargetPrefix, dynamoDBTargetPrefix))
+		return
+	}
+	e.mu.Lock()
+	e.calls[call]++
+	e.mu.Unlock()
+
+	next := e.proxies[call.Service]
+	if e.Interceptor != nil {
+		e.Interceptor(w, r, call, next)
+		return
+	}
+	next.ServeHTTP(w, r)
+}
+
+// Stats returns a snapshot of the request counts.
+func (e *Edge) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return Stats{Calls: maps.Clone(e.calls), Unrouted: e.unrouted}
+}
+
+// CloseIdleConnections closes the edge's idle connections to the engines.
+func (e *Edge) CloseIdleConnections() { e.transport.CloseIdleConnections() }
+
+// classify works out which service (and operation) a request is for.
+func classify(r *http.Request) (Call, bool) {
+	if target := r.Header.Get("X-Amz-Target"); target != "" {
+		prefix, op, _ := strings.Cut(target, ".")
+		switch prefix {
+		case kinesisTargetPrefix:
+			return Call{Kinesis, op}, true
+		case dynamoDBTargetPrefix:
+			return Call{DynamoDB, op}, true
+		}
+	}
+	if ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";"); strings.EqualFold(strings.TrimSpace(ct), cborContentType) {
+		return Call{Service: Kinesis}, true
+	}
+	cred := credentialScope(r.Header.Get("Authorization"))
+	if cred == "" {
+		cred = r.URL.Query().Get("X-Amz-Credential") // presigned URL
+	}
+	// Credential scope: <key>/<date>/<region>/<service>/aws4_request
+	if parts := strings.Split(cred, "/"); len(parts) == 5 {
+		switch Service(parts[3]) {
+		case Kinesis:
+			return Call{Service: Kinesis}, true
+		case DynamoDB:
+			return Call{Service: DynamoDB}, true
+		}
+	}
+	return Call{}, false
+}
+
+// credentialScope extracts the Credential value from a SigV4 Authorization header.
+func credentialScope(auth string) string {
+	_, params, ok := strings.Cut(auth, " ")
+	if !ok {
+		return ""
+	}
+	for p := range strings.SplitSeq(params, ",") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(p), "Credential="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// writeAWSError answers in the AWS JSON protocol's error shape, which every SDK decodes.
+func writeAWSError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.Header().Set("X-Amzn-ErrorType", code)
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"__type": code, "message": msg})
+}

@@ -1,0 +1,85 @@
+// Package stream is the Kinesis side of the lease manager: the shard and record model the
+// consumer works with, the errors it reacts to, and an adapter over the AWS SDK's Kinesis
+// client (Kinesis in kinesis.go).
+package stream
+
+import (
+	"errors"
+	"time"
+)
+
+// Errors the consumer reacts to. Adapters wrap the service's error with one of these so
+// callers can test with errors.Is and still print the original message.
+var (
+	// ErrThrottled is ProvisionedThroughputExceeded / LimitExceeded: back off and retry.
+	ErrThrottled = errors.New("kinesis throttled the request")
+	// ErrExpiredIterator means the shard iterator is older than five minutes: get a new one.
+	ErrExpiredIterator = errors.New("kinesis shard iterator expired")
+	// ErrStreamNotFound means the stream (or shard) does not exist.
+	ErrStreamNotFound = errors.New("kinesis stream or shard not found")
+	// ErrAccessDenied means the credentials may not perform the call.
+	ErrAccessDenied = errors.New("access to kinesis denied")
+)
+
+// Shard is one shard of the stream.
+type Shard struct {
+	ID                    string
+	ParentShardID         string
+	AdjacentParentShardID string
+	// Closed is true when the shard has an ending sequence number (it was split or merged).
+	Closed bool
+}
+
+// Parents returns the shard's parent ids (zero, one or two).
+func (s Shard) Parents() []string {
+	var p []string
+	for _, id := range []string{s.ParentShardID, s.AdjacentParentShardID} {
+		if id != "" {
+			p = append(p, id)
+		}
+	}
+	return p
+}
+
+// Record is one Kinesis record.
+type Record struct {
+	SequenceNumber              string
+	PartitionKey                string
+	Data                        []byte
+	ApproximateArrivalTimestamp time.Time
+}
+
+// ChildShard is a shard that follows a closed shard, as GetRecords reports at the shard's end.
+type ChildShard struct {
+	ShardID        string
+	ParentShardIDs []string
+}
+
+// Batch is the result of one GetRecords call.
+type Batch struct {
+	Records []Record
+	// NextIterator is empty when the shard is closed and every record was read.
+	NextIterator       string
+	MillisBehindLatest int64
+	// ChildShards is set at the end of a closed shard.
+	ChildShards []ChildShard
+}
+
+// PositionType says where a shard iterator starts.
+type PositionType string
+
+// Iterator positions.
+const (
+	TrimHorizon         PositionType = "TRIM_HORIZON"
+	Latest              PositionType = "LATEST"
+	AtTimestamp         PositionType = "AT_TIMESTAMP"
+	AfterSequenceNumber PositionType = "AFTER_SEQUENCE_NUMBER"
+	AtSequenceNumber    PositionType = "AT_SEQUENCE_NUMBER"
+)
+
+// Position is a starting position for a shard iterator.
+type Position struct {
+	Type           PositionType
+	SequenceNumber string    // for AfterSequenceNumber and AtSequenceNumber
+	Timestamp      time.Time // for AtTimestamp
+}

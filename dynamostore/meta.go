@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -39,6 +41,8 @@ func (s *Store) ReadMeta(ctx context.Context) (lease.Meta, error) {
 		}
 		m.Workers = append(m.Workers, w)
 	}
+	// Scan order is the hash order of the keys; callers get workers by id, as memstore does.
+	slices.SortFunc(m.Workers, func(a, b lease.WorkerRecord) int { return strings.Compare(a.WorkerID, b.WorkerID) })
 	return m, nil
 }
 

@@ -24,14 +24,15 @@ var (
 type checkpointer struct {
 	store LeaseStore
 	held  lease.Lease
+	hooks Hooks
 
 	mu   sync.Mutex
 	last string
 	lost bool
 }
 
-func newCheckpointer(store LeaseStore, held lease.Lease) *checkpointer {
-	return &checkpointer{store: store, held: held, last: held.Checkpoint}
+func newCheckpointer(store LeaseStore, held lease.Lease, hooks Hooks) *checkpointer {
+	return &checkpointer{store: store, held: held, hooks: hooks, last: held.Checkpoint}
 }
 
 func (c *checkpointer) LastCheckpoint() string {
@@ -58,7 +59,9 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 			return fmt.Errorf("shard %s: %w: %s is before %s", c.held.ShardID, ErrCheckpointBackwards, seq, c.last)
 		}
 	}
-	if err := c.store.Checkpoint(ctx, c.held, seq); err != nil {
+	err := c.store.Checkpoint(ctx, c.held, seq)
+	c.hooks.checkpointed(c.held.ShardID, err)
+	if err != nil {
 		if errors.Is(err, lease.ErrConflict) {
 			c.lost = true
 			return fmt.Errorf("shard %s epoch %d: checkpoint %s refused: %w", c.held.ShardID, c.held.Counter, seq, ErrLeaseLost)

@@ -467,7 +467,7 @@ func TestCutOffWorkerFencesItselfAndItsCheckpointsAreRefused(t *testing.T) {
 	}
 	// A checkpoint from the stale tenure is refused and does not change the lease.
 	w0.cut.cut.Store(false)
-	stale := newCheckpointer(c.leases, victim)
+	stale := newCheckpointer(c.leases, victim, Hooks{})
 	err := stale.Checkpoint(context.Background(), "99999999999999999999999")
 	if !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("stale checkpoint: err = %v, want ErrLeaseLost", err)

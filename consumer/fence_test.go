@@ -95,7 +95,7 @@ func TestCheckpointerFencing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := newCheckpointer(store, a)
+	cp := newCheckpointer(store, a, Hooks{})
 	if err := cp.Checkpoint(ctx, "100"); err != nil {
 		t.Fatal(err)
 	}

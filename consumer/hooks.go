@@ -15,6 +15,8 @@ type Hooks struct {
 	LeaseLost func(shardID string)
 	// RecordsProcessed is called after a batch was processed.
 	RecordsProcessed func(shardID string, records int, millisBehindLatest int64)
+	// Checkpointed is called after every checkpoint write, with its error (nil on success).
+	Checkpointed func(shardID string, err error)
 }
 
 func (h Hooks) targetChanged(old, new int) {
@@ -50,5 +52,11 @@ func (h Hooks) leaseLost(shardID string) {
 func (h Hooks) recordsProcessed(shardID string, n int, behind int64) {
 	if h.RecordsProcessed != nil {
 		h.RecordsProcessed(shardID, n, behind)
+	}
+}
+
+func (h Hooks) checkpointed(shardID string, err error) {
+	if h.Checkpointed != nil {
+		h.Checkpointed(shardID, err)
 	}
 }

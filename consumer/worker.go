@@ -68,17 +68,26 @@ type Worker struct {
 	status   Status
 }
 
-// Status is a snapshot of a worker for health checks and operators.
+// Status is a snapshot of a worker for health checks, metrics and operators. The
+// application-wide figures are as of the worker's last read of the metadata table.
 type Status struct {
-	WorkerID      string
-	Ready         bool
-	Coordinator   bool
-	Target        int
-	Leases        []string
-	ShardCount    int
-	WorkerCount   int
-	LiveWorkers   int
-	UnownedShards int
+	WorkerID    string
+	Ready       bool
+	Coordinator bool
+	// Target is the number of leases this worker obeys (max leases per worker).
+	Target int
+	// Leases are the shards this worker holds.
+	Leases []string
+	// MaxLeasesPerWorker, ShardCount (open shards), WorkerCount (desired), LiveWorkers,
+	// UnownedShards and RecommendedWorkers are the coordinator record's values.
+	MaxLeasesPerWorker int
+	ShardCount         int
+	WorkerCount        int
+	LiveWorkers        int
+	UnownedShards      int
+	RecommendedWorkers int
+	// OwnedLeases is the sum of the leases live workers report holding.
+	OwnedLeases   int
 	LastHeartbeat time.Time
 }
 
@@ -286,7 +295,7 @@ func (w *Worker) startConsumer(held lease.Lease) {
 	c := &shardConsumer{
 		w:      w,
 		held:   held,
-		cp:     newCheckpointer(w.leases, held),
+		cp:     newCheckpointer(w.leases, held, w.hooks),
 		proc:   w.factory(held.ShardID),
 		log:    w.log.With("shard", held.ShardID, "epoch", held.Counter),
 		stopCh: make(chan stopKind, 1),
@@ -388,12 +397,21 @@ func (w *Worker) tick(ctx context.Context) {
 		leases = append(leases, id)
 	}
 	sort.Strings(leases)
+	owned := 0
+	for _, r := range meta.Workers {
+		if r.WorkerID != w.cfg.WorkerID && w.live.alive(r.WorkerID, now) {
+			owned += r.LeasesHeld
+		}
+	}
+	owned += len(w.held)
 	w.setStatus(func(s *Status) {
 		s.Ready = true
 		s.Coordinator = w.coord.epoch != 0
 		s.Target = w.target
 		s.Leases = leases
+		s.OwnedLeases = owned
 		if rec != nil {
+			s.MaxLeasesPerWorker, s.RecommendedWorkers = rec.MaxLeasesPerWorker, rec.RecommendedWorkers
 			s.ShardCount, s.WorkerCount, s.LiveWorkers, s.UnownedShards = rec.ShardCount, rec.WorkerCount, rec.LiveWorkers, rec.UnownedShards
 		}
 	})

@@ -5,13 +5,16 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 )
 
-// healthHandler serves /health (liveness: the worker renews its heartbeat) and /ready
-// (the worker has joined: registered and read the metadata table). Neither exposes
-// configuration or credentials.
-func healthHandler(w *consumer.Worker, leaseDuration time.Duration) http.Handler {
+// healthHandler serves /health (liveness: the worker renews its heartbeat), /ready (the
+// worker has joined: registered and read the metadata table) and /metrics (Prometheus).
+// None exposes configuration or credentials.
+func healthHandler(w *consumer.Worker, leaseDuration time.Duration, reg *prometheus.Registry) http.Handler {
 	started := time.Now()
 	mux := http.NewServeMux()
 	reply := func(rw http.ResponseWriter, ok bool, body any) {
@@ -44,5 +47,6 @@ func healthHandler(w *consumer.Worker, leaseDuration time.Duration) http.Handler
 			"worker_count": st.WorkerCount, "live_workers": st.LiveWorkers,
 		})
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux
 }

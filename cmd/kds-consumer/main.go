@@ -21,9 +21,12 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/metrics"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
@@ -63,15 +66,25 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	if s.Endpoint != "" {
 		endpoint = aws.String(s.Endpoint)
 	}
+	// The worker is created below; the status collector reads it at scrape time.
+	var w *consumer.Worker
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := metrics.New(reg, func() consumer.Status { return w.Status() })
+	if err != nil {
+		return err
+	}
 	ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
 		if endpoint != nil {
 			o.BaseEndpoint = endpoint
 		}
+		o.APIOptions = append(o.APIOptions, m.AWSMiddleware("dynamodb"))
 	})
 	kin := kinesis.NewFromConfig(awsCfg, func(o *kinesis.Options) {
 		if endpoint != nil {
 			o.BaseEndpoint = endpoint
 		}
+		o.APIOptions = append(o.APIOptions, m.AWSMiddleware("kinesis"))
 	})
 	store, err := dynamostore.New(ddb, s.AppName)
 	if err != nil {
@@ -107,16 +120,17 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		InitialPosition:         s.InitialPosition,
 		InitialTimestamp:        s.InitialTimestamp,
 		Logger:                  log,
+		Hooks:                   m.Hooks(),
 	}
 	if s.WorkerCount > 0 {
 		cfg.WorkerCounter = consumer.StaticWorkers(s.WorkerCount)
 	}
-	w, err := consumer.New(cfg, store, store, stream.NewKinesis(kin, s.StreamName), demoFactory(log, s.WorkerID, recorder))
+	w, err = consumer.New(cfg, store, store, stream.NewKinesis(kin, s.StreamName), demoFactory(log, s.WorkerID, recorder))
 	if err != nil {
 		return err
 	}
 
-	srv := &http.Server{Addr: s.HealthAddr, Handler: healthHandler(w, s.LeaseDuration), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: s.HealthAddr, Handler: healthHandler(w, s.LeaseDuration, reg), ReadHeaderTimeout: 5 * time.Second}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.ListenAndServe() }()
 	defer func() {

@@ -1,0 +1,160 @@
+// Package metrics exports a consumer.Worker's state and activity as Prometheus metrics:
+// gauges read from Worker.Status at scrape time, counters fed by consumer.Hooks, and
+// per-operation AWS request counters fed by an AWS SDK middleware.
+package metrics
+
+import (
+	"context"
+	"errors"
+
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kds-lease-manager/kds-lease-manager/consumer"
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+)
+
+const namespace = "kds"
+
+// Metrics holds one worker's metrics.
+type Metrics struct {
+	takes, releases, losses prometheus.Counter
+	records, batches        prometheus.Counter
+	targetChanges           prometheus.Counter
+	checkpoints             *prometheus.CounterVec
+	lag                     *prometheus.GaugeVec
+	awsRequests             *prometheus.CounterVec
+	awsErrors               *prometheus.CounterVec
+}
+
+// New registers the metrics on reg. status is called at every scrape (Worker.Status).
+func New(reg prometheus.Registerer, status func() consumer.Status) (*Metrics, error) {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
+	}
+	m := &Metrics{
+		takes:         counter("lease_takes_total", "Leases this worker took."),
+		releases:      counter("lease_releases_total", "Leases this worker released (rebalancing, shutdown, shard end)."),
+		losses:        counter("lease_losses_total", "Leases this worker lost without releasing them (taken over or self-fenced)."),
+		records:       counter("records_processed_total", "Records processed."),
+		batches:       counter("batches_processed_total", "Non-empty GetRecords batches processed."),
+		targetChanges: counter("max_leases_changes_total", "Changes of the max leases per worker this worker obeys."),
+		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "checkpoint_writes_total",
+			Help: "Checkpoint writes by result: ok, lease_lost or error."}, []string{"result"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "millis_behind_latest",
+			Help: "MillisBehindLatest of the last batch, per shard held."}, []string{"shard"}),
+		awsRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "aws_requests_total",
+			Help: "AWS API requests sent (each attempt), by service and operation."}, []string{"service", "operation"}),
+		awsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "aws_request_errors_total",
+			Help: "AWS API requests that failed, by service, operation and error code."}, []string{"service", "operation", "code"}),
+	}
+	for _, c := range []prometheus.Collector{m.takes, m.releases, m.losses, m.records, m.batches, m.targetChanges,
+		m.checkpoints, m.lag, m.awsRequests, m.awsErrors, statusCollector{status}} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Hooks returns the consumer hooks that feed the counters. Chain them with the
+// application's own hooks if it has any.
+func (m *Metrics) Hooks() consumer.Hooks {
+	return consumer.Hooks{
+		TargetChanged: func(int, int) { m.targetChanges.Inc() },
+		LeaseTaken:    func(string, int64) { m.takes.Inc() },
+		LeaseReleased: func(shard string) { m.releases.Inc(); m.lag.DeleteLabelValues(shard) },
+		LeaseLost:     func(shard string) { m.losses.Inc(); m.lag.DeleteLabelValues(shard) },
+		RecordsProcessed: func(shard string, n int, behind int64) {
+			m.records.Add(float64(n))
+			m.batches.Inc()
+			m.lag.WithLabelValues(shard).Set(float64(behind))
+		},
+		Checkpointed: func(_ string, err error) {
+			switch {
+			case err == nil:
+				m.checkpoints.WithLabelValues("ok").Inc()
+			case errors.Is(err, lease.ErrConflict):
+				m.checkpoints.WithLabelValues("lease_lost").Inc()
+			default:
+				m.checkpoints.WithLabelValues("error").Inc()
+			}
+		},
+	}
+}
+
+// AWSMiddleware counts every request attempt of an AWS SDK client, by operation, and its
+// failures by error code. Add it to a client's options:
+//
+//	dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
+//		o.APIOptions = append(o.APIOptions, m.AWSMiddleware("dynamodb"))
+//	})
+func (m *Metrics) AWSMiddleware(service string) func(*middleware.Stack) error {
+	return func(stack *middleware.Stack) error {
+		// In the finalize step after the retry middleware, so each attempt counts: that is
+		// what is billed and throttled.
+		return stack.Finalize.Add(middleware.FinalizeMiddlewareFunc("kdsRequestMetrics",
+			func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+				op := awsmiddleware.GetOperationName(ctx)
+				m.awsRequests.WithLabelValues(service, op).Inc()
+				out, md, err := next.HandleFinalize(ctx, in)
+				if err != nil {
+					code := "other"
+					var apiErr smithy.APIError
+					if errors.As(err, &apiErr) {
+						code = apiErr.ErrorCode()
+					} else if ctx.Err() != nil {
+						code = "canceled"
+					}
+					m.awsErrors.WithLabelValues(service, op, code).Inc()
+				}
+				return out, md, err
+			}), middleware.After)
+	}
+}
+
+// statusCollector turns Worker.Status into gauges at scrape time.
+type statusCollector struct{ status func() consumer.Status }
+
+var gauges = []struct {
+	name, help string
+	value      func(consumer.Status) float64
+}{
+	{"leases_held", "Leases this worker holds.", func(s consumer.Status) float64 { return float64(len(s.Leases)) }},
+	{"max_leases_per_worker", "Max leases per worker this worker obeys.", func(s consumer.Status) float64 { return float64(s.Target) }},
+	{"coordinator_max_leases_per_worker", "min(cap, ceil(shards / desired workers)) as the coordinator computed it.", func(s consumer.Status) float64 { return float64(s.MaxLeasesPerWorker) }},
+	{"shards_open", "Open shards of the stream.", func(s consumer.Status) float64 { return float64(s.ShardCount) }},
+	{"shards_owned", "Leases held by live workers, as they report.", func(s consumer.Status) float64 { return float64(s.OwnedLeases) }},
+	{"shards_unowned", "Open shards that no worker may take under the cap.", func(s consumer.Status) float64 { return float64(s.UnownedShards) }},
+	{"workers_desired", "Desired worker count the coordinator divides by.", func(s consumer.Status) float64 { return float64(s.WorkerCount) }},
+	{"workers_live", "Workers with fresh heartbeats.", func(s consumer.Status) float64 { return float64(s.LiveWorkers) }},
+	{"recommended_workers", "Workers needed so that no shard is left unowned under the cap (for autoscalers).", func(s consumer.Status) float64 { return float64(s.RecommendedWorkers) }},
+	{"coordinator", "1 while this worker is the coordinator.", func(s consumer.Status) float64 { return b2f(s.Coordinator) }},
+	{"ready", "1 once the worker has joined.", func(s consumer.Status) float64 { return b2f(s.Ready) }},
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func desc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, nil, nil)
+}
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, g := range gauges {
+		ch <- desc(g.name, g.help)
+	}
+}
+
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.status()
+	for _, g := range gauges {
+		ch <- prometheus.MustNewConstMetric(desc(g.name, g.help), prometheus.GaugeValue, g.value(s))
+	}
+}

@@ -19,7 +19,7 @@ import (
 func TestSelfFenceComesBeforeAnyObserverExpiry(t *testing.T) {
 	const ld = 10 * time.Second
 	for _, tc := range []struct {
-		name                   string
+		name                    string
 		writeLatency, readDelay time.Duration
 	}{
 		{"instant", 0, 0},

@@ -57,9 +57,9 @@ type Worker struct {
 	// the others take) complete in a fraction of PollInterval per step.
 	fastUntil   time.Time
 	lastChanges string
-	cooldown        map[string]time.Time
-	reported        map[string]bool
-	coord           coordinatorState
+	cooldown    map[string]time.Time
+	reported    map[string]bool
+	coord       coordinatorState
 	// procCtx is the parent of every consumer's context. It outlives Run's context so
 	// that consumers can drain during shutdown.
 	procCtx context.Context

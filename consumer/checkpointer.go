@@ -26,9 +26,12 @@ type checkpointer struct {
 	held  lease.Lease
 	hooks Hooks
 
-	mu   sync.Mutex
-	last string
-	lost bool
+	// writeMu serialises writes so they land in order; mu guards the state and is never
+	// held during I/O, so marking the lease lost never waits for a slow write.
+	writeMu sync.Mutex
+	mu      sync.Mutex
+	last    string
+	lost    bool
 }
 
 func newCheckpointer(store LeaseStore, held lease.Lease, hooks Hooks) *checkpointer {
@@ -46,21 +49,26 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 	if !ok || n.Sign() < 0 {
 		return fmt.Errorf("shard %s: %w: %q", c.held.ShardID, ErrInvalidSequenceNumber, seq)
 	}
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.lost {
+	lost, last := c.lost, c.last
+	c.mu.Unlock()
+	if lost {
 		return fmt.Errorf("shard %s epoch %d: %w", c.held.ShardID, c.held.Counter, ErrLeaseLost)
 	}
-	if prev, ok := new(big.Int).SetString(c.last, 10); ok {
+	if prev, ok := new(big.Int).SetString(last, 10); ok {
 		switch n.Cmp(prev) {
 		case 0:
 			return nil // Nothing new: save the write.
 		case -1:
-			return fmt.Errorf("shard %s: %w: %s is before %s", c.held.ShardID, ErrCheckpointBackwards, seq, c.last)
+			return fmt.Errorf("shard %s: %w: %s is before %s", c.held.ShardID, ErrCheckpointBackwards, seq, last)
 		}
 	}
 	err := c.store.Checkpoint(ctx, c.held, seq)
 	c.hooks.checkpointed(c.held.ShardID, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err != nil {
 		if errors.Is(err, lease.ErrConflict) {
 			c.lost = true

@@ -61,6 +61,7 @@ type shardConsumer struct {
 	log    *slog.Logger
 	stopCh chan stopKind
 	cancel context.CancelFunc // hard stop: cancels reads and the processor's context
+	gen    int64              // the worker's lapse generation when the lease was taken
 	done   chan struct{}
 
 	releasing bool // owned by the worker's control loop
@@ -70,8 +71,9 @@ type shardConsumer struct {
 // context, so it wins over a pending planned stop and interrupts a read in flight.
 func (c *shardConsumer) requestStop(k stopKind) {
 	if k == stopLost {
-		c.cp.markLost()
+		// Cancel first: it aborts a checkpoint write in flight and never blocks.
 		c.cancel()
+		c.cp.markLost()
 	}
 	select {
 	case c.stopCh <- k:
@@ -111,7 +113,7 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 		if k, stopped := c.waitUntil(ctx, next); stopped {
 			return c.stop(ctx, k)
 		}
-		if !w.renewalValid() {
+		if !w.tenureValid(c.gen) {
 			return c.stop(ctx, stopLost)
 		}
 		start := w.clock.Now()
@@ -159,7 +161,7 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 	w := c.w
 	var backoff time.Duration
 	for {
-		if !w.renewalValid() {
+		if !w.tenureValid(c.gen) {
 			return stopLost, true
 		}
 		err := c.proc.ProcessRecords(ctx, ProcessRecordsInput{

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // Worker holds leases for some of a stream's shards and runs a RecordProcessor on each.
@@ -37,6 +38,10 @@ type Worker struct {
 	// validUntil is when this worker must have stopped processing unless it renews,
 	// as a duration since started on the local monotonic clock.
 	validUntil atomic.Int64
+	// lapses counts the times validity ran out before it was renewed. A consumer started
+	// before a lapse may never act again, even once the heartbeat is renewed: its lease
+	// may have been taken meanwhile.
+	lapses     atomic.Int64
 	leasesHeld atomic.Int64
 
 	// mu guards held against the heartbeat goroutine, which stops consumers when the
@@ -140,6 +145,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.started = w.clock.Now()
 	w.settleUntil = w.started.Add(w.cfg.StartupSettle)
 	if _, err := w.stream.ListShards(ctx); err != nil {
+		if errors.Is(err, stream.ErrStreamNotFound) {
+			return fmt.Errorf("worker %s: stream %q not found: create it (kdsctl create-stream) or set the stream name: %w", w.cfg.WorkerID, w.cfg.StreamName, err)
+		}
 		return fmt.Errorf("worker %s: cannot read stream %q: %w", w.cfg.WorkerID, w.cfg.StreamName, err)
 	}
 	if err := w.beat(ctx, lease.WorkerActive); err != nil {
@@ -195,12 +203,25 @@ func (w *Worker) renewalValid() bool {
 	return w.clock.Now().Sub(w.started) < time.Duration(w.validUntil.Load())
 }
 
+// tenureValid reports whether a consumer started at lapse generation gen may still act.
+// validUntil is read before lapses: a lapse is counted before validity is extended, so a
+// renewed validity is never seen together with the old generation.
+func (w *Worker) tenureValid(gen int64) bool {
+	return w.renewalValid() && w.lapses.Load() == gen
+}
+
 // beat writes the worker's record. A successful write started at t lets the worker act
 // until t + LeaseDuration - fenceMargin: no observer can see the heartbeat stale for a
 // lease duration before then, because each observer starts counting only after it
 // read the new value, which is after the write started.
 func (w *Worker) beat(ctx context.Context, state lease.WorkerState) error {
 	start := w.clock.Now()
+	if w.heartbeat > 0 && !w.renewalValid() {
+		// Validity ran out (a network cut, a long pause): other workers may own our leases
+		// now. Fence every consumer before the renewal can make them look valid again.
+		w.lapses.Add(1)
+		w.fence()
+	}
 	w.heartbeat++
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.HeartbeatInterval)
 	defer cancel()
@@ -296,6 +317,7 @@ func (w *Worker) startConsumer(held lease.Lease) {
 		w:      w,
 		held:   held,
 		cp:     newCheckpointer(w.leases, held, w.hooks),
+		gen:    w.lapses.Load(),
 		proc:   w.factory(held.ShardID),
 		log:    w.log.With("shard", held.ShardID, "epoch", held.Counter),
 		stopCh: make(chan stopKind, 1),
@@ -322,6 +344,9 @@ func (w *Worker) handleExit(ctx context.Context, e consumerExit) {
 	w.leasesHeld.Store(int64(len(w.held)))
 	switch e.reason {
 	case exitLost:
+		// The lease may still be ours in the table (a fenced lapse): look at once, so a
+		// renewed worker resumes its shards instead of waiting for the safety-net scan.
+		w.forceScan = true
 		w.hooks.leaseLost(e.held.ShardID)
 		w.log.Warn("lease lost", "shard", e.held.ShardID, "epoch", e.held.Counter)
 	case exitFailed:

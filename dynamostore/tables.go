@@ -22,6 +22,25 @@ func (s *Store) EnsureTables(ctx context.Context) error {
 	return s.ensureTable(ctx, s.metaTable, attrWorkerID)
 }
 
+// CheckTables verifies, without creating anything, that both tables exist with the
+// expected keys. It is for deployments where workers may not create tables: a missing
+// table is reported as ErrTableNotFound naming the table and how to create it.
+func (s *Store) CheckTables(ctx context.Context) error {
+	for _, t := range []struct{ table, key string }{{s.leaseTable, attrLeaseKey}, {s.metaTable, attrWorkerID}} {
+		d, err := s.tableStatus(ctx, t.table)
+		if errors.Is(err, ErrTableNotFound) {
+			return fmt.Errorf("%w: create table %q with hash key %s (S), or let the workers create it (CREATE_TABLES=true)", err, t.table, t.key)
+		}
+		if err != nil {
+			return err
+		}
+		if err := checkKeySchema(t.table, t.key, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (s *Store) ensureTable(ctx context.Context, table, hashKey string) error {
 	for {
 		status, err := s.tableStatus(ctx, table)

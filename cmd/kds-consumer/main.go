@@ -90,13 +90,15 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	tctx, cancel := context.WithTimeout(ctx, time.Minute)
 	if s.CreateTables {
-		tctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err := store.EnsureTables(tctx)
-		cancel()
-		if err != nil {
-			return err
-		}
+		err = store.EnsureTables(tctx)
+	} else {
+		err = store.CheckTables(tctx)
+	}
+	cancel()
+	if err != nil {
+		return err
 	}
 	recorder, err := openRecordLog(s.RecordLogDir, s.WorkerID)
 	if err != nil {

@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+)
+
+// TestCorruptLeaseItemsAreSkipped proves that malformed items in the lease table (a
+// missing leaseCounter, a leaseCounter stored as a string, a leaseOwner stored as a
+// number, an itemVersion from a future format) do not stop the workers: both stay up,
+// each corrupt item is reported in an error log line naming its key, and every real
+// shard is processed.
+func TestCorruptLeaseItemsAreSkipped(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 6, defaultLeaseDuration)
+	if err := c.store.EnsureTables(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberS{Value: v} }
+	n := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberN{Value: v} }
+	corrupt := map[string]map[string]dtypes.AttributeValue{
+		"corrupt-missing-counter":  {"leaseOwner": s("ghost"), "checkpoint": s("TRIM_HORIZON")},
+		"corrupt-counter-string":   {"leaseCounter": s("7"), "checkpoint": s("TRIM_HORIZON")},
+		"corrupt-owner-number":     {"leaseOwner": n("42"), "leaseCounter": n("3"), "checkpoint": s("TRIM_HORIZON")},
+		"corrupt-future-version99": {"itemVersion": n("99"), "leaseCounter": n("0"), "checkpoint": s("TRIM_HORIZON")},
+	}
+	ddb := enginetest.DynamoDB(t)
+	for key, item := range corrupt {
+		item["leaseKey"] = s(key)
+		if _, err := ddb.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(c.store.LeaseTable()), Item: item}); err != nil {
+			t.Fatalf("put corrupt item %s: %v", key, err)
+		}
+	}
+	p := newProducer(t, c)
+	p.bindKeys()
+	p.putRound(3)
+
+	ws, _ := c.startWorkers("w1", "w2")
+	waitFor(t, 60*time.Second, "a processed record from every one of the 6 shards", func() (bool, string) {
+		recs, err := c.records()
+		if err != nil {
+			return false, err.Error()
+		}
+		first := firstPerShard(recs, nil)
+		return len(first) == 6, fmt.Sprintf("%d of 6 shards processed", len(first))
+	})
+	c.waitDelivered(30*time.Second, p.sentRecords())
+	c.waitBalanced(30*time.Second, 6, 3, ids(ws)...)
+
+	for _, w := range ws {
+		if w.exited() {
+			t.Errorf("worker %s exited: %s", w.id, w.state())
+		}
+		reported := map[string]bool{}
+		for _, e := range logEntries(w.logPath) {
+			if e.Level != "ERROR" {
+				continue
+			}
+			for key := range corrupt {
+				if strings.Contains(fmt.Sprint(e.Attrs), key) {
+					reported[key] = true
+				}
+			}
+		}
+		// Every worker read the lease table to take its leases.
+		for key := range corrupt {
+			if !reported[key] {
+				t.Errorf("worker %s logged no error naming corrupt item %s", w.id, key)
+			}
+		}
+	}
+}
+
+// TestStartupErrorsAreClear proves that the usual deployment mistakes stop the worker
+// at once with a message that says what is wrong: a stream that does not exist, missing
+// tables with table creation turned off, and invalid settings (exit status 2, naming
+// the variable).
+func TestStartupErrorsAreClear(t *testing.T) {
+	t.Parallel()
+	t.Run("missing stream", func(t *testing.T) {
+		c := newCluster(t, 0, defaultLeaseDuration) // names a stream that is never created
+		w, took := c.runWorker("w1", 30*time.Second)
+		stderr := w.stderr.String()
+		if w.exitCode() == 0 || w.exitCode() == -1 {
+			t.Errorf("exit %s, want a non-zero status", w.cmd.ProcessState)
+		}
+		if took > 15*time.Second {
+			t.Errorf("took %s to give up, want seconds", took)
+		}
+		if !strings.Contains(stderr, c.stream) || !strings.Contains(stderr, "not found") {
+			t.Errorf("stderr does not name stream %s as not found:\n%s", c.stream, stderr)
+		}
+		t.Logf("exit %d after %s: %s", w.exitCode(), took.Round(time.Millisecond), lastLine(stderr))
+	})
+	t.Run("missing tables", func(t *testing.T) {
+		c := newCluster(t, 1, defaultLeaseDuration)
+		w, took := c.runWorker("w1", 30*time.Second, "CREATE_TABLES=false")
+		stderr := w.stderr.String()
+		if w.exitCode() == 0 || w.exitCode() == -1 {
+			t.Errorf("exit %s, want a non-zero status", w.cmd.ProcessState)
+		}
+		if took > 15*time.Second {
+			t.Errorf("took %s to give up, want seconds", took)
+		}
+		named := strings.Contains(stderr, `"`+c.store.LeaseTable()+`"`) || strings.Contains(stderr, `"`+c.store.MetaTable()+`"`)
+		if !named || !strings.Contains(stderr, "not found") {
+			t.Errorf("stderr does not name the missing table %s or %s as not found:\n%s", c.store.LeaseTable(), c.store.MetaTable(), stderr)
+		}
+		t.Logf("exit %d after %s: %s", w.exitCode(), took.Round(time.Millisecond), lastLine(stderr))
+	})
+	for _, tc := range []struct{ env, value string }{
+		{"LEASE_DURATION", "abc"},
+		{"MAX_LEASES_CAP", "0"},
+		{"INITIAL_POSITION", "EARLIEST"},
+	} {
+		t.Run("invalid "+tc.env, func(t *testing.T) {
+			c := newCluster(t, 0, defaultLeaseDuration)
+			w, _ := c.runWorker("w1", 10*time.Second, tc.env+"="+tc.value)
+			stderr := w.stderr.String()
+			if w.exitCode() != 2 {
+				t.Errorf("%s=%s: exit %s, want status 2", tc.env, tc.value, w.cmd.ProcessState)
+			}
+			if !strings.Contains(stderr, tc.env) {
+				t.Errorf("%s=%s: stderr does not name %s:\n%s", tc.env, tc.value, tc.env, stderr)
+			}
+		})
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}

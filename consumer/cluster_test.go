@@ -558,3 +558,19 @@ func TestDeadWorkerLeasesTakenAfterLeaseDuration(t *testing.T) {
 	seqs := c.produce("a", 100)
 	c.waitFor("records", 10*time.Second, c.allProcessed(seqs))
 }
+
+// With a desired worker count from a WorkerCounter (static here, Kubernetes replicas in
+// production), max leases follows it; while fewer workers are live, the live ones cover
+// the missing one's shards, and give them back when it arrives.
+func TestDesiredWorkerCountWithMissingWorker(t *testing.T) {
+	c := newCluster(t, 30)
+	three := func(cfg *Config) { cfg.WorkerCounter = StaticWorkers(3) }
+	c.start("w0", three)
+	c.start("w1", three)
+	c.waitFor("15/15 while one of 3 is missing", 10*time.Second, c.balanced(map[string]int{"w0": 15, "w1": 15}))
+	if rec := c.coordinator(); rec.MaxLeasesPerWorker != 10 || rec.TargetLeasesPerWorker != 15 || rec.WorkerCount != 3 || rec.LiveWorkers != 2 {
+		t.Fatalf("coordinator %+v: want max 10 for 3 desired workers, target 15 for 2 live", rec)
+	}
+	c.start("w2", three)
+	c.waitFor("10/10/10", 10*time.Second, c.balanced(map[string]int{"w0": 10, "w1": 10, "w2": 10}))
+}

@@ -3,7 +3,10 @@
 # stops everything again.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-trap '"$ROOT/deploy/local/down.sh"' EXIT
+stopped=
+stop() { [ -n "$stopped" ] && return; stopped=1; echo; "$ROOT/deploy/local/down.sh"; }
+trap stop EXIT
+trap 'stop; exit 130' INT TERM
 "$ROOT/deploy/local/up.sh"
 sleep 2
 "$BIN_DIR/kdsctl" monitor --interval "${INTERVAL:-2s}" || true

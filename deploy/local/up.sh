@@ -18,7 +18,9 @@ else
     echo "something else listens on $EDGE_ADDR; stop it or set EDGE_ADDR" >&2; exit 1
   fi
   echo "engines: starting kinesis-local and dynalite behind $AWS_ENDPOINT_URL (first run installs them with npm)"
-  nohup "$BIN_DIR/kds-local" up --edge "$EDGE_ADDR" --run-dir "$RUN_DIR/engines" >"$RUN_DIR/logs/engines.log" 2>&1 &
+  # setsid: a Ctrl+C in the terminal must not reach the background processes; `make down`
+  # stops them in order (workers release their leases while the engines still run).
+  setsid nohup "$BIN_DIR/kds-local" up --edge "$EDGE_ADDR" --run-dir "$RUN_DIR/engines" >"$RUN_DIR/logs/engines.log" 2>&1 &
   echo $! >"$RUN_DIR/pids/engines.pid"
   for _ in $(seq 1 240); do
     edge_up && break
@@ -39,7 +41,7 @@ for ((i = 0; i < WORKERS; i++)); do
     continue
   fi
   WORKER_ID=$id HEALTH_ADDR=127.0.0.1:$((8080 + i)) RECORD_LOG_DIR="$RUN_DIR/records" \
-    nohup "$BIN_DIR/kds-consumer" >"$RUN_DIR/logs/$id.log" 2>&1 &
+    setsid nohup "$BIN_DIR/kds-consumer" >"$RUN_DIR/logs/$id.log" 2>&1 &
   echo $! >"$RUN_DIR/pids/$id.pid"
   echo "$id: started (health http://127.0.0.1:$((8080 + i))/health, log $RUN_DIR/logs/$id.log)"
 done

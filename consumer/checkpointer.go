@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
@@ -32,10 +33,14 @@ type checkpointer struct {
 	mu      sync.Mutex
 	last    string
 	lost    bool
+	// behind is the lag of the batch being processed, written with its checkpoint.
+	behind atomic.Int64
 }
 
 func newCheckpointer(store LeaseStore, held lease.Lease, hooks Hooks) *checkpointer {
-	return &checkpointer{store: store, held: held, hooks: hooks, last: held.Checkpoint}
+	c := &checkpointer{store: store, held: held, hooks: hooks, last: held.Checkpoint}
+	c.behind.Store(-1)
+	return c
 }
 
 func (c *checkpointer) LastCheckpoint() string {
@@ -65,7 +70,7 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 			return fmt.Errorf("shard %s: %w: %s is before %s", c.held.ShardID, ErrCheckpointBackwards, seq, last)
 		}
 	}
-	err := c.store.Checkpoint(ctx, c.held, seq)
+	err := c.store.Checkpoint(ctx, c.held, seq, c.behind.Load())
 	c.hooks.checkpointed(c.held.ShardID, err)
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -66,11 +66,11 @@ func (s cutLeases) ReleaseLease(ctx context.Context, l lease.Lease, cp string) e
 	}
 	return s.LeaseStore.ReleaseLease(ctx, l, cp)
 }
-func (s cutLeases) Checkpoint(ctx context.Context, l lease.Lease, cp string) error {
+func (s cutLeases) Checkpoint(ctx context.Context, l lease.Lease, cp string, behind int64) error {
 	if err := s.c.check(ctx); err != nil {
 		return err
 	}
-	return s.LeaseStore.Checkpoint(ctx, l, cp)
+	return s.LeaseStore.Checkpoint(ctx, l, cp, behind)
 }
 
 type cutMeta struct {

@@ -164,6 +164,7 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 		if !w.tenureValid(c.gen) {
 			return stopLost, true
 		}
+		c.cp.behind.Store(batch.MillisBehindLatest)
 		err := c.proc.ProcessRecords(ctx, ProcessRecordsInput{
 			ShardID:            c.held.ShardID,
 			LeaseEpoch:         c.held.Counter,

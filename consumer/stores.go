@@ -24,8 +24,9 @@ type LeaseStore interface {
 	// ReleaseLease frees the lease, provided it still has held's Owner and Counter. It
 	// increments the counter. A non-empty checkpoint is written in the same operation.
 	ReleaseLease(ctx context.Context, held lease.Lease, checkpoint string) error
-	// Checkpoint records progress, provided the lease still has held's Owner and Counter.
-	Checkpoint(ctx context.Context, held lease.Lease, checkpoint string) error
+	// Checkpoint records progress, provided the lease still has held's Owner and Counter,
+	// with the reader's lag behind the tip of the shard (negative: unknown, not written).
+	Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error
 	// DeleteLease removes a lease, provided it still has the observed Owner and Counter.
 	DeleteLease(ctx context.Context, observed lease.Lease) error
 }

@@ -19,6 +19,7 @@ const (
 	attrLeaseOwner     = "leaseOwner"
 	attrLeaseCounter   = "leaseCounter"
 	attrCheckpoint     = "checkpoint"
+	attrMillisBehind   = "millisBehindLatest"
 	attrStartTimestamp = "startTimestamp"
 	attrParentShardIDs = "parentShardIds"
 
@@ -255,6 +256,9 @@ func encodeLease(l lease.Lease) map[string]types.AttributeValue {
 	if !l.StartTimestamp.IsZero() {
 		item[attrStartTimestamp] = numAV(l.StartTimestamp.UnixMilli())
 	}
+	if l.MillisBehindLatest > 0 {
+		item[attrMillisBehind] = numAV(l.MillisBehindLatest)
+	}
 	// A string set must not be empty nor hold duplicates.
 	if len(l.ParentShardIDs) > 0 {
 		parents := slices.Clone(l.ParentShardIDs)
@@ -284,6 +288,9 @@ func decodeLease(item map[string]types.AttributeValue) (lease.Lease, error) {
 		}
 	}
 	l.ParentShardIDs = r.strings(attrParentShardIDs)
+	if _, ok := item[attrMillisBehind]; ok {
+		l.MillisBehindLatest = r.int64(attrMillisBehind, true)
+	}
 	if r.err != nil {
 		return lease.Lease{}, r.err
 	}

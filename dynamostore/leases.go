@@ -152,7 +152,7 @@ func (s *Store) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint s
 
 // Checkpoint records progress, provided the lease still has held's Owner and Counter
 // (lease.ErrConflict otherwise).
-func (s *Store) Checkpoint(ctx context.Context, held lease.Lease, checkpoint string) error {
+func (s *Store) Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error {
 	if held.Owner == "" {
 		return fmt.Errorf("dynamostore: Checkpoint %q: lease has no owner", held.ShardID)
 	}
@@ -162,6 +162,9 @@ func (s *Store) Checkpoint(ctx context.Context, held lease.Lease, checkpoint str
 	e := newExpr()
 	cond := heldCondition(e, held)
 	update := "SET " + e.name(attrCheckpoint) + " = " + e.value(strAV(checkpoint))
+	if millisBehindLatest >= 0 {
+		update += ", " + e.name(attrMillisBehind) + " = " + e.value(numAV(millisBehindLatest))
+	}
 	_, err := s.update(ctx, "Checkpoint", held.ShardID, e, cond, update, types.ReturnValueNone)
 	return err
 }

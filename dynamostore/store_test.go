@@ -201,7 +201,7 @@ func TestMissingTable(t *testing.T) {
 		{"CreateLease", st.LeaseTable(), func() error { return st.CreateLease(ctx, l) }},
 		{"TakeLease", st.LeaseTable(), func() error { _, err := st.TakeLease(ctx, l, "w2"); return err }},
 		{"ReleaseLease", st.LeaseTable(), func() error { return st.ReleaseLease(ctx, l, "") }},
-		{"Checkpoint", st.LeaseTable(), func() error { return st.Checkpoint(ctx, l, "1") }},
+		{"Checkpoint", st.LeaseTable(), func() error { return st.Checkpoint(ctx, l, "1", -1) }},
 		{"DeleteLease", st.LeaseTable(), func() error { return st.DeleteLease(ctx, l) }},
 		{"ReadMeta", st.MetaTable(), func() error { _, err := st.ReadMeta(ctx); return err }},
 		{"PutWorker", st.MetaTable(), func() error { return st.PutWorker(ctx, lease.WorkerRecord{WorkerID: "w"}) }},
@@ -357,6 +357,25 @@ func TestTakeLease(t *testing.T) {
 	}
 }
 
+// The lag travels with the checkpoint; an unknown lag (-1) leaves it as it was.
+func TestCheckpointCarriesLag(t *testing.T) {
+	st := readyStore(t)
+	ctx := t.Context()
+	held, err := st.TakeLease(ctx, createFree(t, st, "s1"), "w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Checkpoint(ctx, held, "110", 1234); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Checkpoint(ctx, held, "120", -1); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, st, "s1"); got.Checkpoint != "120" || got.MillisBehindLatest != 1234 {
+		t.Errorf("after checkpoints with lag: %+v, want checkpoint 120 and lag 1234", got)
+	}
+}
+
 func TestCheckpointFencing(t *testing.T) {
 	st := readyStore(t)
 	ctx := t.Context()
@@ -364,7 +383,7 @@ func TestCheckpointFencing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Checkpoint(ctx, held, "100"); err != nil {
+	if err := st.Checkpoint(ctx, held, "100", -1); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustGet(t, st, "s1"); got.Checkpoint != "100" || got.Counter != held.Counter {
@@ -386,7 +405,7 @@ func TestCheckpointFencing(t *testing.T) {
 	}
 	for _, tt := range stale {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := st.Checkpoint(ctx, tt.l, "999"); !errors.Is(err, lease.ErrConflict) {
+			if err := st.Checkpoint(ctx, tt.l, "999", -1); !errors.Is(err, lease.ErrConflict) {
 				t.Errorf("stale checkpoint: %v, want ErrConflict", err)
 			}
 			if got := mustGet(t, st, "s1"); got.Checkpoint != "100" {
@@ -394,7 +413,7 @@ func TestCheckpointFencing(t *testing.T) {
 			}
 		})
 	}
-	if err := st.Checkpoint(ctx, stolen, "200"); err != nil {
+	if err := st.Checkpoint(ctx, stolen, "200", -1); err != nil {
 		t.Errorf("checkpoint by new holder: %v", err)
 	}
 }

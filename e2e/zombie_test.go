@@ -212,7 +212,7 @@ func TestStaleCheckpointRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.Checkpoint(ctx, a, "100"); err != nil {
+	if err := store.Checkpoint(ctx, a, "100", -1); err != nil {
 		t.Fatalf("owner's checkpoint: %v", err)
 	}
 	b, err := store.TakeLease(ctx, a, "b")
@@ -222,11 +222,11 @@ func TestStaleCheckpointRefused(t *testing.T) {
 	if b.Counter <= a.Counter {
 		t.Fatalf("take by b: counter %d, want above a's %d", b.Counter, a.Counter)
 	}
-	if err := store.Checkpoint(ctx, b, "200"); err != nil {
+	if err := store.Checkpoint(ctx, b, "200", -1); err != nil {
 		t.Fatalf("new owner's checkpoint: %v", err)
 	}
 
-	err = store.Checkpoint(ctx, a, "150")
+	err = store.Checkpoint(ctx, a, "150", -1)
 	if !errors.Is(err, lease.ErrConflict) {
 		t.Fatalf("checkpoint with the stale lease: %v, want lease.ErrConflict", err)
 	}

@@ -48,6 +48,9 @@ type Lease struct {
 	// ParentShardIDs are the shards that must reach ShardEnd before this one is processed
 	// (one after a split, two after a merge).
 	ParentShardIDs []string
+	// MillisBehindLatest is how far behind the tip of the shard the owner was at its last
+	// checkpoint (0 also before the first one). For operators; no decision uses it.
+	MillisBehindLatest int64
 }
 
 // Finished reports whether the shard was processed to its end.

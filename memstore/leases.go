@@ -153,7 +153,7 @@ func (s *Leases) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint 
 }
 
 // Checkpoint implements consumer.LeaseStore. The counter is unchanged.
-func (s *Leases) Checkpoint(ctx context.Context, held lease.Lease, checkpoint string) error {
+func (s *Leases) Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error {
 	if held.Owner == "" {
 		return fmt.Errorf("memstore: Checkpoint %q: lease has no owner", held.ShardID)
 	}
@@ -170,6 +170,9 @@ func (s *Leases) Checkpoint(ctx context.Context, held lease.Lease, checkpoint st
 		return err
 	}
 	l.Checkpoint = checkpoint
+	if millisBehindLatest >= 0 {
+		l.MillisBehindLatest = millisBehindLatest
+	}
 	s.leases[l.ShardID] = l
 	return nil
 }

@@ -84,25 +84,25 @@ func TestLeaseConditionalWrites(t *testing.T) {
 		},
 		{
 			name: "checkpoint by owner keeps counter",
-			op:   func(s *memstore.Leases) error { return s.Checkpoint(ctx, held(), lease.ShardEnd) },
+			op:   func(s *memstore.Leases) error { return s.Checkpoint(ctx, held(), lease.ShardEnd, -1) },
 			want: with(func(l *lease.Lease) { l.Checkpoint = lease.ShardEnd }),
 		},
 		{
 			name:    "checkpoint by stale owner refused",
-			op:      func(s *memstore.Leases) error { return s.Checkpoint(ctx, stale, "999") },
+			op:      func(s *memstore.Leases) error { return s.Checkpoint(ctx, stale, "999", -1) },
 			wantErr: []error{lease.ErrConflict},
 			want:    with(func(*lease.Lease) {}),
 		},
 		{
 			name:    "checkpoint at old counter refused",
-			op:      func(s *memstore.Leases) error { return s.Checkpoint(ctx, oldCounter, "999") },
+			op:      func(s *memstore.Leases) error { return s.Checkpoint(ctx, oldCounter, "999", -1) },
 			wantErr: []error{lease.ErrConflict},
 			want:    with(func(*lease.Lease) {}),
 		},
 		{
 			name: "checkpoint missing lease",
 			op: func(s *memstore.Leases) error {
-				return s.Checkpoint(ctx, lease.Lease{ShardID: "nope", Owner: "a"}, "999")
+				return s.Checkpoint(ctx, lease.Lease{ShardID: "nope", Owner: "a"}, "999", -1)
 			},
 			wantErr: []error{lease.ErrConflict},
 			want:    with(func(*lease.Lease) {}),
@@ -145,7 +145,7 @@ func TestLeaseConditionalWrites(t *testing.T) {
 		},
 		{
 			name:    "empty checkpoint",
-			op:      func(s *memstore.Leases) error { return s.Checkpoint(ctx, held(), "") },
+			op:      func(s *memstore.Leases) error { return s.Checkpoint(ctx, held(), "", -1) },
 			invalid: true,
 			want:    with(func(*lease.Lease) {}),
 		},
@@ -224,10 +224,10 @@ func TestLeaseLifecycle(t *testing.T) {
 	if b.Counter != 2 {
 		t.Fatalf("counter after two takes = %d", b.Counter)
 	}
-	if err := s.Checkpoint(ctx, a, "5"); !errors.Is(err, lease.ErrConflict) {
+	if err := s.Checkpoint(ctx, a, "5", -1); !errors.Is(err, lease.ErrConflict) {
 		t.Fatalf("checkpoint by old owner: %v", err)
 	}
-	if err := s.Checkpoint(ctx, b, "7"); err != nil {
+	if err := s.Checkpoint(ctx, b, "7", -1); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.ReleaseLease(ctx, a, ""); !errors.Is(err, lease.ErrConflict) {

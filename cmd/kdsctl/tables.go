@@ -2,18 +2,141 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
+	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
-func metadata(ctx context.Context, e env) error {
+// metaView is the metadata table as kdsctl shows it (and its JSON output).
+type metaView struct {
+	Table       string           `json:"table"`
+	Workers     []workerView     `json:"workers"`
+	Coordinator *coordinatorView `json:"coordinator"`
+	Warnings    []string         `json:"warnings,omitempty"`
+	Corrupt     []string         `json:"corrupt,omitempty"`
+}
+
+type workerView struct {
+	WorkerID    string `json:"worker_id"`
+	Incarnation string `json:"incarnation"`
+	State       string `json:"state"`
+	Heartbeat   int64  `json:"heartbeat"`
+	LeasesHeld  int    `json:"leases_held"`
+	LastSeen    string `json:"last_seen,omitempty"`
+	StartedAt   string `json:"started_at,omitempty"`
+
+	lastSeen, startedAt time.Time
+}
+
+type coordinatorView struct {
+	CoordinatorID         string `json:"coordinator_id"`
+	ShardCount            int    `json:"shard_count"`
+	WorkerCount           int    `json:"worker_count"`
+	LiveWorkers           int    `json:"live_workers"`
+	MaxLeasesPerWorker    int    `json:"max_leases_per_worker"`
+	TargetLeasesPerWorker int    `json:"target_leases_per_worker"`
+	Cap                   int    `json:"cap"`
+	UnownedShards         int    `json:"unowned_shards"`
+	RecommendedWorkers    int    `json:"recommended_workers"`
+	Epoch                 int64  `json:"epoch"`
+	Version               int64  `json:"version"`
+	LeaseGeneration       int64  `json:"lease_generation"`
+	UpdatedAt             string `json:"updated_at,omitempty"`
+
+	updatedAt time.Time
+}
+
+func newMetaView(table string, m lease.Meta) metaView {
+	v := metaView{Table: table, Workers: []workerView{}}
+	for _, w := range m.Workers {
+		v.Workers = append(v.Workers, workerView{
+			WorkerID: w.WorkerID, Incarnation: w.Incarnation, State: string(w.State), Heartbeat: w.Heartbeat,
+			LeasesHeld: w.LeasesHeld, LastSeen: timeJSON(w.LastSeen), StartedAt: timeJSON(w.StartedAt),
+			lastSeen: w.LastSeen, startedAt: w.StartedAt,
+		})
+	}
+	// The store sorts already; sorting here keeps the output's promise independent of it.
+	sort.Slice(v.Workers, func(i, j int) bool { return v.Workers[i].WorkerID < v.Workers[j].WorkerID })
+	if c := m.Coordinator; c != nil {
+		v.Coordinator = &coordinatorView{
+			CoordinatorID: c.CoordinatorID, ShardCount: c.ShardCount, WorkerCount: c.WorkerCount,
+			LiveWorkers: c.LiveWorkers, MaxLeasesPerWorker: c.MaxLeasesPerWorker,
+			TargetLeasesPerWorker: c.TargetLeasesPerWorker, Cap: c.Cap, UnownedShards: c.UnownedShards,
+			RecommendedWorkers: c.RecommendedWorkers, Epoch: c.Epoch, Version: c.Version,
+			LeaseGeneration: c.LeaseGeneration, UpdatedAt: timeJSON(c.UpdatedAt), updatedAt: c.UpdatedAt,
+		}
+		if c.UnownedShards > 0 {
+			v.Warnings = append(v.Warnings, unownedWarning(c))
+		}
+	}
+	for _, ci := range m.Corrupt {
+		v.Corrupt = append(v.Corrupt, ci.String())
+	}
+	return v
+}
+
+func unownedWarning(c *lease.CoordinatorRecord) string {
+	return fmt.Sprintf("%d of %d shards are UNOWNED: %d workers x cap %d leases cannot cover them; run %d workers (or raise the cap)",
+		c.UnownedShards, c.ShardCount, c.WorkerCount, c.Cap, c.RecommendedWorkers)
+}
+
+func (v metaView) print(w io.Writer) {
+	fmt.Fprintf(w, "Metadata table %s\n\n", v.Table)
+	t := newTable(w, "WORKER", "STATE", "LEASES", "HEARTBEAT", "LAST SEEN", "STARTED")
+	for _, wk := range v.Workers {
+		started := "-"
+		if !wk.startedAt.IsZero() {
+			started = wk.startedAt.Format(time.RFC3339)
+		}
+		t.row(wk.WorkerID, wk.State, wk.LeasesHeld, wk.Heartbeat, ago(wk.lastSeen), started)
+	}
+	t.flush()
+	if len(v.Workers) == 0 {
+		fmt.Fprintln(w, "(no workers)")
+	}
+	fmt.Fprintln(w)
+	c := v.Coordinator
+	if c == nil {
+		fmt.Fprintln(w, "Coordinator: none yet (no worker has claimed the role)")
+	} else {
+		id := c.CoordinatorID
+		if id == "" {
+			id = "(none: resigned, waiting for a claim)"
+		}
+		t = newTable(w)
+		t.row("Coordinator", id)
+		t.row("  shard count (open)", c.ShardCount)
+		t.row("  worker count (desired)", c.WorkerCount)
+		t.row("  live workers", c.LiveWorkers)
+		t.row("  max leases per worker", fmt.Sprintf("%d (cap %d)", c.MaxLeasesPerWorker, c.Cap))
+		t.row("  target leases per worker", c.TargetLeasesPerWorker)
+		t.row("  unowned shards", c.UnownedShards)
+		t.row("  epoch / version", fmt.Sprintf("%d / %d", c.Epoch, c.Version))
+		t.row("  updated", fmt.Sprintf("%s (%s)", c.UpdatedAt, ago(c.updatedAt)))
+		t.flush()
+	}
+	if len(v.Warnings) > 0 {
+		fmt.Fprintln(w)
+		banner(w, append([]string{"WARNING"}, v.Warnings...)...)
+	}
+	for _, ci := range v.Corrupt {
+		fmt.Fprintf(w, "WARNING: corrupt item %s\n", ci)
+	}
+}
+
+func metadata(ctx context.Context, e *env, args []string) error {
+	pos, err := e.parse(e.flags("metadata"), args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("metadata", pos, 0, 0); err != nil {
+		return err
+	}
 	st, err := e.store(ctx)
 	if err != nil {
 		return err
@@ -22,130 +145,149 @@ func metadata(ctx context.Context, e env) error {
 	if err != nil {
 		return err
 	}
-	printMeta(e.out, st.MetaTable(), m)
-	return nil
-}
-
-func printMeta(out io.Writer, table string, m lease.Meta) {
-	fmt.Fprintf(out, "Metadata table %s\n\n", table)
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tSTATE\tLEASES\tHEARTBEAT\tLAST SEEN\tSTARTED")
-	for _, w := range m.Workers {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", w.WorkerID, w.State, w.LeasesHeld, w.Heartbeat,
-			ago(w.LastSeen), w.StartedAt.Format(time.RFC3339))
-	}
-	tw.Flush()
-	fmt.Fprintln(out)
-	c := m.Coordinator
-	if c == nil {
-		fmt.Fprintln(out, "Coordinator: none yet (no worker has claimed the role)")
-	} else {
-		id := c.CoordinatorID
-		if id == "" {
-			id = "(none: resigned, waiting for a claim)"
-		}
-		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintf(tw, "Coordinator\t%s\n", id)
-		fmt.Fprintf(tw, "  max_leases_per_worker\t%d\n", c.MaxLeasesPerWorker)
-		fmt.Fprintf(tw, "  target_leases_per_worker\t%d\n", c.TargetLeasesPerWorker)
-		fmt.Fprintf(tw, "  shard_count\t%d\n", c.ShardCount)
-		fmt.Fprintf(tw, "  worker_count\t%d\n", c.WorkerCount)
-		fmt.Fprintf(tw, "  live_workers\t%d\n", c.LiveWorkers)
-		fmt.Fprintf(tw, "  cap\t%d\n", c.Cap)
-		fmt.Fprintf(tw, "  epoch / version\t%d / %d\n", c.Epoch, c.Version)
-		fmt.Fprintf(tw, "  updated\t%s (%s)\n", c.UpdatedAt.Format(time.RFC3339), ago(c.UpdatedAt))
-		tw.Flush()
-		if c.UnownedShards > 0 {
-			fmt.Fprintf(out, "\nWARNING: %d shards are UNOWNED: the cap of %d leases per worker is too low for %d shards; %d workers are needed.\n",
-				c.UnownedShards, c.Cap, c.ShardCount, c.RecommendedWorkers)
+	v := newMetaView(st.MetaTable(), m)
+	if e.json() {
+		// Scripts read stdout; the warning must still reach whoever runs them.
+		for _, warn := range v.Warnings {
+			fmt.Fprintln(e.stderr, "WARNING:", warn)
 		}
 	}
-	for _, ci := range m.Corrupt {
-		fmt.Fprintf(out, "WARNING: corrupt item %s\n", ci)
-	}
+	return e.emit(v, v.print)
 }
 
-func ago(t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return time.Since(t).Round(100*time.Millisecond).String() + " ago"
+// Lease states.
+const (
+	stateActive   = "active"
+	stateWaiting  = "waiting for parent"
+	stateFinished = "finished"
+	stateUnowned  = "unowned"
+)
+
+// leaseView is the lease table as kdsctl shows it (and its JSON output).
+type leaseView struct {
+	Table   string       `json:"table"`
+	Leases  []leaseRow   `json:"leases"`
+	Workers []workerLoad `json:"workers"`
+	Summary leaseSummary `json:"summary"`
+	Corrupt []string     `json:"corrupt,omitempty"`
 }
 
-func leases(ctx context.Context, e env) error {
-	st, err := e.store(ctx)
-	if err != nil {
-		return err
-	}
-	t, err := st.ListLeases(ctx)
-	if err != nil {
-		return err
-	}
-	printLeases(e.out, t, true)
-	return nil
+type leaseRow struct {
+	Shard      string   `json:"shard"`
+	Owner      string   `json:"owner"`
+	State      string   `json:"state"`
+	Epoch      int64    `json:"epoch"`
+	Checkpoint string   `json:"checkpoint"`
+	Parents    []string `json:"parents"`
+	// MillisBehindLatest is the owner's lag at its last checkpoint; nil when unknown.
+	MillisBehindLatest *int64 `json:"millis_behind_latest"`
 }
 
-// leaseState names what a lease is doing.
-func leaseState(l lease.Lease, byID map[string]lease.Lease) string {
+type workerLoad struct {
+	Worker string `json:"worker"`
+	Leases int    `json:"leases"`
+}
+
+type leaseSummary struct {
+	Total    int `json:"total"`
+	Active   int `json:"active"`
+	Unowned  int `json:"unowned"`
+	Waiting  int `json:"waiting_for_parent"`
+	Finished int `json:"finished"`
+}
+
+// leaseState names what a lease is doing. A parent without a lease counts as finished
+// (it aged out of the stream) and a corrupt one as unfinished, as the workers decide.
+func leaseState(l lease.Lease, byID map[string]lease.Lease, corrupt map[string]bool) string {
 	switch {
 	case l.Finished():
-		return "finished"
+		return stateFinished
 	case l.Owner != "":
-		return "active"
+		return stateActive
+	case !parentsFinished(l, byID, corrupt):
+		return stateWaiting
 	}
-	for _, p := range l.ParentShardIDs {
-		if pl, ok := byID[p]; ok && !pl.Finished() {
-			return "waiting for parent"
-		}
-	}
-	return "unowned"
+	return stateUnowned
 }
 
-func printLeases(out io.Writer, t lease.Table, rows bool) {
+func parentsFinished(l lease.Lease, byID map[string]lease.Lease, corrupt map[string]bool) bool {
+	for _, p := range l.ParentShardIDs {
+		if pl, ok := byID[p]; corrupt[p] || ok && !pl.Finished() {
+			return false
+		}
+	}
+	return true
+}
+
+func newLeaseView(table string, t lease.Table) leaseView {
 	byID := make(map[string]lease.Lease, len(t.Leases))
 	for _, l := range t.Leases {
 		byID[l.ShardID] = l
 	}
-	perWorker := map[string]int{}
-	states := map[string]int{}
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	if rows {
-		fmt.Fprintln(tw, "SHARD\tOWNER\tSTATE\tEPOCH\tCHECKPOINT\tPARENTS")
+	corrupt := make(map[string]bool, len(t.Corrupt))
+	for _, c := range t.Corrupt {
+		corrupt[c.Key] = true
 	}
+	v := leaseView{Table: table, Leases: []leaseRow{}, Workers: []workerLoad{}}
+	perWorker, byState := map[string]int{}, map[string]int{}
 	for _, l := range t.Leases {
-		st := leaseState(l, byID)
-		states[st]++
-		if l.Owner != "" {
+		st := leaseState(l, byID, corrupt)
+		byState[st]++
+		if l.Owner != "" && st != stateFinished {
 			perWorker[l.Owner]++
 		}
-		if rows {
-			owner := l.Owner
-			if owner == "" {
-				owner = "-"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", l.ShardID, owner, st, l.Counter, short(l.Checkpoint), strings.Join(l.ParentShardIDs, ","))
+		row := leaseRow{Shard: l.ShardID, Owner: l.Owner, State: st, Epoch: l.Counter,
+			Checkpoint: l.Checkpoint, Parents: l.ParentShardIDs}
+		if lagKnown(l) {
+			row.MillisBehindLatest = &l.MillisBehindLatest
 		}
+		if row.Parents == nil {
+			row.Parents = []string{}
+		}
+		v.Leases = append(v.Leases, row)
 	}
-	tw.Flush()
-	if rows {
-		fmt.Fprintln(out)
+	sort.Slice(v.Leases, func(i, j int) bool { return v.Leases[i].Shard < v.Leases[j].Shard })
+	for w, n := range perWorker {
+		v.Workers = append(v.Workers, workerLoad{Worker: w, Leases: n})
 	}
-	workers := make([]string, 0, len(perWorker))
-	for w := range perWorker {
-		workers = append(workers, w)
-	}
-	sort.Strings(workers)
-	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tLEASES")
-	for _, w := range workers {
-		fmt.Fprintf(tw, "%s\t%d\n", w, perWorker[w])
-	}
-	tw.Flush()
-	fmt.Fprintf(out, "\n%d leases: %d active, %d unowned, %d waiting for parent, %d finished\n",
-		len(t.Leases), states["active"], states["unowned"], states["waiting for parent"], states["finished"])
+	sort.Slice(v.Workers, func(i, j int) bool { return v.Workers[i].Worker < v.Workers[j].Worker })
+	v.Summary = leaseSummary{Total: len(t.Leases), Active: byState[stateActive], Unowned: byState[stateUnowned],
+		Waiting: byState[stateWaiting], Finished: byState[stateFinished]}
 	for _, ci := range t.Corrupt {
-		fmt.Fprintf(out, "WARNING: corrupt lease item %s\n", ci)
+		v.Corrupt = append(v.Corrupt, ci.String())
 	}
+	return v
+}
+
+// print writes the lease rows (unless summaryOnly), the leases per worker and the totals.
+func (v leaseView) print(w io.Writer, summaryOnly bool) {
+	if !summaryOnly {
+		fmt.Fprintf(w, "Lease table %s\n\n", v.Table)
+		t := newTable(w, "SHARD", "OWNER", "STATE", "EPOCH", "CHECKPOINT", "PARENTS", "LAG")
+		for _, l := range v.Leases {
+			t.row(l.Shard, orDash(l.Owner), l.State, l.Epoch, short(l.Checkpoint), orDash(strings.Join(l.Parents, ",")), lag(l.MillisBehindLatest))
+		}
+		t.flush()
+		fmt.Fprintln(w)
+	}
+	t := newTable(w, "WORKER", "LEASES")
+	for _, wl := range v.Workers {
+		t.row(wl.Worker, wl.Leases)
+	}
+	t.flush()
+	s := v.Summary
+	fmt.Fprintf(w, "\n%d leases: %d active, %d unowned, %d waiting for parent, %d finished\n",
+		s.Total, s.Active, s.Unowned, s.Waiting, s.Finished)
+	for _, ci := range v.Corrupt {
+		fmt.Fprintf(w, "WARNING: corrupt lease item %s\n", ci)
+	}
+}
+
+func lag(ms *int64) string {
+	if ms == nil {
+		return "-"
+	}
+	return (time.Duration(*ms) * time.Millisecond).String()
 }
 
 // short abbreviates long sequence numbers for tables.
@@ -156,42 +298,125 @@ func short(cp string) string {
 	return cp
 }
 
-func monitor(ctx context.Context, e env, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("monitor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func leases(ctx context.Context, e *env, args []string) error {
+	pos, err := e.parse(e.flags("leases"), args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("leases", pos, 0, 0); err != nil {
+		return err
+	}
+	v, err := e.readLeases(ctx)
+	if err != nil {
+		return err
+	}
+	return e.emit(v, func(w io.Writer) { v.print(w, false) })
+}
+
+func (e *env) readLeases(ctx context.Context) (leaseView, error) {
+	st, err := e.store(ctx)
+	if err != nil {
+		return leaseView{}, err
+	}
+	t, err := st.ListLeases(ctx)
+	if err != nil {
+		return leaseView{}, err
+	}
+	return newLeaseView(st.LeaseTable(), t), nil
+}
+
+// lagKnown reports whether l.MillisBehindLatest means something: the lease item carries
+// it from the last checkpoint, and it is 0 before the first one (the checkpoint is still a
+// starting position then) as well as meaningless once the shard is finished.
+func lagKnown(l lease.Lease) bool {
+	switch l.Checkpoint {
+	case lease.TrimHorizon, lease.Latest, lease.AtTimestamp, lease.ShardEnd, "":
+		return false
+	}
+	return true
+}
+
+// monitorFrame is one refresh of monitor's JSON output.
+type monitorFrame struct {
+	Time     string     `json:"time"`
+	Metadata *metaView  `json:"metadata,omitempty"`
+	Leases   *leaseView `json:"leases,omitempty"`
+	Errors   []string   `json:"errors,omitempty"`
+}
+
+func monitor(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("monitor")
 	interval := fs.Duration("interval", 10*time.Second, "refresh interval")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	pos, err := e.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("monitor", pos, 0, 0); err != nil {
+		return err
 	}
 	if *interval < 500*time.Millisecond {
-		return fmt.Errorf("%w: --interval %s: want at least 500ms", errUsage, *interval)
+		return usageError("monitor: --interval %s: want at least 500ms", *interval)
 	}
 	st, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
+	ticker := time.NewTicker(*interval)
+	defer ticker.Stop()
 	for {
-		var b strings.Builder
-		fmt.Fprintf(&b, "kds-lease-manager monitor: app %s, stream %s, every %s (Ctrl+C to stop) %s\n\n",
-			e.app, e.stream, *interval, time.Now().Format(time.TimeOnly))
-		if m, err := st.ReadMeta(ctx); err != nil {
-			fmt.Fprintf(&b, "cannot read the metadata table: %v\n", err)
-		} else {
-			printMeta(&b, st.MetaTable(), m)
+		// A frame read during Ctrl+C only shows the cancellation's errors: skip it.
+		if f := e.monitorFrame(ctx, st); ctx.Err() == nil {
+			if err := e.drawFrame(f, *interval); err != nil {
+				return err
+			}
 		}
-		fmt.Fprintln(&b)
-		if t, err := st.ListLeases(ctx); err != nil {
-			fmt.Fprintf(&b, "cannot read the lease table: %v\n", err)
-		} else {
-			printLeases(&b, t, false)
-		}
-		// Clear the screen and home the cursor, then draw the frame at once.
-		fmt.Fprint(e.out, "\x1b[H\x1b[2J"+b.String())
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(e.out)
+			if !e.json() {
+				fmt.Fprintln(e.stdout) // leave the prompt below the last frame
+			}
 			return nil
-		case <-time.After(*interval):
+		case <-ticker.C:
 		}
 	}
+}
+
+func (e *env) monitorFrame(ctx context.Context, st *dynamostore.Store) monitorFrame {
+	f := monitorFrame{Time: time.Now().UTC().Format(time.RFC3339)}
+	if m, err := st.ReadMeta(ctx); err != nil {
+		f.Errors = append(f.Errors, fmt.Sprintf("cannot read the metadata table: %v", err))
+	} else {
+		v := newMetaView(st.MetaTable(), m)
+		f.Metadata = &v
+	}
+	if t, err := st.ListLeases(ctx); err != nil {
+		f.Errors = append(f.Errors, fmt.Sprintf("cannot read the lease table: %v", err))
+	} else {
+		v := newLeaseView(st.LeaseTable(), t)
+		f.Leases = &v
+	}
+	return f
+}
+
+func (e *env) drawFrame(f monitorFrame, interval time.Duration) error {
+	if e.json() {
+		// One compact document per line, so a script can read the frames as they come.
+		return writeJSONLine(e.stdout, f)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "kds-lease-manager monitor: app %s, stream %s, every %s (Ctrl+C to stop) %s\n\n",
+		e.app, e.stream, interval, time.Now().Format(time.TimeOnly))
+	for _, msg := range f.Errors {
+		fmt.Fprintln(&b, msg)
+	}
+	if f.Metadata != nil {
+		f.Metadata.print(&b)
+		fmt.Fprintln(&b)
+	}
+	if f.Leases != nil {
+		f.Leases.print(&b, true)
+	}
+	// Clear the screen and home the cursor, then draw the frame at once.
+	_, err := fmt.Fprint(e.stdout, "\x1b[H\x1b[2J"+b.String())
+	return err
 }

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
+)
+
+func verify(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("verify")
+	defDir := os.Getenv("RECORD_LOG_DIR")
+	if defDir == "" {
+		defDir = filepath.Join(".run", "records")
+	}
+	dir := fs.String("records-dir", defDir, "directory of the workers' record logs (*.jsonl) [RECORD_LOG_DIR]")
+	run := fs.String("run", "", "verify only this run id (default: every run found in the stream)")
+	maxDup := fs.Int("max-duplicates", -1, "fail when a run has more extra deliveries than this (-1: never)")
+	worst := fs.Int("worst", 10, "list this many of the worst keys")
+	pos, err := e.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("verify", pos, 0, 0); err != nil {
+		return err
+	}
+	kc, err := e.kinesis(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.progress(), "reading stream %s from TRIM_HORIZON\n", e.stream)
+	produced, err := readStream(ctx, stream.NewKinesis(kc, e.stream))
+	if err != nil {
+		return err
+	}
+	processed, bad, err := readRecordLogs(*dir)
+	if err != nil {
+		return err
+	}
+	r := analyze(produced, processed, *run, *worst)
+	r.Stream, r.RecordsDir, r.BadLines = e.stream, *dir, bad
+	if *run != "" && len(r.Runs) == 0 {
+		return fmt.Errorf("verify: run %q not found in stream %s", *run, e.stream)
+	}
+	failures := r.failures(*maxDup)
+	r.OK = len(failures) == 0
+	if err := e.emit(r, r.print); err != nil {
+		return err
+	}
+	if !r.OK {
+		return fmt.Errorf("verify: FAIL: %s", strings.Join(failures, "; "))
+	}
+	return nil
+}
+
+// streamRecord is a record read back from the stream.
+type streamRecord struct {
+	shard string
+	stream.Record
+}
+
+// readStream reads every record of every shard, open and closed, from TRIM_HORIZON: closed
+// shards to their end, open shards until caught up. Shards are read concurrently.
+func readStream(ctx context.Context, k *stream.Kinesis) ([]streamRecord, error) {
+	shards, err := k.ListShards(ctx)
+	if err != nil {
+		return nil, err
+	}
+	results := make([][]stream.Record, len(shards))
+	errs := make([]error, len(shards))
+	sem := make(chan struct{}, 8) // a few at a time: the API limits calls per account too
+	var wg sync.WaitGroup
+	for i, sh := range shards {
+		wg.Go(func() {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				return
+			}
+			defer func() { <-sem }()
+			results[i], errs[i] = readShard(ctx, k, sh)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	var all []streamRecord
+	for i, recs := range results {
+		for _, r := range recs {
+			all = append(all, streamRecord{shard: shards[i].ID, Record: r})
+		}
+	}
+	return all, nil
+}
+
+func readShard(ctx context.Context, k *stream.Kinesis, sh stream.Shard) ([]stream.Record, error) {
+	pos := stream.Position{Type: stream.TrimHorizon}
+	it, err := k.GetShardIterator(ctx, sh.ID, pos)
+	if err != nil {
+		return nil, err
+	}
+	var recs []stream.Record
+	backoff := 100 * time.Millisecond
+	for it != "" {
+		b, err := k.GetRecords(ctx, it, 0)
+		switch {
+		case errors.Is(err, stream.ErrThrottled):
+			// Five reads per second per shard: wait and read again.
+			if !sleepCtx(ctx, backoff) {
+				return nil, ctx.Err()
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		case errors.Is(err, stream.ErrExpiredIterator):
+			if n := len(recs); n > 0 {
+				pos = stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: recs[n-1].SequenceNumber}
+			}
+			if it, err = k.GetShardIterator(ctx, sh.ID, pos); err != nil {
+				return nil, err
+			}
+			continue
+		case err != nil:
+			return nil, err
+		}
+		recs = append(recs, b.Records...)
+		if len(b.Records) == 0 && b.MillisBehindLatest == 0 && !sh.Closed {
+			break // an open shard never ends: stop once caught up
+		}
+		it = b.NextIterator
+	}
+	return recs, nil
+}
+
+// delivery is one line of a record log: one record processed once.
+type delivery struct {
+	Worker       string `json:"worker"`
+	Shard        string `json:"shard"`
+	Epoch        int64  `json:"epoch"`
+	Sequence     string `json:"seq"`
+	PartitionKey string `json:"pk"`
+	Data         string `json:"data"`
+	At           int64  `json:"t"`
+	// order breaks ties of At: a worker stamps a whole batch with one time.
+	order int
+}
+
+// readRecordLogs reads every *.jsonl file in dir. Lines that do not parse (a worker killed
+// mid-write) are counted, not fatal.
+func readRecordLogs(dir string) ([]delivery, int, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return nil, 0, fmt.Errorf("record logs: %w", err)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if err != nil {
+		return nil, 0, fmt.Errorf("record logs: %w", err)
+	}
+	sort.Strings(files)
+	var all []delivery
+	bad := 0
+	for _, f := range files {
+		n, err := readRecordLog(f, &all)
+		if err != nil {
+			return nil, 0, err
+		}
+		bad += n
+	}
+	return all, bad, nil
+}
+
+func readRecordLog(path string, all *[]delivery) (bad int, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("record log: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024) // records are up to 1 MiB, escaped
+	for sc.Scan() {
+		var d delivery
+		if err := json.Unmarshal(sc.Bytes(), &d); err != nil || d.Shard == "" || d.Sequence == "" {
+			bad++
+			continue
+		}
+		d.order = len(*all)
+		*all = append(*all, d)
+	}
+	if err := sc.Err(); err != nil {
+		return bad, fmt.Errorf("record log %s: %w", path, err)
+	}
+	return bad, nil
+}

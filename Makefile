@@ -13,7 +13,13 @@ LOCAL    := deploy/local
 # Tests on the real engines share 2 cores with the engines themselves.
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help build up down demo test vet fmt-check monitor metadata leases logs status clean
+# MODE says which deployment the operator targets act on: local (make up) or k8s.
+MODE ?= local
+N ?=
+W ?= 0
+
+.PHONY: help build up down demo test test-all vet fmt-check monitor metadata leases logs logs-worker \
+	status clean test-shards test-workers scale-workers restart-worker restart-all
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +62,30 @@ status: ## which local processes run
 
 logs: ## follow the workers' logs
 	@source $(LOCAL)/env.sh && tail -n 20 -F $$RUN_DIR/logs/kds-consumer-*.log
+
+logs-worker: ## follow one worker's log: W=0
+	@source $(LOCAL)/env.sh && tail -n 50 -F $$RUN_DIR/logs/kds-consumer-$(W).log
+
+test-shards: build ## scale the stream to N shards and check the result: N=60
+	@test -n "$(N)" || { echo "usage: make test-shards N=60"; exit 2; }
+	$(LOCAL)/scenario.sh shards $(N)
+
+test-workers: build ## scale to N workers and check the result: N=5
+	@test -n "$(N)" || { echo "usage: make test-workers N=5"; exit 2; }
+	$(LOCAL)/scenario.sh workers $(N)
+
+scale-workers: build ## start or stop workers until N run: N=5
+	@test -n "$(N)" || { echo "usage: make scale-workers N=5"; exit 2; }
+	$(LOCAL)/workers.sh scale $(N)
+
+restart-worker: ## restart one worker: W=0
+	$(LOCAL)/workers.sh restart $(W)
+
+restart-all: ## restart every worker, one after the other
+	$(LOCAL)/workers.sh restart-all
+
+test-all: vet fmt-check ## every test, plus the seed's five scenarios end to end (long)
+	$(GO) test $(TEST_FLAGS) -tags scenarios ./...
 
 clean: down ## stop everything and remove build output and local state
 	rm -rf $(BIN) .run

@@ -67,10 +67,17 @@ func TestExpect(t *testing.T) {
 			wantOut: []string{"unowned"},
 		},
 		{
-			// Finished parents and children waiting for an open parent are not expected to be owned.
-			name: "finished and waiting leases", coord: new(coord(4, 2, 2, 2, 2)),
-			leases: append([]leaseSeed{{"p0", "", true, nil}, {"c0", "", false, []string{"s0"}}}, twoByTwo...),
+			// Finished leases of closed shards are not expected to be owned.
+			name: "finished parent", coord: new(coord(4, 2, 2, 2, 2)),
+			leases: append([]leaseSeed{{"p0", "", true, nil}}, twoByTwo...),
 			args:   []string{"--shards", "4", "--max-leases", "2"}, wantCode: 0,
+		},
+		{
+			// A parent still being read (its child waits) means resharding is in progress.
+			name: "resharding in progress", coord: new(coord(4, 2, 2, 2, 2)),
+			leases: append([]leaseSeed{{"c0", "", false, []string{"s0"}}}, twoByTwo...),
+			args:   []string{"--shards", "4", "--max-leases", "2"}, wantCode: 1,
+			wantOut: []string{"closed shards not finished"},
 		},
 		{
 			name: "worker above max", coord: new(coord(4, 2, 2, 2, 2)),

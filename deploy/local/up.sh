@@ -34,17 +34,7 @@ fi
 
 "$BIN_DIR/kdsctl" create-stream "$STREAM_NAME" --shards "$SHARDS"
 
-for ((i = 0; i < WORKERS; i++)); do
-  id=kds-consumer-$i
-  if pid_alive "$RUN_DIR/pids/$id.pid"; then
-    echo "$id: already running"
-    continue
-  fi
-  WORKER_ID=$id HEALTH_ADDR=127.0.0.1:$((8080 + i)) RECORD_LOG_DIR="$RUN_DIR/records" \
-    setsid nohup "$BIN_DIR/kds-consumer" >"$RUN_DIR/logs/$id.log" 2>&1 &
-  echo $! >"$RUN_DIR/pids/$id.pid"
-  echo "$id: started (health http://127.0.0.1:$((8080 + i))/health, log $RUN_DIR/logs/$id.log)"
-done
+"$ROOT/deploy/local/workers.sh" scale "$WORKERS"
 cat <<MSG
 
 Up: stream $STREAM_NAME ($SHARDS shards), $WORKERS workers, app $APP_NAME, endpoint $AWS_ENDPOINT_URL

@@ -19,7 +19,7 @@ N ?=
 W ?= 0
 
 .PHONY: help build up down demo test test-all vet fmt-check monitor metadata leases logs logs-worker \
-	status clean test-shards test-workers scale-workers restart-worker restart-all
+	status clean k8s-tools test-shards test-workers scale-workers restart-worker restart-all
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,8 +36,11 @@ down: ## stop everything `make up` started
 demo: build ## `make up` in the foreground with a live view; Ctrl+C stops it all
 	$(LOCAL)/demo.sh
 
-test: vet fmt-check ## run every test (unit and real-engine integration) under -race
+test: vet fmt-check k8s-tools ## run every test (unit, real engines, real kube-apiserver) under -race
 	$(GO) test $(TEST_FLAGS) ./...
+
+k8s-tools: ## build kube-apiserver, etcd, kubectl and helm into the cache (first time ~7 min)
+	deploy/k8s/tools/build.sh
 
 vet:
 	$(GO) vet ./...
@@ -84,7 +87,7 @@ restart-worker: ## restart one worker: W=0
 restart-all: ## restart every worker, one after the other
 	$(LOCAL)/workers.sh restart-all
 
-test-all: vet fmt-check ## every test, plus the seed's five scenarios end to end (long)
+test-all: vet fmt-check k8s-tools ## every test, plus the seed's five scenarios end to end (long)
 	$(GO) test $(TEST_FLAGS) -tags scenarios ./...
 
 clean: down ## stop everything and remove build output and local state

@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// waitConverged waits until the coordinator publishes shards, workers and max, every
+// unfinished lease is owned except exactly unowned, and no worker holds more than max.
+func (c *cluster) waitConverged(timeout time.Duration, shards, workers, maxLeases, unowned int) time.Duration {
+	c.t.Helper()
+	start := time.Now()
+	waitFor(c.t, timeout, fmt.Sprintf("%d shards, %d workers, max %d, %d unowned", shards, workers, maxLeases, unowned), func() (bool, string) {
+		o, err := c.ownership()
+		if err != nil {
+			return false, err.Error()
+		}
+		r, err := c.coordinator()
+		if err != nil || r == nil {
+			return false, fmt.Sprint("coordinator: ", err)
+		}
+		owned, most := 0, 0
+		for _, n := range o.byOwner {
+			owned += n
+			most = max(most, n)
+		}
+		ok := r.ShardCount == shards && r.WorkerCount == workers && r.MaxLeasesPerWorker == maxLeases &&
+			r.UnownedShards == unowned && o.unowned == unowned && owned == shards-unowned && most <= maxLeases &&
+			len(o.byOwner) == workers
+		return ok, o.String() + "; " + coordString(r)
+	})
+	return time.Since(start)
+}
+
+// metric reads one unlabelled sample from a worker's /metrics.
+func (w *worker) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + w.healthAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", w.id, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("%s /metrics has no %s:\n%s", w.id, name, firstLines(string(body), 40))
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	return strings.Join(lines[:min(n, len(lines))], "\n")
+}
+
+// names returns kds-consumer-0..n-1.
+func names(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("kds-consumer-%d", i)
+	}
+	return out
+}

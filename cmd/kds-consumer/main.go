@@ -23,9 +23,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/klog/v2"
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/kubeworkers"
 	"github.com/kds-lease-manager/kds-lease-manager/metrics"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
@@ -45,6 +47,37 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kds-consumer: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// statefulSetReplicas watches the workers' StatefulSet for its replica count. A worker that
+// cannot read it (RBAC, API server away) still starts: the coordinator counts live workers
+// until the count can be read, and says so.
+func statefulSetReplicas(ctx context.Context, s settings, log *slog.Logger) (*kubeworkers.Replicas, error) {
+	klog.SetSlogLogger(log.With("component", "client-go"))
+	ns, err := kubeworkers.Namespace(s.PodNamespace)
+	if err != nil {
+		return nil, err
+	}
+	name := s.StatefulSetName
+	if name == "" {
+		if name, err = kubeworkers.StatefulSetName(s.WorkerID); err != nil {
+			return nil, err
+		}
+	}
+	restCfg, err := kubeworkers.Config()
+	if err != nil {
+		return nil, err
+	}
+	r, err := kubeworkers.New(restCfg, ns, name, log)
+	if err != nil {
+		return nil, err
+	}
+	go r.Run(ctx)
+	if err := r.WaitSynced(ctx, 5*time.Second); err != nil {
+		log.Warn("cannot read the StatefulSet's replica count; counting live workers by heartbeat until it can be read",
+			"statefulset", ns+"/"+name, "err", err)
+	}
+	return r, nil
 }
 
 func newLogger(s settings) *slog.Logger {
@@ -124,8 +157,15 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		Logger:                  log,
 		Hooks:                   m.Hooks(),
 	}
-	if s.WorkerCount > 0 {
+	switch s.WorkerCountSource {
+	case "static":
 		cfg.WorkerCounter = consumer.StaticWorkers(s.WorkerCount)
+	case "kubernetes":
+		counter, err := statefulSetReplicas(ctx, s, log)
+		if err != nil {
+			return err
+		}
+		cfg.WorkerCounter = counter
 	}
 	w, err = consumer.New(cfg, store, store, stream.NewKinesis(kin, s.StreamName), demoFactory(log, s.WorkerID, recorder))
 	if err != nil {

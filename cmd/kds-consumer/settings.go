@@ -24,6 +24,9 @@ type settings struct {
 	MaxLeasesCap      int
 	StaticMaxLeases   int
 	WorkerCount       int
+	WorkerCountSource string
+	StatefulSetName   string
+	PodNamespace      string
 	LeaseDuration     time.Duration
 	HeartbeatInterval time.Duration
 	PollInterval      time.Duration
@@ -69,7 +72,10 @@ func parseSettings(args []string, getenv func(string) string, hostname string, o
 		{"ENABLE_DYNAMIC_MAX_LEASES", "enable-dynamic-max-leases", "true", "coordinator computes min(cap, ceil(shards/workers)); false: use MAX_LEASES"},
 		{"MAX_LEASES_CAP", "max-leases-cap", "80", "upper bound on leases per worker"},
 		{"MAX_LEASES", "max-leases", "0", "static max leases per worker when dynamic max leases is disabled (0: the cap)"},
-		{"WORKER_COUNT", "worker-count", "0", "static desired worker count (0: count live workers by heartbeat)"},
+		{"WORKER_COUNT", "worker-count", "0", "static desired worker count (with WORKER_COUNT_SOURCE=static)"},
+		{"WORKER_COUNT_SOURCE", "worker-count-source", "", "where the desired worker count comes from: heartbeat (live workers), kubernetes (the StatefulSet's replicas) or static (WORKER_COUNT); default static when WORKER_COUNT is set, else heartbeat"},
+		{"STATEFULSET_NAME", "statefulset-name", "", "the workers' StatefulSet (default: WORKER_ID without its ordinal)"},
+		{"POD_NAMESPACE", "pod-namespace", "", "the workers' namespace (default: the pod's ServiceAccount namespace)"},
 		{"LEASE_DURATION", "lease-duration", "10s", "how long a silent worker keeps its leases"},
 		{"HEARTBEAT_INTERVAL", "heartbeat-interval", "0s", "heartbeat renewal interval (0: lease duration / 4)"},
 		{"POLL_INTERVAL", "poll-interval", "0s", "metadata poll interval (0: 1s)"},
@@ -142,6 +148,9 @@ func parseSettings(args []string, getenv func(string) string, hostname string, o
 	s.MaxLeasesCap = integer("max-leases-cap", 1, 10000)
 	s.StaticMaxLeases = integer("max-leases", 0, 10000)
 	s.WorkerCount = integer("worker-count", 0, 100000)
+	s.WorkerCountSource = strings.ToLower(str("worker-count-source"))
+	s.StatefulSetName = str("statefulset-name")
+	s.PodNamespace = str("pod-namespace")
 	s.LeaseDuration = duration("lease-duration", time.Second)
 	s.HeartbeatInterval = duration("heartbeat-interval", 10*time.Millisecond)
 	s.PollInterval = duration("poll-interval", 10*time.Millisecond)
@@ -185,6 +194,20 @@ func parseSettings(args []string, getenv func(string) string, hostname string, o
 	case "debug", "info", "warn", "error":
 	default:
 		bad("log-level", "want debug, info, warn or error")
+	}
+	switch s.WorkerCountSource {
+	case "":
+		s.WorkerCountSource = "heartbeat"
+		if s.WorkerCount > 0 {
+			s.WorkerCountSource = "static"
+		}
+	case "heartbeat", "kubernetes":
+	case "static":
+		if s.WorkerCount < 1 {
+			bad("worker-count", "WORKER_COUNT_SOURCE=static needs a WORKER_COUNT of at least 1")
+		}
+	default:
+		bad("worker-count-source", "want heartbeat, kubernetes or static")
 	}
 	if s.StaticMaxLeases > s.MaxLeasesCap {
 		bad("max-leases", fmt.Sprintf("must not exceed MAX_LEASES_CAP (%d)", s.MaxLeasesCap))

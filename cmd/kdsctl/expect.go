@@ -29,8 +29,8 @@ type observation struct {
 	// SHARD_END: while any remain, resharding is still in progress.
 	closing        int
 	owned, unowned int // leases of open shards (parents of none), with and without owner
-	perWorker         []workerLoad
-	readErr           string
+	perWorker      []workerLoad
+	readErr        string
 }
 
 func observe(m lease.Meta, t lease.Table) observation {

@@ -42,10 +42,12 @@ const Region = "us-east-1"
 // If the engines cannot start, every test binary using it fails: an integration suite
 // that silently skips proves nothing.
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-func run(m *testing.M) int {
+// Run is Main without the exit: it starts (or reuses) the engines, runs m (a *testing.M,
+// or another helper's runner around it) and returns its exit code.
+func Run(m interface{ Run() int }) int {
 	if ep := os.Getenv(EndpointEnv); ep != "" {
 		return m.Run()
 	}

@@ -32,10 +32,22 @@ var shared *Cluster
 // timeout does not cover) or attaches to $KDS_TEST_KUBECONFIG. If that fails, the test
 // binary fails: an integration suite that silently skips proves nothing.
 func Main(m *testing.M) {
-	os.Exit(runMain(m))
+	os.Exit(Run(m))
 }
 
-func runMain(m *testing.M) int {
+// Runner is what Run runs with the cluster up: a *testing.M, or another helper's Run
+// wrapped around it, so one test binary can have engines and a cluster.
+type Runner interface{ Run() int }
+
+// RunnerFunc adapts a function to Runner.
+type RunnerFunc func() int
+
+// Run implements Runner.
+func (f RunnerFunc) Run() int { return f() }
+
+// Run is Main without the exit: it starts (or attaches to) the cluster, runs m and
+// returns its exit code.
+func Run(m Runner) int {
 	if !flag.Parsed() {
 		flag.Parse() // for testing.Verbose; m.Run would parse anyway
 	}

@@ -1,45 +1,48 @@
-# kds-lease-manager: build, run locally, test.
-# `make help` lists the targets. Settings: SHARDS, WORKERS, STREAM_NAME, APP_NAME.
+# kds-lease-manager: build, run, operate and test.
+# `make help` lists the targets. MODE=local (default: processes on this machine, `make up`)
+# or MODE=k8s (the Helm release on Minikube/Kubernetes) says which deployment the operator
+# targets act on. Settings: SHARDS, WORKERS, N, W, NAMESPACE, STREAM_NAME, APP_NAME.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
+MODE    ?= local
 SHARDS  ?= 30
 WORKERS ?= 3
-export SHARDS WORKERS
+N       ?=
+W       ?= 0
+export MODE SHARDS WORKERS
 
-GO       ?= go
-BIN      := bin
-LOCAL    := deploy/local
+GO      ?= go
+BIN     := bin
+SCRIPTS := deploy/scripts
 # Tests on the real engines share 2 cores with the engines themselves.
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-# MODE says which deployment the operator targets act on: local (make up) or k8s.
-MODE ?= local
-N ?=
-W ?= 0
+ifeq ($(filter $(MODE),local k8s),)
+$(error MODE must be local or k8s, not '$(MODE)')
+endif
 
-.PHONY: help build up down demo test test-all vet fmt-check monitor metadata leases logs logs-worker \
-	status clean k8s-tools test-shards test-workers scale-workers restart-worker restart-all
+include deploy/local/local.mk
+include deploy/k8s/k8s.mk
+
+.PHONY: help build test test-all vet fmt-check k8s-tools docs verify \
+	status logs logs-worker monitor metadata leases scale-workers test-shards test-workers \
+	restart-worker restart-all clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "usage: make TARGET [MODE=local|k8s] [N=..] [W=..] [NAMESPACE=kds-test]"
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
 
 build: ## build kds-consumer, kdsctl and kds-local into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-up: build ## start engines, stream (SHARDS=30) and workers (WORKERS=3) in the background
-	$(LOCAL)/up.sh
-
-down: ## stop everything `make up` started
-	$(LOCAL)/down.sh
-
-demo: build ## `make up` in the foreground with a live view; Ctrl+C stops it all
-	$(LOCAL)/demo.sh
-
-test: vet fmt-check k8s-tools ## run every test (unit, real engines, real kube-apiserver) under -race
+test: vet fmt-check k8s-tools ## every test: unit, real engines, real kube-apiserver, helm (-race)
 	$(GO) test $(TEST_FLAGS) ./...
 
-k8s-tools: ## build kube-apiserver, etcd, kubectl and helm into the cache (first time ~7 min)
+test-all: vet fmt-check k8s-tools ## `make test` plus the seed's five scenarios end to end
+	$(GO) test $(TEST_FLAGS) -tags scenarios ./...
+
+k8s-tools: ## build kube-apiserver, etcd, kubectl and helm for the tests (first time ~7 min, cached)
 	deploy/k8s/tools/build.sh
 
 vet:
@@ -49,46 +52,42 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-monitor: ## live view of workers, coordinator and leases (local deployment)
-	@source $(LOCAL)/env.sh && $(BIN)/kdsctl monitor --interval $${INTERVAL:-5s}
+docs: ## where the documentation is
+	@echo "README.md                    start here"
+	@echo "docs/QUICK_REFERENCE.md      command cheat sheet"
+	@echo "docs/execution_details.md    tables, coordinator, formula, every phase step by step"
+	@echo "docs/FLOW_DIAGRAM.md         Mermaid diagrams of the flows"
+	@echo "docs/SUMMARY.md              what the project is and what it measured"
+	@echo "deploy/helm/kds-lease-manager/values.yaml   every chart value, documented"
 
-metadata: ## print the metadata table
-	@source $(LOCAL)/env.sh && $(BIN)/kdsctl metadata
+verify: ## check the prerequisites of MODE (local: go, node, npm; k8s: docker, minikube, kubectl, helm)
+	@$(SCRIPTS)/verify.sh
 
-leases: ## print the lease table
-	@source $(LOCAL)/env.sh && $(BIN)/kdsctl leases
+# Operator targets: the same names for both modes.
+status: $(MODE)-status ## processes (local) or pods, StatefulSet, jobs (k8s)
+logs: $(MODE)-logs ## follow every worker's log
+logs-worker: $(MODE)-logs-worker ## follow one worker's log: W=0
+restart-worker: $(MODE)-restart-worker ## restart one worker: W=0
+restart-all: $(MODE)-restart-all ## restart every worker, one after the other
+clean: $(MODE)-clean ## stop and remove the deployment (and bin/ for local)
 
-status: ## which local processes run
-	@source $(LOCAL)/env.sh && for f in $$RUN_DIR/pids/*.pid; do \
-	  [ -f "$$f" ] || continue; n=$$(basename $$f .pid); \
-	  if pid_alive $$f; then echo "$$n: running (pid $$(cat $$f))"; else echo "$$n: stopped"; fi; done
+monitor: build ## live view of workers, coordinator and leases (INTERVAL=10s)
+	$(SCRIPTS)/monitor.sh $${INTERVAL:-10s}
 
-logs: ## follow the workers' logs
-	@source $(LOCAL)/env.sh && tail -n 20 -F $$RUN_DIR/logs/kds-consumer-*.log
+metadata: build ## the metadata table: workers and the coordinator item
+	@source $(SCRIPTS)/common.sh && kdsctl metadata
 
-logs-worker: ## follow one worker's log: W=0
-	@source $(LOCAL)/env.sh && tail -n 50 -F $$RUN_DIR/logs/kds-consumer-$(W).log
-
-test-shards: build ## scale the stream to N shards and check the result: N=60
-	@test -n "$(N)" || { echo "usage: make test-shards N=60"; exit 2; }
-	$(LOCAL)/scenario.sh shards $(N)
-
-test-workers: build ## scale to N workers and check the result: N=5
-	@test -n "$(N)" || { echo "usage: make test-workers N=5"; exit 2; }
-	$(LOCAL)/scenario.sh workers $(N)
+leases: build ## the lease table: one row per shard
+	@source $(SCRIPTS)/common.sh && kdsctl leases
 
 scale-workers: build ## start or stop workers until N run: N=5
 	@test -n "$(N)" || { echo "usage: make scale-workers N=5"; exit 2; }
-	$(LOCAL)/workers.sh scale $(N)
+	@source $(SCRIPTS)/common.sh && scale_workers $(N)
 
-restart-worker: ## restart one worker: W=0
-	$(LOCAL)/workers.sh restart $(W)
+test-shards: build ## scenario: scale the stream to N shards, PASS/FAIL on max leases: N=60
+	@test -n "$(N)" || { echo "usage: make test-shards N=60"; exit 2; }
+	$(SCRIPTS)/test-scale-shards.sh $(N)
 
-restart-all: ## restart every worker, one after the other
-	$(LOCAL)/workers.sh restart-all
-
-test-all: vet fmt-check k8s-tools ## every test, plus the seed's five scenarios end to end (long)
-	$(GO) test $(TEST_FLAGS) -tags scenarios ./...
-
-clean: down ## stop everything and remove build output and local state
-	rm -rf $(BIN) .run
+test-workers: build ## scenario: scale to N workers, PASS/FAIL on max leases: N=5
+	@test -n "$(N)" || { echo "usage: make test-workers N=5"; exit 2; }
+	$(SCRIPTS)/test-scale-workers.sh $(N)

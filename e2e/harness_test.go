@@ -42,6 +42,7 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/kubetest"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
@@ -55,7 +56,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	workerBinary = bin
-	enginetest.Main(m)
+	// The engines for every test, and a real kube-apiserver for the Kubernetes ones.
+	os.Exit(kubetest.Run(kubetest.RunnerFunc(func() int { return enginetest.Run(m) })))
 }
 
 // buildWorker builds ./cmd/kds-consumer into a per-user directory under the temp dir.

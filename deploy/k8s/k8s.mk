@@ -58,8 +58,9 @@ port-forward-localstack: ## k8s: LocalStack on localhost:4566 (keep it running)
 shell-localstack: ## k8s: a shell in the LocalStack pod
 	$(KUBE) exec -it deploy/localstack -- bash
 
-shell-worker: ## k8s: a shell in a worker pod: W=0
-	$(KUBE) exec -it $(STATEFULSET)-$(W) -- /busybox/sh
+# The worker image is distroless (no shell): attach a busybox debug container to the pod.
+shell-worker: ## k8s: a shell next to a worker (ephemeral debug container): W=0
+	$(KUBE) debug -it $(STATEFULSET)-$(W) --image=busybox:1.37.0 --target=kds-consumer -- sh
 
 k8s-status:
 	$(KUBE) get statefulset,pods,service,job,deployment -l app.kubernetes.io/instance=$(RELEASE) -o wide

@@ -1,0 +1,620 @@
+package charttest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/kds-lease-manager/kds-lease-manager/internal/kubetest"
+)
+
+// realAWS are the values of real-AWS mode: no LocalStack, a region, IRSA.
+func realAWS(ns string) []string {
+	return []string{
+		"--set", "namespace=" + ns,
+		"--set", "createNamespace=false",
+		"--set", "localstack.enabled=false",
+		"--set", "aws.region=eu-west-1",
+		"--set-string", `serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::123456789012:role/kds-consumer`,
+	}
+}
+
+func TestLint(t *testing.T) {
+	t.Parallel()
+	c := kubetest.Shared(t)
+	for name, args := range map[string][]string{
+		"default":  nil,
+		"real-aws": realAWS("kds-prod"),
+		"heartbeat": {"--set", "consumer.workerCountSource=heartbeat",
+			"--set", "consumer.app.enableDynamicMaxLeases=false", "--set", "consumer.app.staticMaxLeases=20"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			out := mustHelm(t, c, append([]string{"lint", "--strict", chartDir(t)}, args...)...)
+			if strings.Contains(out, "[ERROR]") || strings.Contains(out, "[WARNING]") {
+				t.Errorf("helm lint:\n%s", out)
+			}
+		})
+	}
+}
+
+// dryRun renders the chart and has the apiserver validate, default and admit every object
+// (kubectl apply --dry-run=server), returning what the server would store.
+func dryRun(t *testing.T, c *kubetest.Cluster, ns string, args ...string) []object {
+	t.Helper()
+	manifest := mustHelm(t, c, append([]string{"template", releaseName, chartDir(t), "--namespace", ns}, args...)...)
+	out, _, err := c.KubectlStdin(testCtx(t), manifest, "apply", "--dry-run=server", "-o", "json", "-f", "-")
+	if err != nil {
+		t.Fatalf("%v\nmanifest:\n%s", err, manifest)
+	}
+	objs := objectList(t, out)
+	for _, o := range objs {
+		checkLabels(t, o, releaseName)
+		if o.Kind != "Namespace" && o.Metadata.Namespace != ns {
+			t.Errorf("%s/%s in namespace %q, want %q", o.Kind, o.Metadata.Name, o.Metadata.Namespace, ns)
+		}
+	}
+	return objs
+}
+
+func kinds(objs []object) []string {
+	var ks []string
+	for _, o := range objs {
+		ks = append(ks, o.Kind+"/"+o.Metadata.Name)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func TestTemplateServerDryRun(t *testing.T) {
+	t.Parallel()
+	c := kubetest.Shared(t)
+
+	t.Run("default", func(t *testing.T) {
+		t.Parallel()
+		ns := c.Namespace(t)
+		// createNamespace stays true: applying the Namespace of an existing namespace is fine.
+		objs := dryRun(t, c, ns, "--set", "namespace="+ns)
+		want := []string{
+			"ConfigMap/" + cmName, "Deployment/" + lsName, "Job/" + stsName + "-init-stream-1",
+			"Namespace/" + ns, "Role/" + stsName, "RoleBinding/" + stsName, "Secret/" + secretName,
+			"Service/" + lsName, "Service/" + stsName, "ServiceAccount/" + stsName, "StatefulSet/" + stsName,
+		}
+		slices.Sort(want)
+		if got := kinds(objs); !slices.Equal(got, want) {
+			t.Errorf("objects:\n got %v\nwant %v", got, want)
+		}
+		var cm corev1.ConfigMap
+		decode(t, find(t, objs, "ConfigMap", cmName), &cm)
+		wantEnv := map[string]string{
+			"AWS_ENDPOINT_URL": "http://localstack." + ns + ".svc:4566", "AWS_REGION": "us-east-1",
+			"STREAM_NAME": "test-stream", "APP_NAME": "kds-consumer-app", "ENABLE_DYNAMIC_MAX_LEASES": "true",
+			"MAX_LEASES_CAP": "80", "WORKER_COUNT_SOURCE": "kubernetes", "STATEFULSET_NAME": stsName,
+			"LEASE_DURATION": "10s", "SHUTDOWN_TIMEOUT": "20s", "LOG_FORMAT": "json", "HEALTH_ADDR": ":8080",
+		}
+		for k, v := range wantEnv {
+			if cm.Data[k] != v {
+				t.Errorf("ConfigMap %s = %q, want %q", k, cm.Data[k], v)
+			}
+		}
+		for k := range cm.Data {
+			if strings.Contains(k, "SECRET") || strings.Contains(k, "ACCESS_KEY") {
+				t.Errorf("ConfigMap carries credentials: %s", k)
+			}
+		}
+		var sec corev1.Secret
+		decode(t, find(t, objs, "Secret", secretName), &sec)
+		if string(sec.Data["AWS_ACCESS_KEY_ID"]) != "test" || string(sec.Data["AWS_SECRET_ACCESS_KEY"]) != "test" {
+			t.Errorf("LocalStack credentials Secret: %v", sec.Data)
+		}
+		var sts appsv1.StatefulSet
+		decode(t, find(t, objs, "StatefulSet", stsName), &sts)
+		checkStatefulSet(t, &sts, 3)
+		if !hasEnvFrom(sts.Spec.Template.Spec.Containers[0], secretName) {
+			t.Errorf("worker does not take its credentials from Secret %s", secretName)
+		}
+		var job batchv1.Job
+		decode(t, find(t, objs, "Job", stsName+"-init-stream-1"), &job)
+		checkJob(t, &job, true)
+		var ls appsv1.Deployment
+		decode(t, find(t, objs, "Deployment", lsName), &ls)
+		checkLocalStack(t, &ls)
+	})
+
+	t.Run("real-aws", func(t *testing.T) {
+		t.Parallel()
+		ns := c.Namespace(t)
+		objs := dryRun(t, c, ns, realAWS(ns)...)
+		want := []string{
+			"ConfigMap/" + cmName, "Job/" + stsName + "-init-stream-1", "Role/" + stsName,
+			"RoleBinding/" + stsName, "Service/" + stsName, "ServiceAccount/" + stsName, "StatefulSet/" + stsName,
+		}
+		slices.Sort(want)
+		if got := kinds(objs); !slices.Equal(got, want) {
+			t.Errorf("objects:\n got %v\nwant %v", got, want)
+		}
+		for _, o := range objs {
+			raw := string(o.Raw)
+			for _, bad := range []string{"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "localstack", "secretRef"} {
+				if strings.Contains(raw, bad) {
+					t.Errorf("real-AWS mode: %s/%s contains %q", o.Kind, o.Metadata.Name, bad)
+				}
+			}
+		}
+		var cm corev1.ConfigMap
+		decode(t, find(t, objs, "ConfigMap", cmName), &cm)
+		if cm.Data["AWS_REGION"] != "eu-west-1" {
+			t.Errorf("AWS_REGION = %q", cm.Data["AWS_REGION"])
+		}
+		sa := find(t, objs, "ServiceAccount", stsName)
+		if got := sa.Metadata.Annotations["eks.amazonaws.com/role-arn"]; got != "arn:aws:iam::123456789012:role/kds-consumer" {
+			t.Errorf("IRSA annotation = %q", got)
+		}
+		var sts appsv1.StatefulSet
+		decode(t, find(t, objs, "StatefulSet", stsName), &sts)
+		checkStatefulSet(t, &sts, 3)
+		var job batchv1.Job
+		decode(t, find(t, objs, "Job", stsName+"-init-stream-1"), &job)
+		checkJob(t, &job, false)
+		if job.Spec.Template.Spec.ServiceAccountName != stsName {
+			t.Errorf("init job runs as %q, want the IRSA ServiceAccount %s", job.Spec.Template.Spec.ServiceAccountName, stsName)
+		}
+	})
+
+	t.Run("heartbeat", func(t *testing.T) {
+		t.Parallel()
+		ns := c.Namespace(t)
+		objs := dryRun(t, c, ns, "--set", "namespace="+ns, "--set", "createNamespace=false",
+			"--set", "consumer.workerCountSource=heartbeat")
+		for _, o := range objs {
+			if o.Kind == "Role" || o.Kind == "RoleBinding" {
+				t.Errorf("heartbeat mode renders %s/%s: the worker needs no API access", o.Kind, o.Metadata.Name)
+			}
+		}
+		var sts appsv1.StatefulSet
+		decode(t, find(t, objs, "StatefulSet", stsName), &sts)
+		if m := sts.Spec.Template.Spec.AutomountServiceAccountToken; m == nil || *m {
+			t.Errorf("heartbeat mode mounts a service account token")
+		}
+	})
+}
+
+func hasEnvFrom(c corev1.Container, secret string) bool {
+	for _, e := range c.EnvFrom {
+		if e.SecretRef != nil && e.SecretRef.Name == secret {
+			return true
+		}
+	}
+	return false
+}
+
+// checkHardened checks a container of the chart's own image (worker, init job).
+func checkHardened(t *testing.T, what string, pod *corev1.PodSpec, ctr *corev1.Container) {
+	t.Helper()
+	ps := pod.SecurityContext
+	if ps == nil || ps.RunAsNonRoot == nil || !*ps.RunAsNonRoot || ps.RunAsUser == nil || *ps.RunAsUser != 65532 ||
+		ps.FSGroup == nil || ps.SeccompProfile == nil || ps.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("%s: pod securityContext %+v", what, ps)
+	}
+	sc := ctr.SecurityContext
+	if sc == nil {
+		t.Fatalf("%s: container %s has no securityContext", what, ctr.Name)
+	}
+	if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser != 65532 {
+		t.Errorf("%s: container %s may run as root", what, ctr.Name)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("%s: container %s: root file system writable", what, ctr.Name)
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("%s: container %s: privilege escalation allowed", what, ctr.Name)
+	}
+	if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 {
+		t.Errorf("%s: container %s: capabilities %+v, want drop ALL", what, ctr.Name, sc.Capabilities)
+	}
+	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("%s: container %s: seccomp %+v", what, ctr.Name, sc.SeccompProfile)
+	}
+}
+
+func checkStatefulSet(t *testing.T, sts *appsv1.StatefulSet, replicas int32) {
+	t.Helper()
+	if sts.Spec.Replicas == nil || *sts.Spec.Replicas != replicas {
+		t.Errorf("replicas = %v, want %d", sts.Spec.Replicas, replicas)
+	}
+	if sts.Spec.ServiceName != stsName {
+		t.Errorf("serviceName = %q", sts.Spec.ServiceName)
+	}
+	if sts.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
+		t.Errorf("podManagementPolicy = %q", sts.Spec.PodManagementPolicy)
+	}
+	pod := &sts.Spec.Template.Spec
+	if pod.ServiceAccountName != stsName {
+		t.Errorf("serviceAccountName = %q", pod.ServiceAccountName)
+	}
+	if pod.TerminationGracePeriodSeconds == nil || *pod.TerminationGracePeriodSeconds <= 20 {
+		t.Errorf("terminationGracePeriodSeconds = %v, want more than SHUTDOWN_TIMEOUT (20s)", pod.TerminationGracePeriodSeconds)
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%d containers", len(pod.Containers))
+	}
+	ctr := &pod.Containers[0]
+	checkHardened(t, "StatefulSet", pod, ctr)
+	if ctr.Image != "kds-consumer-test:latest" || ctr.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("image %s (%s)", ctr.Image, ctr.ImagePullPolicy)
+	}
+	if ctr.Lifecycle != nil && ctr.Lifecycle.PreStop != nil {
+		t.Errorf("preStop hook present; the worker drains on SIGTERM itself")
+	}
+	fieldEnv := map[string]string{}
+	for _, e := range ctr.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			fieldEnv[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	if fieldEnv["WORKER_ID"] != "metadata.name" || fieldEnv["POD_NAMESPACE"] != "metadata.namespace" {
+		t.Errorf("downward API env = %v, want WORKER_ID from metadata.name, POD_NAMESPACE from metadata.namespace", fieldEnv)
+	}
+	if len(ctr.EnvFrom) == 0 || ctr.EnvFrom[0].ConfigMapRef == nil || ctr.EnvFrom[0].ConfigMapRef.Name != cmName {
+		t.Errorf("envFrom = %+v, want ConfigMap %s", ctr.EnvFrom, cmName)
+	}
+	if len(ctr.Ports) != 1 || ctr.Ports[0].ContainerPort != 8080 || ctr.Ports[0].Name != "http" {
+		t.Errorf("ports = %+v", ctr.Ports)
+	}
+	for name, p := range map[string]*corev1.Probe{"/health": ctr.LivenessProbe, "/ready": ctr.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != name || p.HTTPGet.Port.String() != "http" {
+			t.Errorf("probe for %s: %+v", name, p)
+		}
+	}
+	if ctr.Resources.Requests.Memory().IsZero() || ctr.Resources.Limits.Memory().IsZero() {
+		t.Errorf("resources = %+v", ctr.Resources)
+	}
+	if sts.Spec.Template.Annotations["checksum/config"] == "" {
+		t.Errorf("no checksum/config annotation: config changes would not roll the workers")
+	}
+}
+
+func checkJob(t *testing.T, job *batchv1.Job, localstack bool) {
+	t.Helper()
+	pod := &job.Spec.Template.Spec
+	if job.Spec.BackoffLimit == nil || *job.Spec.BackoffLimit < 3 || job.Spec.ActiveDeadlineSeconds == nil {
+		t.Errorf("job retries: backoffLimit %v, activeDeadlineSeconds %v", job.Spec.BackoffLimit, job.Spec.ActiveDeadlineSeconds)
+	}
+	if pod.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("restartPolicy = %q", pod.RestartPolicy)
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%d containers", len(pod.Containers))
+	}
+	ctr := &pod.Containers[0]
+	checkHardened(t, "Job", pod, ctr)
+	cmd := strings.Join(append(slices.Clone(ctr.Command), ctr.Args...), " ")
+	if cmd != "kdsctl create-stream test-stream --shards 30" {
+		t.Errorf("init job runs %q", cmd)
+	}
+	if ctr.Image != "kds-consumer-test:latest" {
+		t.Errorf("init job image %q, want the worker image", ctr.Image)
+	}
+	if localstack {
+		if len(pod.InitContainers) != 1 || !strings.Contains(strings.Join(pod.InitContainers[0].Command, " "), "/_localstack/health") {
+			t.Errorf("init job does not wait for LocalStack: %+v", pod.InitContainers)
+		} else {
+			checkHardened(t, "Job", pod, &pod.InitContainers[0])
+		}
+	} else if len(pod.InitContainers) != 0 {
+		t.Errorf("real-AWS mode: init containers %+v", pod.InitContainers)
+	}
+	if m := pod.AutomountServiceAccountToken; m == nil || *m {
+		t.Errorf("init job mounts a Kubernetes API token it does not need")
+	}
+}
+
+func checkLocalStack(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	ctr := d.Spec.Template.Spec.Containers[0]
+	if !strings.HasPrefix(ctr.Image, "localstack/localstack:") || strings.HasSuffix(ctr.Image, ":latest") {
+		t.Errorf("LocalStack image %q, want a pinned localstack/localstack tag", ctr.Image)
+	}
+	env := map[string]string{}
+	for _, e := range ctr.Env {
+		env[e.Name] = e.Value
+	}
+	if env["SERVICES"] != "kinesis,dynamodb" {
+		t.Errorf("SERVICES = %q", env["SERVICES"])
+	}
+	if len(ctr.Ports) != 1 || ctr.Ports[0].ContainerPort != 4566 {
+		t.Errorf("ports %+v", ctr.Ports)
+	}
+	if p := ctr.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/_localstack/health" {
+		t.Errorf("readiness probe %+v", p)
+	}
+}
+
+func TestSchemaRejectsBadValues(t *testing.T) {
+	t.Parallel()
+	c := kubetest.Shared(t)
+	for _, tc := range []struct {
+		set, want string
+	}{
+		{"consumer.replicaCount=-1", "/consumer/replicaCount"},
+		{"consumer.replicaCount=1.5", "/consumer/replicaCount"},
+		{"consumer.stream.initialShardCount=0", "/consumer/stream/initialShardCount"},
+		{"consumer.stream.initialShardCount=10001", "/consumer/stream/initialShardCount"},
+		{"consumer.app.maxLeasesCap=0", "/consumer/app/maxLeasesCap"},
+		{"consumer.workerCountSource=magic", "/consumer/workerCountSource"},
+		{"consumer.lease.duration=10 seconds", "/consumer/lease/duration"},
+		{"consumer.lease.heartbeatInterval=2", "/consumer/lease/heartbeatInterval"},
+		{"consumer.app.name=my app", "/consumer/app/name"},
+		{"consumer.stream.name=a/b", "/consumer/stream/name"},
+		{"consumer.name=Kds_Consumer", "/consumer/name"},
+		{"namespace=Not A Namespace", "/namespace"},
+		{"consumer.image.pullPolicy=Sometimes", "/consumer/image/pullPolicy"},
+		{"consumer.image.tag=a tag", "/consumer/image/tag"},
+		{"consumer.log.format=xml", "/consumer/log/format"},
+		{"aws.region=Europe", "/aws/region"},
+		{"localstack.services=s3", "/localstack/services"},
+		{"consumer.replicaCunt=3", "replicaCunt"},
+		// Cross-field rules that the templates check.
+		{"consumer.shutdownTimeout=40s", "consumer.terminationGracePeriodSeconds"},
+		{"consumer.app.enableDynamicMaxLeases=false,consumer.app.staticMaxLeases=100", "consumer.app.staticMaxLeases"},
+		{"consumer.initialPosition=AT_TIMESTAMP", "consumer.initialTimestamp"},
+	} {
+		t.Run(tc.set, func(t *testing.T) {
+			t.Parallel()
+			_, stderr, err := c.Helm(testCtx(t), "template", releaseName, chartDir(t), "--set", tc.set)
+			if err == nil {
+				t.Fatalf("helm template --set %s succeeded", tc.set)
+			}
+			if !strings.Contains(stderr, tc.want) {
+				t.Errorf("helm template --set %s: error does not name %s:\n%s", tc.set, tc.want, stderr)
+			}
+		})
+	}
+}
+
+// install installs the chart (no --wait: nothing runs) into a fresh namespace and returns it.
+func install(t *testing.T, c *kubetest.Cluster, extra ...string) (ns, notes string) {
+	t.Helper()
+	ns = c.Namespace(t)
+	args := append([]string{"install", releaseName, chartDir(t), "--namespace", ns,
+		"--set", "namespace=" + ns, "--set", "createNamespace=false"}, extra...)
+	out := mustHelm(t, c, args...)
+	return ns, out
+}
+
+func TestInstall(t *testing.T) {
+	t.Parallel()
+	c := kubetest.Shared(t)
+	ns, notes := install(t, c)
+	for _, want := range []string{"StatefulSet " + stsName, "make monitor", "make metadata", "kubectl -n " + ns, "kdsctl metadata"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("NOTES lack %q:\n%s", want, notes)
+		}
+	}
+
+	var sts appsv1.StatefulSet
+	getJSON(t, c, &sts, "statefulset", stsName, "-n", ns)
+	checkStatefulSet(t, &sts, 3)
+
+	var cm corev1.ConfigMap
+	getJSON(t, c, &cm, "configmap", cmName, "-n", ns)
+	if cm.Data["WORKER_COUNT_SOURCE"] != "kubernetes" || cm.Data["STATEFULSET_NAME"] != stsName {
+		t.Errorf("ConfigMap data %v", cm.Data)
+	}
+
+	var role rbacv1.Role
+	getJSON(t, c, &role, "role", stsName, "-n", ns)
+	want := []rbacv1.PolicyRule{{
+		APIGroups: []string{"apps"}, Resources: []string{"statefulsets"},
+		ResourceNames: []string{stsName}, Verbs: []string{"get", "list", "watch"},
+	}}
+	if fmt.Sprint(role.Rules) != fmt.Sprint(want) {
+		t.Errorf("Role rules = %+v, want %+v", role.Rules, want)
+	}
+	var rb rbacv1.RoleBinding
+	getJSON(t, c, &rb, "rolebinding", stsName, "-n", ns)
+	if rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != stsName || len(rb.Subjects) != 1 ||
+		rb.Subjects[0].Kind != "ServiceAccount" || rb.Subjects[0].Name != stsName || rb.Subjects[0].Namespace != ns {
+		t.Errorf("RoleBinding %+v %+v", rb.RoleRef, rb.Subjects)
+	}
+
+	var svc corev1.Service
+	getJSON(t, c, &svc, "service", stsName, "-n", ns)
+	if svc.Spec.ClusterIP != corev1.ClusterIPNone || len(svc.Spec.Ports) != 1 ||
+		svc.Spec.Ports[0].Port != 8080 || svc.Spec.Ports[0].Name != "http" {
+		t.Errorf("headless Service: clusterIP %q ports %+v", svc.Spec.ClusterIP, svc.Spec.Ports)
+	}
+	for k, v := range svc.Spec.Selector {
+		if sts.Spec.Template.Labels[k] != v {
+			t.Errorf("Service selector %s=%s does not select the worker pods", k, v)
+		}
+	}
+
+	var job batchv1.Job
+	getJSON(t, c, &job, "job", stsName+"-init-stream-1", "-n", ns)
+	checkJob(t, &job, true)
+
+	var ls appsv1.Deployment
+	getJSON(t, c, &ls, "deployment", lsName, "-n", ns)
+	checkLocalStack(t, &ls)
+	var lsSvc corev1.Service
+	getJSON(t, c, &lsSvc, "service", lsName, "-n", ns)
+	if len(lsSvc.Spec.Ports) != 1 || lsSvc.Spec.Ports[0].Port != 4566 {
+		t.Errorf("localstack Service ports %+v", lsSvc.Spec.Ports)
+	}
+
+	// Every object of the release carries the standard labels.
+	out := mustKubectl(t, c, "get", "statefulsets,deployments,jobs,services,configmaps,secrets,serviceaccounts,roles,rolebindings",
+		"-n", ns, "-l", "app.kubernetes.io/instance="+releaseName, "-o", "json")
+	objs := objectList(t, out)
+	if len(objs) != 10 {
+		t.Errorf("%d labelled objects, want 10: %v", len(objs), kinds(objs))
+	}
+	for _, o := range objs {
+		checkLabels(t, o, releaseName)
+	}
+
+	t.Run("rbac", func(t *testing.T) { checkRBAC(t, c, ns) })
+}
+
+// checkRBAC acts with a real token of the worker's ServiceAccount.
+func checkRBAC(t *testing.T, c *kubetest.Cluster, ns string) {
+	// Objects the worker must not see: another StatefulSet here, its namesake elsewhere.
+	other := c.Namespace(t)
+	sts := func(name string) string {
+		return fmt.Sprintf(`{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":%q},
+"spec":{"replicas":1,"serviceName":%[1]q,"selector":{"matchLabels":{"app":%[1]q}},
+"template":{"metadata":{"labels":{"app":%[1]q}},"spec":{"containers":[{"name":"c","image":"registry.invalid/x:1"}]}}}}`, name)
+	}
+	for _, x := range []struct{ ns, name string }{{ns, "other"}, {other, stsName}} {
+		if _, _, err := c.KubectlStdin(testCtx(t), sts(x.name), "apply", "-n", x.ns, "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustKubectl(t, c, "create", "secret", "generic", "s", "-n", ns, "--from-literal=k=v")
+
+	token, err := c.Token(testCtx(t), ns, stsName, "--duration=10m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := c.KubeconfigFor(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := func(args ...string) (string, error) {
+		out, _, err := c.KubectlAs(testCtx(t), kc, args...)
+		return out, err
+	}
+
+	// Allowed: what the worker does.
+	if out, err := as("get", "statefulset", stsName, "-n", ns, "-o", "jsonpath={.spec.replicas}"); err != nil || out != "3" {
+		t.Errorf("get own StatefulSet: %q, %v", out, err)
+	}
+	if out, err := as("get", "statefulsets", "-n", ns, "--field-selector", "metadata.name="+stsName, "-o", "name"); err != nil ||
+		strings.TrimSpace(out) != "statefulset.apps/"+stsName {
+		t.Errorf("list with field selector: %q, %v", out, err)
+	}
+	watch := "/apis/apps/v1/namespaces/" + ns + "/statefulsets?fieldSelector=metadata.name%3D" + stsName + "&watch=true&timeoutSeconds=1"
+	if out, err := as("get", "--raw", watch); err != nil || !strings.Contains(out, `"type":"ADDED"`) || !strings.Contains(out, `"name":"`+stsName+`"`) {
+		t.Errorf("watch with field selector: %.300q, %v", out, err)
+	}
+
+	// Forbidden: everything else.
+	for _, args := range [][]string{
+		{"get", "statefulsets", "-n", ns},            // list without the field selector
+		{"get", "statefulset", "other", "-n", ns},    // another StatefulSet
+		{"get", "statefulset", stsName, "-n", other}, // another namespace
+		{"get", "statefulsets", "-n", other, "--field-selector", "metadata.name=" + stsName},
+		{"get", "secrets", "-n", ns},
+		{"get", "secret", "s", "-n", ns},
+		{"get", "pods", "-n", ns},
+		{"get", "configmaps", "-n", ns},
+		{"get", "statefulset", stsName, "-n", ns, "--subresource=scale"},
+		{"scale", "statefulset", stsName, "-n", ns, "--replicas=1"},
+		{"patch", "statefulset", stsName, "-n", ns, "--type=merge", "-p", `{"spec":{"replicas":1}}`},
+		{"delete", "statefulset", stsName, "-n", ns},
+	} {
+		_, err := as(args...)
+		if err == nil || !strings.Contains(strings.ToLower(err.Error()), "forbidden") {
+			t.Errorf("kubectl %s as the worker: %v, want Forbidden", strings.Join(args, " "), err)
+		}
+	}
+
+	// The same by SelfSubjectAccessReview.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get", "statefulsets.apps/" + stsName}, "yes"},
+		{[]string{"list", "statefulsets.apps/" + stsName}, "yes"},
+		{[]string{"watch", "statefulsets.apps/" + stsName}, "yes"},
+		{[]string{"list", "statefulsets.apps"}, "no"},
+		{[]string{"get", "statefulsets.apps/other"}, "no"},
+		{[]string{"update", "statefulsets.apps/" + stsName}, "no"},
+		{[]string{"patch", "statefulsets.apps/" + stsName, "--subresource=scale"}, "no"},
+		{[]string{"update", "statefulsets.apps/" + stsName, "--subresource=scale"}, "no"},
+		{[]string{"get", "statefulsets.apps/" + stsName, "--subresource=scale"}, "no"},
+		{[]string{"get", "secrets"}, "no"},
+		{[]string{"list", "pods"}, "no"},
+		{[]string{"get", "statefulsets.apps/" + stsName, "-n", other}, "no"},
+	} {
+		args := append([]string{"auth", "can-i"}, tc.args...)
+		if !slices.Contains(tc.args, "-n") {
+			args = append(args, "-n", ns)
+		}
+		out, err := as(args...)
+		got := strings.TrimSpace(out)
+		if got != tc.want || (tc.want == "yes") != (err == nil) {
+			t.Errorf("kubectl auth can-i %s: %q (%v), want %s", strings.Join(tc.args, " "), got, err, tc.want)
+		}
+	}
+}
+
+func TestCreateNamespaceRefusesAnExistingNamespace(t *testing.T) {
+	t.Parallel()
+	c := kubetest.Shared(t)
+	ns := c.Namespace(t)
+	_, stderr, err := c.Helm(testCtx(t), "install", releaseName, chartDir(t), "-n", ns, "--set", "namespace="+ns)
+	if err == nil {
+		t.Fatal("install with createNamespace=true into an existing namespace succeeded")
+	}
+	if !strings.Contains(stderr, "createNamespace=false") {
+		t.Errorf("error does not say what to do:\n%s", stderr)
+	}
+}
+
+func TestUpgradeAndUninstall(t *testing.T) {
+	t.Parallel()
+	c := kubetest.Shared(t)
+	// The release record lives in one namespace, the chart creates another for its objects
+	// (createNamespace, the default), as in `helm install kds <chart>` with namespace kds-test.
+	releaseNS := c.Namespace(t)
+	ns := releaseNS + "-app"
+	t.Cleanup(func() {
+		_, _, _ = c.Kubectl(testCtx(t), "delete", "namespace", ns, "--ignore-not-found", "--wait=false")
+	})
+	mustHelm(t, c, "install", releaseName, chartDir(t), "-n", releaseNS, "--set", "namespace="+ns)
+	var nsObj corev1.Namespace
+	getJSON(t, c, &nsObj, "namespace", ns)
+	checkLabels(t, object{Kind: "Namespace", Metadata: meta{Name: ns, Labels: nsObj.Labels}}, releaseName)
+
+	replicas := func() string {
+		return mustKubectl(t, c, "get", "statefulset", stsName, "-n", ns, "-o", "jsonpath={.spec.replicas}")
+	}
+	if got := replicas(); got != "3" {
+		t.Fatalf("replicas after install = %s", got)
+	}
+	mustHelm(t, c, "upgrade", releaseName, chartDir(t), "-n", releaseNS, "--reuse-values", "--set", "consumer.replicaCount=5")
+	if got := replicas(); got != "5" {
+		t.Errorf("replicas after upgrade = %s, want 5", got)
+	}
+	// The init job of revision 1 is replaced by revision 2's (a Job's template is immutable).
+	jobs := mustKubectl(t, c, "get", "jobs", "-n", ns, "-o", "name")
+	if strings.TrimSpace(jobs) != "job.batch/"+stsName+"-init-stream-2" {
+		t.Errorf("jobs after upgrade: %q", jobs)
+	}
+	if got := mustHelm(t, c, "get", "values", releaseName, "-n", releaseNS, "-o", "json"); !strings.Contains(got, `"replicaCount":5`) {
+		t.Errorf("release values %s", got)
+	}
+
+	mustHelm(t, c, "uninstall", releaseName, "-n", releaseNS)
+	left := mustKubectl(t, c, "get", "statefulsets,deployments,jobs,services,configmaps,secrets,serviceaccounts,roles,rolebindings",
+		"-n", ns, "-o", "name")
+	if strings.TrimSpace(left) != "" {
+		t.Errorf("left after uninstall:\n%s", left)
+	}
+	// Without a controller-manager a deleted namespace stays Terminating.
+	phase, _, err := c.Kubectl(testCtx(t), "get", "namespace", ns, "-o", "jsonpath={.status.phase}")
+	if err == nil && phase != "Terminating" {
+		t.Errorf("namespace %s after uninstall: %s", ns, phase)
+	}
+	if out, _, _ := c.Helm(testCtx(t), "list", "-n", releaseNS, "-q"); strings.TrimSpace(out) != "" {
+		t.Errorf("releases after uninstall: %q", out)
+	}
+}

@@ -25,7 +25,9 @@ endif
 include deploy/local/local.mk
 include deploy/k8s/k8s.mk
 
-.PHONY: help build test test-all vet fmt-check k8s-tools docs verify \
+DURATION ?= 90s
+
+.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench \
 	status logs logs-worker monitor metadata leases scale-workers test-shards test-workers \
 	restart-worker restart-all clean
 
@@ -41,6 +43,12 @@ test: vet fmt-check k8s-tools ## every test: unit, real engines, real kube-apise
 
 test-all: vet fmt-check k8s-tools ## `make test` plus the seed's five scenarios end to end
 	$(GO) test $(TEST_FLAGS) -tags scenarios ./...
+
+chaos: build ## chaos run: kill/stop/cut/pause/throttle workers, shards 30->60->30, workers 3->5->2, prove the invariants (DURATION=90s; long form e.g. DURATION=30m)
+	$(BIN)/kds-chaos --duration $(DURATION) --bin $(BIN)
+
+bench: build ## benchmarks on the real engines, one table (KDS_BENCH_RUNS=3); record it in docs/BENCHMARKS.md
+	KDS_BENCH_OUT=$${KDS_BENCH_OUT:-.run/bench.md} $(GO) test -tags bench -run TestBenchmarks -count=1 -timeout 60m -v ./e2e | grep -v '^{'
 
 k8s-tools: ## build kube-apiserver, etcd, kubectl and helm for the tests (first time ~7 min, cached)
 	deploy/k8s/tools/build.sh

@@ -1,0 +1,472 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
+)
+
+// ClusterConfig says which binaries to run against which engines.
+type ClusterConfig struct {
+	// WorkerBin and CtlBin are the built kds-consumer and kdsctl binaries.
+	WorkerBin, CtlBin string
+	// Upstream is the engines' edge URL; every worker gets its own edge in front of it.
+	Upstream string
+	Region   string
+	Stream   string
+	App      string
+	// Dir receives records/ (the record logs) and logs/ (the workers' output).
+	Dir string
+	// LeaseDuration is the workers' LEASE_DURATION.
+	LeaseDuration time.Duration
+	// WorkerEnv is added to every worker's environment ("KEY=value").
+	WorkerEnv []string
+	// Seed seeds the edges' fault draws (each edge its own stream of draws).
+	Seed   uint64
+	Logger *slog.Logger
+}
+
+// Cluster runs kds-consumer processes, each behind its own WorkerEdge, and kdsctl.
+type Cluster struct {
+	cfg ClusterConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	workers map[string]*Worker
+	events  []Event
+	seed    uint64
+}
+
+// Worker is one worker id: its edge, which outlives restarts, and its current process.
+type Worker struct {
+	ID   string
+	Edge *WorkerEdge
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	paused  bool
+	healCut func()
+	starts  int
+}
+
+// NewCluster prepares the directories; workers start with Start.
+func NewCluster(cfg ClusterConfig) (*Cluster, error) {
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	for _, d := range []string{cfg.RecordDir(), cfg.LogDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+	}
+	return &Cluster{cfg: cfg, log: cfg.Logger, workers: map[string]*Worker{}, seed: cfg.Seed}, nil
+}
+
+// RecordDir is where the workers write their record logs.
+func (c ClusterConfig) RecordDir() string { return filepath.Join(c.Dir, "records") }
+
+// LogDir is where the workers' output goes, one <id>.log each.
+func (c ClusterConfig) LogDir() string { return filepath.Join(c.Dir, "logs") }
+
+// Config returns the cluster's configuration.
+func (c *Cluster) Config() ClusterConfig { return c.cfg }
+
+// Record adds an event to the timeline and returns it.
+func (c *Cluster) Record(e Event) Event {
+	if e.From.IsZero() {
+		e.From = time.Now()
+	}
+	if e.To.IsZero() {
+		e.To = e.From
+	}
+	c.mu.Lock()
+	c.events = append(c.events, e)
+	c.mu.Unlock()
+	c.log.Info("chaos event", "event", e.String())
+	return e
+}
+
+// Events returns the timeline so far, in order.
+func (c *Cluster) Events() []Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := append([]Event(nil), c.events...)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].From.Before(out[j].From) })
+	return out
+}
+
+// finish sets the end of the latest open-ended event of kind for worker.
+func (c *Cluster) finish(kind EventKind, worker string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := len(c.events) - 1; i >= 0; i-- {
+		if e := &c.events[i]; e.Kind == kind && e.Worker == worker {
+			e.To = time.Now()
+			return
+		}
+	}
+}
+
+// Workers returns every worker id the cluster ever started, sorted.
+func (c *Cluster) Workers() []*Worker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*Worker, 0, len(c.workers))
+	for _, w := range c.workers {
+		out = append(out, w)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Running returns the ids of workers whose process runs (paused ones included).
+func (c *Cluster) Running() []string {
+	var ids []string
+	for _, w := range c.Workers() {
+		if w.running() {
+			ids = append(ids, w.ID)
+		}
+	}
+	return ids
+}
+
+func (w *Worker) running() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done == nil {
+		return false
+	}
+	select {
+	case <-w.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (c *Cluster) worker(id string) (*Worker, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w, ok := c.workers[id]
+	if !ok {
+		return nil, fmt.Errorf("no worker %s", id)
+	}
+	return w, nil
+}
+
+// Start starts worker id (again), creating its edge the first time.
+func (c *Cluster) Start(id string) error {
+	c.mu.Lock()
+	w, ok := c.workers[id]
+	if !ok {
+		c.seed++
+		edge, err := StartEdge(id, c.cfg.Upstream, c.seed, c.log)
+		if err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		w = &Worker{ID: id, Edge: edge}
+		c.workers[id] = w
+	}
+	c.mu.Unlock()
+	if w.running() {
+		return fmt.Errorf("worker %s is already running", id)
+	}
+	healthAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(c.cfg.LogDir(), id+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("worker %s: %w", id, err)
+	}
+	defer f.Close() // the child has its own descriptor
+	cmd := exec.Command(c.cfg.WorkerBin)
+	cmd.Env = append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + c.cfg.Dir, // no ~/.aws of the developer's
+		"AWS_ENDPOINT_URL=" + w.Edge.URL(),
+		"AWS_ACCESS_KEY_ID=test",
+		"AWS_SECRET_ACCESS_KEY=test",
+		"AWS_REGION=" + c.cfg.Region,
+		"AWS_EC2_METADATA_DISABLED=true",
+		"STREAM_NAME=" + c.cfg.Stream,
+		"APP_NAME=" + c.cfg.App,
+		"WORKER_ID=" + id,
+		"HEALTH_ADDR=" + healthAddr,
+		"RECORD_LOG_DIR=" + c.cfg.RecordDir(),
+		"LOG_FORMAT=json",
+		"LOG_LEVEL=info",
+		"LEASE_DURATION=" + c.cfg.LeaseDuration.String(),
+	}, c.cfg.WorkerEnv...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = procAttr()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start worker %s: %w", id, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	w.mu.Lock()
+	w.cmd, w.done, w.paused = cmd, done, false
+	w.starts++
+	w.mu.Unlock()
+	c.Record(Event{Kind: EventStart, Worker: id})
+	return nil
+}
+
+func (w *Worker) process() (*exec.Cmd, chan struct{}, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cmd == nil {
+		return nil, nil, fmt.Errorf("worker %s never started", w.ID)
+	}
+	return w.cmd, w.done, nil
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (c *Cluster) Kill(ctx context.Context, id string) error {
+	w, err := c.worker(id)
+	if err != nil {
+		return err
+	}
+	cmd, done, err := w.process()
+	if err != nil {
+		return err
+	}
+	c.Record(Event{Kind: EventKill, Worker: id})
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a stopped process dies only once resumed
+	_ = cmd.Process.Kill()
+	return waitDone(ctx, done)
+}
+
+// Terminate sends SIGTERM and waits for the graceful drain; after grace it kills.
+func (c *Cluster) Terminate(ctx context.Context, id string, grace time.Duration) error {
+	w, err := c.worker(id)
+	if err != nil {
+		return err
+	}
+	cmd, done, err := w.process()
+	if err != nil {
+		return err
+	}
+	c.Record(Event{Kind: EventTerm, Worker: id})
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	gctx, cancel := context.WithTimeout(ctx, grace)
+	defer cancel()
+	if err := waitDone(gctx, done); err != nil {
+		_ = cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("worker %s did not stop within %s of SIGTERM, killed: %w", id, grace, err)
+	}
+	c.finish(EventTerm, id)
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		return fmt.Errorf("worker %s exited with status %d after SIGTERM", id, code)
+	}
+	return nil
+}
+
+// Pause stops the process with SIGSTOP; Resume continues it.
+func (c *Cluster) Pause(id string) error {
+	w, err := c.worker(id)
+	if err != nil {
+		return err
+	}
+	cmd, _, err := w.process()
+	if err != nil {
+		return err
+	}
+	c.Record(Event{Kind: EventPause, Worker: id})
+	w.mu.Lock()
+	w.paused = true
+	w.mu.Unlock()
+	return cmd.Process.Signal(syscall.SIGSTOP)
+}
+
+// Resume sends SIGCONT to a paused worker.
+func (c *Cluster) Resume(id string) error {
+	w, err := c.worker(id)
+	if err != nil {
+		return err
+	}
+	cmd, _, err := w.process()
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.paused = false
+	w.mu.Unlock()
+	err = cmd.Process.Signal(syscall.SIGCONT)
+	c.finish(EventPause, id)
+	return err
+}
+
+// CutOff makes the worker's requests hang; Heal lets them (and those held) through.
+func (c *Cluster) CutOff(id string) error {
+	w, err := c.worker(id)
+	if err != nil {
+		return err
+	}
+	c.Record(Event{Kind: EventCutOff, Worker: id})
+	heal := w.Edge.CutOff()
+	w.mu.Lock()
+	w.healCut = heal
+	w.mu.Unlock()
+	return nil
+}
+
+// Heal ends a cut-off.
+func (c *Cluster) Heal(id string) error {
+	w, err := c.worker(id)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	heal := w.healCut
+	w.healCut = nil
+	w.mu.Unlock()
+	if heal != nil {
+		heal()
+		c.finish(EventCutOff, id)
+	}
+	return nil
+}
+
+// InjectAll adds rule to every worker's edge (those started later too are not covered)
+// and returns the function that removes it again.
+func (c *Cluster) InjectAll(rules ...Rule) (remove func()) {
+	var removes []func()
+	for _, w := range c.Workers() {
+		for _, r := range rules {
+			removes = append(removes, w.Edge.Injector().Add(r))
+		}
+	}
+	detail := ""
+	for i, r := range rules {
+		if i > 0 {
+			detail += "; "
+		}
+		detail += r.String()
+	}
+	c.Record(Event{Kind: EventFaults, Detail: detail})
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			for _, rm := range removes {
+				rm()
+			}
+			c.finish(EventFaults, "")
+		})
+	}
+}
+
+// Ctl runs kdsctl against the engines (not through any worker's edge) and returns its
+// standard output.
+func (c *Cluster) Ctl(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, c.cfg.CtlBin, args...)
+	cmd.Env = c.ctlEnv()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = procAttr()
+	if err := cmd.Run(); err != nil {
+		return stdout.Bytes(), fmt.Errorf("kdsctl %v: %w\n%s", args, err, tailBytes(stderr.Bytes(), 2000))
+	}
+	return stdout.Bytes(), nil
+}
+
+func (c *Cluster) ctlEnv() []string {
+	return []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + c.cfg.Dir,
+		"AWS_ENDPOINT_URL=" + c.cfg.Upstream,
+		"AWS_ACCESS_KEY_ID=test",
+		"AWS_SECRET_ACCESS_KEY=test",
+		"AWS_REGION=" + c.cfg.Region,
+		"AWS_EC2_METADATA_DISABLED=true",
+		"STREAM_NAME=" + c.cfg.Stream,
+		"APP_NAME=" + c.cfg.App,
+		"RECORD_LOG_DIR=" + c.cfg.RecordDir(),
+	}
+}
+
+// Stats returns each worker edge's request counts.
+func (c *Cluster) Stats() map[string]localengines.Stats {
+	out := map[string]localengines.Stats{}
+	for _, w := range c.Workers() {
+		out[w.ID] = w.Edge.Stats()
+	}
+	return out
+}
+
+// Close stops every worker (SIGTERM, then SIGKILL after grace) and every edge.
+func (c *Cluster) Close(ctx context.Context, grace time.Duration) error {
+	var errs []error
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, w := range c.Workers() {
+		_ = c.Heal(w.ID)
+		if !w.running() {
+			continue
+		}
+		wg.Go(func() {
+			if cmd, _, err := w.process(); err == nil {
+				_ = cmd.Process.Signal(syscall.SIGCONT)
+			}
+			if err := c.Terminate(ctx, w.ID, grace); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, w := range c.Workers() {
+		if err := w.Edge.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("edge %s: %w", w.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func waitDone(ctx context.Context, done <-chan struct{}) error {
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func tailBytes(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}

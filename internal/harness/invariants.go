@@ -1,0 +1,442 @@
+package harness
+
+import (
+	"fmt"
+	"math/big"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+)
+
+// Result is one invariant's verdict.
+type Result struct {
+	Name string
+	// Checked says how much evidence the check looked at, for the report.
+	Checked    string
+	Violations []string
+}
+
+// OK reports whether the invariant held.
+func (r Result) OK() bool { return len(r.Violations) == 0 }
+
+// maxListed bounds the violations a result keeps verbatim; the count stays exact.
+const maxListed = 20
+
+func (r *Result) fail(format string, args ...any) {
+	if len(r.Violations) == maxListed {
+		r.Violations = append(r.Violations, "... (more)")
+	}
+	if len(r.Violations) > maxListed {
+		return
+	}
+	r.Violations = append(r.Violations, fmt.Sprintf(format, args...))
+}
+
+// CompareCheckpoints orders checkpoints: the special start positions first, then
+// sequence numbers as big integers, then SHARD_END. Unparsable values sort with the start
+// positions.
+func CompareCheckpoints(a, b string) int {
+	ra, na := rankCheckpoint(a)
+	rb, nb := rankCheckpoint(b)
+	if ra != rb {
+		return ra - rb
+	}
+	if ra == 1 {
+		return na.Cmp(nb)
+	}
+	return 0
+}
+
+func rankCheckpoint(c string) (int, *big.Int) {
+	if c == lease.ShardEnd {
+		return 2, nil
+	}
+	if n, ok := new(big.Int).SetString(c, 10); ok {
+		return 1, n
+	}
+	return 0, nil
+}
+
+// CheckLost proves that every produced record was processed and that, once the workers
+// drained, each shard's checkpoint is at or past its last produced record (or SHARD_END).
+// final is the lease table read after the drain.
+func CheckLost(produced []Produced, deliveries []Delivery, final []lease.Lease) Result {
+	r := Result{Name: "records lost: 0 (processed and checkpointed past)"}
+	seen := make(map[string]bool, len(deliveries))
+	for _, d := range deliveries {
+		seen[d.Shard+"/"+d.Seq] = true
+	}
+	last := map[string]string{}
+	lost := 0
+	for _, p := range produced {
+		if !seen[p.Shard+"/"+p.Seq] {
+			lost++
+			r.fail("lost: %s/%s (key %s n %d) never processed", p.Shard, p.Seq, p.Key, p.N)
+		}
+		if CompareCheckpoints(p.Seq, last[p.Shard]) > 0 {
+			last[p.Shard] = p.Seq
+		}
+	}
+	byShard := make(map[string]lease.Lease, len(final))
+	for _, l := range final {
+		byShard[l.ShardID] = l
+	}
+	shards := make([]string, 0, len(last))
+	for s := range last {
+		shards = append(shards, s)
+	}
+	sort.Strings(shards)
+	behind := 0
+	for _, s := range shards {
+		l, ok := byShard[s]
+		switch {
+		case !ok:
+			behind++
+			r.fail("shard %s has records but no lease", s)
+		case CompareCheckpoints(l.Checkpoint, last[s]) < 0:
+			behind++
+			r.fail("shard %s: checkpoint %s is behind its last record %s", s, l.Checkpoint, last[s])
+		}
+	}
+	r.Checked = fmt.Sprintf("%d records, %d shards with records; %d lost, %d checkpoints behind", len(produced), len(shards), lost, behind)
+	return r
+}
+
+// CheckOrder proves that per partition key the records were first processed in the
+// order produced (non-decreasing n by processing time), across parent and child shards.
+// Replays do not count: going back to a checkpoint is how at-least-once works.
+func CheckOrder(produced []Produced, deliveries []Delivery) Result {
+	r := Result{Name: "per-key order kept (across parent -> child)"}
+	type rec struct {
+		key string
+		n   int
+	}
+	bySeq := make(map[string]rec, len(produced))
+	for _, p := range produced {
+		bySeq[p.Shard+"/"+p.Seq] = rec{p.Key, p.N}
+	}
+	first := map[string]Delivery{}
+	for _, d := range deliveries {
+		k := d.Shard + "/" + d.Seq
+		if f, ok := first[k]; !ok || d.before(f) {
+			first[k] = d
+		}
+	}
+	type fd struct {
+		n int
+		d Delivery
+	}
+	perKey := map[string][]fd{}
+	for k, d := range first {
+		if p, ok := bySeq[k]; ok {
+			perKey[p.key] = append(perKey[p.key], fd{p.n, d})
+		}
+	}
+	bad := 0
+	for key, fs := range perKey {
+		sort.Slice(fs, func(i, j int) bool { return fs[i].d.before(fs[j].d) })
+		maxN, at := -1, Delivery{}
+		for _, f := range fs {
+			if f.n < maxN {
+				bad++
+				r.fail("key %s: n=%d (%s/%s by %s) first processed after n=%d (%s/%s by %s)",
+					key, f.n, f.d.Shard, f.d.Seq, f.d.Worker, maxN, at.Shard, at.Seq, at.Worker)
+			}
+			if f.n > maxN {
+				maxN, at = f.n, f.d
+			}
+		}
+	}
+	r.Checked = fmt.Sprintf("%d keys, %d records; %d out of order", len(perKey), len(first), bad)
+	return r
+}
+
+// CheckCheckpoints proves from the sampled lease table that no checkpoint and no lease
+// counter ever moved backwards, per shard, within and across epochs.
+func CheckCheckpoints(samples []Sample) Result {
+	r := Result{Name: "no checkpoint moved backwards"}
+	prev := map[string]lease.Lease{}
+	changes := 0
+	for _, s := range samples {
+		for _, l := range s.Leases {
+			p, ok := prev[l.ShardID]
+			prev[l.ShardID] = l
+			if !ok {
+				continue
+			}
+			if l.Checkpoint != p.Checkpoint {
+				changes++
+			}
+			if CompareCheckpoints(l.Checkpoint, p.Checkpoint) < 0 {
+				r.fail("shard %s at %s: checkpoint %s (owner %s epoch %d) after %s (owner %s epoch %d)",
+					l.ShardID, s.At.Format("15:04:05.000"), l.Checkpoint, l.Owner, l.Counter, p.Checkpoint, p.Owner, p.Counter)
+			}
+			if l.Counter < p.Counter {
+				r.fail("shard %s at %s: lease counter %d after %d", l.ShardID, s.At.Format("15:04:05.000"), l.Counter, p.Counter)
+			}
+		}
+	}
+	r.Checked = fmt.Sprintf("%d samples, %d shards, %d checkpoint changes", len(samples), len(prev), changes)
+	return r
+}
+
+// CheckFencing proves that no checkpoint written by a stale owner was accepted. Between
+// two samples of a shard whose checkpoint changed, with counters c0 then c1, the new
+// checkpoint must come with c1 >= c0 (and a changed owner needs a changed counter), and
+// it must be a record processed under an epoch e with c0 <= e <= c1: an older epoch
+// means an owner that had already lost the lease got its write accepted.
+func CheckFencing(samples []Sample, deliveries []Delivery) Result {
+	r := Result{Name: "no stale-owner checkpoint accepted"}
+	epochsOf := map[string][]int64{} // shard/seq -> epochs it was processed under
+	for _, d := range deliveries {
+		k := d.Shard + "/" + d.Seq
+		epochsOf[k] = append(epochsOf[k], d.Epoch)
+	}
+	prev := map[string]lease.Lease{}
+	checked := 0
+	for _, s := range samples {
+		for _, l := range s.Leases {
+			p, ok := prev[l.ShardID]
+			prev[l.ShardID] = l
+			if !ok || l.Checkpoint == p.Checkpoint {
+				continue
+			}
+			checked++
+			at := s.At.Format("15:04:05.000")
+			if l.Counter < p.Counter || (l.Counter == p.Counter && l.Owner != p.Owner) {
+				r.fail("shard %s at %s: checkpoint %s came with owner %q epoch %d after owner %q epoch %d",
+					l.ShardID, at, l.Checkpoint, l.Owner, l.Counter, p.Owner, p.Counter)
+				continue
+			}
+			if rank, _ := rankCheckpoint(l.Checkpoint); rank != 1 {
+				continue // SHARD_END: written by the owner at the end, tied to no record
+			}
+			es, ok := epochsOf[l.ShardID+"/"+l.Checkpoint]
+			if !ok {
+				r.fail("shard %s at %s: checkpoint %s (owner %q epoch %d) is a record nobody processed",
+					l.ShardID, at, l.Checkpoint, l.Owner, l.Counter)
+				continue
+			}
+			valid := false
+			for _, e := range es {
+				valid = valid || (e >= p.Counter && e <= l.Counter)
+			}
+			if !valid {
+				r.fail("shard %s at %s: checkpoint %s was processed under epochs %v only, but the lease was already at epoch %d",
+					l.ShardID, at, l.Checkpoint, es, p.Counter)
+			}
+		}
+	}
+	r.Checked = fmt.Sprintf("%d checkpoint changes checked against owner, epoch and record logs", checked)
+	return r
+}
+
+// CheckExclusive proves that no two workers processed a shard under valid epochs at
+// overlapping times: per shard, every (worker, epoch) processed within one interval, and
+// an older epoch's last record was processed before a newer epoch's first.
+func CheckExclusive(deliveries []Delivery) Result {
+	r := Result{Name: "one worker per shard at a time (epochs do not overlap)"}
+	type span struct {
+		worker      string
+		epoch       int64
+		first, last int64
+	}
+	spans := map[string]map[int64]*span{}
+	for _, d := range deliveries {
+		byEpoch := spans[d.Shard]
+		if byEpoch == nil {
+			byEpoch = map[int64]*span{}
+			spans[d.Shard] = byEpoch
+		}
+		sp := byEpoch[d.Epoch]
+		switch {
+		case sp == nil:
+			byEpoch[d.Epoch] = &span{d.Worker, d.Epoch, d.T, d.T}
+		case sp.worker != d.Worker:
+			r.fail("shard %s epoch %d processed by both %s and %s", d.Shard, d.Epoch, sp.worker, d.Worker)
+		default:
+			sp.first, sp.last = min(sp.first, d.T), max(sp.last, d.T)
+		}
+	}
+	n := 0
+	for shard, byEpoch := range spans {
+		list := make([]*span, 0, len(byEpoch))
+		for _, sp := range byEpoch {
+			list = append(list, sp)
+		}
+		sort.Slice(list, func(i, j int) bool { return list[i].epoch < list[j].epoch })
+		n += len(list)
+		var latest *span // the older span that processed last
+		for _, sp := range list {
+			if latest != nil && latest.last >= sp.first {
+				r.fail("shard %s: %s (epoch %d) processed until %s, after %s (epoch %d) began at %s",
+					shard, latest.worker, latest.epoch, fmtNanos(latest.last), sp.worker, sp.epoch, fmtNanos(sp.first))
+			}
+			if latest == nil || sp.last > latest.last {
+				latest = sp
+			}
+		}
+	}
+	r.Checked = fmt.Sprintf("%d shards, %d (worker, epoch) processing intervals", len(spans), n)
+	return r
+}
+
+func fmtNanos(ns int64) string { return time.Unix(0, ns).Format("15:04:05.000") }
+
+// EventKind says what the harness did.
+type EventKind string
+
+// Event kinds. Crash-class kinds may cause duplicates; planned kinds must not.
+const (
+	EventKill        EventKind = "SIGKILL"
+	EventCutOff      EventKind = "cut-off"
+	EventPause       EventKind = "SIGSTOP"
+	EventFaults      EventKind = "faults"
+	EventTerm        EventKind = "SIGTERM"
+	EventStart       EventKind = "start"
+	EventScaleShards EventKind = "scale-shards"
+)
+
+// Unplanned reports whether the kind is a crash, a cut or a fault: events after which
+// the records since the last checkpoint may be processed again.
+func (k EventKind) Unplanned() bool {
+	switch k {
+	case EventKill, EventCutOff, EventPause, EventFaults:
+		return true
+	}
+	return false
+}
+
+// Event is something the harness did to one worker (or to all, Worker empty) from From
+// to To (equal for instant events).
+type Event struct {
+	Kind     EventKind
+	Worker   string
+	From, To time.Time
+	Detail   string
+}
+
+func (e Event) String() string {
+	w := e.Worker
+	if w == "" {
+		w = "all"
+	}
+	s := fmt.Sprintf("%s %s", e.Kind, w)
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
+	}
+	return s
+}
+
+// DuplicateCause counts the duplicates attributed to one event.
+type DuplicateCause struct {
+	Event Event
+	Count int
+}
+
+// CheckDuplicates attributes every extra delivery of a record to the event that moved
+// its shard: an unplanned event (crash, cut-off, pause, faults) of the worker that
+// processed it before, between that delivery and the new owner's first record. It fails
+// on duplicates that only planned events (SIGTERM, scaling) or nothing explain, and on
+// replays of a record the lease table had already shown as checkpointed before the
+// replaying epoch began (more than "the records since the last checkpoint").
+func CheckDuplicates(deliveries []Delivery, samples []Sample, events []Event) (Result, []DuplicateCause) {
+	r := Result{Name: "duplicates only after crashes/cut-offs, only since the last checkpoint"}
+	byRecord := map[string][]Delivery{}
+	epochStart := map[string]int64{} // shard/epoch -> first processing time
+	for _, d := range deliveries {
+		byRecord[d.Shard+"/"+d.Seq] = append(byRecord[d.Shard+"/"+d.Seq], d)
+		k := fmt.Sprintf("%s/%d", d.Shard, d.Epoch)
+		if t, ok := epochStart[k]; !ok || d.T < t {
+			epochStart[k] = d.T
+		}
+	}
+	causes := map[int]int{}
+	total, planned, unexplained, behind := 0, 0, 0, 0
+	keys := make([]string, 0, len(byRecord))
+	for k, ds := range byRecord {
+		if len(ds) > 1 {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ds := byRecord[k]
+		sort.Slice(ds, func(i, j int) bool { return ds[i].before(ds[j]) })
+		for i := 1; i < len(ds); i++ {
+			prev, d := ds[i-1], ds[i]
+			total++
+			from, to := prev.T, d.T
+			if d.Epoch != prev.Epoch {
+				to = epochStart[fmt.Sprintf("%s/%d", d.Shard, d.Epoch)]
+			}
+			if cp, at, ok := checkpointBefore(samples, d.Shard, to); ok && CompareCheckpoints(cp, d.Seq) >= 0 {
+				behind++
+				r.fail("%s: replayed by %s (epoch %d) although checkpoint %s was stored by %s",
+					k, d.Worker, d.Epoch, cp, at.Format("15:04:05.000"))
+			}
+			best, bestPlanned := -1, -1
+			for j, e := range events {
+				if e.Worker != "" && e.Worker != prev.Worker {
+					continue
+				}
+				if e.From.UnixNano() > to || e.To.UnixNano() < from {
+					continue
+				}
+				if e.Kind.Unplanned() {
+					if best < 0 || e.From.After(events[best].From) {
+						best = j
+					}
+				} else if bestPlanned < 0 {
+					bestPlanned = j
+				}
+			}
+			switch {
+			case best >= 0:
+				causes[best]++
+			case bestPlanned >= 0:
+				planned++
+				r.fail("%s: processed again by %s (epoch %d after %d by %s) after a planned move: %s",
+					k, d.Worker, d.Epoch, prev.Epoch, prev.Worker, events[bestPlanned])
+			default:
+				unexplained++
+				r.fail("%s: processed again by %s (epoch %d after %d by %s at %s) with no crash, cut-off or fault to explain it",
+					k, d.Worker, d.Epoch, prev.Epoch, prev.Worker, fmtNanos(prev.T))
+			}
+		}
+	}
+	var out []DuplicateCause
+	for j, n := range causes {
+		out = append(out, DuplicateCause{Event: events[j], Count: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Event.From.Before(out[j].Event.From) })
+	var parts []string
+	parts = append(parts, fmt.Sprintf("%d duplicates", total))
+	parts = append(parts, fmt.Sprintf("%d after crashes/cut-offs/faults", total-planned-unexplained))
+	parts = append(parts, fmt.Sprintf("%d after planned moves", planned))
+	parts = append(parts, fmt.Sprintf("%d unexplained", unexplained))
+	parts = append(parts, fmt.Sprintf("%d behind a checkpoint", behind))
+	r.Checked = strings.Join(parts, ", ")
+	return r, out
+}
+
+// checkpointBefore returns the highest checkpoint of shard seen in a sample taken before
+// the time (Unix nanoseconds).
+func checkpointBefore(samples []Sample, shard string, before int64) (string, time.Time, bool) {
+	var best string
+	var at time.Time
+	found := false
+	for _, s := range samples {
+		if s.At.UnixNano() >= before {
+			break
+		}
+		for _, l := range s.Leases {
+			if l.ShardID == shard && (!found || CompareCheckpoints(l.Checkpoint, best) > 0) {
+				best, at, found = l.Checkpoint, s.At, true
+			}
+		}
+	}
+	return best, at, found
+}

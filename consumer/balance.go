@@ -62,7 +62,8 @@ func (w *Worker) targetFrom(rec *lease.CoordinatorRecord) (int, bool) {
 	case rec.TargetLeasesPerWorker > 0:
 		return min(rec.TargetLeasesPerWorker, w.cfg.MaxLeasesCap), true
 	}
-	return min(rec.MaxLeasesPerWorker, w.cfg.MaxLeasesCap), true
+	// Never obey nonsense written by hand: a negative max means none.
+	return max(0, min(rec.MaxLeasesPerWorker, w.cfg.MaxLeasesCap)), true
 }
 
 // activeConsumers returns the consumers that are not being released.

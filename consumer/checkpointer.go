@@ -79,6 +79,12 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 			c.lost = true
 			return fmt.Errorf("shard %s epoch %d: checkpoint %s refused: %w", c.held.ShardID, c.held.Counter, seq, ErrLeaseLost)
 		}
+		if errors.Is(err, lease.ErrTableNotFound) {
+			// Without the lease table progress cannot be recorded: retrying the batch would
+			// only process it again and again. Stop the shard instead.
+			c.lost = true
+			return fmt.Errorf("shard %s: checkpoint %s: %w: %w", c.held.ShardID, seq, ErrLeaseLost, err)
+		}
 		return fmt.Errorf("shard %s: checkpoint %s: %w", c.held.ShardID, seq, err)
 	}
 	c.last = seq

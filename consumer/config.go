@@ -118,6 +118,13 @@ var ErrInvalidConfig = errors.New("invalid configuration")
 // Is makes errors.Is(err, ErrInvalidConfig) true for configuration errors.
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
 
+// Validate checks the configuration as New does, with every unset field at its default,
+// without doing any I/O. The error is a *ConfigError naming the field.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 // withDefaults returns a copy with every unset field set to its default, then validated.
 func (c Config) withDefaults() (Config, error) {
 	if c.LeaseDuration == 0 {

@@ -41,8 +41,9 @@ type MetaStore interface {
 	// DeleteWorker removes a worker record, provided its heartbeat is still observed.
 	DeleteWorker(ctx context.Context, workerID string, observedHeartbeat int64) error
 	// ClaimCoordinator makes workerID the coordinator, provided the coordinator record is
-	// still as observed (nil: it must not exist yet). It increments the epoch and keeps the
-	// stored values. It returns the record as written.
+	// still as observed (nil: it must not exist yet, or be unreadable: without a usable
+	// epoch and coordinator id, which no other claim could match). It increments the epoch
+	// and keeps the stored values. It returns the record as written.
 	ClaimCoordinator(ctx context.Context, workerID string, observed *lease.CoordinatorRecord) (lease.CoordinatorRecord, error)
 	// UpdateCoordinator writes rec's values, provided the stored record still has rec's
 	// CoordinatorID and Epoch. It increments the version and returns the record as written.

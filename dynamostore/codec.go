@@ -379,18 +379,50 @@ func decodeCoordinator(item map[string]types.AttributeValue) (lease.CoordinatorR
 	c.CoordinatorID = r.str(attrCoordinatorID, false)
 	c.Epoch = r.int64(attrEpoch, true)
 	c.Version = r.int64(attrVersion, true)
-	c.MaxLeasesPerWorker = r.int(attrMaxLeases)
-	c.TargetLeasesPerWorker = r.int(attrTargetLeases)
-	c.ShardCount = r.int(attrShardCount)
-	c.WorkerCount = r.int(attrWorkerCount)
-	c.LiveWorkers = r.int(attrLiveWorkers)
-	c.Cap = r.int(attrCap)
-	c.UnownedShards = r.int(attrUnownedShards)
-	c.RecommendedWorkers = r.int(attrRecommendedWorkers)
+	// The policy values are only advice that the coordinator recomputes on its next
+	// pass. A value that is there but unusable (edited by hand: a string, a negative
+	// number, a maximum above the cap) makes all of them unknown, as before the first
+	// pass: workers keep the values they last obeyed and the coordinator writes correct
+	// ones. Rejecting the item instead would leave the application without a coordinator
+	// (the item could never be claimed again). A missing attribute is still an error.
+	valid := true
+	policy := func(attr string) int {
+		v, ok := item[attr]
+		if !ok {
+			r.fail(missing(attr, "an integer (N)"))
+			return 0
+		}
+		n, ok := v.(*types.AttributeValueMemberN)
+		if !ok {
+			valid = false
+			return 0
+		}
+		i, err := strconv.ParseInt(n.Value, 10, 32)
+		if err != nil || i < 0 {
+			valid = false
+			return 0
+		}
+		return int(i)
+	}
+	c.MaxLeasesPerWorker = policy(attrMaxLeases)
+	c.TargetLeasesPerWorker = policy(attrTargetLeases)
+	c.ShardCount = policy(attrShardCount)
+	c.WorkerCount = policy(attrWorkerCount)
+	c.LiveWorkers = policy(attrLiveWorkers)
+	c.Cap = policy(attrCap)
+	c.UnownedShards = policy(attrUnownedShards)
+	c.RecommendedWorkers = policy(attrRecommendedWorkers)
 	c.LeaseGeneration = r.int64(attrLeaseGeneration, true)
 	c.UpdatedAt = r.time(attrUpdatedAt)
 	if r.err != nil {
 		return lease.CoordinatorRecord{}, r.err
+	}
+	if c.MaxLeasesPerWorker > c.Cap || c.TargetLeasesPerWorker > c.Cap || c.UnownedShards > c.ShardCount {
+		valid = false
+	}
+	if !valid {
+		c.MaxLeasesPerWorker, c.TargetLeasesPerWorker, c.ShardCount, c.WorkerCount = 0, 0, 0, 0
+		c.LiveWorkers, c.Cap, c.UnownedShards, c.RecommendedWorkers = 0, 0, 0, 0
 	}
 	return c, nil
 }

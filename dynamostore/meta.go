@@ -116,11 +116,19 @@ func (s *Store) ClaimCoordinator(ctx context.Context, workerID string, observed 
 func (s *Store) createCoordinator(ctx context.Context, workerID string) (lease.CoordinatorRecord, error) {
 	rec := lease.CoordinatorRecord{CoordinatorID: workerID, Epoch: 1, UpdatedAt: s.clock.Now().UTC()} // UTC drops the monotonic reading, as a read would
 	e := newExpr()
+	// Create it, or replace an item nobody can use: without a numeric epoch or with a
+	// non-string coordinator id no claim could ever match it, and the application would
+	// stay without coordinator. A usable item is never replaced, so of two concurrent
+	// claims one fails.
+	epoch, id := e.name(attrEpoch), e.name(attrCoordinatorID)
+	cond := "attribute_not_exists(" + e.name(attrWorkerID) + ") OR attribute_not_exists(" + epoch + ") OR NOT attribute_type(" +
+		epoch + ", " + e.value(strAV("N")) + ") OR (attribute_exists(" + id + ") AND NOT attribute_type(" + id + ", " + e.value(strAV("S")) + "))"
 	_, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                aws.String(s.metaTable),
-		Item:                     encodeCoordinator(s.coordinatorKey, rec),
-		ConditionExpression:      aws.String("attribute_not_exists(" + e.name(attrWorkerID) + ")"),
-		ExpressionAttributeNames: e.attrNames(),
+		TableName:                 aws.String(s.metaTable),
+		Item:                      encodeCoordinator(s.coordinatorKey, rec),
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeNames:  e.attrNames(),
+		ExpressionAttributeValues: e.attrValues(),
 	})
 	if isConditionFailed(err) {
 		return lease.CoordinatorRecord{}, fmt.Errorf("dynamostore: ClaimCoordinator: coordinator item already exists in table %q: %w", s.metaTable, lease.ErrConflict)

@@ -24,6 +24,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
 // Errors returned in addition to those of package lease (lease.ErrConflict,
@@ -31,7 +32,7 @@ import (
 var (
 	// ErrTableNotFound means the lease or metadata table does not exist (or is not ACTIVE
 	// yet). The message names the table.
-	ErrTableNotFound = errors.New("dynamodb table not found")
+	ErrTableNotFound = lease.ErrTableNotFound
 	// ErrAccessDenied means the credentials may not perform the call.
 	ErrAccessDenied = errors.New("access to dynamodb denied")
 	// ErrThrottled means DynamoDB kept throttling the request after the SDK's retries.

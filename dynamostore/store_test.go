@@ -798,3 +798,50 @@ func TestDeleteWorker(t *testing.T) {
 		t.Errorf("delete of deleted worker: %v, want ErrConflict", err)
 	}
 }
+
+// A coordinator item without a usable epoch or id (written by hand, or by a broken tool)
+// would block every claim forever; a claim that saw no record replaces it, exactly once,
+// and a usable item is never replaced that way.
+func TestUnreadableCoordinatorItemIsReplacedOnce(t *testing.T) {
+	for name, item := range map[string]map[string]types.AttributeValue{
+		"epoch as a string": {"epoch": S("seven"), "coordinator_id": S("ghost")},
+		"no epoch":          {"coordinator_id": S("ghost")},
+		"id as a number":    {"epoch": N("3"), "coordinator_id": N("7")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			client := engineClient(t)
+			st := newStore(t, client)
+			ctx := t.Context()
+			if err := st.EnsureTables(ctx); err != nil {
+				t.Fatal(err)
+			}
+			item["worker_id"] = S(st.CoordinatorKey())
+			putRaw(t, client, st.MetaTable(), item)
+			m, err := st.ReadMeta(ctx)
+			if err != nil || m.Coordinator != nil || len(m.Corrupt) != 1 {
+				t.Fatalf("ReadMeta = %+v, %v: want the coordinator item reported corrupt", m, err)
+			}
+			var wg sync.WaitGroup
+			errs := make([]error, 5)
+			for i := range errs {
+				wg.Go(func() { _, errs[i] = st.ClaimCoordinator(ctx, fmt.Sprintf("w%d", i), nil) })
+			}
+			wg.Wait()
+			won := 0
+			for _, err := range errs {
+				switch {
+				case err == nil:
+					won++
+				case !errors.Is(err, lease.ErrConflict):
+					t.Errorf("claim: %v", err)
+				}
+			}
+			if won != 1 {
+				t.Fatalf("%d claims replaced the unreadable item, want exactly 1", won)
+			}
+			if m, _ := st.ReadMeta(ctx); m.Coordinator == nil || m.Coordinator.Epoch != 1 || len(m.Corrupt) != 0 {
+				t.Fatalf("after the claim: %+v", m)
+			}
+		})
+	}
+}

@@ -30,6 +30,9 @@ var (
 	ErrNotFound = errors.New("item not found")
 	// ErrExists means a create found the item already there.
 	ErrExists = errors.New("item already exists")
+	// ErrTableNotFound means a table does not exist (any more): nothing can be fenced or
+	// recorded, so a worker stops acting on its leases.
+	ErrTableNotFound = errors.New("table not found")
 )
 
 // Lease is one shard's lease.

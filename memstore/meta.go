@@ -119,10 +119,17 @@ func (s *Meta) ClaimCoordinator(ctx context.Context, workerID string, observed *
 	now := wallTime(s.Now())
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.corrupt[CoordinatorKey]; ok {
-		return lease.CoordinatorRecord{}, fmt.Errorf("memstore: coordinator (corrupt): %w", lease.ErrConflict)
-	}
 	var rec lease.CoordinatorRecord
+	if _, ok := s.corrupt[CoordinatorKey]; ok {
+		// An item nobody can read is replaced by a claim that saw none, as dynamostore does.
+		if observed != nil {
+			return lease.CoordinatorRecord{}, fmt.Errorf("memstore: coordinator (corrupt): %w", lease.ErrConflict)
+		}
+		delete(s.corrupt, CoordinatorKey)
+		rec = lease.CoordinatorRecord{CoordinatorID: workerID, Epoch: 1, UpdatedAt: now}
+		s.coordinator = &rec
+		return rec, nil
+	}
 	switch {
 	case observed == nil && s.coordinator != nil:
 		return lease.CoordinatorRecord{}, fmt.Errorf("memstore: coordinator exists at epoch %d: %w",

@@ -45,6 +45,10 @@ func main() {
 	defer stop()
 	if err := run(ctx, s, newLogger(s)); err != nil {
 		fmt.Fprintf(os.Stderr, "kds-consumer: %v\n", err)
+		var se *settingError
+		if errors.As(err, &se) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }
@@ -84,16 +88,22 @@ func newLogger(s settings) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(s.LogLevel))
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
 	if s.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		h = slog.NewJSONHandler(os.Stderr, opts)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	// A persistent failure (a deleted stream or table) repeats on every retry of every
+	// shard; say it once per window instead of flooding the log.
+	return slog.New(newRepeatFilter(h, repeatWindow))
 }
 
 func run(ctx context.Context, s settings, log *slog.Logger) error {
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(s.Region))
 	if err != nil {
 		return fmt.Errorf("load AWS configuration: %w", err)
+	}
+	if err := checkCredentials(ctx, awsCfg); err != nil {
+		return err
 	}
 	var endpoint *string
 	if s.Endpoint != "" {
@@ -107,14 +117,15 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// A per-service endpoint variable wins over AWS_ENDPOINT_URL, as in the SDK.
 	ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
-		if endpoint != nil {
+		if endpoint != nil && os.Getenv("AWS_ENDPOINT_URL_DYNAMODB") == "" {
 			o.BaseEndpoint = endpoint
 		}
 		o.APIOptions = append(o.APIOptions, m.AWSMiddleware("dynamodb"))
 	})
 	kin := kinesis.NewFromConfig(awsCfg, func(o *kinesis.Options) {
-		if endpoint != nil {
+		if endpoint != nil && os.Getenv("AWS_ENDPOINT_URL_KINESIS") == "" {
 			o.BaseEndpoint = endpoint
 		}
 		o.APIOptions = append(o.APIOptions, m.AWSMiddleware("kinesis"))
@@ -131,32 +142,23 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	}
 	cancel()
 	if err != nil {
-		return err
+		return unreachable("DynamoDB", ddb.Options().Region, aws.ToString(ddb.Options().BaseEndpoint), time.Minute, err)
+	}
+	kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = stream.NewKinesis(kin, s.StreamName).CheckStream(kctx)
+	cancel()
+	if err != nil {
+		return unreachable("Kinesis", kin.Options().Region, aws.ToString(kin.Options().BaseEndpoint), 30*time.Second, err)
 	}
 	recorder, err := openRecordLog(s.RecordLogDir, s.WorkerID)
 	if err != nil {
-		return err
+		return &settingError{env: "RECORD_LOG_DIR", flag: "record-log-dir", value: s.RecordLogDir, reason: err.Error()}
 	}
 	defer recorder.Close()
 
-	cfg := consumer.Config{
-		AppName:                 s.AppName,
-		StreamName:              s.StreamName,
-		WorkerID:                s.WorkerID,
-		LeaseDuration:           s.LeaseDuration,
-		HeartbeatInterval:       s.HeartbeatInterval,
-		PollInterval:            s.PollInterval,
-		ShardSyncInterval:       s.ShardSyncInterval,
-		IdleTimeBetweenReads:    s.IdleBetweenReads,
-		ShutdownTimeout:         s.ShutdownTimeout,
-		MaxLeasesCap:            s.MaxLeasesCap,
-		DisableDynamicMaxLeases: !s.DynamicMaxLeases,
-		StaticMaxLeases:         s.StaticMaxLeases,
-		InitialPosition:         s.InitialPosition,
-		InitialTimestamp:        s.InitialTimestamp,
-		Logger:                  log,
-		Hooks:                   m.Hooks(),
-	}
+	cfg := consumerConfig(s)
+	cfg.Logger = log
+	cfg.Hooks = m.Hooks()
 	switch s.WorkerCountSource {
 	case "static":
 		cfg.WorkerCounter = consumer.StaticWorkers(s.WorkerCount)

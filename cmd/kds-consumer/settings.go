@@ -5,10 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
@@ -51,7 +55,83 @@ type settingError struct {
 }
 
 func (e *settingError) Error() string {
+	if e.flag == "" {
+		return fmt.Sprintf("invalid %s = %q: %s", e.env, e.value, e.reason)
+	}
 	return fmt.Sprintf("invalid %s (--%s) = %q: %s", e.env, e.flag, e.value, e.reason)
+}
+
+// Names the library's configuration errors use, mapped to the worker's flags, so that a
+// consumer.ConfigError is reported with the variable the operator sets.
+var flagOfField = map[string]string{
+	"AppName":              "app",
+	"WorkerID":             "worker-id",
+	"LeaseDuration":        "lease-duration",
+	"HeartbeatInterval":    "heartbeat-interval",
+	"PollInterval":         "poll-interval",
+	"ShardSyncInterval":    "shard-sync-interval",
+	"MaxLeasesCap":         "max-leases-cap",
+	"StaticMaxLeases":      "max-leases",
+	"InitialPosition":      "initial-position",
+	"InitialTimestamp":     "initial-timestamp",
+	"IdleTimeBetweenReads": "idle-time-between-reads",
+	"ShutdownTimeout":      "shutdown-timeout",
+}
+
+// fieldNames rewrites field names inside a ConfigError's reason to variable names.
+var fieldNames = strings.NewReplacer(
+	"LeaseDuration", "LEASE_DURATION",
+	"PollInterval", "POLL_INTERVAL",
+	"MaxLeasesCap", "MAX_LEASES_CAP",
+	"InitialPosition", "INITIAL_POSITION",
+)
+
+// consumerConfig is the library configuration the settings describe, without the
+// logger, hooks and worker counter that run adds.
+func consumerConfig(s settings) consumer.Config {
+	return consumer.Config{
+		AppName:                 s.AppName,
+		StreamName:              s.StreamName,
+		WorkerID:                s.WorkerID,
+		LeaseDuration:           s.LeaseDuration,
+		HeartbeatInterval:       s.HeartbeatInterval,
+		PollInterval:            s.PollInterval,
+		ShardSyncInterval:       s.ShardSyncInterval,
+		IdleTimeBetweenReads:    s.IdleBetweenReads,
+		ShutdownTimeout:         s.ShutdownTimeout,
+		MaxLeasesCap:            s.MaxLeasesCap,
+		DisableDynamicMaxLeases: !s.DynamicMaxLeases,
+		StaticMaxLeases:         s.StaticMaxLeases,
+		InitialPosition:         s.InitialPosition,
+		InitialTimestamp:        s.InitialTimestamp,
+	}
+}
+
+var (
+	streamNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,128}$`)
+	regionRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*[a-z0-9]$`)
+	dnsLabelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+)
+
+// checkEndpoint returns why an endpoint URL is unusable, or "".
+func checkEndpoint(v string) string {
+	u, err := url.Parse(v)
+	switch {
+	case err != nil:
+		return "not a URL: " + err.Error()
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "want an http:// or https:// URL such as http://localhost:4566"
+	case u.Host == "" || u.Hostname() == "":
+		return "the URL has no host"
+	case u.User != nil:
+		return "credentials do not belong in the endpoint URL; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "the port must be a number from 1 to 65535"
+		}
+	}
+	return ""
 }
 
 // parseSettings reads args and the environment through getenv. hostname is the default
@@ -212,5 +292,59 @@ func parseSettings(args []string, getenv func(string) string, hostname string, o
 	if s.StaticMaxLeases > s.MaxLeasesCap {
 		bad("max-leases", fmt.Sprintf("must not exceed MAX_LEASES_CAP (%d)", s.MaxLeasesCap))
 	}
+	if s.Region != "" && !regionRE.MatchString(s.Region) {
+		bad("region", "want a region name such as us-east-1")
+	}
+	if s.Endpoint != "" {
+		if why := checkEndpoint(s.Endpoint); why != "" {
+			// The value may hold user:password; do not echo it.
+			errs = append(errs, &settingError{env: "AWS_ENDPOINT_URL", flag: "endpoint", value: redactURL(s.Endpoint), reason: why})
+		}
+	}
+	for _, env := range []string{"AWS_ENDPOINT_URL_KINESIS", "AWS_ENDPOINT_URL_DYNAMODB"} {
+		if v := strings.TrimSpace(getenv(env)); v != "" {
+			if why := checkEndpoint(v); why != "" {
+				errs = append(errs, &settingError{env: env, value: redactURL(v), reason: why})
+			}
+		}
+	}
+	if s.StreamName != "" && len(s.StreamName) <= 128 && !streamNameRE.MatchString(s.StreamName) {
+		bad("stream", "a stream name has only letters, digits, '_', '-' and '.'")
+	}
+	if _, port, err := net.SplitHostPort(s.HealthAddr); err != nil {
+		bad("health-addr", "want host:port or :port, such as :8080")
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		bad("health-addr", "the port must be a number from 0 to 65535")
+	}
+	for _, name := range []string{"statefulset-name", "pod-namespace"} {
+		if v := str(name); v != "" && !dnsLabelRE.MatchString(v) {
+			bad(name, "want a Kubernetes name: lower-case letters, digits and '-', at most 63 characters")
+		}
+	}
+	if len(errs) == 0 {
+		// The combinations the library checks (HEARTBEAT_INTERVAL at most
+		// LEASE_DURATION/3, ...), reported with the variable's name.
+		if err := consumerConfig(s).Validate(); err != nil {
+			var ce *consumer.ConfigError
+			if errors.As(err, &ce) && flagOfField[ce.Field] != "" {
+				bad(flagOfField[ce.Field], fieldNames.Replace(ce.Reason))
+			} else {
+				errs = append(errs, err)
+			}
+		}
+	}
 	return s, errors.Join(errs...)
+}
+
+// redactURL removes the user information from a URL for messages.
+func redactURL(v string) string {
+	u, err := url.Parse(v)
+	if err != nil || u.User == nil {
+		if i := strings.LastIndex(v, "@"); i >= 0 {
+			return "(redacted)@" + v[i+1:]
+		}
+		return v
+	}
+	u.User = nil
+	return u.String()
 }

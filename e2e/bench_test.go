@@ -1,0 +1,569 @@
+//go:build bench
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
+)
+
+// TestBenchmarks is `make bench`: it measures, on the real local engines with real worker
+// processes, what the brief promises, and prints one table (medians of KDS_BENCH_RUNS runs,
+// default 3). KDS_BENCH_OUT names a file to write the table to as Markdown.
+func TestBenchmarks(t *testing.T) {
+	runs := envInt("KDS_BENCH_RUNS", 3)
+	window := time.Duration(envInt("KDS_BENCH_WINDOW_SECONDS", 60)) * time.Second
+	var rows []benchRow
+	timed := []struct {
+		name, target string
+		run          func(t *testing.T) (time.Duration, int)
+	}{
+		{"1. startup: 3 workers / 30 shards until every shard is processing", "5 s", benchStartup},
+		{"2. join: 3 -> 5 workers until balanced 6/6/6/6/6", "<= 5 s, 0 duplicates", benchJoin},
+		{"3. kill -9 of a worker until all its shards process elsewhere", "<= 12 s", benchKill},
+		{"4. SIGTERM of a worker until all its shards process elsewhere", "<= 3 s, 0 duplicates", benchSigterm},
+		{"5. coordinator kill -9 until a new coordinator wrote the value", "<= 12 s", benchCoordinatorKill},
+		{"6. reshard 30 -> 60 until every child is processing", "0 duplicates", benchReshard},
+	}
+	for _, b := range timed {
+		var ds []time.Duration
+		var dups []int
+		for i := range runs {
+			t.Run(fmt.Sprintf("%s/run%d", strings.SplitN(b.name, ":", 2)[0], i+1), func(t *testing.T) {
+				d, dup := b.run(t)
+				ds, dups = append(ds, d), append(dups, dup)
+			})
+		}
+		rows = append(rows, benchRow{b.name, fmt.Sprintf("%.2f s (runs: %s)", median(ds).Seconds(), list(ds)),
+			fmt.Sprintf("%v", dups), b.target})
+	}
+	var cost []string
+	for _, size := range []struct{ workers, shards int }{{3, 30}, {10, 300}} {
+		t.Run(fmt.Sprintf("8. cost %dw-%ds", size.workers, size.shards), func(t *testing.T) {
+			cost = append(cost, benchCost(t, size.workers, size.shards, window)...)
+		})
+	}
+	var throughput []string
+	t.Run("9. throughput", func(t *testing.T) { throughput = benchThroughput(t) })
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Timings (lease duration 10 s; median of %d runs; item 7: records processed twice per run)\n\n", runs)
+	fmt.Fprintln(&b, "| benchmark | median (all runs) | 7. duplicates | target |")
+	fmt.Fprintln(&b, "|---|---|---|---|")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.name, r.value, r.dups, r.target)
+	}
+	fmt.Fprintf(&b, "\n## 8. DynamoDB at steady state (measured over %s at the edge)\n\n", window)
+	fmt.Fprintln(&b, strings.Join(cost, "\n"))
+	fmt.Fprintln(&b, "\n## 9. Records per second through one worker")
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, strings.Join(throughput, "\n"))
+	fmt.Println("\n" + b.String())
+	if out := os.Getenv("KDS_BENCH_OUT"); out != "" {
+		if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type benchRow struct{ name, value, dups, target string }
+
+func envInt(key string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func list(ds []time.Duration) string {
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = fmt.Sprintf("%.2f", d.Seconds())
+	}
+	return strings.Join(parts, ", ")
+}
+
+// duplicates counts records processed more than once.
+func duplicates(c *cluster, sent []sentRecord) int {
+	d, _ := c.waitDelivered(90*time.Second, sent)
+	n := 0
+	for _, times := range d.duplicates {
+		n += times - 1
+	}
+	return n
+}
+
+func benchStartup(t *testing.T) (time.Duration, int) {
+	c := newCluster(t, 30, defaultLeaseDuration)
+	p := newProducer(t, c)
+	p.bindKeys()
+	p.putRound(1) // a record on every shard: "processing" is seeing it processed
+	_, last := c.startWorkers(names(3)...)
+	var done time.Time
+	waitFor(t, 60*time.Second, "every shard processing", func() (bool, string) {
+		first := firstPerShard(c.mustRecords(), func(record) bool { return true })
+		for _, ts := range first {
+			if at := time.Unix(0, ts); at.After(done) {
+				done = at
+			}
+		}
+		return len(first) == 30, fmt.Sprintf("%d of 30 shards processed", len(first))
+	})
+	return done.Sub(last), duplicates(c, p.sentRecords())
+}
+
+func benchJoin(t *testing.T) (time.Duration, int) {
+	c := newCluster(t, 30, defaultLeaseDuration)
+	p := newProducer(t, c)
+	p.bindKeys()
+	p.start(5)
+	c.startWorkers(names(3)...)
+	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
+	_, started := c.startWorkers(names(5)[3:]...)
+	balanced := c.waitBalanced(60*time.Second, 30, 6, names(5)...)
+	time.Sleep(time.Second)
+	p.stop()
+	return balanced.Sub(started), duplicates(c, p.sentRecords())
+}
+
+func benchKill(t *testing.T) (time.Duration, int) {
+	c := newCluster(t, 30, defaultLeaseDuration)
+	p := newProducer(t, c)
+	p.bindKeys()
+	p.start(5)
+	ws, _ := c.startWorkers(names(3)...)
+	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
+	_, others, _ := roles(t, c, ws)
+	victim := others[0]
+	held := heldBy(t, c, victim.id)
+	c.kill9(victim)
+	killed := time.Now()
+	p.putRound(1)
+	resumed := c.waitProcessedElsewhere(60*time.Second, victim.id, held)
+	p.stop()
+	return resumed.Sub(killed), duplicates(c, p.sentRecords())
+}
+
+func benchSigterm(t *testing.T) (time.Duration, int) {
+	c := newCluster(t, 30, defaultLeaseDuration)
+	p := newProducer(t, c)
+	p.bindKeys()
+	p.start(5)
+	ws, _ := c.startWorkers(names(3)...)
+	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
+	_, others, _ := roles(t, c, ws)
+	victim := others[0]
+	held := heldBy(t, c, victim.id)
+	signalled := time.Now()
+	go c.sigterm(victim, 30*time.Second)
+	p.putRound(1)
+	resumed := c.waitProcessedElsewhere(60*time.Second, victim.id, held)
+	p.stop()
+	return resumed.Sub(signalled), duplicates(c, p.sentRecords())
+}
+
+func benchCoordinatorKill(t *testing.T) (time.Duration, int) {
+	c := newCluster(t, 30, defaultLeaseDuration)
+	p := newProducer(t, c)
+	p.bindKeys()
+	p.start(5)
+	ws, _ := c.startWorkers(names(3)...)
+	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
+	coord, _, old := roles(t, c, ws)
+	c.kill9(coord)
+	killed := time.Now()
+	written := waitFor(t, 60*time.Second, "a new coordinator's record", func() (bool, string) {
+		r, err := c.coordinator()
+		if err != nil || r == nil {
+			return false, fmt.Sprint(err)
+		}
+		return r.CoordinatorID != old.CoordinatorID && r.Epoch > old.Epoch && r.WorkerCount == 2 && r.MaxLeasesPerWorker == 15, coordString(r)
+	})
+	p.stop()
+	return written.Sub(killed), duplicates(c, p.sentRecords())
+}
+
+func benchReshard(t *testing.T) (time.Duration, int) {
+	c := newCluster(t, 30, defaultLeaseDuration)
+	p := newProducer(t, c)
+	p.bindKeys()
+	p.start(5)
+	c.startWorkers(names(3)...)
+	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resharded := time.Now()
+	if _, err := c.kin.UpdateShardCount(ctx, &kinesis.UpdateShardCountInput{StreamName: aws.String(c.stream),
+		TargetShardCount: aws.Int32(60), ScalingType: ktypes.ScalingTypeUniformScaling}); err != nil {
+		t.Fatal(err)
+	}
+	p.bindKeys() // keys on the children, so each child receives records
+	children := map[string]bool{}
+	shards, err := listShards(ctx, c.kin, c.stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range shards {
+		if isOpen(s) {
+			children[aws.ToString(s.ShardId)] = true
+		}
+	}
+	var done time.Time
+	waitFor(t, 90*time.Second, "every child processing", func() (bool, string) {
+		first := firstPerShard(c.mustRecords(), func(r record) bool { return children[r.Shard] })
+		for _, ts := range first {
+			if at := time.Unix(0, ts); at.After(done) {
+				done = at
+			}
+		}
+		return len(first) == len(children), fmt.Sprintf("%d of %d children processed", len(first), len(children))
+	})
+	p.stop()
+	return done.Sub(resharded), duplicates(c, p.sentRecords())
+}
+
+// ---- 8. DynamoDB cost. ----
+
+// On-demand prices in us-east-1 (per million request units), as published since Nov 2024.
+const (
+	pricePerMillionWrites = 0.625
+	pricePerMillionReads  = 0.125
+	minutesPerMonth       = 30 * 24 * 60
+)
+
+// usage is DynamoDB use per minute: requests by operation and the capacity units they cost.
+type usage struct {
+	requests map[string]float64
+	wru, rru float64
+}
+
+func (u usage) total() float64 {
+	n := 0.0
+	for _, v := range u.requests {
+		n += v
+	}
+	return n
+}
+
+func (u usage) monthly() float64 {
+	return (u.wru*pricePerMillionWrites + u.rru*pricePerMillionReads) * minutesPerMonth / 1e6
+}
+
+func benchCost(t *testing.T, workers, shards int, window time.Duration) []string {
+	c := newCluster(t, shards, defaultLeaseDuration)
+	c.startWorkers(names(workers)...)
+	maxLeases := (shards + workers - 1) / workers
+	c.waitBalanced(180*time.Second, shards, maxLeases, names(workers)...)
+	time.Sleep(15 * time.Second) // past the join's fast polling
+	ours := measureUsage(t, c, window, nil)
+
+	base := newCluster(t, 0, defaultLeaseDuration)
+	baseline := measureUsage(t, base, window, func(ctx context.Context) { kclBaseline(ctx, t, base, workers, shards) })
+
+	row := func(name string, u usage) string {
+		ops := make([]string, 0, len(u.requests))
+		for op, n := range u.requests {
+			ops = append(ops, fmt.Sprintf("%s %.0f", op, n))
+		}
+		sort.Strings(ops)
+		return fmt.Sprintf("| %d workers / %d shards | %s | %.0f (%s) | %.1f | %.1f | $%.2f |", workers, shards, name,
+			u.total(), strings.Join(ops, ", "), u.wru, u.rru, u.monthly())
+	}
+	ratio := baseline.monthly() / math.Max(ours.monthly(), 1e-9)
+	return []string{
+		"| size | consumer | requests/min (by operation) | write units/min | read units/min | on-demand $/month |",
+		"|---|---|---|---|---|---|",
+		row("kds-lease-manager", ours),
+		row("KCL-style baseline (renew every lease every 3.3 s, every worker scans the lease table every 20 s)", baseline),
+		fmt.Sprintf("\nCost ratio baseline / kds-lease-manager at %d workers / %d shards: **%.1fx**\n", workers, shards, ratio),
+	}
+}
+
+// measureUsage counts the DynamoDB requests of the app's tables at the edge while load
+// runs (the cluster's workers, or load) and prices them with the tables' real item sizes.
+func measureUsage(t *testing.T, c *cluster, window time.Duration, load func(context.Context)) usage {
+	ctx, cancel := context.WithTimeout(context.Background(), window)
+	defer cancel()
+	var wg sync.WaitGroup
+	if load != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); load(ctx) }()
+		time.Sleep(time.Second)
+	}
+	before := enginetest.Stats(t)
+	start := time.Now()
+	<-ctx.Done()
+	after := enginetest.Stats(t)
+	wg.Wait()
+	minutes := time.Since(start).Minutes()
+	delta := after.Sub(before)
+	ddb := enginetest.DynamoDB(t)
+	leaseBytes, leaseItems := tableSize(t, ddb, c.app)
+	metaBytes, metaItems := tableSize(t, ddb, c.app+"_meta")
+	u := usage{requests: map[string]float64{}}
+	for call, n := range delta.Calls {
+		if call.Service != localengines.DynamoDB {
+			continue
+		}
+		perMin := float64(n) / minutes
+		u.requests[call.Operation] = perMin
+		switch call.Operation {
+		case "PutItem": // heartbeats: one worker item
+			u.wru += perMin * math.Ceil(float64(metaBytes)/float64(max(metaItems, 1))/1024)
+		case "UpdateItem": // lease items (checkpoints, takes, baseline renewals)
+			u.wru += perMin * math.Ceil(float64(leaseBytes)/float64(max(leaseItems, 1))/1024)
+		case "Scan": // strongly consistent: 1 unit per 4 KB of the table read
+			// Which table a Scan read is not visible in the edge counts: the workers scan the
+			// metadata table every poll, the lease table only when something changed; the
+			// baseline scans only the lease table.
+			size := metaBytes
+			if load != nil {
+				size = leaseBytes
+			}
+			u.rru += perMin * math.Ceil(float64(max(size, 1))/4096)
+		case "GetItem":
+			u.rru += perMin
+		}
+	}
+	return u
+}
+
+// tableSize returns a table's size in bytes by DynamoDB's item size rules, and its items.
+func tableSize(t *testing.T, ddb *dynamodb.Client, table string) (int, int) {
+	var size, items int
+	p := dynamodb.NewScanPaginator(ddb, &dynamodb.ScanInput{TableName: aws.String(table)})
+	for p.HasMorePages() {
+		out, err := p.NextPage(context.Background())
+		if err != nil {
+			return 0, 0 // the baseline's cluster has no meta table
+		}
+		for _, it := range out.Items {
+			items++
+			for name, v := range it {
+				size += len(name) + attrSize(v)
+			}
+		}
+	}
+	return size, items
+}
+
+func attrSize(v dtypes.AttributeValue) int {
+	switch v := v.(type) {
+	case *dtypes.AttributeValueMemberS:
+		return len(v.Value)
+	case *dtypes.AttributeValueMemberN:
+		return (len(strings.TrimLeft(v.Value, "-0"))+1)/2 + 1
+	case *dtypes.AttributeValueMemberSS:
+		n := 0
+		for _, s := range v.Value {
+			n += len(s)
+		}
+		return n
+	case *dtypes.AttributeValueMemberBOOL, *dtypes.AttributeValueMemberNULL:
+		return 1
+	}
+	return 8
+}
+
+// kclBaseline is the KCL's lease pattern with its defaults, on a table of the same leases:
+// every owner renews each of its leases every 3.3 s (a conditional UpdateItem), and every
+// worker scans the whole lease table every 20 s.
+func kclBaseline(ctx context.Context, t *testing.T, c *cluster, workers, shards int) {
+	ddb := enginetest.DynamoDB(t)
+	if _, err := ddb.CreateTable(ctx, &dynamodb.CreateTableInput{TableName: aws.String(c.app),
+		BillingMode:          dtypes.BillingModePayPerRequest,
+		AttributeDefinitions: []dtypes.AttributeDefinition{{AttributeName: aws.String("leaseKey"), AttributeType: dtypes.ScalarAttributeTypeS}},
+		KeySchema:            []dtypes.KeySchemaElement{{AttributeName: aws.String("leaseKey"), KeyType: dtypes.KeyTypeHash}},
+	}); err != nil {
+		t.Errorf("baseline table: %v", err)
+		return
+	}
+	for i := range shards {
+		_, err := ddb.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(c.app), Item: map[string]dtypes.AttributeValue{
+			"leaseKey":                     &dtypes.AttributeValueMemberS{Value: fmt.Sprintf("shardId-%012d", i)},
+			"leaseOwner":                   &dtypes.AttributeValueMemberS{Value: fmt.Sprintf("kds-consumer-%d", i%workers)},
+			"leaseCounter":                 &dtypes.AttributeValueMemberN{Value: "1"},
+			"checkpoint":                   &dtypes.AttributeValueMemberS{Value: "49656789012345678901234567890123456789012345678901234"},
+			"checkpointSubSequenceNumber":  &dtypes.AttributeValueMemberN{Value: "0"},
+			"ownerSwitchesSinceCheckpoint": &dtypes.AttributeValueMemberN{Value: "0"},
+		}})
+		if err != nil {
+			t.Errorf("baseline lease: %v", err)
+			return
+		}
+	}
+	var renewals atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(2)
+		go func() { // renewer: its leases, spread over the 3.3 s period
+			defer wg.Done()
+			tick := time.NewTicker(3300 * time.Millisecond / time.Duration(max(1, shards/workers)))
+			defer tick.Stop()
+			for i := w; ctx.Err() == nil; i = (i + workers) % shards {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				_, err := ddb.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(c.app),
+					Key:                       map[string]dtypes.AttributeValue{"leaseKey": &dtypes.AttributeValueMemberS{Value: fmt.Sprintf("shardId-%012d", i)}},
+					UpdateExpression:          aws.String("SET leaseCounter = leaseCounter + :one"),
+					ConditionExpression:       aws.String("leaseOwner = :me"),
+					ExpressionAttributeValues: map[string]dtypes.AttributeValue{":one": &dtypes.AttributeValueMemberN{Value: "1"}, ":me": &dtypes.AttributeValueMemberS{Value: fmt.Sprintf("kds-consumer-%d", w)}},
+				})
+				if err == nil {
+					renewals.Add(1)
+				}
+			}
+		}()
+		go func() { // lease taker: full consistent scan every 20 s
+			defer wg.Done()
+			for {
+				p := dynamodb.NewScanPaginator(ddb, &dynamodb.ScanInput{TableName: aws.String(c.app), ConsistentRead: aws.Bool(true)})
+				for p.HasMorePages() {
+					if _, err := p.NextPage(ctx); err != nil {
+						break
+					}
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(20 * time.Second):
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// ---- 9. Throughput. ----
+
+func benchThroughput(t *testing.T) []string {
+	const shards, perShard = 4, 5000
+	c := newCluster(t, shards, defaultLeaseDuration)
+	fillStream(t, c, shards*perShard)
+	total := shards * perShard
+
+	bareFree := bareRead(t, c, total, 0)
+	barePaced := bareRead(t, c, total, 200*time.Millisecond)
+
+	w := c.startWorker("kds-consumer-0", "RECORD_LOG_DIR=")
+	var t10, t90 time.Time
+	waitFor(t, 5*time.Minute, "the worker processed every record", func() (bool, string) {
+		n := int(w.metric(t, "kds_records_processed_total"))
+		now := time.Now()
+		if t10.IsZero() && n >= total/10 {
+			t10 = now
+		}
+		if t90.IsZero() && n >= total*9/10 {
+			t90 = now
+		}
+		return n >= total, fmt.Sprintf("%d of %d", n, total)
+	})
+	worker := float64(total) * 0.8 / t90.Sub(t10).Seconds()
+	return []string{
+		"| reader | records/s (10% -> 90% of the backlog) | worker / reader |",
+		"|---|---|---|",
+		fmt.Sprintf("| kds-consumer, demo processor (checkpoint every batch), %d shards x %d records | %.0f | |", shards, perShard, worker),
+		fmt.Sprintf("| bare GetRecords loop, 5 calls/s per shard (the Kinesis limit) | %.0f | **%.2f** |", barePaced, worker/barePaced),
+		fmt.Sprintf("| bare GetRecords loop, unpaced (over the Kinesis limit) | %.0f | %.2f |", bareFree, worker/bareFree),
+	}
+}
+
+// fillStream puts n records of 100 bytes, spread over the shards.
+func fillStream(t *testing.T, c *cluster, n int) {
+	ctx := context.Background()
+	payload := strings.Repeat("x", 100)
+	for sent := 0; sent < n; {
+		entries := make([]ktypes.PutRecordsRequestEntry, 0, 500)
+		for i := 0; i < 500 && sent+i < n; i++ {
+			entries = append(entries, ktypes.PutRecordsRequestEntry{PartitionKey: aws.String(fmt.Sprintf("k%d", sent+i)), Data: []byte(payload)})
+		}
+		out, err := c.kin.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(c.stream), Records: entries})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent += len(entries) - int(aws.ToInt32(out.FailedRecordCount))
+	}
+}
+
+// bareRead reads every shard from TRIM_HORIZON to the end of what is there, concurrently,
+// with at least pace between calls on a shard, and returns records/s from 10% to 90%.
+func bareRead(t *testing.T, c *cluster, total int, pace time.Duration) float64 {
+	ctx := context.Background()
+	shards, err := listShards(ctx, c.kin, c.stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var read atomic.Int64
+	var t10, t90 atomic.Int64
+	var wg sync.WaitGroup
+	for _, s := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			it, err := c.kin.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{StreamName: aws.String(c.stream),
+				ShardId: s.ShardId, ShardIteratorType: ktypes.ShardIteratorTypeTrimHorizon})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			iter := it.ShardIterator
+			for iter != nil {
+				start := time.Now()
+				out, err := c.kin.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(10000)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := read.Add(int64(len(out.Records)))
+				now := time.Now().UnixNano()
+				if n >= int64(total/10) {
+					t10.CompareAndSwap(0, now)
+				}
+				if n >= int64(total*9/10) {
+					t90.CompareAndSwap(0, now)
+				}
+				if len(out.Records) == 0 && aws.ToInt64(out.MillisBehindLatest) == 0 {
+					return
+				}
+				iter = out.NextShardIterator
+				time.Sleep(pace - time.Since(start))
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(total) * 0.8 / time.Duration(t90.Load()-t10.Load()).Seconds()
+}

@@ -27,7 +27,7 @@ include deploy/k8s/k8s.mk
 
 DURATION ?= 90s
 
-.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench \
+.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench fuzz \
 	status logs logs-worker monitor metadata leases scale-workers test-shards test-workers \
 	restart-worker restart-all clean
 
@@ -43,6 +43,9 @@ test: vet fmt-check k8s-tools ## every test: unit, real engines, real kube-apise
 
 test-all: vet fmt-check k8s-tools ## `make test` plus the seed's five scenarios end to end
 	$(GO) test $(TEST_FLAGS) -tags scenarios ./...
+
+fuzz: ## every fuzz target for FUZZTIME each (default 10s): item decoding, settings, config
+	deploy/scripts/fuzz.sh
 
 chaos: build ## chaos run: kill/stop/cut/pause/throttle workers, shards 30->60->30, workers 3->5->2, prove the invariants (DURATION=90s; long form e.g. DURATION=30m)
 	$(BIN)/kds-chaos --duration $(DURATION) --bin $(BIN)

@@ -33,7 +33,7 @@ func TestShortChaosRun(t *testing.T) {
 	rep, err := RunChaos(ctx, ChaosOptions{
 		WorkerBin: workerBin, CtlBin: ctlBin, Upstream: enginetest.Endpoint(), Region: enginetest.Region,
 		Stream: streamName, App: app, Dir: t.TempDir(),
-		Duration: 50 * time.Second, LeaseDuration: 3 * time.Second, Rate: 60, Keys: 100, Shards: 30,
+		Duration: 60 * time.Second, LeaseDuration: 3 * time.Second, Rate: 60, Keys: 100, Shards: 30,
 		PolicyPath: "../../docs/iam-policy.json", Seed: 42, Progress: &progress,
 	})
 	if err != nil {

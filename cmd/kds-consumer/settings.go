@@ -36,6 +36,7 @@ type settings struct {
 	PollInterval      time.Duration
 	ShardSyncInterval time.Duration
 	IdleBetweenReads  time.Duration
+	MaxRecordsPerGet  int
 	ShutdownTimeout   time.Duration
 	InitialPosition   string
 	InitialTimestamp  time.Time
@@ -98,6 +99,7 @@ func consumerConfig(s settings) consumer.Config {
 		PollInterval:            s.PollInterval,
 		ShardSyncInterval:       s.ShardSyncInterval,
 		IdleTimeBetweenReads:    s.IdleBetweenReads,
+		MaxRecordsPerGet:        s.MaxRecordsPerGet,
 		ShutdownTimeout:         s.ShutdownTimeout,
 		MaxLeasesCap:            s.MaxLeasesCap,
 		DisableDynamicMaxLeases: !s.DynamicMaxLeases,
@@ -161,6 +163,7 @@ func parseSettings(args []string, getenv func(string) string, hostname string, o
 		{"POLL_INTERVAL", "poll-interval", "0s", "metadata poll interval (0: 1s)"},
 		{"SHARD_SYNC_INTERVAL", "shard-sync-interval", "0s", "coordinator's shard listing interval (0: 5s)"},
 		{"IDLE_TIME_BETWEEN_READS", "idle-time-between-reads", "0s", "wait after an empty GetRecords (0: 1s)"},
+		{"MAX_RECORDS_PER_GET", "max-records-per-get", "10000", "GetRecords limit per call (1 to 10000)"},
 		{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "0s", "bound on the graceful drain (0: 20s)"},
 		{"INITIAL_POSITION", "initial-position", "TRIM_HORIZON", "where new leases start: TRIM_HORIZON, LATEST or AT_TIMESTAMP"},
 		{"INITIAL_TIMESTAMP", "initial-timestamp", "", "RFC 3339 time for AT_TIMESTAMP"},
@@ -236,6 +239,7 @@ func parseSettings(args []string, getenv func(string) string, hostname string, o
 	s.PollInterval = duration("poll-interval", 10*time.Millisecond)
 	s.ShardSyncInterval = duration("shard-sync-interval", 10*time.Millisecond)
 	s.IdleBetweenReads = duration("idle-time-between-reads", 0)
+	s.MaxRecordsPerGet = integer("max-records-per-get", 1, 10000)
 	s.ShutdownTimeout = duration("shutdown-timeout", time.Second)
 	s.InitialPosition = strings.ToUpper(str("initial-position"))
 	s.HealthAddr = str("health-addr")

@@ -69,6 +69,8 @@ docs: ## where the documentation is
 	@echo "docs/execution_details.md    tables, coordinator, formula, every phase step by step"
 	@echo "docs/FLOW_DIAGRAM.md         Mermaid diagrams of the flows"
 	@echo "docs/SUMMARY.md              what the project is and what it measured"
+	@echo "docs/BENCHMARKS.md           the benchmark table (make bench)"
+	@echo "docs/iam-policy.json         least-privilege IAM policy for a worker"
 	@echo "deploy/helm/kds-lease-manager/values.yaml   every chart value, documented"
 
 verify: ## check the prerequisites of MODE (local: go, node, npm; k8s: docker, minikube, kubectl, helm)

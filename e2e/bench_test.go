@@ -114,6 +114,18 @@ func list(ds []time.Duration) string {
 	return strings.Join(parts, ", ")
 }
 
+// balancedWithRecords is the common start: 30 shards, 3 workers at 10/10/10, and records
+// flowing to every shard (20 per second).
+func balancedWithRecords(t *testing.T) (*cluster, *producer, []*worker) {
+	c := newCluster(t, 30, defaultLeaseDuration)
+	p := newProducer(t, c)
+	p.bindKeys()
+	p.start(5)
+	ws, _ := c.startWorkers(names(3)...)
+	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
+	return c, p, ws
+}
+
 // duplicates counts records processed more than once.
 func duplicates(c *cluster, sent []sentRecord) int {
 	d, _ := c.waitDelivered(90*time.Second, sent)
@@ -144,12 +156,7 @@ func benchStartup(t *testing.T) (time.Duration, int) {
 }
 
 func benchJoin(t *testing.T) (time.Duration, int) {
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.start(5)
-	c.startWorkers(names(3)...)
-	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
+	c, p, _ := balancedWithRecords(t)
 	_, started := c.startWorkers(names(5)[3:]...)
 	balanced := c.waitBalanced(60*time.Second, 30, 6, names(5)...)
 	time.Sleep(time.Second)
@@ -158,12 +165,7 @@ func benchJoin(t *testing.T) (time.Duration, int) {
 }
 
 func benchKill(t *testing.T) (time.Duration, int) {
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.start(5)
-	ws, _ := c.startWorkers(names(3)...)
-	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
+	c, p, ws := balancedWithRecords(t)
 	_, others, _ := roles(t, c, ws)
 	victim := others[0]
 	held := heldBy(t, c, victim.id)
@@ -176,12 +178,7 @@ func benchKill(t *testing.T) (time.Duration, int) {
 }
 
 func benchSigterm(t *testing.T) (time.Duration, int) {
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.start(5)
-	ws, _ := c.startWorkers(names(3)...)
-	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
+	c, p, ws := balancedWithRecords(t)
 	_, others, _ := roles(t, c, ws)
 	victim := others[0]
 	held := heldBy(t, c, victim.id)
@@ -194,12 +191,7 @@ func benchSigterm(t *testing.T) (time.Duration, int) {
 }
 
 func benchCoordinatorKill(t *testing.T) (time.Duration, int) {
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.start(5)
-	ws, _ := c.startWorkers(names(3)...)
-	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
+	c, p, ws := balancedWithRecords(t)
 	coord, _, old := roles(t, c, ws)
 	c.kill9(coord)
 	killed := time.Now()
@@ -215,12 +207,7 @@ func benchCoordinatorKill(t *testing.T) (time.Duration, int) {
 }
 
 func benchReshard(t *testing.T) (time.Duration, int) {
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.start(5)
-	c.startWorkers(names(3)...)
-	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
+	c, p, _ := balancedWithRecords(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	resharded := time.Now()

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -126,9 +125,8 @@ func TestMakeK8sTargets(t *testing.T) {
 	c.waitConverged(60*time.Second, 4, 1, 4, 0)
 	ns := "make-" + strings.ToLower(strings.ReplaceAll(enginetest.UniqueName(t, "k"), "_", "-"))
 	ns = ns[:min(len(ns), 50)]
-	home, _ := os.UserHomeDir()
 	env := append(os.Environ(), "KUBECONFIG="+kc.Kubeconfig(), "MODE=k8s", "NAMESPACE="+ns,
-		"PATH="+filepath.Join(home, ".cache/kds-lease-manager/k8s/bin")+":"+os.Getenv("PATH"),
+		"PATH="+kc.BinDir()+":"+os.Getenv("PATH"),
 		"AWS_ENDPOINT_URL="+enginetest.Endpoint(), "APP_NAME="+c.app, "STREAM_NAME="+c.stream,
 		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_REGION="+enginetest.Region)
 	run := func(args ...string) string {

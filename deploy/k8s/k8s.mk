@@ -11,7 +11,7 @@ STATEFULSET ?= kds-consumer
 HELM_ARGS   ?=
 export NAMESPACE RELEASE STATEFULSET IMAGE TAG HELM_ARGS
 # kubectl and helm from PATH first, else the ones `make k8s-tools` built.
-export PATH := $(PATH):$(HOME)/.cache/kds-lease-manager/k8s/bin
+export PATH := $(PATH):$(or $(KDS_K8S_CACHE_DIR),$(HOME)/.cache/kds-lease-manager/k8s)/bin
 KUBE := kubectl -n $(NAMESPACE)
 HELM_INSTALL := helm upgrade --install $(RELEASE) $(CHART) -n $(NAMESPACE) --create-namespace \
 	--set createNamespace=false --set namespace=$(NAMESPACE) \

@@ -27,8 +27,6 @@ type LeaseStore interface {
 	// Checkpoint records progress, provided the lease still has held's Owner and Counter,
 	// with the reader's lag behind the tip of the shard (negative: unknown, not written).
 	Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error
-	// DeleteLease removes a lease, provided it still has the observed Owner and Counter.
-	DeleteLease(ctx context.Context, observed lease.Lease) error
 }
 
 // MetaStore keeps the metadata table: one record per worker and the coordinator record.
@@ -38,8 +36,6 @@ type MetaStore interface {
 	ReadMeta(ctx context.Context) (lease.Meta, error)
 	// PutWorker writes the worker's own record (unconditionally: only its worker writes it).
 	PutWorker(ctx context.Context, w lease.WorkerRecord) error
-	// DeleteWorker removes a worker record, provided its heartbeat is still observed.
-	DeleteWorker(ctx context.Context, workerID string, observedHeartbeat int64) error
 	// ClaimCoordinator makes workerID the coordinator, provided the coordinator record is
 	// still as observed (nil: it must not exist yet, or be unreadable: without a usable
 	// epoch and coordinator id, which no other claim could match). It increments the epoch

@@ -1,6 +1,7 @@
 package localengines
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Service is an AWS service the edge can route to.
@@ -122,6 +124,9 @@ func NewEdge(kinesisURL, dynamoURL string) *Edge {
 	// tests means a new TCP connection for most requests.
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256
+	// Requests are not cancelled with their clients (see Rewrite); this bounds an engine
+	// that never answers.
+	tr.ResponseHeaderTimeout = 2 * time.Minute
 	e := &Edge{
 		proxies:   make(map[Service]http.Handler, 2),
 		transport: tr,
@@ -144,6 +149,10 @@ func NewEdge(kinesisURL, dynamoURL string) *Edge {
 func (e *Edge) newProxy(svc Service, target *url.URL) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			// A client that gives up (a timeout, a cut connection) must not abort the
+			// engine's request halfway: dynalite can crash on a socket torn down while it
+			// answers. Real services also finish a request the client abandoned.
+			pr.Out = pr.Out.WithContext(context.WithoutCancel(pr.In.Context()))
 			pr.SetURL(target)
 			// Keep the Host the client signed, so the request stays as the client sent it.
 			pr.Out.Host = pr.In.Host

@@ -145,7 +145,8 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		return unreachable("DynamoDB", ddb.Options().Region, aws.ToString(ddb.Options().BaseEndpoint), time.Minute, err)
 	}
 	kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = stream.NewKinesis(kin, s.StreamName).CheckStream(kctx)
+	source := stream.NewKinesis(kin, s.StreamName)
+	err = source.CheckStream(kctx)
 	cancel()
 	if err != nil {
 		return unreachable("Kinesis", kin.Options().Region, aws.ToString(kin.Options().BaseEndpoint), 30*time.Second, err)
@@ -169,7 +170,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		}
 		cfg.WorkerCounter = counter
 	}
-	w, err = consumer.New(cfg, store, store, stream.NewKinesis(kin, s.StreamName), demoFactory(log, s.WorkerID, recorder))
+	w, err = consumer.New(cfg, store, store, source, demoFactory(log, s.WorkerID, recorder))
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
@@ -88,7 +87,7 @@ func readStream(ctx context.Context, k *stream.Kinesis) ([]streamRecord, error) 
 				return
 			}
 			defer func() { <-sem }()
-			results[i], errs[i] = readShard(ctx, k, sh)
+			results[i], errs[i] = k.ReadShard(ctx, sh)
 		})
 	}
 	wg.Wait()
@@ -102,44 +101,6 @@ func readStream(ctx context.Context, k *stream.Kinesis) ([]streamRecord, error) 
 		}
 	}
 	return all, nil
-}
-
-func readShard(ctx context.Context, k *stream.Kinesis, sh stream.Shard) ([]stream.Record, error) {
-	pos := stream.Position{Type: stream.TrimHorizon}
-	it, err := k.GetShardIterator(ctx, sh.ID, pos)
-	if err != nil {
-		return nil, err
-	}
-	var recs []stream.Record
-	backoff := 100 * time.Millisecond
-	for it != "" {
-		b, err := k.GetRecords(ctx, it, 0)
-		switch {
-		case errors.Is(err, stream.ErrThrottled):
-			// Five reads per second per shard: wait and read again.
-			if !sleepCtx(ctx, backoff) {
-				return nil, ctx.Err()
-			}
-			backoff = min(2*backoff, 2*time.Second)
-			continue
-		case errors.Is(err, stream.ErrExpiredIterator):
-			if n := len(recs); n > 0 {
-				pos = stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: recs[n-1].SequenceNumber}
-			}
-			if it, err = k.GetShardIterator(ctx, sh.ID, pos); err != nil {
-				return nil, err
-			}
-			continue
-		case err != nil:
-			return nil, err
-		}
-		recs = append(recs, b.Records...)
-		if len(b.Records) == 0 && b.MillisBehindLatest == 0 && !sh.Closed {
-			break // an open shard never ends: stop once caught up
-		}
-		it = b.NextIterator
-	}
-	return recs, nil
 }
 
 // delivery is one line of a record log: one record processed once.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -87,7 +86,7 @@ func ReadStream(ctx context.Context, k *stream.Kinesis, run string) ([]Produced,
 	}
 	var out []Produced
 	for _, sh := range shards {
-		recs, err := readShard(ctx, k, sh)
+		recs, err := k.ReadShard(ctx, sh)
 		if err != nil {
 			return nil, fmt.Errorf("read shard %s: %w", sh.ID, err)
 		}
@@ -100,41 +99,6 @@ func ReadStream(ctx context.Context, k *stream.Kinesis, run string) ([]Produced,
 		}
 	}
 	return out, nil
-}
-
-func readShard(ctx context.Context, k *stream.Kinesis, sh stream.Shard) ([]stream.Record, error) {
-	pos := stream.Position{Type: stream.TrimHorizon}
-	it, err := k.GetShardIterator(ctx, sh.ID, pos)
-	if err != nil {
-		return nil, err
-	}
-	var recs []stream.Record
-	for it != "" {
-		b, err := k.GetRecords(ctx, it, 0)
-		switch {
-		case errors.Is(err, stream.ErrThrottled):
-			if err := sleep(ctx, 200*time.Millisecond); err != nil {
-				return nil, err
-			}
-			continue
-		case errors.Is(err, stream.ErrExpiredIterator):
-			if n := len(recs); n > 0 {
-				pos = stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: recs[n-1].SequenceNumber}
-			}
-			if it, err = k.GetShardIterator(ctx, sh.ID, pos); err != nil {
-				return nil, err
-			}
-			continue
-		case err != nil:
-			return nil, err
-		}
-		recs = append(recs, b.Records...)
-		if len(b.Records) == 0 && b.MillisBehindLatest == 0 && !sh.Closed {
-			break
-		}
-		it = b.NextIterator
-	}
-	return recs, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -44,7 +44,7 @@ test: vet fmt-check k8s-tools ## every test: unit, real engines, real kube-apise
 test-all: vet fmt-check k8s-tools ## `make test` plus the seed's five scenarios end to end
 	$(GO) test $(TEST_FLAGS) -tags scenarios ./...
 
-fuzz: ## every fuzz target for FUZZTIME each (default 10s): item decoding, settings, config
+fuzz: ## every fuzz target for a fixed execution count (FUZZ_SCALE=10 for ten times more): item decoding, settings, config
 	deploy/scripts/fuzz.sh
 
 chaos: build ## chaos run: kill/stop/cut/pause/throttle workers, shards 30->60->30, workers 3->5->2, prove the invariants (DURATION=90s; long form e.g. DURATION=30m)

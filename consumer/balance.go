@@ -41,7 +41,7 @@ func (w *Worker) balance(ctx context.Context, now time.Time, fp string, rec *lea
 	case len(active) > target:
 		w.releaseExcess(active, len(active)-target)
 	case len(active) < target:
-		if now.Before(w.settleUntil) || !w.renewalValid() {
+		if now.Before(w.settleUntil) || !w.tenure.holding() {
 			return
 		}
 		if !w.forceScan && fp == w.lastFingerprint && now.Sub(w.lastScan) < w.cfg.LeaseScanInterval {
@@ -105,7 +105,7 @@ func (w *Worker) preference(shardID string) uint64 {
 
 // fingerprint summarises what in the metadata table may make leases takeable: the
 // coordinator's values and generation, and each other worker's liveness and lease count.
-func (w *Worker) fingerprint(now time.Time, meta lease.Meta, rec *lease.CoordinatorRecord) string {
+func (w *Worker) fingerprint(meta lease.Meta, rec *lease.CoordinatorRecord) string {
 	var b strings.Builder
 	if rec != nil {
 		fmt.Fprintf(&b, "%s/%d/%d/%d|", rec.CoordinatorID, rec.Epoch, rec.Version, rec.LeaseGeneration)
@@ -114,7 +114,7 @@ func (w *Worker) fingerprint(now time.Time, meta lease.Meta, rec *lease.Coordina
 		if r.WorkerID == w.cfg.WorkerID {
 			continue
 		}
-		if w.live.alive(r.WorkerID, now) {
+		if w.live.alive(r.WorkerID) {
 			fmt.Fprintf(&b, "%s:%s:%d,", r.WorkerID, r.Incarnation, r.LeasesHeld)
 		} else {
 			fmt.Fprintf(&b, "%s:dead,", r.WorkerID)
@@ -124,18 +124,27 @@ func (w *Worker) fingerprint(now time.Time, meta lease.Meta, rec *lease.Coordina
 }
 
 // takeLeases reads the lease table and takes up to want leases that are free, expired
-// (owner dead on this worker's clock), or left by an earlier run of this worker, whose
-// parents have all finished.
+// (owner dead on this worker's observations), or left by an earlier run of this worker,
+// whose parents have all finished. Parents of other leases come first: at the cap, a
+// child must never wait on a parent that nobody may take.
 func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
-	table, err := w.leases.ListLeases(ctx)
+	lctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	table, err := w.leases.ListLeases(lctx)
+	cancel()
 	if err != nil {
 		w.log.Warn("cannot read the lease table", "err", err)
 		return
 	}
 	w.reportCorrupt(table.Corrupt)
 	byID := make(map[string]lease.Lease, len(table.Leases))
+	isParent := make(map[string]bool)
 	for _, l := range table.Leases {
 		byID[l.ShardID] = l
+		if !l.Finished() {
+			for _, p := range l.ParentShardIDs {
+				isParent[p] = true
+			}
+		}
 	}
 	corrupt := make(map[string]bool, len(table.Corrupt))
 	for _, c := range table.Corrupt {
@@ -147,19 +156,22 @@ func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
 		case l.Finished():
 		case w.held[l.ShardID] != nil:
 		case now.Before(w.cooldown[l.ShardID]):
-		case l.Owner != "" && l.Owner != w.cfg.WorkerID && !w.live.expired(l.Owner, now):
+		case l.Owner != "" && l.Owner != w.cfg.WorkerID && !w.live.expired(l.Owner):
 		case !parentsFinished(l, byID, corrupt):
 		default:
 			candidates = append(candidates, l)
 		}
 	}
 	sort.Slice(candidates, func(i, j int) bool {
+		ci, cj := candidates[i], candidates[j]
 		// Leases of an earlier run of this worker first: nobody else is reading them.
-		mi, mj := candidates[i].Owner == w.cfg.WorkerID, candidates[j].Owner == w.cfg.WorkerID
-		if mi != mj {
+		if mi, mj := ci.Owner == w.cfg.WorkerID, cj.Owner == w.cfg.WorkerID; mi != mj {
 			return mi
 		}
-		return w.preference(candidates[i].ShardID) < w.preference(candidates[j].ShardID)
+		if pi, pj := isParent[ci.ShardID], isParent[cj.ShardID]; pi != pj {
+			return pi
+		}
+		return w.preference(ci.ShardID) < w.preference(cj.ShardID)
 	})
 	taken, conflicts := 0, 0
 	for _, l := range candidates {
@@ -180,20 +192,75 @@ func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
 	}
 }
 
-// tryTake takes one observed lease and starts processing it.
+// tryTake takes one observed lease and starts processing it. A take that reports an
+// error may still have been applied (a lost response, a timeout, an SDK retry that then
+// fails its own condition): the lease is read back at once, and each pass after while
+// that read fails, so that a lease this worker owns is never left unprocessed.
 func (w *Worker) tryTake(ctx context.Context, l lease.Lease) bool {
-	taken, err := w.leases.TakeLease(ctx, l, w.cfg.WorkerID)
+	tctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	taken, err := w.leases.TakeLease(tctx, l, w.cfg.WorkerID)
+	cancel()
 	if err != nil {
 		if !errors.Is(err, lease.ErrConflict) {
 			w.log.Warn("cannot take lease", "shard", l.ShardID, "err", err)
 		}
-		return false
+		w.unsure[l.ShardID] = true
+		w.resolve(ctx, l.ShardID)
+		return w.held[l.ShardID] != nil
 	}
+	delete(w.unsure, l.ShardID)
 	if l.Owner != "" && l.Owner != w.cfg.WorkerID {
 		w.log.Info("took expired lease", "shard", l.ShardID, "previous_owner", l.Owner)
 	}
 	w.startConsumer(taken)
 	return true
+}
+
+// resolveUnsure reads back every lease whose take reported an error.
+func (w *Worker) resolveUnsure(ctx context.Context) {
+	for id := range w.unsure {
+		if ctx.Err() != nil {
+			return
+		}
+		w.resolve(ctx, id)
+	}
+}
+
+// resolve reads one lease whose take reported an error. If the table says this worker
+// owns it and no consumer runs it, the take did apply: the lease is taken again, with a
+// new epoch, or released when the worker is already at its target.
+func (w *Worker) resolve(ctx context.Context, shardID string) {
+	gctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	cur, err := w.leases.GetLease(gctx, shardID)
+	cancel()
+	switch {
+	case err != nil && errors.Is(err, lease.ErrNotFound):
+		delete(w.unsure, shardID)
+		return
+	case err != nil:
+		w.forceScan = true
+		return // Still unknown: next pass.
+	case cur.Owner != w.cfg.WorkerID || w.held[shardID] != nil || cur.Finished():
+		delete(w.unsure, shardID)
+		return
+	}
+	w.log.Warn("a take that reported an error was applied: this worker owns the lease", "shard", shardID, "epoch", cur.Counter)
+	if len(w.activeConsumers()) < w.target && w.tenure.holding() {
+		tctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+		taken, err := w.leases.TakeLease(tctx, cur, w.cfg.WorkerID)
+		cancel()
+		if err == nil {
+			delete(w.unsure, shardID)
+			w.startConsumer(taken)
+		}
+		return // On an error it stays unsure: read it again next pass.
+	}
+	rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	err = w.leases.ReleaseLease(rctx, cur, "")
+	cancel()
+	if err == nil || errors.Is(err, lease.ErrConflict) {
+		delete(w.unsure, shardID)
+	}
 }
 
 // parentsFinished reports whether every parent lease reached SHARD_END. A parent with no
@@ -211,19 +278,23 @@ func parentsFinished(l lease.Lease, byID map[string]lease.Lease, corrupt map[str
 }
 
 // takeChildren follows a finished shard into its children at once, without waiting for
-// the next lease scan: it creates their leases if needed and takes those whose parents
-// have all finished, while this worker is below its target.
+// the next lease scan: it creates their leases if needed (at the application's recorded
+// initial position) and takes those whose parents have all finished, while this worker
+// is below its target.
 func (w *Worker) takeChildren(ctx context.Context, e consumerExit) {
+	ctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	defer cancel()
 	for _, ch := range e.children {
-		if len(w.activeConsumers()) >= w.target || !w.renewalValid() {
+		if len(w.activeConsumers()) >= w.target || !w.tenure.holding() {
 			return
 		}
 		l, err := w.leases.GetLease(ctx, ch.ShardID)
 		if errors.Is(err, lease.ErrNotFound) {
-			l = lease.Lease{ShardID: ch.ShardID, ParentShardIDs: ch.ParentShardIDs, Checkpoint: lease.TrimHorizon}
-			if !w.parentsExist(ctx, ch.ParentShardIDs) {
+			if w.startPos.InitialPosition == "" || !w.parentsExist(ctx, ch.ParentShardIDs) {
 				continue // The coordinator's shard sync creates it, parents first.
 			}
+			l = lease.Lease{ShardID: ch.ShardID, ParentShardIDs: ch.ParentShardIDs,
+				Checkpoint: w.startPos.InitialPosition, StartTimestamp: w.startPos.InitialTimestamp}
 			if err = w.leases.CreateLease(ctx, l); errors.Is(err, lease.ErrExists) {
 				l, err = w.leases.GetLease(ctx, ch.ShardID)
 			}
@@ -235,7 +306,7 @@ func (w *Worker) takeChildren(ctx context.Context, e consumerExit) {
 		if l.Finished() || w.held[l.ShardID] != nil {
 			continue
 		}
-		if l.Owner != "" && l.Owner != w.cfg.WorkerID && !w.live.expired(l.Owner, w.clock.Now()) {
+		if l.Owner != "" && l.Owner != w.cfg.WorkerID && !w.live.expired(l.Owner) {
 			continue
 		}
 		done := true

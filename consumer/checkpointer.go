@@ -7,6 +7,9 @@ import (
 	"math/big"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/clock"
 
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
@@ -23,9 +26,11 @@ var (
 
 // checkpointer is the fenced Checkpointer of one lease tenure.
 type checkpointer struct {
-	store LeaseStore
-	held  lease.Lease
-	hooks Hooks
+	store   LeaseStore
+	held    lease.Lease
+	hooks   Hooks
+	clock   clock.Clock
+	timeout time.Duration // of each write
 
 	// writeMu serialises writes so they land in order; mu guards the state and is never
 	// held during I/O, so marking the lease lost never waits for a slow write.
@@ -33,12 +38,14 @@ type checkpointer struct {
 	mu      sync.Mutex
 	last    string
 	lost    bool
+	// confirmed is when the last accepted write started: the lease was ours then.
+	confirmed time.Time
 	// behind is the lag of the batch being processed, written with its checkpoint.
 	behind atomic.Int64
 }
 
-func newCheckpointer(store LeaseStore, held lease.Lease, hooks Hooks) *checkpointer {
-	c := &checkpointer{store: store, held: held, hooks: hooks, last: held.Checkpoint}
+func newCheckpointer(store LeaseStore, held lease.Lease, hooks Hooks, clk clock.Clock, timeout time.Duration) *checkpointer {
+	c := &checkpointer{store: store, held: held, hooks: hooks, clock: clk, timeout: timeout, last: held.Checkpoint, confirmed: clk.Now()}
 	c.behind.Store(-1)
 	return c
 }
@@ -70,7 +77,10 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 			return fmt.Errorf("shard %s: %w: %s is before %s", c.held.ShardID, ErrCheckpointBackwards, seq, last)
 		}
 	}
-	err := c.store.Checkpoint(ctx, c.held, seq, c.behind.Load())
+	start := c.clock.Now()
+	wctx, cancel := context.WithTimeout(ctx, c.timeout)
+	err := c.store.Checkpoint(wctx, c.held, seq, c.behind.Load())
+	cancel()
 	c.hooks.checkpointed(c.held.ShardID, err)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -88,7 +98,25 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 		return fmt.Errorf("shard %s: checkpoint %s: %w", c.held.ShardID, seq, err)
 	}
 	c.last = seq
+	c.confirmed = start
 	return nil
+}
+
+// confirm records that the lease was read as ours at t.
+func (c *checkpointer) confirm(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.After(c.confirmed) {
+		c.confirmed = t
+	}
+}
+
+// confirmedAt returns when the lease was last known to be ours: when the tenure began or
+// when the last accepted checkpoint write started.
+func (c *checkpointer) confirmedAt() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.confirmed
 }
 
 // markLost makes every later checkpoint fail without a write.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kds-lease-manager/kds-lease-manager/clock"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 	"github.com/kds-lease-manager/kds-lease-manager/memstore"
 )
@@ -467,7 +468,7 @@ func TestCutOffWorkerFencesItselfAndItsCheckpointsAreRefused(t *testing.T) {
 	}
 	// A checkpoint from the stale tenure is refused and does not change the lease.
 	w0.cut.cut.Store(false)
-	stale := newCheckpointer(c.leases, victim, Hooks{})
+	stale := newCheckpointer(c.leases, victim, Hooks{}, clock.Real{}, time.Second)
 	err := stale.Checkpoint(context.Background(), "99999999999999999999999")
 	if !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("stale checkpoint: err = %v, want ErrLeaseLost", err)

@@ -11,14 +11,15 @@ import (
 
 // coordinatorState is the control loop's view of the coordinator role.
 type coordinatorState struct {
-	epoch        int64 // non-zero while this worker holds the role
-	lastSync     time.Time
-	forceSync    bool
-	synced       map[string]bool // shard ids whose leases exist, as of the last sync
-	shardCount   int             // open shards at the last sync
-	shardsKnown  bool
-	leasesAdded  bool // leases were created since the record was last written
-	counterError string
+	epoch          int64 // non-zero while this worker holds the role
+	positionWarned bool
+	lastSync       time.Time
+	forceSync      bool
+	synced         map[string]bool // shard ids whose leases exist, as of the last sync
+	shardCount     int             // open shards at the last sync
+	shardsKnown    bool
+	leasesAdded    bool // leases were created since the record was last written
+	counterError   string
 }
 
 // coordinate returns the coordinator record to obey. It claims the role when nobody
@@ -28,24 +29,26 @@ func (w *Worker) coordinate(ctx context.Context, now time.Time, meta lease.Meta)
 	rec := meta.Coordinator
 	if w.coord.epoch != 0 {
 		if rec != nil && rec.CoordinatorID == w.cfg.WorkerID && rec.Epoch == w.coord.epoch {
-			if !w.renewalValid() {
+			if !w.tenure.holding() {
 				return rec
 			}
 			return w.coordinatorPass(ctx, now, *rec)
 		}
 		w.loseCoordinator("the coordinator item changed hands")
 	}
-	if !w.renewalValid() {
+	if !w.tenure.holding() {
 		return rec
 	}
 	switch {
 	case rec == nil, rec.CoordinatorID == "":
 	case rec.CoordinatorID == w.cfg.WorkerID:
 		// An earlier run of this worker held the role; it is certainly not running now.
-	case !w.live.expired(rec.CoordinatorID, now):
+	case !w.live.expired(rec.CoordinatorID):
 		return rec
 	}
-	claimed, err := w.meta.ClaimCoordinator(ctx, w.cfg.WorkerID, rec)
+	cctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	claimed, err := w.meta.ClaimCoordinator(cctx, w.cfg.WorkerID, rec)
+	cancel()
 	if err != nil {
 		if !errors.Is(err, lease.ErrConflict) {
 			w.log.Warn("cannot claim the coordinator role", "err", err)
@@ -87,17 +90,34 @@ func (w *Worker) resignCoordinator(ctx context.Context) {
 // coordinatorPass syncs shards when due and recomputes the per-worker maximum; it writes
 // the record only when a value changed.
 func (w *Worker) coordinatorPass(ctx context.Context, now time.Time, rec lease.CoordinatorRecord) *lease.CoordinatorRecord {
+	if rec.InitialPosition == "" {
+		// Record where the application starts before the first lease exists, so that
+		// every later sync, by any coordinator, creates leases at the same position.
+		written, ok := w.recordInitialPosition(ctx, rec)
+		if !ok {
+			return &rec
+		}
+		rec = written
+	}
+	w.startPos = rec
+	if rec.InitialPosition != w.configuredPosition() && !w.coord.positionWarned {
+		w.coord.positionWarned = true
+		w.log.Warn("the application's initial position was recorded by its first start; the configured one applies only to a new application",
+			"recorded", rec.InitialPosition, "recorded_timestamp", rec.InitialTimestamp, "configured", w.cfg.InitialPosition)
+	}
 	if w.coord.lastSync.IsZero() || w.coord.forceSync || now.Sub(w.coord.lastSync) >= w.cfg.ShardSyncInterval {
 		w.coord.lastSync, w.coord.forceSync = now, false
-		w.syncShards(ctx)
+		w.syncShards(ctx, rec)
 	}
 	if !w.coord.shardsKnown {
 		return &rec
 	}
-	live := w.live.liveCount(now)
+	live := w.live.liveCount()
 	desired := live
 	if w.cfg.WorkerCounter != nil {
-		n, err := w.cfg.WorkerCounter.DesiredWorkers(ctx)
+		dctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+		n, err := w.cfg.WorkerCounter.DesiredWorkers(dctx)
+		cancel()
 		switch {
 		case err != nil:
 			if msg := err.Error(); msg != w.coord.counterError {
@@ -141,7 +161,9 @@ func (w *Worker) coordinatorPass(ctx context.Context, now time.Time, rec lease.C
 		return &rec
 	}
 	next.UpdatedAt = time.Now().UTC()
-	written, err := w.meta.UpdateCoordinator(ctx, next)
+	uctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	written, err := w.meta.UpdateCoordinator(uctx, next)
+	cancel()
 	if err != nil {
 		if errors.Is(err, lease.ErrConflict) {
 			w.loseCoordinator("another worker claimed the role")
@@ -170,8 +192,10 @@ func sameValues(a, b lease.CoordinatorRecord) bool {
 
 // syncShards lists the stream's shards and creates the leases that are missing, parents
 // before children, so that a child's lease never exists without its parents' leases.
-func (w *Worker) syncShards(ctx context.Context) {
-	shards, err := w.stream.ListShards(ctx)
+func (w *Worker) syncShards(ctx context.Context, start lease.CoordinatorRecord) {
+	lctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	shards, err := w.stream.ListShards(lctx)
+	cancel()
 	if err != nil {
 		if errors.Is(err, stream.ErrStreamNotFound) {
 			w.log.Error("stream not found; create it or fix STREAM_NAME", "stream", w.cfg.StreamName, "err", err)
@@ -192,7 +216,9 @@ func (w *Worker) syncShards(ctx context.Context) {
 		w.coord.shardCount = open
 		return
 	}
-	table, err := w.leases.ListLeases(ctx)
+	lctx, cancel = context.WithTimeout(ctx, w.callTimeout())
+	table, err := w.leases.ListLeases(lctx)
+	cancel()
 	if err != nil {
 		w.log.Warn("cannot read the lease table", "err", err)
 		return
@@ -205,8 +231,7 @@ func (w *Worker) syncShards(ctx context.Context) {
 	for _, c := range table.Corrupt {
 		have[c.Key] = true
 	}
-	bootstrap := len(have) == 0
-	created, failed := w.createLeases(ctx, shards, have, bootstrap)
+	created, failed := w.createLeases(ctx, shards, have, start)
 	if created > 0 {
 		w.coord.leasesAdded = true
 		w.log.Info("created leases for new shards", "created", created, "open_shards", open, "total_shards", len(shards))
@@ -218,20 +243,23 @@ func (w *Worker) syncShards(ctx context.Context) {
 	w.coord.shardsKnown = true
 }
 
-func (w *Worker) createLeases(ctx context.Context, shards []stream.Shard, have map[string]bool, bootstrap bool) (created int, failed bool) {
+// createLeases creates a lease for every listed shard that has none, open or closed,
+// parents before children, each at the application's recorded initial position: the same
+// rule on the first sync and on every later one, so a later or partly failed sync never
+// reads what the first start skipped. A closed shard at AT_TIMESTAMP is read from that
+// time to its end (records written after it are not lost), then ends like any shard.
+func (w *Worker) createLeases(ctx context.Context, shards []stream.Shard, have map[string]bool, start lease.CoordinatorRecord) (created int, failed bool) {
 	inStream := make(map[string]bool, len(shards))
 	for _, s := range shards {
 		inStream[s.ID] = true
 	}
-	// A fresh application starting at LATEST or AT_TIMESTAMP reads only the open shards.
-	skipClosed := bootstrap && w.cfg.InitialPosition != lease.TrimHorizon
 	var pending []stream.Shard
 	for _, s := range shards {
-		if !have[s.ID] && !(skipClosed && s.Closed) {
+		if !have[s.ID] {
 			pending = append(pending, s)
 		}
 	}
-	for progress := true; progress && len(pending) > 0; {
+	for progress := true; progress && len(pending) > 0 && ctx.Err() == nil; {
 		progress = false
 		rest := pending[:0]
 		for _, s := range pending {
@@ -241,7 +269,7 @@ func (w *Worker) createLeases(ctx context.Context, shards []stream.Shard, have m
 				switch {
 				case have[p]:
 					parents = append(parents, p)
-				case inStream[p] && !skipClosed:
+				case inStream[p]:
 					ready = false // create the parent first
 				}
 			}
@@ -249,11 +277,11 @@ func (w *Worker) createLeases(ctx context.Context, shards []stream.Shard, have m
 				rest = append(rest, s)
 				continue
 			}
-			l := lease.Lease{ShardID: s.ID, ParentShardIDs: parents, Checkpoint: lease.TrimHorizon}
-			if len(parents) == 0 && bootstrap {
-				l.Checkpoint, l.StartTimestamp = w.cfg.InitialPosition, w.cfg.InitialTimestamp
-			}
-			if err := w.leases.CreateLease(ctx, l); err != nil && !errors.Is(err, lease.ErrExists) {
+			l := lease.Lease{ShardID: s.ID, ParentShardIDs: parents, Checkpoint: start.InitialPosition, StartTimestamp: start.InitialTimestamp}
+			cctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+			err := w.leases.CreateLease(cctx, l)
+			cancel()
+			if err != nil && !errors.Is(err, lease.ErrExists) {
 				w.log.Warn("cannot create lease", "shard", s.ID, "err", err)
 				failed = true
 				continue
@@ -266,6 +294,43 @@ func (w *Worker) createLeases(ctx context.Context, shards []stream.Shard, have m
 		pending = rest
 	}
 	return created, failed || len(pending) > 0
+}
+
+// configuredPosition is the position this worker's configuration asks for, as the
+// coordinator records it: Latest becomes AtTimestamp at the application's first start.
+func (w *Worker) configuredPosition() string {
+	if w.cfg.InitialPosition == lease.TrimHorizon {
+		return lease.TrimHorizon
+	}
+	return lease.AtTimestamp
+}
+
+// recordInitialPosition writes the configured initial position into the coordinator
+// record. LATEST is recorded as AT_TIMESTAMP at this moment (the application's first
+// start), which is what LATEST means for every shard: records that arrive from now on,
+// in open shards, in closed ones (none) and in children created later (all of theirs).
+func (w *Worker) recordInitialPosition(ctx context.Context, rec lease.CoordinatorRecord) (lease.CoordinatorRecord, bool) {
+	next := rec
+	next.InitialPosition = w.configuredPosition()
+	switch w.cfg.InitialPosition {
+	case lease.Latest:
+		next.InitialTimestamp = time.Now().UTC()
+	case lease.AtTimestamp:
+		next.InitialTimestamp = w.cfg.InitialTimestamp.UTC()
+	}
+	uctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	written, err := w.meta.UpdateCoordinator(uctx, next)
+	cancel()
+	if err != nil {
+		if errors.Is(err, lease.ErrConflict) {
+			w.loseCoordinator("another worker claimed the role")
+		} else {
+			w.log.Warn("cannot record the initial position in the coordinator record", "err", err)
+		}
+		return rec, false
+	}
+	w.log.Info("recorded the application's initial position", "position", written.InitialPosition, "timestamp", written.InitialTimestamp)
+	return written, true
 }
 
 func sameSet(a, b map[string]bool) bool {

@@ -37,26 +37,29 @@ func TestSelfFenceComesBeforeAnyObserverExpiry(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w.started = fake.Now()
 			// The heartbeat write starts now and lands after writeLatency.
 			if err := w.beat(context.Background(), lease.WorkerActive); err != nil {
 				t.Fatal(err)
 			}
-			// An observer reads the new value readDelay after it landed, and nothing after.
-			fake.Advance(tc.readDelay)
+			// An observer reads the new value readDelay after it landed (a read that took
+			// readDelay), then reads again every 10ms.
 			obs := newLiveness(ld)
+			readStart := fake.Now()
+			fake.Advance(tc.readDelay)
 			m, _ := meta.ReadMeta(context.Background())
-			obs.observe(fake.Now(), m.Workers)
+			obs.observe(readStart, fake.Now(), m.Workers)
 			// Walk forward in small steps: the owner must be fenced before the observer
 			// may take its leases.
 			fencedAt, expiredAt := time.Time{}, time.Time{}
 			for range 2000 {
 				fake.Advance(10 * time.Millisecond)
 				now := fake.Now()
-				if fencedAt.IsZero() && !w.renewalValid() {
+				m, _ := meta.ReadMeta(context.Background())
+				obs.observe(now, now, m.Workers)
+				if fencedAt.IsZero() && !w.tenure.holding() {
 					fencedAt = now
 				}
-				if expiredAt.IsZero() && obs.expired("owner", now) {
+				if expiredAt.IsZero() && obs.expired("owner") {
 					expiredAt = now
 				}
 			}
@@ -95,7 +98,7 @@ func TestCheckpointerFencing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := newCheckpointer(store, a, Hooks{})
+	cp := newCheckpointer(store, a, Hooks{}, clock.Real{}, time.Second)
 	if err := cp.Checkpoint(ctx, "100"); err != nil {
 		t.Fatal(err)
 	}

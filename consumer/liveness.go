@@ -6,87 +6,129 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
-// liveness decides which workers are alive from what this worker observed, on its own
-// clock: a worker is alive while its heartbeat (or incarnation) changed less than a lease
-// duration ago, counted from the moment this worker first saw the new value. Wall-clock
-// times written by others are never compared, so clock skew does not matter. A worker
-// that wrote state "gone" is dead at once. It is used by one goroutine only.
+// liveness decides which workers are alive from what this worker read, on its own clock.
+// Wall-clock times written by others are never compared, so clock skew does not matter.
+// It is used by one goroutine only.
+//
+// A worker is expired (its leases may be taken) when it wrote that it is gone, or when a
+// read that STARTED at least a lease duration after this worker first saw the worker's
+// current heartbeat still returned that same heartbeat. Both ends are conservative:
+//   - the new value is timed when the read that returned it came back, never earlier, so a
+//     heartbeat written while a slow read was in flight is not dated back to the read's
+//     start;
+//   - the confirmation is timed when its read started, so a slow read never stretches the
+//     observation, and expiry needs a fresh read: no decision rests on the passing of time
+//     alone (a worker whose reads fail never expires anyone).
+//
+// The owner fences itself LeaseDuration - LeaseDuration/5 after its write started, which
+// is before the value can have been seen, so before any confirming read can start.
 type liveness struct {
 	leaseDuration time.Duration
 	workers       map[string]*observation
-	// missing records when an id was first asked about without having a record, so that
-	// owners that never wrote a heartbeat (or whose record was deleted) expire too.
-	missing map[string]time.Time
+	// missing holds ids asked about or seen before that have no record now, so that owners
+	// that never wrote a heartbeat (or whose record was deleted) expire the same way.
+	missing map[string]*observation
+	// lastRead is when the last successful read returned.
+	lastRead time.Time
 }
 
 type observation struct {
-	rec        lease.WorkerRecord
-	lastChange time.Time
+	rec lease.WorkerRecord
+	// firstSeen is when the read that first returned rec's heartbeat (or the absence of a
+	// record) came back.
+	firstSeen time.Time
+	// confirmedStart is when the latest read that returned the same started.
+	confirmedStart time.Time
 }
 
 func newLiveness(leaseDuration time.Duration) *liveness {
 	return &liveness{
 		leaseDuration: leaseDuration,
 		workers:       make(map[string]*observation),
-		missing:       make(map[string]time.Time),
+		missing:       make(map[string]*observation),
 	}
 }
 
-// observe records a read of the metadata table made at now.
-func (l *liveness) observe(now time.Time, recs []lease.WorkerRecord) {
+// observe records a read of the metadata table that started at start and returned at end.
+func (l *liveness) observe(start, end time.Time, recs []lease.WorkerRecord) {
+	l.lastRead = end
 	present := make(map[string]bool, len(recs))
 	for _, r := range recs {
 		present[r.WorkerID] = true
 		delete(l.missing, r.WorkerID)
 		o, ok := l.workers[r.WorkerID]
 		switch {
-		case !ok:
-			l.workers[r.WorkerID] = &observation{rec: r, lastChange: now}
-		case r.Incarnation != o.rec.Incarnation || r.Heartbeat > o.rec.Heartbeat || r.State != o.rec.State:
-			o.rec, o.lastChange = r, now
-		default:
-			// Same heartbeat, or an older one from a stale read: not a sign of life.
+		case !ok, r.Incarnation != o.rec.Incarnation, r.Heartbeat > o.rec.Heartbeat:
+			// A new value: a sign of life (or, with state gone, of a clean exit). Every write
+			// increments the heartbeat, so a state change alone (an older write that landed
+			// late, an "active" after "gone") is not one.
+			l.workers[r.WorkerID] = &observation{rec: r, firstSeen: end}
+		case r.Heartbeat == o.rec.Heartbeat:
+			o.confirmedStart = start
 			o.rec.LeasesHeld = r.LeasesHeld
+		default:
+			// An older heartbeat of the same incarnation (a write that landed late): neither
+			// a sign of life nor a confirmation.
 		}
 	}
 	for id := range l.workers {
 		if !present[id] {
 			delete(l.workers, id)
-			l.missing[id] = now
+			l.missing[id] = &observation{rec: lease.WorkerRecord{WorkerID: id}, firstSeen: end}
+		}
+	}
+	for id, o := range l.missing {
+		if !present[id] && start.After(o.firstSeen) {
+			o.confirmedStart = start
 		}
 	}
 }
 
-// alive reports whether id is a live worker at now.
-func (l *liveness) alive(id string, now time.Time) bool {
-	o, ok := l.workers[id]
-	if !ok {
-		return false
-	}
-	return o.rec.State != lease.WorkerGone && now.Sub(o.lastChange) < l.leaseDuration
-}
-
-// expired reports whether leases owned by id may be taken at now: the owner said it is
-// gone, or nothing changed for a lease duration, or it has had no record for that long.
-func (l *liveness) expired(id string, now time.Time) bool {
+// expired reports whether leases owned by id may be taken: the owner said it is gone, or
+// a read started a lease duration after its current heartbeat (or its absence) was first
+// seen still returned the same.
+func (l *liveness) expired(id string) bool {
 	if o, ok := l.workers[id]; ok {
-		return o.rec.State == lease.WorkerGone || now.Sub(o.lastChange) >= l.leaseDuration
+		return o.rec.State == lease.WorkerGone || o.stale(l.leaseDuration)
 	}
-	first, ok := l.missing[id]
+	o, ok := l.missing[id]
 	if !ok {
-		l.missing[id] = now
+		// Never seen: start watching for its absence from the last read on.
+		l.missing[id] = &observation{rec: lease.WorkerRecord{WorkerID: id}, firstSeen: l.lastRead}
 		return false
 	}
-	return now.Sub(first) >= l.leaseDuration
+	return o.stale(l.leaseDuration)
 }
 
-// liveCount returns how many observed workers are alive at now.
-func (l *liveness) liveCount(now time.Time) int {
+func (o *observation) stale(leaseDuration time.Duration) bool {
+	return !o.confirmedStart.IsZero() && o.confirmedStart.Sub(o.firstSeen) >= leaseDuration
+}
+
+// alive reports whether id is a live worker: it has a record and is not expired. It is
+// the same notion as expired on purpose: a worker counted alive keeps its leases, and a
+// worker whose leases may be taken is not counted, so the coordinator's target always
+// covers the shards that are free to take.
+func (l *liveness) alive(id string) bool {
+	_, ok := l.workers[id]
+	return ok && !l.expired(id)
+}
+
+// liveCount returns how many observed workers are alive.
+func (l *liveness) liveCount() int {
 	n := 0
 	for id := range l.workers {
-		if l.alive(id, now) {
+		if l.alive(id) {
 			n++
 		}
 	}
 	return n
+}
+
+// record returns the last record read for id.
+func (l *liveness) record(id string) (lease.WorkerRecord, bool) {
+	o, ok := l.workers[id]
+	if !ok {
+		return lease.WorkerRecord{}, false
+	}
+	return o.rec, true
 }

@@ -7,39 +7,50 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
-func TestLivenessIgnoresWallClocks(t *testing.T) {
+// read is one read of the metadata table, started and returned at offsets from t0.
+type read struct {
+	start, end time.Duration
+	recs       []lease.WorkerRecord
+}
+
+func TestLivenessJudgesOnlyFromReadsOnItsOwnClock(t *testing.T) {
 	const ld = 10 * time.Second
-	t0 := time.Unix(1000, 0)
+	s := time.Second
 	farFuture := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC) // a skewed writer's clock
-	rec := func(id string, hb int64, state lease.WorkerState) lease.WorkerRecord {
-		return lease.WorkerRecord{WorkerID: id, Incarnation: "i1", Heartbeat: hb, State: state, LastSeen: farFuture}
+	rec := func(hb int64, state lease.WorkerState) []lease.WorkerRecord {
+		return []lease.WorkerRecord{{WorkerID: "a", Incarnation: "i1", Heartbeat: hb, State: state, LastSeen: farFuture}}
 	}
+	active := lease.WorkerActive
 	tests := []struct {
 		name    string
-		reads   [][]lease.WorkerRecord // one read per second, starting at t0
-		at      time.Duration          // when to ask, after t0
-		id      string
+		reads   []read
 		alive   bool
 		expired bool
 	}{
-		{"fresh worker is alive", [][]lease.WorkerRecord{{rec("a", 1, lease.WorkerActive)}}, time.Second, "a", true, false},
-		{"unchanged for less than a lease", [][]lease.WorkerRecord{{rec("a", 1, lease.WorkerActive)}}, ld - time.Millisecond, "a", true, false},
-		{"unchanged for a lease expires even with a future LastSeen", [][]lease.WorkerRecord{{rec("a", 1, lease.WorkerActive)}}, ld, "a", false, true},
-		{"a change restarts the count", [][]lease.WorkerRecord{{rec("a", 1, lease.WorkerActive)}, {rec("a", 1, lease.WorkerActive)}, {rec("a", 2, lease.WorkerActive)}}, ld + time.Second, "a", true, false},
-		{"an older heartbeat from a stale read is not a sign of life", [][]lease.WorkerRecord{{rec("a", 5, lease.WorkerActive)}, {rec("a", 4, lease.WorkerActive)}}, ld, "a", false, true},
-		{"gone is dead at once", [][]lease.WorkerRecord{{rec("a", 1, lease.WorkerActive)}, {rec("a", 2, lease.WorkerGone)}}, 2 * time.Second, "a", false, true},
+		{"fresh worker is alive", []read{{0, 0, rec(1, active)}}, true, false},
+		{"a confirming read started just under a lease after first seen", []read{{0, 0, rec(1, active)}, {ld - time.Millisecond, ld + 3*s, rec(1, active)}}, true, false},
+		{"a confirming read started a lease after first seen expires it, whatever LastSeen says", []read{{0, 0, rec(1, active)}, {ld, ld, rec(1, active)}}, false, true},
+		{"time alone expires nobody: no read after the first", []read{{0, 0, rec(1, active)}}, true, false},
+		{"a change restarts the count", []read{{0, 0, rec(1, active)}, {9 * s, 9 * s, rec(2, active)}, {ld + s, ld + s, rec(2, active)}}, true, false},
+		// The value seen by a slow read is dated when the read returned: the heartbeat may
+		// have been written just before that.
+		{"a slow read dates its news at its end", []read{{0, 0, rec(1, active)}, {5 * s, 9 * s, rec(2, active)}, {9*s + ld - time.Millisecond, 30 * s, rec(2, active)}}, true, false},
+		{"a slow read dates its news at its end, then a lease", []read{{0, 0, rec(1, active)}, {5 * s, 9 * s, rec(2, active)}, {9*s + ld, 9*s + ld, rec(2, active)}}, false, true},
+		{"an older heartbeat (a late write) neither renews nor confirms", []read{{0, 0, rec(5, active)}, {ld, ld, rec(4, active)}}, true, false},
+		{"gone is dead at once", []read{{0, 0, rec(1, active)}, {s, s, rec(2, lease.WorkerGone)}}, false, true},
+		{"an active write landing after gone is not a sign of life", []read{{0, 0, rec(1, active)}, {s, s, rec(3, lease.WorkerGone)}, {2 * s, 2 * s, rec(2, active)}}, false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t0 := time.Unix(1000, 0)
 			l := newLiveness(ld)
-			for i, r := range tc.reads {
-				l.observe(t0.Add(time.Duration(i)*time.Second), r)
+			for _, r := range tc.reads {
+				l.observe(t0.Add(r.start), t0.Add(r.end), r.recs)
 			}
-			now := t0.Add(tc.at)
-			if got := l.alive(tc.id, now); got != tc.alive {
+			if got := l.alive("a"); got != tc.alive {
 				t.Errorf("alive = %v, want %v", got, tc.alive)
 			}
-			if got := l.expired(tc.id, now); got != tc.expired {
+			if got := l.expired("a"); got != tc.expired {
 				t.Errorf("expired = %v, want %v", got, tc.expired)
 			}
 		})
@@ -49,33 +60,43 @@ func TestLivenessIgnoresWallClocks(t *testing.T) {
 func TestLivenessRestartedIncarnationIsAlive(t *testing.T) {
 	l := newLiveness(10 * time.Second)
 	t0 := time.Unix(0, 0)
-	l.observe(t0, []lease.WorkerRecord{{WorkerID: "a", Incarnation: "old", Heartbeat: 50}})
+	l.observe(t0, t0, []lease.WorkerRecord{{WorkerID: "a", Incarnation: "old", Heartbeat: 50}})
 	// The restarted process counts from 1 again: still a change.
-	l.observe(t0.Add(9*time.Second), []lease.WorkerRecord{{WorkerID: "a", Incarnation: "new", Heartbeat: 1}})
-	if !l.alive("a", t0.Add(15*time.Second)) {
+	l.observe(t0.Add(9*time.Second), t0.Add(9*time.Second), []lease.WorkerRecord{{WorkerID: "a", Incarnation: "new", Heartbeat: 1}})
+	l.observe(t0.Add(15*time.Second), t0.Add(15*time.Second), []lease.WorkerRecord{{WorkerID: "a", Incarnation: "new", Heartbeat: 1}})
+	if !l.alive("a") {
 		t.Fatal("a new incarnation with a lower heartbeat must count as a sign of life")
 	}
 }
 
-func TestLivenessOwnerWithoutRecordExpiresAfterLease(t *testing.T) {
+func TestLivenessOwnerWithoutRecordExpiresAfterALeaseOfReads(t *testing.T) {
 	l := newLiveness(10 * time.Second)
 	t0 := time.Unix(0, 0)
-	if l.expired("ghost", t0) {
-		t.Fatal("an owner first seen now must not be expired yet")
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	l.observe(at(0), at(0), nil)
+	if l.expired("ghost") {
+		t.Fatal("an owner first asked about now must not be expired yet")
 	}
-	if l.expired("ghost", t0.Add(9*time.Second)) {
+	l.observe(at(9*time.Second), at(9*time.Second), nil)
+	if l.expired("ghost") {
 		t.Fatal("expired before a lease duration")
 	}
-	if !l.expired("ghost", t0.Add(10*time.Second)) {
-		t.Fatal("an owner with no record for a lease duration must be expired")
+	l.observe(at(10*time.Second), at(10*time.Second), nil)
+	if !l.expired("ghost") {
+		t.Fatal("an owner with no record in reads a lease duration apart must be expired")
 	}
 	// A record that disappears starts the same count.
-	l.observe(t0, []lease.WorkerRecord{{WorkerID: "b", Heartbeat: 1}})
-	l.observe(t0.Add(time.Second), nil)
-	if l.expired("b", t0.Add(5*time.Second)) || !l.expired("b", t0.Add(11*time.Second)) {
+	l.observe(at(20*time.Second), at(20*time.Second), []lease.WorkerRecord{{WorkerID: "b", Heartbeat: 1}})
+	l.observe(at(21*time.Second), at(21*time.Second), nil)
+	l.observe(at(26*time.Second), at(26*time.Second), nil)
+	if l.expired("b") {
+		t.Fatal("a deleted record expired before a lease duration")
+	}
+	l.observe(at(31*time.Second), at(31*time.Second), nil)
+	if !l.expired("b") {
 		t.Fatal("a deleted record must expire a lease duration after it was last seen")
 	}
-	if n := l.liveCount(t0.Add(time.Second)); n != 0 {
+	if n := l.liveCount(); n != 0 {
 		t.Fatalf("liveCount = %d, want 0", n)
 	}
 }

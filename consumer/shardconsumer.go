@@ -63,6 +63,8 @@ type shardConsumer struct {
 	cancel context.CancelFunc // hard stop: cancels reads and the processor's context
 	gen    int64              // the worker's lapse generation when the lease was taken
 	done   chan struct{}
+	// nextCheck delays the next lease check after a failed one (consumer goroutine only).
+	nextCheck time.Time
 
 	releasing bool // owned by the worker's control loop
 }
@@ -113,24 +115,35 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 		if k, stopped := c.waitUntil(ctx, next); stopped {
 			return c.stop(ctx, k)
 		}
-		if !w.tenureValid(c.gen) {
+		if !w.tenure.valid(c.gen) {
+			return c.stop(ctx, stopLost)
+		}
+		if !c.stillOwned(ctx) {
 			return c.stop(ctx, stopLost)
 		}
 		start := w.clock.Now()
 		if iterator == "" {
-			iterator, err = w.stream.GetShardIterator(ctx, c.held.ShardID, c.resumePosition(lastDelivered))
+			iterator, err = c.getIterator(ctx, c.resumePosition(lastDelivered))
 			if err != nil {
+				if c.pastRetention(ctx, err) {
+					return c.shardEnded(ctx, nil)
+				}
 				backoff = c.failed("get shard iterator", err, backoff)
 				next = start.Add(backoff)
 				continue
 			}
 		}
-		batch, err := w.stream.GetRecords(ctx, iterator, w.cfg.MaxRecordsPerGet)
+		rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+		batch, err := w.stream.GetRecords(rctx, iterator, w.cfg.MaxRecordsPerGet)
+		cancel()
 		if err != nil {
 			if errors.Is(err, stream.ErrExpiredIterator) {
 				// Resume after the last record handed to the processor: nothing twice.
 				iterator, backoff, next = "", 0, start
 				continue
+			}
+			if c.pastRetention(ctx, err) {
+				return c.shardEnded(ctx, nil)
 			}
 			backoff = c.failed("get records", err, backoff)
 			next = start.Add(backoff)
@@ -155,35 +168,105 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 	}
 }
 
+func (c *shardConsumer) getIterator(ctx context.Context, pos stream.Position) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.w.callTimeout())
+	defer cancel()
+	return c.w.stream.GetShardIterator(ctx, c.held.ShardID, pos)
+}
+
+// stillOwned confirms, at most every LeaseScanInterval, that the lease is still this
+// tenure's, so that a consumer learns of a lease taken from it (by an operator, by a
+// process sharing its worker id) within a bounded time even when its processor never
+// checkpoints. An accepted checkpoint confirms it for free. A failed read confirms
+// nothing and is retried on the next batch.
+func (c *shardConsumer) stillOwned(ctx context.Context) bool {
+	w := c.w
+	now := w.clock.Now()
+	if now.Sub(c.cp.confirmedAt()) < w.cfg.LeaseScanInterval || now.Before(c.nextCheck) {
+		return true
+	}
+	gctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	cur, err := w.leases.GetLease(gctx, c.held.ShardID)
+	cancel()
+	switch {
+	case err == nil && cur.Owner == c.held.Owner && cur.Counter == c.held.Counter:
+		c.cp.confirm(now)
+		return true
+	case err == nil || errors.Is(err, lease.ErrNotFound):
+		c.log.Error("the lease is no longer this worker's: stopping the shard", "owner", cur.Owner, "owner_epoch", cur.Counter)
+		return false
+	}
+	c.nextCheck = now.Add(w.cfg.PollInterval)
+	return true
+}
+
+// pastRetention reports whether err says the shard does not exist while the stream does
+// and no longer lists it: the shard aged out of the stream's retention period. Nothing is
+// left to read, so it ends like a shard read to its end, and its children may start.
+func (c *shardConsumer) pastRetention(ctx context.Context, err error) bool {
+	if !errors.Is(err, stream.ErrStreamNotFound) {
+		return false
+	}
+	lctx, cancel := context.WithTimeout(ctx, c.w.callTimeout())
+	shards, lerr := c.w.stream.ListShards(lctx)
+	cancel()
+	if lerr != nil {
+		return false
+	}
+	for _, s := range shards {
+		if s.ID == c.held.ShardID {
+			return false
+		}
+	}
+	c.log.Warn("the shard is past the stream's retention period (no longer listed): ending it so its children can start", "err", err)
+	return true
+}
+
 // process hands one batch to the processor, retrying it until it succeeds: a batch is
-// never skipped. It returns a stop request that arrived meanwhile.
+// never skipped. A retry hands over only the records after the processor's last
+// accepted checkpoint. It returns a stop request that arrived meanwhile.
 func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKind, bool) {
 	w := c.w
 	var backoff time.Duration
+	records := batch.Records
 	for {
-		if !w.tenureValid(c.gen) {
+		if !w.tenure.valid(c.gen) {
 			return stopLost, true
 		}
 		c.cp.behind.Store(batch.MillisBehindLatest)
 		err := c.proc.ProcessRecords(ctx, ProcessRecordsInput{
 			ShardID:            c.held.ShardID,
 			LeaseEpoch:         c.held.Counter,
-			Records:            batch.Records,
+			Records:            records,
 			MillisBehindLatest: batch.MillisBehindLatest,
 			Checkpointer:       c.cp,
 		})
 		if err == nil {
-			w.hooks.recordsProcessed(c.held.ShardID, len(batch.Records), batch.MillisBehindLatest)
+			w.hooks.recordsProcessed(c.held.ShardID, len(records), batch.MillisBehindLatest)
 			return 0, false
 		}
 		if errors.Is(err, ErrLeaseLost) || ctx.Err() != nil {
 			return stopLost, true
+		}
+		records = after(records, c.cp.LastCheckpoint())
+		if len(records) == 0 {
+			return 0, false // Everything was checkpointed before the error.
 		}
 		backoff = c.failed("process records (the batch will be retried)", err, backoff)
 		if k, stopped := c.waitUntil(ctx, w.clock.Now().Add(backoff)); stopped {
 			return k, true
 		}
 	}
+}
+
+// after returns the records after sequence number seq, or all when seq is not in them.
+func after(records []stream.Record, seq string) []stream.Record {
+	for i, r := range records {
+		if r.SequenceNumber == seq {
+			return records[i+1:]
+		}
+	}
+	return records
 }
 
 // failed logs a failed call and returns the next back-off: exponential with jitter,
@@ -273,7 +356,9 @@ func (c *shardConsumer) release(ctx context.Context, checkpoint string) bool {
 	w := c.w
 	var backoff time.Duration
 	for {
-		err := w.leases.ReleaseLease(ctx, c.held, checkpoint)
+		rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+		err := w.leases.ReleaseLease(rctx, c.held, checkpoint)
+		cancel()
 		switch {
 		case err == nil:
 			w.hooks.leaseReleased(c.held.ShardID)

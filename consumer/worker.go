@@ -35,14 +35,13 @@ type Worker struct {
 
 	// Written by the heartbeat goroutine (and by Run before and after it).
 	heartbeat int64
-	// validUntil is when this worker must have stopped processing unless it renews,
-	// as a duration since started on the local monotonic clock.
-	validUntil atomic.Int64
-	// lapses counts the times validity ran out before it was renewed. A consumer started
-	// before a lapse may never act again, even once the heartbeat is renewed: its lease
-	// may have been taken meanwhile.
-	lapses     atomic.Int64
+	// tenure is this worker's right to act on its leases: validity, lapses, fencing.
+	tenure     *tenure
 	leasesHeld atomic.Int64
+	// lastPass and lastBeat are when the control loop last completed a pass and the last
+	// heartbeat succeeded, as Unix nanoseconds of the worker's clock (0: never), for Check.
+	lastPass atomic.Int64
+	lastBeat atomic.Int64
 
 	// mu guards held against the heartbeat goroutine, which stops consumers when the
 	// worker fences itself. Only the control loop changes held.
@@ -64,7 +63,12 @@ type Worker struct {
 	lastChanges string
 	cooldown    map[string]time.Time
 	reported    map[string]bool
-	coord       coordinatorState
+	// unsure holds shards whose take reported an error: the write may have applied
+	// anyway. Each pass reads them back until it knows.
+	unsure map[string]bool
+	// startPos is the application's initial position as recorded in the coordinator item.
+	startPos lease.CoordinatorRecord
+	coord    coordinatorState
 	// procCtx is the parent of every consumer's context. It outlives Run's context so
 	// that consumers can drain during shutdown.
 	procCtx context.Context
@@ -122,6 +126,8 @@ func New(cfg Config, leases LeaseStore, meta MetaStore, s Stream, factory Proces
 		live:        newLiveness(cfg.LeaseDuration),
 		cooldown:    make(map[string]time.Time),
 		reported:    make(map[string]bool),
+		unsure:      make(map[string]bool),
+		tenure:      newTenure(cfg.Clock, cfg.LeaseDuration, cfg.LeaseDuration/5),
 	}
 	w.status.WorkerID = cfg.WorkerID
 	return w, nil
@@ -144,7 +150,10 @@ func (w *Worker) Status() Status {
 func (w *Worker) Run(ctx context.Context) error {
 	w.started = w.clock.Now()
 	w.settleUntil = w.started.Add(w.cfg.StartupSettle)
-	if _, err := w.stream.ListShards(ctx); err != nil {
+	lctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	_, err := w.stream.ListShards(lctx)
+	cancel()
+	if err != nil {
 		if errors.Is(err, stream.ErrStreamNotFound) {
 			return fmt.Errorf("worker %s: stream %q not found: create it (kdsctl create-stream) or set the stream name: %w", w.cfg.WorkerID, w.cfg.StreamName, err)
 		}
@@ -162,6 +171,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer close(hbDone)
 		w.heartbeatLoop(hbCtx)
 	}()
+	fenceDone := make(chan struct{})
+	go func() {
+		defer close(fenceDone)
+		w.tenure.fenceAtDeadlines(hbCtx, w.fence)
+	}()
+	defer func() { <-fenceDone }()
 	// Consumers outlive ctx so that they can drain during shutdown; hardStop ends them.
 	var hardStop context.CancelFunc
 	w.procCtx, hardStop = context.WithCancel(context.WithoutCancel(ctx))
@@ -194,34 +209,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-// fenceMargin is how long before others may take our leases we stop processing them,
-// so that an in-flight batch has time to notice.
-func (w *Worker) fenceMargin() time.Duration { return w.cfg.LeaseDuration / 5 }
-
-// renewalValid reports whether this worker may still act on its leases.
-func (w *Worker) renewalValid() bool {
-	return w.clock.Now().Sub(w.started) < time.Duration(w.validUntil.Load())
-}
-
-// tenureValid reports whether a consumer started at lapse generation gen may still act.
-// validUntil is read before lapses: a lapse is counted before validity is extended, so a
-// renewed validity is never seen together with the old generation.
-func (w *Worker) tenureValid(gen int64) bool {
-	return w.renewalValid() && w.lapses.Load() == gen
-}
+// callTimeout bounds every remote call of the control loop and the consumers (heartbeat
+// writes have HeartbeatInterval): a hung call ends, is retried, and never holds a loop.
+func (w *Worker) callTimeout() time.Duration { return w.cfg.LeaseDuration / 2 }
 
 // beat writes the worker's record. A successful write started at t lets the worker act
-// until t + LeaseDuration - fenceMargin: no observer can see the heartbeat stale for a
-// lease duration before then, because each observer starts counting only after it
-// read the new value, which is after the write started.
+// until t + LeaseDuration - LeaseDuration/5, if it returned before the current deadline
+// (see tenure): no observer can see the heartbeat stale for a lease duration before then,
+// because each observer starts counting only after it read the new value, which is after
+// the write started.
 func (w *Worker) beat(ctx context.Context, state lease.WorkerState) error {
 	start := w.clock.Now()
-	if w.heartbeat > 0 && !w.renewalValid() {
-		// Validity ran out (a network cut, a long pause): other workers may own our leases
-		// now. Fence every consumer before the renewal can make them look valid again.
-		w.lapses.Add(1)
-		w.fence()
-	}
 	w.heartbeat++
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.HeartbeatInterval)
 	defer cancel()
@@ -237,57 +235,57 @@ func (w *Worker) beat(ctx context.Context, state lease.WorkerState) error {
 	if err != nil {
 		return err
 	}
-	if state == lease.WorkerActive {
-		w.validUntil.Store(int64(start.Sub(w.started) + w.cfg.LeaseDuration - w.fenceMargin()))
-	} else {
-		w.validUntil.Store(0)
+	if state == lease.WorkerActive && w.tenure.renew(start) {
+		// Renewed after the deadline: other workers may have taken our leases meanwhile.
+		// Consumers from before are stopped; the leases are taken again with new epochs.
+		w.log.Warn("heartbeat renewed only after the deadline: counted as a lapse", "write_took", w.clock.Now().Sub(start))
+		w.fence()
 	}
+	w.lastBeat.Store(w.clock.Now().UnixNano())
 	w.statusMu.Lock()
 	w.status.LastHeartbeat = time.Now()
 	w.statusMu.Unlock()
 	return nil
 }
 
-// heartbeatLoop renews the heartbeat and fences the worker when renewal fails for too
-// long: every consumer is stopped as lost before any other worker may take its lease.
+// heartbeatLoop renews the heartbeat every HeartbeatInterval. Fencing does not wait for
+// it: the tenure's own timer fences the worker at its deadline.
 func (w *Worker) heartbeatLoop(ctx context.Context) {
-	next := w.clock.Now().Add(w.cfg.HeartbeatInterval)
 	failures := 0
 	for {
-		now := w.clock.Now()
-		deadline := w.started.Add(time.Duration(w.validUntil.Load()))
-		wake := next
-		if w.holding() && deadline.Before(wake) && deadline.After(now) {
-			wake = deadline
-		}
-		select {
-		case <-ctx.Done():
+		if clock.Sleep(ctx, w.clock, w.cfg.HeartbeatInterval) != nil {
 			return
-		case <-w.clock.After(wake.Sub(now)):
 		}
-		if !w.clock.Now().Before(next) {
-			next = w.clock.Now().Add(w.cfg.HeartbeatInterval)
-			if err := w.beat(ctx, lease.WorkerActive); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				failures++
-				w.log.Warn("heartbeat failed", "err", err, "consecutive_failures", failures)
-			} else if failures > 0 {
-				w.log.Info("heartbeat renewed again", "after_failures", failures)
-				failures = 0
+		if err := w.beat(ctx, lease.WorkerActive); err != nil {
+			if ctx.Err() != nil {
+				return
 			}
-		}
-		if !w.renewalValid() {
-			w.fence()
+			failures++
+			w.log.Warn("heartbeat failed", "err", err, "consecutive_failures", failures)
+		} else if failures > 0 {
+			w.log.Info("heartbeat renewed again", "after_failures", failures)
+			failures = 0
 		}
 	}
 }
 
-func (w *Worker) holding() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.held) > 0
+// Check reports whether the worker is healthy: nil while it is starting, or while its
+// control loop completes passes (successful or not: a hung call is what it catches) and
+// its heartbeat succeeds, each within three lease durations on the worker's clock. A
+// worker stuck that long cannot hold leases anyway. It is meant for a liveness probe.
+func (w *Worker) Check() error {
+	now := w.clock.Now().UnixNano()
+	limit := int64(3 * w.cfg.LeaseDuration)
+	for _, c := range []struct {
+		what string
+		at   int64
+	}{{"control loop", w.lastPass.Load()}, {"heartbeat", w.lastBeat.Load()}} {
+		if c.at != 0 && now-c.at > limit {
+			return fmt.Errorf("worker %s: %s has not succeeded for %s (limit 3 x lease duration = %s)",
+				w.cfg.WorkerID, c.what, time.Duration(now-c.at).Round(time.Millisecond), time.Duration(limit))
+		}
+	}
+	return nil
 }
 
 // fence stops every consumer as lost: this worker could not renew in time.
@@ -316,8 +314,8 @@ func (w *Worker) startConsumer(held lease.Lease) {
 	c := &shardConsumer{
 		w:      w,
 		held:   held,
-		cp:     newCheckpointer(w.leases, held, w.hooks),
-		gen:    w.lapses.Load(),
+		cp:     newCheckpointer(w.leases, held, w.hooks, w.clock, w.callTimeout()),
+		gen:    w.tenure.generation(),
 		proc:   w.factory(held.ShardID),
 		log:    w.log.With("shard", held.ShardID, "epoch", held.Counter),
 		stopCh: make(chan stopKind, 1),
@@ -363,7 +361,9 @@ func (w *Worker) handleExit(ctx context.Context, e consumerExit) {
 }
 
 // shutdown drains and releases every lease, hands back the coordinator role and marks
-// the worker gone.
+// the worker gone. It ends within ShutdownTimeout + LeaseDuration/5 even when a processor
+// ignores its context: such a shard's lease is left to expire, and the worker is not
+// marked gone, so nobody takes the lease while that processor may still run.
 func (w *Worker) shutdown(ctx context.Context, hardStop, stopHeartbeat context.CancelFunc, hbDone <-chan struct{}) {
 	start := w.clock.Now()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.ShutdownTimeout)
@@ -372,49 +372,97 @@ func (w *Worker) shutdown(ctx context.Context, hardStop, stopHeartbeat context.C
 	for _, c := range w.held {
 		c.requestStop(stopPlanned)
 	}
-	for len(w.held) > 0 {
+	var grace <-chan time.Time
+	for len(w.held) > 0 && !w.abandon(grace) {
 		select {
 		case e := <-w.exits:
 			w.handleExit(sctx, e)
 		case <-sctx.Done():
-			w.log.Error("shutdown timed out; stopping the remaining shards without releasing them", "leases", len(w.held))
-			hardStop()
-			for len(w.held) > 0 {
-				w.handleExit(sctx, <-w.exits)
+			if grace == nil {
+				w.log.Error("shutdown timed out; stopping the remaining shards without releasing them", "leases", len(w.held))
+				hardStop()
+				grace = w.clock.After(w.fenceMargin())
 			}
+		case <-grace:
 		}
 	}
-	w.resignCoordinator(sctx)
+	abandoned := len(w.held) > 0
+	if abandoned {
+		ids := make([]string, 0, len(w.held))
+		for id := range w.held {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		w.log.Error("record processors did not return after their context was cancelled: leaving their leases to expire after the lease duration",
+			"shards", ids)
+	}
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), w.callTimeout())
+	w.resignCoordinator(rctx)
+	rcancel()
 	stopHeartbeat()
 	<-hbDone
-	if err := w.beat(sctx, lease.WorkerGone); err != nil {
-		w.log.Warn("could not mark the worker gone; others will take over after the lease duration", "err", err)
+	// From here on nothing may act on a lease; then others may take them at once.
+	w.tenure.end()
+	if !abandoned {
+		gctx, gcancel := context.WithTimeout(context.WithoutCancel(ctx), w.callTimeout())
+		if err := w.beat(gctx, lease.WorkerGone); err != nil {
+			w.log.Warn("could not mark the worker gone; others will take over after the lease duration", "err", err)
+		}
+		gcancel()
 	}
 	w.setStatus(func(s *Status) { s.Ready = false; s.Leases = nil; s.Coordinator = false })
 	w.log.Info("worker stopped", "took", w.clock.Now().Sub(start).Round(time.Millisecond))
 }
 
+// abandon reports whether the grace period after a hard stop is over.
+func (w *Worker) abandon(grace <-chan time.Time) bool {
+	if grace == nil {
+		return false
+	}
+	select {
+	case <-grace:
+		return true
+	default:
+		return false
+	}
+}
+
+// fenceMargin is how long before others may take our leases this worker stops acting on
+// them.
+func (w *Worker) fenceMargin() time.Duration { return w.cfg.LeaseDuration / 5 }
+
 // tick is one pass of the control loop: read the metadata table, do the coordinator's
-// duty if this worker has the role, then take or release leases.
+// duty if this worker has the role, then take or release leases. The pass as a whole
+// has a deadline of one lease duration, and each call its own.
 func (w *Worker) tick(ctx context.Context) {
-	now := w.clock.Now()
-	rctx, cancel := context.WithTimeout(ctx, w.cfg.LeaseDuration/2)
+	ctx, cancelPass := context.WithTimeout(ctx, w.cfg.LeaseDuration)
+	defer cancelPass()
+	// A pass that ends, even on an error, shows the loop is not stuck.
+	defer func() { w.lastPass.Store(w.clock.Now().UnixNano()) }()
+	readStart := w.clock.Now()
+	rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
 	meta, err := w.meta.ReadMeta(rctx)
 	cancel()
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) {
 			w.log.Warn("cannot read the metadata table", "err", err)
 		}
 		return
 	}
+	// Observations are timed when the read returned: never earlier than what it saw.
+	now := w.clock.Now()
 	w.reportCorrupt(meta.Corrupt)
-	w.live.observe(now, meta.Workers)
+	w.live.observe(readStart, now, meta.Workers)
+	if meta.Coordinator != nil && meta.Coordinator.InitialPosition != "" {
+		w.startPos = *meta.Coordinator
+	}
 	rec := w.coordinate(ctx, now, meta)
-	fp := w.fingerprint(now, meta, rec)
+	fp := w.fingerprint(meta, rec)
 	if fp != w.lastChanges {
 		w.lastChanges = fp
 		w.fastUntil = now.Add(3 * w.cfg.PollInterval)
 	}
+	w.resolveUnsure(ctx)
 	w.balance(ctx, now, fp, rec)
 
 	leases := make([]string, 0, len(w.held))
@@ -424,7 +472,7 @@ func (w *Worker) tick(ctx context.Context) {
 	sort.Strings(leases)
 	owned := 0
 	for _, r := range meta.Workers {
-		if r.WorkerID != w.cfg.WorkerID && w.live.alive(r.WorkerID, now) {
+		if r.WorkerID != w.cfg.WorkerID && w.live.alive(r.WorkerID) {
 			owned += r.LeasesHeld
 		}
 	}

@@ -44,6 +44,8 @@ const (
 	attrRecommendedWorkers = "recommended_workers"
 	attrLeaseGeneration    = "lease_generation"
 	attrUpdatedAt          = "updated_at"
+	attrInitialPosition    = "initial_position"
+	attrInitialTimestamp   = "initial_timestamp"
 )
 
 // itemVersion is the format this code writes and the newest it can read.
@@ -367,6 +369,12 @@ func encodeCoordinator(key string, c lease.CoordinatorRecord) map[string]types.A
 	for _, v := range coordinatorValues(c) {
 		item[v.attr] = numAV(v.val)
 	}
+	if c.InitialPosition != "" {
+		item[attrInitialPosition] = strAV(c.InitialPosition)
+		if !c.InitialTimestamp.IsZero() {
+			item[attrInitialTimestamp] = strAV(formatTime(c.InitialTimestamp))
+		}
+	}
 	return item
 }
 
@@ -414,6 +422,15 @@ func decodeCoordinator(item map[string]types.AttributeValue) (lease.CoordinatorR
 	c.RecommendedWorkers = policy(attrRecommendedWorkers)
 	c.LeaseGeneration = r.int64(attrLeaseGeneration, true)
 	c.UpdatedAt = r.time(attrUpdatedAt)
+	if c.InitialPosition = r.str(attrInitialPosition, false); c.InitialPosition != "" {
+		switch c.InitialPosition {
+		case lease.TrimHorizon:
+		case lease.AtTimestamp:
+			c.InitialTimestamp = r.time(attrInitialTimestamp)
+		default:
+			r.fail(&decodeError{attrInitialPosition, fmt.Sprintf("is %q, expected %s or %s", c.InitialPosition, lease.TrimHorizon, lease.AtTimestamp)})
+		}
+	}
 	if r.err != nil {
 		return lease.CoordinatorRecord{}, r.err
 	}

@@ -147,7 +147,8 @@ func holderCondition(e *exprBuilder, rec lease.CoordinatorRecord) string {
 
 // UpdateCoordinator writes rec's values, provided the stored record still has rec's
 // CoordinatorID and Epoch (lease.ErrConflict otherwise). It increments the version, sets
-// updated_at to now and returns the record as written.
+// updated_at to now and returns the record as written. The initial position is written
+// only if none is stored yet.
 func (s *Store) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecord) (lease.CoordinatorRecord, error) {
 	if rec.CoordinatorID == "" {
 		return lease.CoordinatorRecord{}, errors.New("dynamostore: UpdateCoordinator: record has no coordinator id")
@@ -157,6 +158,15 @@ func (s *Store) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorReco
 	update := "SET "
 	for _, v := range coordinatorValues(rec) {
 		update += e.name(v.attr) + " = " + e.value(numAV(v.val)) + ", "
+	}
+	if rec.InitialPosition != "" {
+		// Recorded once: a later write never moves the application's starting point.
+		pos := e.name(attrInitialPosition)
+		update += pos + " = if_not_exists(" + pos + ", " + e.value(strAV(rec.InitialPosition)) + "), "
+		if !rec.InitialTimestamp.IsZero() {
+			ts := e.name(attrInitialTimestamp)
+			update += ts + " = if_not_exists(" + ts + ", " + e.value(strAV(formatTime(rec.InitialTimestamp))) + "), "
+		}
 	}
 	version := e.name(attrVersion)
 	update += version + " = " + version + " + " + e.value(numAV(1)) +

@@ -113,6 +113,14 @@ type CoordinatorRecord struct {
 	RecommendedWorkers int
 	// LeaseGeneration increases whenever the coordinator created or removed leases.
 	LeaseGeneration int64
+	// InitialPosition and InitialTimestamp are where the application started reading,
+	// recorded once by the first coordinator and never changed: TrimHorizon, or
+	// AtTimestamp with the timestamp (the application's first start, for Latest). Every
+	// lease the coordinator creates starts there, so a later shard sync (a new
+	// coordinator, a restart, a reshard) never reads what the first start skipped.
+	// Empty until recorded.
+	InitialPosition  string
+	InitialTimestamp time.Time
 	// UpdatedAt is a wall-clock time for people; no decision uses it.
 	UpdatedAt time.Time
 }

@@ -167,6 +167,13 @@ func (s *Meta) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecor
 	}
 	rec.Version = stored.Version + 1
 	rec.UpdatedAt = now
+	if stored.InitialPosition != "" || rec.InitialPosition == "" {
+		// Recorded once, as dynamostore's if_not_exists.
+		rec.InitialPosition, rec.InitialTimestamp = stored.InitialPosition, stored.InitialTimestamp
+	}
+	if !rec.InitialTimestamp.IsZero() {
+		rec.InitialTimestamp = rec.InitialTimestamp.UTC()
+	}
 	s.coordinator = &rec
 	return rec, nil
 }

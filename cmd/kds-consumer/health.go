@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -11,11 +10,10 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 )
 
-// healthHandler serves /health (liveness: the worker renews its heartbeat), /ready (the
+// healthHandler serves /health (liveness: consumer.Worker.Check), /ready (the
 // worker has joined: registered and read the metadata table) and /metrics (Prometheus).
 // None exposes configuration or credentials.
-func healthHandler(w *consumer.Worker, leaseDuration time.Duration, reg *prometheus.Registry) http.Handler {
-	started := time.Now()
+func healthHandler(w *consumer.Worker, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	reply := func(rw http.ResponseWriter, ok bool, body any) {
 		rw.Header().Set("Content-Type", "application/json")
@@ -25,19 +23,14 @@ func healthHandler(w *consumer.Worker, leaseDuration time.Duration, reg *prometh
 		_ = json.NewEncoder(rw).Encode(body)
 	}
 	mux.HandleFunc("GET /health", func(rw http.ResponseWriter, _ *http.Request) {
-		st := w.Status()
-		// Alive while starting, and while heartbeats succeed; a worker that cannot renew
-		// for several lease durations is better restarted.
-		last := st.LastHeartbeat
-		if last.IsZero() {
-			last = started
+		// Alive while starting, and while the control loop completes passes and heartbeats
+		// succeed (consumer.Worker.Check): a worker stuck for several lease durations is
+		// better restarted.
+		if err := w.Check(); err != nil {
+			reply(rw, false, map[string]any{"status": err.Error(), "worker_id": w.Status().WorkerID})
+			return
 		}
-		ok := time.Since(last) < 3*leaseDuration
-		status := "ok"
-		if !ok {
-			status = "heartbeat stale"
-		}
-		reply(rw, ok, map[string]any{"status": status, "worker_id": st.WorkerID})
+		reply(rw, true, map[string]any{"status": "ok", "worker_id": w.Status().WorkerID})
 	})
 	mux.HandleFunc("GET /ready", func(rw http.ResponseWriter, _ *http.Request) {
 		st := w.Status()

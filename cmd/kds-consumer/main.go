@@ -175,7 +175,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		return err
 	}
 
-	srv := &http.Server{Addr: s.HealthAddr, Handler: healthHandler(w, s.LeaseDuration, reg), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: s.HealthAddr, Handler: healthHandler(w, reg), ReadHeaderTimeout: 5 * time.Second}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.ListenAndServe() }()
 	defer func() {

@@ -124,6 +124,13 @@ type cluster struct {
 	started map[string]int64 // shard -> event order of its first record
 	lost    map[string]int   // worker -> LeaseLost calls
 	workers map[string]*runningWorker
+	// wrapLeases, wrapMeta and wrapStream, when set, wrap the stores each started worker
+	// sees (for faults of one kind of call).
+	wrapLeases func(LeaseStore) LeaseStore
+	wrapMeta   func(MetaStore) MetaStore
+	wrapStream func(Stream) Stream
+	// proc, when set, makes each worker's processors.
+	proc func(worker, shard string) RecordProcessor
 }
 
 type runningWorker struct {
@@ -182,7 +189,24 @@ func (c *cluster) start(id string, edit ...func(*Config)) *runningWorker {
 		LeaseTaken:    func(string, int64) { rw.takes.Add(1) },
 		LeaseReleased: func(string) { rw.rels.Add(1) },
 	}
-	w, err := New(cfg, cutLeases{c.leases, rw.cut}, cutMeta{c.meta, rw.cut}, c.stream, func(shard string) RecordProcessor {
+	var (
+		leases LeaseStore = cutLeases{c.leases, rw.cut}
+		meta   MetaStore  = cutMeta{c.meta, rw.cut}
+		str    Stream     = c.stream
+	)
+	if c.wrapLeases != nil {
+		leases = c.wrapLeases(leases)
+	}
+	if c.wrapMeta != nil {
+		meta = c.wrapMeta(meta)
+	}
+	if c.wrapStream != nil {
+		str = c.wrapStream(str)
+	}
+	w, err := New(cfg, leases, meta, str, func(shard string) RecordProcessor {
+		if c.proc != nil {
+			return c.proc(id, shard)
+		}
 		return &testProcessor{c: c, worker: id, shard: shard}
 	})
 	if err != nil {

@@ -50,7 +50,9 @@ type Config struct {
 
 	// LeaseDuration is how long a worker's heartbeat may stay unchanged, as seen on the
 	// observer's own clock, before other workers take its leases. A worker that cannot
-	// renew stops processing before this elapses. Default 10s; at least 1s.
+	// renew stops processing LeaseDuration/5 before this elapses. Every remote call has a
+	// deadline of LeaseDuration/2 and a control-loop pass one of LeaseDuration. Default 10s;
+	// at least 1s.
 	LeaseDuration time.Duration
 	// HeartbeatInterval is how often a worker renews its heartbeat. Default
 	// LeaseDuration/4; must be at most LeaseDuration/3 so a missed beat is survivable.
@@ -61,7 +63,9 @@ type Config struct {
 	// ShardSyncInterval is how often the coordinator lists the stream's shards. Default 5s.
 	ShardSyncInterval time.Duration
 	// LeaseScanInterval bounds how long a worker below its target goes without reading
-	// the lease table when nothing in the metadata table changed. Default 30s.
+	// the lease table when nothing in the metadata table changed, and how long a consumer
+	// goes without confirming that its lease is still its own (an accepted checkpoint
+	// confirms it, else one read of the lease). Default 30s.
 	LeaseScanInterval time.Duration
 	// StartupSettle is how long a new worker waits before its first take, so that workers
 	// started together see each other and split the shards evenly at once instead of one

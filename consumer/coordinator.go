@@ -314,7 +314,8 @@ func (w *Worker) recordInitialPosition(ctx context.Context, rec lease.Coordinato
 	next.InitialPosition = w.configuredPosition()
 	switch w.cfg.InitialPosition {
 	case lease.Latest:
-		next.InitialTimestamp = time.Now().UTC()
+		// Kinesis timestamps have millisecond precision: record the effective value.
+		next.InitialTimestamp = time.Now().UTC().Truncate(time.Millisecond)
 	case lease.AtTimestamp:
 		next.InitialTimestamp = w.cfg.InitialTimestamp.UTC()
 	}

@@ -4,34 +4,83 @@
 //
 // # Safety model
 //
-// A worker acts only on change it observed itself, timed on its own monotonic clock, so
-// clock skew between workers does not matter:
+// The promise: at any instant at most one worker may hand a shard's records to a
+// processor; checkpoints are fenced and never go backwards; a child shard is processed
+// only after its parents reached SHARD_END; nothing the initial position requires is lost.
+// The argument, piece by piece (the simulator in internal/sim tries thousands of seeded
+// fault schedules against exactly these claims):
 //
-//   - Every worker renews a heartbeat counter in its item of the metadata table. Another
-//     worker treats it as dead only after seeing that counter unchanged for LeaseDuration,
-//     counted from the moment it read the last new value; or at once when the worker
-//     wrote that it is gone (graceful shutdown).
-//   - A worker whose heartbeat write started at t stops processing by
-//     t + LeaseDuration - LeaseDuration/5 unless it renews again. No observer can have seen
-//     the heartbeat unchanged for LeaseDuration by then, so a worker that is cut off or
-//     paused stops before anyone may take its shards (self-fencing).
+//   - Liveness is judged only from what a worker read, timed on its own monotonic clock,
+//     so clock skew between workers does not matter. Another worker is expired (its
+//     leases may be taken) when it wrote that it is gone, or when a read that STARTED at
+//     least LeaseDuration after this worker first saw its current heartbeat still
+//     returned that heartbeat. News is dated when the read that brought it returned, never
+//     earlier (a heartbeat written while a slow read was in flight is not dated back), and
+//     expiry always needs a fresh confirming read, so stale observations (failed reads)
+//     expire nobody. Reads of the metadata table are strongly consistent for this reason.
+//   - Tenure: a heartbeat write that started at s and returned before the worker's
+//     current deadline extends it to s + LeaseDuration - LeaseDuration/5. Any observer
+//     dates that heartbeat after s, so no confirming read can start before s +
+//     LeaseDuration: the worker's deadline comes LeaseDuration/5 earlier. A write that
+//     returns at or after the deadline is a lapse: the lapse generation is bumped before
+//     validity is extended, and a consumer acts only while the worker is valid AND the
+//     generation is the one it started in, so a consumer that slept through a lapse never
+//     acts again (its lease may have changed hands meanwhile). A timer of its own fences
+//     the worker at the deadline (every consumer's context is cancelled), whatever the
+//     heartbeat goroutine is waiting for. Validity is checked on both the monotonic and
+//     the wall clock: the monotonic clock stops while a virtual machine is suspended, so a
+//     resumed worker finds itself fenced; a wall clock stepped forward costs a needless
+//     lapse, never safety.
 //   - Every change of a lease's owner is a conditional write on the owner and a counter
-//     that the write increments. Checkpoints are conditional on the same owner and
-//     counter, so a stale owner (a long GC pause, a network cut) can never overwrite the
-//     new owner's progress. The counter is handed to the RecordProcessor as LeaseEpoch so
-//     the application can fence its own writes the same way.
+//     (the epoch) that the write increments. Checkpoints are conditional on the same owner
+//     and epoch, so a stale owner (a long pause, a network cut) can never overwrite the new
+//     owner's progress. The epoch is handed to the RecordProcessor as LeaseEpoch so the
+//     application can fence its own writes the same way. A take that reports an error may
+//     have been applied (a lost response, a timeout, an SDK retry failing the condition the
+//     first try met): the lease is read back at once and every pass after until the read
+//     succeeds; a lease the table says is ours is taken again with a new epoch (or released
+//     at the target), never left owned and unprocessed.
+//   - Each consumer confirms its lease at least every LeaseScanInterval (an accepted
+//     checkpoint confirms it; otherwise it reads the lease), so it learns of a lease taken
+//     from it (an operator, a duplicate process) within that bound and gets LeaseLost,
+//     even if its processor never checkpoints or ignores ErrLeaseLost.
 //   - Exactly one worker is coordinator, by a conditional write on the coordinator item's
-//     epoch; it is replaced when its heartbeat goes stale, and its writes are conditional
-//     on its epoch. It computes max leases per worker =
-//     min(cap, ceil(open shards / workers)) and creates leases for new shards, parents
-//     before children.
-//   - A child shard is processed only after all its parents' leases reached SHARD_END.
+//     epoch; it is replaced when it expires by the rule above, and its writes are
+//     conditional on its epoch. It records the application's initial position once
+//     (TRIM_HORIZON, or AT_TIMESTAMP with LATEST's start time) before any lease exists and
+//     creates every lease at that position, open and closed shards alike, parents before
+//     children: every later sync by any coordinator does the same, so nothing skipped at the
+//     first start is read later and nothing after an AT_TIMESTAMP is skipped.
+//   - A child shard is processed only after all its parents' leases reached SHARD_END. A
+//     shard past the stream's retention (the stream exists, the shard is no longer listed)
+//     ends like a shard read to its end, so its children never wait forever. At the cap,
+//     parents are taken before leaves, so no child waits on a parent nobody may take.
+//   - Every remote call has a deadline (LeaseDuration/2; heartbeat writes
+//     HeartbeatInterval) and a control-loop pass one of LeaseDuration; Worker.Check turns
+//     red when the loop or the heartbeat has not completed for three lease durations.
+//   - A process whose worker id is in use by another live process (a StatefulSet pod
+//     replaced while the old one still runs) waits before its first heartbeat until the
+//     other's record is gone or expired, instead of taking its leases as "an earlier run"
+//     of itself. Two such processes started at the same instant are not told apart: their
+//     lease epochs and the consumers' lease confirmation still bound the overlap to
+//     LeaseScanInterval, but worker ids must be unique.
+//   - Shutdown releases every lease after the processor checkpointed, then marks the worker
+//     gone so others take its shards at once. It ends within ShutdownTimeout +
+//     LeaseDuration/5 even when a processor ignores its context; such a lease is left to
+//     expire and the worker is not marked gone. A heartbeat write that lands after the
+//     "gone" write carries an older heartbeat and is ignored by observers.
+//   - The alive threshold equals the takeover threshold on purpose: a worker whose leases
+//     may be taken is not counted by the coordinator, so the target always covers the
+//     shards that are free to take; a paused worker that comes back lapsed and starts from
+//     scratch, and the target falls back with one release round.
 //
 // What it does not guarantee: exactly-once processing. After a crash or a cut-off, the
 // records since the shard's last checkpoint are processed again by the next owner.
 // Planned moves (rebalancing, shutdown) let the processor checkpoint first, so a
-// processor that checkpoints in ShutdownRequested sees no duplicates. Liveness assumes
-// that clocks advance at about the same rate, not that they agree.
+// processor that checkpoints in ShutdownRequested sees no duplicates. A batch whose
+// processing failed is retried from after the processor's last accepted checkpoint.
+// Liveness assumes that clocks advance at about the same rate (within the
+// LeaseDuration/5 margin), not that they agree.
 //
 // # Cost
 //

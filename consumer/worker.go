@@ -159,6 +159,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("worker %s: cannot read stream %q: %w", w.cfg.WorkerID, w.cfg.StreamName, err)
 	}
+	if err := w.waitForOtherProcess(ctx); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err := w.beat(ctx, lease.WorkerActive); err != nil {
 		return fmt.Errorf("worker %s: cannot register in the metadata table: %w", w.cfg.WorkerID, err)
 	}
@@ -207,6 +213,43 @@ func (w *Worker) Run(ctx context.Context) error {
 			next = now.Add(w.cfg.PollInterval)
 		}
 	}
+}
+
+// waitForOtherProcess waits, before this process writes its first heartbeat, while
+// another process with the same worker id is alive: its record shows another incarnation
+// that is neither gone nor expired on this process's reads. A StatefulSet pod replaced
+// while the old one still runs (force-deleted on a partitioned node) would otherwise take
+// the old one's leases as "an earlier run" of itself while the old one still processes
+// them. It returns an error only when the metadata table cannot be read at all.
+func (w *Worker) waitForOtherProcess(ctx context.Context) error {
+	waiting := false
+	for ctx.Err() == nil {
+		start := w.clock.Now()
+		rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+		meta, err := w.meta.ReadMeta(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("worker %s: cannot read the metadata table: %w", w.cfg.WorkerID, err)
+		}
+		w.live.observe(start, w.clock.Now(), meta.Workers)
+		rec, ok := w.live.record(w.cfg.WorkerID)
+		if !ok || rec.Incarnation == w.incarnation || w.live.expired(w.cfg.WorkerID) {
+			if waiting {
+				w.log.Info("the other process with this worker id stopped; starting")
+			}
+			return nil
+		}
+		if !waiting {
+			waiting = true
+			w.log.Error("another process is running with this worker id: waiting until it stops (worker ids must be unique)",
+				"other_incarnation", rec.Incarnation, "other_started_at", rec.StartedAt, "other_heartbeat", rec.Heartbeat)
+		}
+		_ = clock.Sleep(ctx, w.clock, w.cfg.PollInterval)
+	}
+	return nil
 }
 
 // callTimeout bounds every remote call of the control loop and the consumers (heartbeat

@@ -1,0 +1,194 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/consumer"
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/memstore"
+)
+
+// recorder appends to the Log. Its lock also orders store writes with deliveries: a
+// write is applied and stamped under it, so a stamp's Seq is the write's true place.
+type recorder struct {
+	mu  sync.Mutex
+	t0  time.Time
+	seq int64
+	log *Log
+}
+
+// stampLocked returns the next stamp; r.mu is held.
+func (r *recorder) stampLocked() Stamp {
+	r.seq++
+	return Stamp{At: time.Since(r.t0), Seq: r.seq}
+}
+
+func (r *recorder) stamp() Stamp {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stampLocked()
+}
+
+func (r *recorder) add(f func(st Stamp, l *Log)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(r.stampLocked(), r.log)
+}
+
+// recLeases is the shared lease table: memstore with every applied write recorded.
+// Faults are injected above it, per process.
+type recLeases struct {
+	inner *memstore.Leases
+	r     *recorder
+}
+
+var _ consumer.LeaseStore = (*recLeases)(nil)
+
+func (s *recLeases) ListLeases(ctx context.Context) (lease.Table, error) {
+	return s.inner.ListLeases(ctx)
+}
+
+func (s *recLeases) GetLease(ctx context.Context, id string) (lease.Lease, error) {
+	return s.inner.GetLease(ctx, id)
+}
+
+func (s *recLeases) CreateLease(ctx context.Context, l lease.Lease) error {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	err := s.inner.CreateLease(ctx, l)
+	if err == nil {
+		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpCreate, Shard: l.ShardID, Checkpoint: l.Checkpoint})
+	}
+	return err
+}
+
+func (s *recLeases) TakeLease(ctx context.Context, o lease.Lease, owner string) (lease.Lease, error) {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	l, err := s.inner.TakeLease(ctx, o, owner)
+	if err == nil {
+		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpTake, Shard: l.ShardID,
+			Owner: owner, Counter: l.Counter, Checkpoint: l.Checkpoint})
+	}
+	return l, err
+}
+
+func (s *recLeases) ReleaseLease(ctx context.Context, h lease.Lease, cp string) error {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	err := s.inner.ReleaseLease(ctx, h, cp)
+	if err == nil {
+		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpRelease, Shard: h.ShardID,
+			Owner: h.Owner, Counter: h.Counter + 1, Checkpoint: cp})
+	}
+	return err
+}
+
+func (s *recLeases) Checkpoint(ctx context.Context, h lease.Lease, cp string, behind int64) error {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	err := s.inner.Checkpoint(ctx, h, cp, behind)
+	if err == nil {
+		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpCheckpoint, Shard: h.ShardID,
+			Owner: h.Owner, Counter: h.Counter, Checkpoint: cp})
+	}
+	return err
+}
+
+// processor is the application: it records every successful ProcessRecords call and
+// misbehaves now and then, as applications do.
+type processor struct {
+	p     *proc
+	shard string
+	epoch int64
+	last  string // last record of the last successful batch
+}
+
+var errApp = errors.New("sim: application error")
+
+func (pr *processor) Initialize(ctx context.Context, in consumer.InitializeInput) error {
+	if _, err := pr.p.waitResume(ctx); err != nil {
+		return err
+	}
+	pr.epoch = in.LeaseEpoch
+	if pr.p.sim.faulty() && pr.p.float() < 0.02 {
+		return errApp
+	}
+	return nil
+}
+
+func (pr *processor) ProcessRecords(ctx context.Context, in consumer.ProcessRecordsInput) error {
+	paused, err := pr.p.waitResume(ctx)
+	if err != nil {
+		return err
+	}
+	st := pr.p.sim.rec.stamp()
+	if _, _, killed := pr.p.state(); killed {
+		return errKilled
+	}
+	faulty := pr.p.sim.faulty()
+	x := pr.p.float()
+	last := in.Records[len(in.Records)-1].SequenceNumber
+	var ret error
+	switch {
+	case faulty && x < 0.04:
+		return errApp // fails before doing anything: the batch is retried
+	case faulty && x < 0.08:
+		// Checkpoints part of the batch, then fails: the batch is retried.
+		mid := in.Records[len(in.Records)/2].SequenceNumber
+		_ = in.Checkpointer.Checkpoint(ctx, mid)
+		return errApp
+	case x < 0.15:
+		// Does not checkpoint this batch.
+	default:
+		if err := in.Checkpointer.Checkpoint(ctx, last); err != nil {
+			switch {
+			case errors.Is(err, consumer.ErrLeaseLost) && pr.p.float() < 0.7:
+				ret = err
+			case !errors.Is(err, consumer.ErrLeaseLost) && pr.p.float() < 0.5:
+				ret = err
+			}
+		}
+	}
+	if ret != nil {
+		return ret
+	}
+	seqs := make([]string, len(in.Records))
+	for i, r := range in.Records {
+		seqs[i] = r.SequenceNumber
+	}
+	pr.p.sim.rec.add(func(_ Stamp, l *Log) {
+		l.Deliveries = append(l.Deliveries, Delivery{Stamp: st, Worker: pr.p.id, Inc: pr.p.inc, Shard: in.ShardID,
+			Epoch: in.LeaseEpoch, Seqs: seqs, Paused: paused})
+	})
+	pr.last = last
+	return nil
+}
+
+func (pr *processor) ShardEnded(ctx context.Context, cp consumer.Checkpointer) error {
+	if _, err := pr.p.waitResume(ctx); err != nil {
+		return err
+	}
+	if pr.p.sim.faulty() && pr.p.float() < 0.03 {
+		return errApp
+	}
+	if pr.last != "" && pr.p.float() < 0.5 {
+		_ = cp.Checkpoint(ctx, pr.last)
+	}
+	return nil
+}
+
+func (pr *processor) ShutdownRequested(ctx context.Context, cp consumer.Checkpointer) error {
+	if _, err := pr.p.waitResume(ctx); err != nil {
+		return err
+	}
+	if pr.last != "" {
+		return cp.Checkpoint(ctx, pr.last)
+	}
+	return nil
+}
+
+func (pr *processor) LeaseLost(ctx context.Context) {}

@@ -254,7 +254,8 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // CheckOrder: within one tenure of one process (shard, epoch, worker incarnation),
-// successful deliveries have strictly increasing sequence numbers.
+// successful deliveries have strictly increasing sequence numbers. A failed call is
+// retried, so what it processed may come again; it is left out.
 func CheckOrder(l *Log) []Violation {
 	type key struct {
 		shard, worker string
@@ -265,6 +266,9 @@ func CheckOrder(l *Log) []Violation {
 	reported := map[key]bool{}
 	var out []Violation
 	for _, d := range sortedDeliveries(l) {
+		if d.Failed {
+			continue
+		}
 		k := key{d.Shard, d.Worker, d.Inc, d.Epoch}
 		for _, s := range d.Seqs {
 			if p, ok := last[k]; ok && cmpSeq(s, p) <= 0 && !reported[k] {

@@ -207,6 +207,9 @@ func TestCheckOrder(t *testing.T) {
 		{"out of order within a batch", func(l *Log) {
 			l.Deliveries[0].Seqs = seqs(2, 1)
 		}, KindOrder, "delivered 1 after 2"},
+		{"a failed call is retried", func(l *Log) {
+			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(12.2), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(3), Failed: true})
+		}, "", ""},
 		{"a new tenure may repeat", func(l *Log) {
 			l.Deliveries[2].Seqs = seqs(3, 4)
 		}, "", ""},

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"math/big"
+	"sort"
 	"strings"
 	"time"
 
@@ -21,7 +22,9 @@ type Stamp struct {
 // Before reports whether s happened before o.
 func (s Stamp) Before(o Stamp) bool { return s.Seq < o.Seq }
 
-// Delivery is one ProcessRecords call that returned nil, stamped at its start.
+// Delivery is one ProcessRecords call that processed records, stamped at its start.
+// Seqs are the records it processed: the whole batch, or a prefix when the processor
+// checkpointed part of the batch and then failed.
 type Delivery struct {
 	Stamp
 	Worker string
@@ -32,6 +35,9 @@ type Delivery struct {
 	// Paused is set when the call was made while the process was paused, so that its
 	// stamp is the end of the pause: the worker decided to deliver before or during it.
 	Paused bool
+	// Failed is set when the call returned an error after processing Seqs (and trying
+	// to checkpoint them): the worker retries the batch.
+	Failed bool
 }
 
 // Write is one applied lease-table write: CreateLease ("create"), TakeLease ("take"),
@@ -185,4 +191,39 @@ func cpRank(cp string) int {
 		return 2
 	}
 	return 1
+}
+
+// Timeline describes what the log holds for one shard, in order: lease writes,
+// deliveries and trims, for reading a violation by hand.
+func (l *Log) Timeline(shard string) []string {
+	type ev struct {
+		Stamp
+		s string
+	}
+	var evs []ev
+	for _, w := range l.Writes {
+		if w.Shard == shard {
+			evs = append(evs, ev{w.Stamp, fmt.Sprintf("%s owner=%s counter=%d checkpoint=%s", w.Op, w.Owner, w.Counter, trimSeq(w.Checkpoint))})
+		}
+	}
+	for _, d := range l.Deliveries {
+		if d.Shard == shard {
+			p := ""
+			if d.Paused {
+				p = " (called while paused)"
+			}
+			evs = append(evs, ev{d.Stamp, fmt.Sprintf("deliver %s#%d epoch=%d %s%s", d.Worker, d.Inc, d.Epoch, seqRange(d.Seqs), p)})
+		}
+	}
+	for _, t := range l.Trims {
+		if t.Shard == shard {
+			evs = append(evs, ev{t.Stamp, "trimmed"})
+		}
+	}
+	sort.Slice(evs, func(i, j int) bool { return evs[i].Seq < evs[j].Seq })
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = fmt.Sprintf("t=%s %s", fmtDur(e.At), e.s)
+	}
+	return out
 }

@@ -98,8 +98,11 @@ func (s *recLeases) Checkpoint(ctx context.Context, h lease.Lease, cp string, be
 	return err
 }
 
-// processor is the application: it records every successful ProcessRecords call and
-// misbehaves now and then, as applications do.
+// processor is the application: it records the records it processed in every
+// ProcessRecords call and misbehaves now and then, as applications do. A call that
+// fails before processing anything records nothing; a call that processed records
+// (and tried to checkpoint them) and then fails records them as a failed delivery: the
+// checkpoint may have been applied, so the next owner may rightly never see them again.
 type processor struct {
 	p     *proc
 	shard string
@@ -131,16 +134,17 @@ func (pr *processor) ProcessRecords(ctx context.Context, in consumer.ProcessReco
 	}
 	faulty := pr.p.sim.faulty()
 	x := pr.p.float()
-	last := in.Records[len(in.Records)-1].SequenceNumber
+	recs := in.Records
+	last := recs[len(recs)-1].SequenceNumber
 	var ret error
 	switch {
 	case faulty && x < 0.04:
-		return errApp // fails before doing anything: the batch is retried
+		return errApp // fails before processing anything: the batch is retried
 	case faulty && x < 0.08:
-		// Checkpoints part of the batch, then fails: the batch is retried.
-		mid := in.Records[len(in.Records)/2].SequenceNumber
-		_ = in.Checkpointer.Checkpoint(ctx, mid)
-		return errApp
+		// Processes and checkpoints half of the batch, then fails: the batch is retried.
+		recs = recs[:len(recs)/2+1]
+		_ = in.Checkpointer.Checkpoint(ctx, recs[len(recs)-1].SequenceNumber)
+		ret = errApp
 	case x < 0.15:
 		// Does not checkpoint this batch.
 	default:
@@ -153,19 +157,18 @@ func (pr *processor) ProcessRecords(ctx context.Context, in consumer.ProcessReco
 			}
 		}
 	}
-	if ret != nil {
-		return ret
-	}
-	seqs := make([]string, len(in.Records))
-	for i, r := range in.Records {
+	seqs := make([]string, len(recs))
+	for i, r := range recs {
 		seqs[i] = r.SequenceNumber
 	}
 	pr.p.sim.rec.add(func(_ Stamp, l *Log) {
 		l.Deliveries = append(l.Deliveries, Delivery{Stamp: st, Worker: pr.p.id, Inc: pr.p.inc, Shard: in.ShardID,
-			Epoch: in.LeaseEpoch, Seqs: seqs, Paused: paused})
+			Epoch: in.LeaseEpoch, Seqs: seqs, Paused: paused, Failed: ret != nil})
 	})
-	pr.last = last
-	return nil
+	if ret == nil {
+		pr.last = last
+	}
+	return ret
 }
 
 func (pr *processor) ShardEnded(ctx context.Context, cp consumer.Checkpointer) error {

@@ -14,7 +14,7 @@ import (
 
 // ciSeeds is the default seed count: sized so that `go test -race ./internal/sim`
 // stays under about three minutes on two cores.
-const ciSeeds = 48
+const ciSeeds = 300
 
 var (
 	flagSeeds = flag.Int("sim.seeds", ciSeeds, "number of seeds to simulate")
@@ -95,7 +95,15 @@ func TestSimulate(t *testing.T) {
 			}
 			vs := CheckAll(l)
 			sum.add(seed, l, vs)
-			report(t, seed, vs, len(vs))
+			shown := map[string]bool{}
+			for _, v := range vs {
+				if v.Shard == "" || shown[v.Shard] {
+					continue
+				}
+				shown[v.Shard] = true
+				t.Logf("timeline of %s (parents %v):\n  %s", v.Shard, l.Shards[v.Shard].Parents, strings.Join(l.Timeline(v.Shard), "\n  "))
+			}
+			report(t, seed, l, vs, len(vs))
 		})
 		t.Log(sum)
 		return
@@ -110,7 +118,7 @@ func TestSimulate(t *testing.T) {
 					l := Run(Generate(seed, size), Options{})
 					vs := CheckAll(l)
 					sum.add(seed, l, vs)
-					report(t, seed, vs, *flagMax)
+					report(t, seed, l, vs, *flagMax)
 				})
 			})
 		}
@@ -132,12 +140,12 @@ func sizeFlag(t *testing.T) Size {
 	return Size{}
 }
 
-func report(t *testing.T, seed uint64, vs []Violation, show int) {
+func report(t *testing.T, seed uint64, l *Log, vs []Violation, show int) {
 	if len(vs) == 0 {
 		return
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d: %d violations:", seed, len(vs))
+	fmt.Fprintf(&b, "seed %d (%s, last fault t=%s): %d violations:", seed, l.Position, fmtDur(l.LastFault), len(vs))
 	for i, v := range vs {
 		if i == show {
 			fmt.Fprintf(&b, "\n  ... %d more", len(vs)-show)

@@ -215,7 +215,7 @@ func (p *proc) draw(write, cond, isStream bool) plan {
 		} else {
 			pl.fail = errThrottled
 		}
-	case x < 0.041 || !isStream && x < 0.045:
+	case p.sim.sc.Hangs && (x < 0.041 || !isStream && x < 0.045):
 		pl.hang = true
 	case write && x < 0.065:
 		pl.lost = true

@@ -34,6 +34,10 @@ type Scenario struct {
 	Trims bool
 	// MaxOpen bounds the open shards resharding may reach.
 	MaxOpen int
+	// Hangs says whether calls may hang until their context ends (a third of the
+	// scenarios: one hang without a deadline can stall a worker for good, which would
+	// hide every other finding).
+	Hangs bool
 }
 
 // EventKind is a kind of scheduled fault.
@@ -109,6 +113,7 @@ func Generate(seed uint64, size Size) Scenario {
 		Quiet:         dur(r, size.MinQuiet, size.MaxQuiet).Round(time.Second),
 		Trims:         r.IntN(3) == 0,
 		MaxOpen:       size.MaxOpenShards,
+		Hangs:         r.IntN(3) == 0,
 	}
 	switch r.IntN(3) {
 	case 0:
@@ -117,9 +122,10 @@ func Generate(seed uint64, size Size) Scenario {
 		sc.Position = lease.Latest
 	default:
 		sc.Position = lease.AtTimestamp
-		// On a whole second (stored timestamps have millisecond precision), somewhere
-		// among the records put before the start or shortly after it.
-		sc.InitialTimestamp = dur(r, 2*time.Second, sc.PreStart+15*time.Second).Truncate(time.Second) + time.Second
+		// On a whole second (stored timestamps have millisecond precision), among the
+		// records put before the start: in the past when the workers start (Kinesis
+		// returns records before a future timestamp).
+		sc.InitialTimestamp = dur(r, time.Second, sc.PreStart-time.Second).Truncate(time.Second) + time.Second
 	}
 	// Kinds weighted by how often they happen.
 	kinds := []struct {
@@ -180,6 +186,6 @@ func (sc Scenario) String() string {
 	if sc.Position == lease.AtTimestamp {
 		s += fmt.Sprintf(" t=%s", sc.InitialTimestamp)
 	}
-	return s + fmt.Sprintf(", pre-start %s, put every %s, faults %s, quiet %s, trims %v; events: %s",
-		sc.PreStart, sc.ProduceEvery, sc.FaultPhase, sc.Quiet, sc.Trims, strings.Join(ev, " "))
+	return s + fmt.Sprintf(", pre-start %s, put every %s, faults %s, quiet %s, trims %v, hangs %v; events: %s",
+		sc.PreStart, sc.ProduceEvery, sc.FaultPhase, sc.Quiet, sc.Trims, sc.Hangs, strings.Join(ev, " "))
 }

@@ -115,6 +115,8 @@ type Log struct {
 	// began) is set for AT_TIMESTAMP.
 	Position         string
 	InitialTimestamp time.Duration
+	// Hangs is set when calls could hang until their context ended.
+	Hangs bool
 	// FirstStart is when the first worker started.
 	FirstStart time.Duration
 	// RecordedStart is the application's start time as recorded in the coordinator item,

@@ -156,6 +156,7 @@ func Run(sc Scenario, opts Options) *Log {
 	l.Cap = lease.DefaultCap
 	l.Position = sc.Position
 	l.InitialTimestamp = sc.InitialTimestamp
+	l.Hangs = sc.Hangs
 	l.FirstStart = s.start.Sub(t0)
 	l.RecordedStart = recordedStart(s.meta.Snapshot().Coordinator, sc.Position, t0)
 	l.LastFault = s.lastFault.Sub(t0)

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -17,11 +18,12 @@ import (
 const ciSeeds = 300
 
 var (
-	flagSeeds = flag.Int("sim.seeds", ciSeeds, "number of seeds to simulate")
-	flagStart = flag.Uint64("sim.start", 1, "first seed")
-	flagSeed  = flag.Int64("sim.seed", -1, "simulate this one seed only, with the workers' logs")
-	flagSize  = flag.String("sim.size", "small", "scenario size: small (up to 4 workers, 6 shards) or full (up to 6 workers, 16 shards, 240s of faults)")
-	flagMax   = flag.Int("sim.show", 12, "violations printed per failing seed")
+	flagSeeds    = flag.Int("sim.seeds", ciSeeds, "number of seeds to simulate")
+	flagStart    = flag.Uint64("sim.start", 1, "first seed")
+	flagSeed     = flag.Int64("sim.seed", -1, "simulate this one seed only, with the workers' logs")
+	flagSize     = flag.String("sim.size", "small", "scenario size: small (up to 4 workers, 6 shards) or full (up to 6 workers, 16 shards, 240s of faults)")
+	flagMax      = flag.Int("sim.show", 12, "violations printed per failing seed")
+	flagAttempts = flag.Int("sim.attempts", 20, "with -sim.seed: attempts until the seed reports violations")
 )
 
 type summary struct {
@@ -83,28 +85,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func TestSimulate(t *testing.T) {
 	sum := &summary{byKind: map[string]int{}, seedKind: map[string][]uint64{}}
 	if *flagSeed >= 0 {
-		seed := uint64(*flagSeed)
-		size := sizeFlag(t)
-		synctest.Test(t, func(t *testing.T) {
-			sc := Generate(seed, size)
-			t.Log(sc)
-			opts := Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-			l := Run(sc, opts)
-			for _, f := range l.Faults {
-				t.Logf("fault t=%s: %s", fmtDur(f.At), f.What)
-			}
-			vs := CheckAll(l)
-			sum.add(seed, l, vs)
-			shown := map[string]bool{}
-			for _, v := range vs {
-				if v.Shard == "" || shown[v.Shard] {
-					continue
-				}
-				shown[v.Shard] = true
-				t.Logf("timeline of %s (parents %v):\n  %s", v.Shard, l.Shards[v.Shard].Parents, strings.Join(l.Timeline(v.Shard), "\n  "))
-			}
-			report(t, seed, l, vs, len(vs))
-		})
+		runOne(t, uint64(*flagSeed), sum)
 		t.Log(sum)
 		return
 	}
@@ -129,6 +110,48 @@ func TestSimulate(t *testing.T) {
 	}
 }
 
+// runOne runs one seed with the workers' logs. Goroutines that run at the same virtual
+// instant are not ordered by the seed (nor is the library's back-off jitter), so a seed
+// that failed in a batch may need a few attempts to fail again: it is run up to
+// -sim.attempts times until it reports violations, and the logs of that attempt (or of
+// the last one) are printed.
+func runOne(t *testing.T, seed uint64, sum *summary) {
+	size := sizeFlag(t)
+	sc := Generate(seed, size)
+	t.Log(sc)
+	var (
+		l    *Log
+		vs   []Violation
+		logs bytes.Buffer
+	)
+	for attempt := 1; attempt <= *flagAttempts; attempt++ {
+		logs.Reset()
+		synctest.Test(t, func(t *testing.T) {
+			opts := Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			l = Run(sc, opts)
+		})
+		vs = CheckAll(l)
+		if len(vs) > 0 {
+			t.Logf("attempt %d of %d reported violations", attempt, *flagAttempts)
+			break
+		}
+	}
+	t.Log("worker logs:\n" + logs.String())
+	for _, f := range l.Faults {
+		t.Logf("fault t=%s: %s", fmtDur(f.At), f.What)
+	}
+	sum.add(seed, l, vs)
+	shown := map[string]bool{}
+	for _, v := range vs {
+		if v.Shard == "" || shown[v.Shard] {
+			continue
+		}
+		shown[v.Shard] = true
+		t.Logf("timeline of %s (parents %v):\n  %s", v.Shard, l.Shards[v.Shard].Parents, strings.Join(l.Timeline(v.Shard), "\n  "))
+	}
+	report(t, seed, l, vs, len(vs))
+}
+
 func sizeFlag(t *testing.T) Size {
 	switch *flagSize {
 	case "small":
@@ -145,7 +168,11 @@ func report(t *testing.T, seed uint64, l *Log, vs []Violation, show int) {
 		return
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d (%s, last fault t=%s): %d violations:", seed, l.Position, fmtDur(l.LastFault), len(vs))
+	hangs := ""
+	if l.Hangs {
+		hangs = ", hangs"
+	}
+	fmt.Fprintf(&b, "seed %d (%s%s, last fault t=%s): %d violations:", seed, l.Position, hangs, fmtDur(l.LastFault), len(vs))
 	for i, v := range vs {
 		if i == show {
 			fmt.Fprintf(&b, "\n  ... %d more", len(vs)-show)

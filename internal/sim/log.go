@@ -214,6 +214,9 @@ func (l *Log) Timeline(shard string) []string {
 			if d.Paused {
 				p = " (called while paused)"
 			}
+			if d.Failed {
+				p += " (the call then failed)"
+			}
 			evs = append(evs, ev{d.Stamp, fmt.Sprintf("deliver %s#%d epoch=%d %s%s", d.Worker, d.Inc, d.Epoch, seqRange(d.Seqs), p)})
 		}
 	}

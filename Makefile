@@ -54,9 +54,10 @@ SEEDS ?= 2000
 SEED  ?=
 START ?= 1
 SIZE  ?= full
-sim: ## virtual-time simulation of real workers under seeded faults: SEEDS=2000 seeds from START=1 (SIZE=full|small); SEED=123 reruns one seed with the worker logs
+KIND  ?=
+sim: ## virtual-time simulation of real workers under seeded faults: SEEDS=2000 seeds from START=1 (SIZE=full|small); SEED=123 [KIND=exclusive] reruns one seed with the worker logs
 	@if [ -n "$(SEED)" ]; then \
-		$(GO) test -count=1 -timeout 10m -run '^TestSimulate$$' -v ./internal/sim -sim.seed=$(SEED) -sim.size=$(SIZE); \
+		$(GO) test -count=1 -timeout 10m -run '^TestSimulate$$' -v ./internal/sim -sim.seed=$(SEED) -sim.size=$(SIZE) -sim.kind=$(KIND); \
 	else \
 		$(GO) test -count=1 -timeout 120m -run '^TestSimulate$$' ./internal/sim -sim.seeds=$(SEEDS) -sim.start=$(START) -sim.size=$(SIZE) \
 			| grep -vE '^\s+--- FAIL: TestSimulate/seeds/[0-9]+ |^=== '; \

@@ -15,7 +15,7 @@ import (
 
 // ciSeeds is the default seed count: sized so that `go test -race ./internal/sim`
 // stays under about three minutes on two cores.
-const ciSeeds = 300
+const ciSeeds = 500
 
 var (
 	flagSeeds    = flag.Int("sim.seeds", ciSeeds, "number of seeds to simulate")
@@ -24,6 +24,7 @@ var (
 	flagSize     = flag.String("sim.size", "small", "scenario size: small (up to 4 workers, 6 shards) or full (up to 6 workers, 16 shards, 240s of faults)")
 	flagMax      = flag.Int("sim.show", 12, "violations printed per failing seed")
 	flagAttempts = flag.Int("sim.attempts", 20, "with -sim.seed: attempts until the seed reports violations")
+	flagKind     = flag.String("sim.kind", "", "with -sim.seed: attempt until a violation of this kind (default any)")
 )
 
 type summary struct {
@@ -131,7 +132,7 @@ func runOne(t *testing.T, seed uint64, sum *summary) {
 			l = Run(sc, opts)
 		})
 		vs = CheckAll(l)
-		if len(vs) > 0 {
+		if hasKind(vs, *flagKind) {
 			t.Logf("attempt %d of %d reported violations", attempt, *flagAttempts)
 			break
 		}
@@ -150,6 +151,15 @@ func runOne(t *testing.T, seed uint64, sum *summary) {
 		t.Logf("timeline of %s (parents %v):\n  %s", v.Shard, l.Shards[v.Shard].Parents, strings.Join(l.Timeline(v.Shard), "\n  "))
 	}
 	report(t, seed, l, vs, len(vs))
+}
+
+func hasKind(vs []Violation, kind string) bool {
+	for _, v := range vs {
+		if kind == "" || v.Kind == kind {
+			return true
+		}
+	}
+	return false
 }
 
 func sizeFlag(t *testing.T) Size {

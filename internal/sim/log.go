@@ -205,7 +205,11 @@ func (l *Log) Timeline(shard string) []string {
 	var evs []ev
 	for _, w := range l.Writes {
 		if w.Shard == shard {
-			evs = append(evs, ev{w.Stamp, fmt.Sprintf("%s owner=%s counter=%d checkpoint=%s", w.Op, w.Owner, w.Counter, trimSeq(w.Checkpoint))})
+			cp := "(unchanged)"
+			if w.Checkpoint != "" {
+				cp = trimSeq(w.Checkpoint)
+			}
+			evs = append(evs, ev{w.Stamp, fmt.Sprintf("%s owner=%s counter=%d checkpoint=%s", w.Op, w.Owner, w.Counter, cp)})
 		}
 	}
 	for _, d := range l.Deliveries {

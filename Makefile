@@ -27,7 +27,7 @@ include deploy/k8s/k8s.mk
 
 DURATION ?= 90s
 
-.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench fuzz \
+.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench fuzz sim \
 	status logs logs-worker monitor metadata leases scale-workers test-shards test-workers \
 	restart-worker restart-all clean
 
@@ -49,6 +49,19 @@ fuzz: ## every fuzz target for a fixed execution count (FUZZ_SCALE=10 for ten ti
 
 chaos: build ## chaos run: kill/stop/cut/pause/throttle workers, shards 30->60->30, workers 3->5->2, prove the invariants (DURATION=90s; long form e.g. DURATION=30m)
 	$(BIN)/kds-chaos --duration $(DURATION) --bin $(BIN)
+
+SEEDS ?= 2000
+SEED  ?=
+START ?= 1
+SIZE  ?= full
+KIND  ?=
+sim: ## virtual-time simulation of real workers under seeded faults: SEEDS=2000 seeds from START=1 (SIZE=full|small); SEED=123 [KIND=exclusive] reruns one seed with the worker logs
+	@if [ -n "$(SEED)" ]; then \
+		$(GO) test -count=1 -timeout 10m -run '^TestSimulate$$' -v ./internal/sim -sim.seed=$(SEED) -sim.size=$(SIZE) -sim.kind=$(KIND); \
+	else \
+		$(GO) test -count=1 -timeout 120m -run '^TestSimulate$$' ./internal/sim -sim.seeds=$(SEEDS) -sim.start=$(START) -sim.size=$(SIZE) \
+			| grep -vE '^\s+--- FAIL: TestSimulate/seeds/[0-9]+ |^=== '; \
+	fi
 
 bench: build ## benchmarks on the real engines, one table (KDS_BENCH_RUNS=3); record it in docs/BENCHMARKS.md
 	KDS_BENCH_OUT=$${KDS_BENCH_OUT:-.run/bench.md} $(GO) test -tags bench -run TestBenchmarks -count=1 -timeout 60m -v ./e2e | grep -v '^{'

@@ -29,7 +29,7 @@ const seqWidth = 21
 var ErrInvalidArgument = errors.New("invalid argument")
 
 // Stream is an in-memory Kinesis stream implementing consumer.Stream. Records are kept
-// forever (there is no retention period).
+// until TrimShard removes a closed shard (there is no retention period otherwise).
 //
 // Operation names for Calls, ShardCalls and InjectError are "ListShards",
 // "GetShardIterator" and "GetRecords". InjectError also accepts "GetRecords/<shard id>"
@@ -55,9 +55,13 @@ type Stream struct {
 
 	mu     sync.Mutex
 	shards map[string]*shard
-	all    []*shard // in creation order, which is shard id order
+	all    []*shard // in creation order, which is shard id order; trimmed shards removed
 	open   []*shard // sorted by hash range; together they cover the whole range
 	seq    uint64   // last sequence number handed out
+	// created counts every shard ever created, trimmed ones included, so ids never repeat.
+	created int
+	// trimmed keeps the shards removed by TrimShard, for their children's parent links.
+	trimmed map[string]*shard
 }
 
 type shard struct {
@@ -89,7 +93,8 @@ func NewStream(n int) *Stream {
 
 // addLocked creates a shard with the next id.
 func (s *Stream) addLocked(info stream.Shard, start, end *big.Int) *shard {
-	info.ID = fmt.Sprintf("shardId-%012d", len(s.all))
+	info.ID = fmt.Sprintf("shardId-%012d", s.created)
+	s.created++
 	sh := &shard{info: info, start: start, end: end}
 	s.shards[info.ID] = sh
 	s.all = append(s.all, sh)
@@ -277,7 +282,11 @@ func (s *Stream) GetRecords(ctx context.Context, iterator string, limit int) (st
 	}
 	if sh.info.Closed && j == len(sh.records) {
 		for _, id := range sh.children {
-			b.ChildShards = append(b.ChildShards, stream.ChildShard{ShardID: id, ParentShardIDs: s.shards[id].info.Parents()})
+			ch, ok := s.shards[id]
+			if !ok {
+				ch = s.trimmed[id]
+			}
+			b.ChildShards = append(b.ChildShards, stream.ChildShard{ShardID: id, ParentShardIDs: ch.info.Parents()})
 		}
 		return b, nil
 	}
@@ -344,6 +353,30 @@ func (s *Stream) UpdateShardCount(n int) error {
 	default:
 		return fmt.Errorf("memstore: UpdateShardCount from %d to %d (only doubling or halving): %w", c, n, ErrInvalidArgument)
 	}
+	return nil
+}
+
+// TrimShard removes a closed shard as Kinesis does once its retention period has passed:
+// ListShards no longer lists it, and GetShardIterator and GetRecords for it fail with an
+// error wrapping stream.ErrStreamNotFound (iterators issued earlier included). Its
+// children keep naming it as their parent. An open shard cannot be trimmed
+// (ErrInvalidArgument).
+func (s *Stream) TrimShard(shardID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh, ok := s.shards[shardID]
+	if !ok {
+		return fmt.Errorf("memstore: shard %q: %w", shardID, stream.ErrStreamNotFound)
+	}
+	if !sh.info.Closed {
+		return fmt.Errorf("memstore: shard %q is open; only closed shards age out: %w", shardID, ErrInvalidArgument)
+	}
+	delete(s.shards, shardID)
+	s.all = slices.DeleteFunc(s.all, func(x *shard) bool { return x == sh })
+	if s.trimmed == nil {
+		s.trimmed = make(map[string]*shard)
+	}
+	s.trimmed[shardID] = sh
 	return nil
 }
 

@@ -431,3 +431,57 @@ func TestStreamLargeReshard(t *testing.T) {
 		s.Put(strconv.Itoa(i), nil)
 	}
 }
+
+func TestStreamTrimShard(t *testing.T) {
+	s, _ := newStream(t, 2)
+	ctx := context.Background()
+	parent := shardID(0)
+	s.Put("a", []byte("x"))
+	if err := s.TrimShard(parent); !errors.Is(err, memstore.ErrInvalidArgument) {
+		t.Fatalf("trimming an open shard: %v, want ErrInvalidArgument", err)
+	}
+	oldIt, err := s.GetShardIterator(ctx, parent, stream.Position{Type: stream.TrimHorizon})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SplitShard(parent); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TrimShard(parent); err != nil {
+		t.Fatal(err)
+	}
+	shards, err := s.ListShards(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, sh := range shards {
+		ids = append(ids, sh.ID)
+		if sh.ID == parent {
+			t.Fatalf("trimmed shard still listed: %v", shards)
+		}
+	}
+	// Ids are never reused after a trim; children keep their parent link.
+	want := []string{shardID(1), shardID(2), shardID(3)}
+	if !reflect.DeepEqual(ids, want) {
+		t.Fatalf("shards after trim %v, want %v", ids, want)
+	}
+	if shards[1].ParentShardID != parent {
+		t.Fatalf("child lost its parent link: %+v", shards[1])
+	}
+	if _, err := s.GetShardIterator(ctx, parent, stream.Position{Type: stream.TrimHorizon}); !errors.Is(err, stream.ErrStreamNotFound) {
+		t.Fatalf("GetShardIterator on a trimmed shard: %v, want ErrStreamNotFound", err)
+	}
+	if _, err := s.GetRecords(ctx, oldIt, 10); !errors.Is(err, stream.ErrStreamNotFound) {
+		t.Fatalf("GetRecords on a trimmed shard: %v, want ErrStreamNotFound", err)
+	}
+	if err := s.TrimShard(parent); !errors.Is(err, stream.ErrStreamNotFound) {
+		t.Fatalf("trimming twice: %v, want ErrStreamNotFound", err)
+	}
+	if err := s.SplitShard(shardID(1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Shards(); got[len(got)-1].ID != shardID(5) {
+		t.Fatalf("new shard ids after a trim: %v", got)
+	}
+}

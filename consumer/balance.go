@@ -135,7 +135,16 @@ func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
 		w.log.Warn("cannot read the lease table", "err", err)
 		return
 	}
+	tableRead := w.clock.Now()
 	w.reportCorrupt(table.Corrupt)
+	// Owners that look expired are judged again on a read of the metadata table that
+	// starts after the lease table was read (see liveness.expiredAfter).
+	for _, l := range table.Leases {
+		if l.Owner != "" && l.Owner != w.cfg.WorkerID && !l.Finished() && w.live.expired(l.Owner) {
+			w.observe(ctx)
+			break
+		}
+	}
 	byID := make(map[string]lease.Lease, len(table.Leases))
 	isParent := make(map[string]bool)
 	for _, l := range table.Leases {
@@ -156,7 +165,7 @@ func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
 		case l.Finished():
 		case w.held[l.ShardID] != nil:
 		case now.Before(w.cooldown[l.ShardID]):
-		case l.Owner != "" && l.Owner != w.cfg.WorkerID && !w.live.expired(l.Owner):
+		case l.Owner != "" && l.Owner != w.cfg.WorkerID && !w.live.expiredAfter(l.Owner, tableRead):
 		case !parentsFinished(l, byID, corrupt):
 		default:
 			candidates = append(candidates, l)
@@ -176,7 +185,10 @@ func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
 	taken, conflicts := 0, 0
 	for _, l := range candidates {
 		if taken == want || ctx.Err() != nil {
-			break
+			if l.Owner == w.cfg.WorkerID {
+				w.unsure[l.ShardID] = true // Ours but not wanted now: resolve releases it.
+			}
+			continue
 		}
 		if w.tryTake(ctx, l) {
 			taken++
@@ -306,8 +318,8 @@ func (w *Worker) takeChildren(ctx context.Context, e consumerExit) {
 		if l.Finished() || w.held[l.ShardID] != nil {
 			continue
 		}
-		if l.Owner != "" && l.Owner != w.cfg.WorkerID && !w.live.expired(l.Owner) {
-			continue
+		if l.Owner != "" && l.Owner != w.cfg.WorkerID {
+			continue // Taking from an expired owner is the lease scan's job (expiredAfter).
 		}
 		done := true
 		for _, p := range l.ParentShardIDs {

@@ -38,6 +38,8 @@ type checkpointer struct {
 	mu      sync.Mutex
 	last    string
 	lost    bool
+	// floor is a checkpoint whose write reported an error but may have applied.
+	floor string
 	// confirmed is when the last accepted write started: the lease was ours then.
 	confirmed time.Time
 	// behind is the lag of the batch being processed, written with its checkpoint.
@@ -64,7 +66,7 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
-	lost, last := c.lost, c.last
+	lost, last, floor := c.lost, c.last, c.floor
 	c.mu.Unlock()
 	if lost {
 		return fmt.Errorf("shard %s epoch %d: %w", c.held.ShardID, c.held.Counter, ErrLeaseLost)
@@ -77,11 +79,19 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 			return fmt.Errorf("shard %s: %w: %s is before %s", c.held.ShardID, ErrCheckpointBackwards, seq, last)
 		}
 	}
+	if f, ok := new(big.Int).SetString(floor, 10); ok && n.Cmp(f) < 0 {
+		return fmt.Errorf("shard %s: %w: %s is before %s, whose write may have applied", c.held.ShardID, ErrCheckpointBackwards, seq, floor)
+	}
 	start := c.clock.Now()
 	wctx, cancel := context.WithTimeout(ctx, c.timeout)
 	err := c.store.Checkpoint(wctx, c.held, seq, c.behind.Load())
 	cancel()
 	c.hooks.checkpointed(c.held.ShardID, err)
+	applied := false
+	if err != nil && !errors.Is(err, lease.ErrConflict) && !errors.Is(err, lease.ErrTableNotFound) {
+		// Outside mu: marking the lease lost never waits for this read.
+		applied = c.appliedAnyway(ctx, seq)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
@@ -95,11 +105,26 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 			c.lost = true
 			return fmt.Errorf("shard %s: checkpoint %s: %w: %w", c.held.ShardID, seq, ErrLeaseLost, err)
 		}
+		if applied {
+			c.last, c.confirmed = seq, start
+			return nil
+		}
+		// The write may still have applied: never accept a checkpoint below it later.
+		c.floor = seq
 		return fmt.Errorf("shard %s: checkpoint %s: %w", c.held.ShardID, seq, err)
 	}
 	c.last = seq
 	c.confirmed = start
 	return nil
+}
+
+// appliedAnyway reads the lease back after a checkpoint write reported an error (a lost
+// response, a timeout): it reports whether the write did apply.
+func (c *checkpointer) appliedAnyway(ctx context.Context, seq string) bool {
+	rctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	cur, err := c.store.GetLease(rctx, c.held.ShardID)
+	return err == nil && cur.Owner == c.held.Owner && cur.Counter == c.held.Counter && cur.Checkpoint == seq
 }
 
 // confirm records that the lease was read as ours at t.

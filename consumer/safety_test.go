@@ -184,18 +184,35 @@ func (a appliedButFailed) TakeLease(ctx context.Context, l lease.Lease, owner st
 }
 
 func TestATakeThatAppliedButReportedFailureIsNotOrphaned(t *testing.T) {
-	c := newCluster(t, 6)
-	var n atomic.Int64
-	n.Store(4)
-	c.wrapLeases = func(l LeaseStore) LeaseStore { return appliedButFailed{l, &n} }
-	rw := c.start("w0")
-	seqs := c.produce("r", 60)
-	c.waitFor("every record processed", 10*time.Second, c.allProcessed(seqs))
-	c.waitFor("w0 runs all 6", 5*time.Second, func() bool { return len(rw.w.Status().Leases) == 6 })
-	for _, l := range c.leases.Snapshot().Leases {
-		if l.Owner != "w0" {
-			t.Errorf("lease %s owned by %q, want w0", l.ShardID, l.Owner)
-		}
+	for _, tc := range []struct {
+		name        string
+		shards, cap int
+	}{
+		// Below the target the worker takes the lease again; at the target (the cap leaves
+		// a shard unowned) it must release it, not keep it owned and unprocessed.
+		{"below the target", 6, 80},
+		{"at the target", 6, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, tc.shards)
+			c.base.MaxLeasesCap = tc.cap
+			var n atomic.Int64
+			n.Store(4)
+			c.wrapLeases = func(l LeaseStore) LeaseStore { return appliedButFailed{l, &n} }
+			rw := c.start("w0")
+			want := min(tc.shards, tc.cap)
+			c.waitFor("w0 runs its target", 5*time.Second, func() bool { return len(rw.w.Status().Leases) == want })
+			time.Sleep(5 * c.base.PollInterval)
+			running := map[string]bool{}
+			for _, id := range rw.w.Status().Leases {
+				running[id] = true
+			}
+			for _, l := range c.leases.Snapshot().Leases {
+				if l.Owner == "w0" && !running[l.ShardID] {
+					t.Errorf("lease %s owned by w0 in the table but not processed", l.ShardID)
+				}
+			}
+		})
 	}
 }
 

@@ -385,8 +385,10 @@ func (w *Worker) handleExit(ctx context.Context, e consumerExit) {
 	w.leasesHeld.Store(int64(len(w.held)))
 	switch e.reason {
 	case exitLost:
-		// The lease may still be ours in the table (a fenced lapse): look at once, so a
-		// renewed worker resumes its shards instead of waiting for the safety-net scan.
+		// The lease may still be ours in the table (a fenced lapse): read it back each pass
+		// until it is run again, released, or someone else's, so that a lease this worker
+		// owns is never left unprocessed (at the target, nobody else may take it).
+		w.unsure[e.held.ShardID] = true
 		w.forceScan = true
 		w.hooks.leaseLost(e.held.ShardID)
 		w.log.Warn("lease lost", "shard", e.held.ShardID, "epoch", e.held.Counter)
@@ -531,6 +533,18 @@ func (w *Worker) tick(ctx context.Context) {
 			s.ShardCount, s.WorkerCount, s.LiveWorkers, s.UnownedShards = rec.ShardCount, rec.WorkerCount, rec.LiveWorkers, rec.UnownedShards
 		}
 	})
+}
+
+// observe reads the metadata table and records what it shows of the workers' liveness.
+func (w *Worker) observe(ctx context.Context) {
+	start := w.clock.Now()
+	rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	meta, err := w.meta.ReadMeta(rctx)
+	cancel()
+	if err != nil {
+		return
+	}
+	w.live.observe(start, w.clock.Now(), meta.Workers)
 }
 
 func (w *Worker) setStatus(f func(*Status)) {

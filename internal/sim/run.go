@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/big"
 	"math/rand/v2"
-	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -158,32 +157,20 @@ func Run(sc Scenario, opts Options) *Log {
 	l.InitialTimestamp = sc.InitialTimestamp
 	l.Hangs = sc.Hangs
 	l.FirstStart = s.start.Sub(t0)
-	l.RecordedStart = recordedStart(s.meta.Snapshot().Coordinator, sc.Position, t0)
+	l.RecordedStart = recordedStart(s.meta.Snapshot().Coordinator, t0)
 	l.LastFault = s.lastFault.Sub(t0)
 	l.End = end.Sub(t0)
 	l.Shards = s.shardInfo
 	return l
 }
 
-// recordedStart reads the application's start time from the coordinator record, if the
-// library records one (a field InitialTimestamp, with InitialPosition when present).
-func recordedStart(rec *lease.CoordinatorRecord, position string, t0 time.Time) *time.Duration {
-	if rec == nil {
+// recordedStart reads the application's start time from the coordinator record: the
+// library records LATEST and AT_TIMESTAMP starts as AT_TIMESTAMP with that time.
+func recordedStart(rec *lease.CoordinatorRecord, t0 time.Time) *time.Duration {
+	if rec == nil || rec.InitialPosition != lease.AtTimestamp || rec.InitialTimestamp.IsZero() {
 		return nil
 	}
-	v := reflect.ValueOf(*rec)
-	f := v.FieldByName("InitialTimestamp")
-	if !f.IsValid() {
-		return nil
-	}
-	ts, ok := f.Interface().(time.Time)
-	if !ok || ts.IsZero() {
-		return nil
-	}
-	if f := v.FieldByName("InitialPosition"); f.IsValid() && f.Kind() == reflect.String && f.String() != "" && f.String() != position {
-		return nil
-	}
-	d := ts.Sub(t0)
+	d := rec.InitialTimestamp.Sub(t0)
 	return &d
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
@@ -360,8 +361,14 @@ func CheckInitialPosition(l *Log) []Violation {
 	return out
 }
 
-// ConvergenceBound is how long after the last fault every open shard must be held.
-func ConvergenceBound(l *Log) time.Duration { return 3 * l.LeaseDuration }
+// ConvergenceBound is how long after the last fault every open shard must be held: three
+// lease durations for failures to be detected and leases moved, plus the lease scan
+// interval, the safety net that bounds how long a worker below its target goes without
+// reading the lease table (a lease released by a slow planned stop after the taker's
+// scan waits for it).
+func ConvergenceBound(l *Log) time.Duration {
+	return 3*l.LeaseDuration + consumer.DefaultLeaseScanInterval
+}
 
 // CheckConvergence: from ConvergenceBound after the last fault, every open shard (up to
 // cap x live workers) is in some healthy worker's Status().Leases. A shard missing in a

@@ -258,12 +258,12 @@ func TestCheckConvergence(t *testing.T) {
 	}
 	runCases(t, CheckConvergence, []checkerCase{
 		{"open shard unheld after the bound", func(l *Log) {
-			l.Samples = samples(40, 60, func(int) Sample {
+			l.Samples = samples(40, 90, func(int) Sample {
 				return Sample{Open: []string{"B", "C"}, Owners: map[string]string{"B": "w1"}, Workers: healthy("B")}
 			})
-		}, KindConvergence, "held by no live worker for 11 samples from t=50s"},
+		}, KindConvergence, "held by no live worker for 11 samples from t=1m20s"},
 		{"held only by an unhealthy worker", func(l *Log) {
-			l.Samples = samples(40, 60, func(int) Sample {
+			l.Samples = samples(40, 90, func(int) Sample {
 				return Sample{Open: []string{"B"}, Owners: map[string]string{"B": "w1"},
 					Workers: []WorkerSample{{ID: "w1", Inc: 1, Healthy: false, Leases: []string{"B"}}, {ID: "w2", Inc: 1, Healthy: true}}}
 			})

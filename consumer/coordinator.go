@@ -161,15 +161,8 @@ func (w *Worker) coordinatorPass(ctx context.Context, now time.Time, rec lease.C
 		return &rec
 	}
 	next.UpdatedAt = time.Now().UTC()
-	uctx, cancel := context.WithTimeout(ctx, w.callTimeout())
-	written, err := w.meta.UpdateCoordinator(uctx, next)
-	cancel()
-	if err != nil {
-		if errors.Is(err, lease.ErrConflict) {
-			w.loseCoordinator("another worker claimed the role")
-		} else {
-			w.log.Warn("cannot write the coordinator record", "err", err)
-		}
+	written, ok := w.writeCoordinator(ctx, next, "cannot write the coordinator record")
+	if !ok {
 		return &rec
 	}
 	w.coord.leasesAdded = false
@@ -182,6 +175,21 @@ func (w *Worker) coordinatorPass(ctx context.Context, now time.Time, rec lease.C
 			"cap", limit, "workers_needed", written.RecommendedWorkers)
 	}
 	return &written
+}
+
+// writeCoordinator writes the coordinator record; on a lost condition this worker is no
+// longer coordinator, on another error it logs what failed. It reports success.
+func (w *Worker) writeCoordinator(ctx context.Context, next lease.CoordinatorRecord, what string) (lease.CoordinatorRecord, bool) {
+	uctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	written, err := w.meta.UpdateCoordinator(uctx, next)
+	cancel()
+	switch {
+	case errors.Is(err, lease.ErrConflict):
+		w.loseCoordinator("another worker claimed the role")
+	case err != nil:
+		w.log.Warn(what, "err", err)
+	}
+	return written, err == nil
 }
 
 func sameValues(a, b lease.CoordinatorRecord) bool {
@@ -319,15 +327,8 @@ func (w *Worker) recordInitialPosition(ctx context.Context, rec lease.Coordinato
 	case lease.AtTimestamp:
 		next.InitialTimestamp = w.cfg.InitialTimestamp.UTC()
 	}
-	uctx, cancel := context.WithTimeout(ctx, w.callTimeout())
-	written, err := w.meta.UpdateCoordinator(uctx, next)
-	cancel()
-	if err != nil {
-		if errors.Is(err, lease.ErrConflict) {
-			w.loseCoordinator("another worker claimed the role")
-		} else {
-			w.log.Warn("cannot record the initial position in the coordinator record", "err", err)
-		}
+	written, ok := w.writeCoordinator(ctx, next, "cannot record the initial position in the coordinator record")
+	if !ok {
 		return rec, false
 	}
 	w.log.Info("recorded the application's initial position", "position", written.InitialPosition, "timestamp", written.InitialTimestamp)

@@ -150,7 +150,9 @@ func (w *Worker) Status() Status {
 func (w *Worker) Run(ctx context.Context) error {
 	w.started = w.clock.Now()
 	w.settleUntil = w.started.Add(w.cfg.StartupSettle)
-	lctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	// The start-up check has the deadline of a start-up (a loaded machine, a cold
+	// connection), not of a control-loop call.
+	lctx, cancel := context.WithTimeout(ctx, max(w.callTimeout(), startupTimeout))
 	_, err := w.stream.ListShards(lctx)
 	cancel()
 	if err != nil {
@@ -228,11 +230,15 @@ func (w *Worker) waitForOtherProcess(ctx context.Context) error {
 		rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
 		meta, err := w.meta.ReadMeta(rctx)
 		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, lease.ErrTableNotFound):
 			return fmt.Errorf("worker %s: cannot read the metadata table: %w", w.cfg.WorkerID, err)
+		case err != nil:
+			w.log.Warn("cannot read the metadata table; retrying", "err", err)
+			_ = clock.Sleep(ctx, w.clock, w.cfg.PollInterval)
+			continue
 		}
 		w.live.observe(start, w.clock.Now(), meta.Workers)
 		rec, ok := w.live.record(w.cfg.WorkerID)
@@ -251,6 +257,9 @@ func (w *Worker) waitForOtherProcess(ctx context.Context) error {
 	}
 	return nil
 }
+
+// startupTimeout bounds the stream check at start.
+const startupTimeout = 30 * time.Second
 
 // callTimeout bounds every remote call of the control loop and the consumers (heartbeat
 // writes have HeartbeatInterval): a hung call ends, is retried, and never holds a loop.

@@ -74,6 +74,34 @@ func TestSeedScenarios(t *testing.T) {
 			t.Errorf("kdsctl metadata does not warn about the unowned shards:\n%s", out)
 		}
 	})
+	// The path a new user takes (make up, then kdsctl scale-shards 300): 30 -> 60 -> 120 ->
+	// 240 -> 300 under running workers. Closed parents must be taken before open leaves at
+	// the cap, and no lease may be taken from a live worker.
+	t.Run("4b: 30 -> 300 shards under 3 workers, capped at 80", func(t *testing.T) {
+		c := newCluster(t, 30, defaultLeaseDuration)
+		ws, _ := c.startWorkers(names(3)...)
+		c.waitConverged(90*time.Second, 30, 3, 10, 0)
+		start := time.Now()
+		kdsctl(t, c, "scale-shards", "300")
+		t.Logf("MEASURED scenario 4b: resharded to 300 in %s", time.Since(start).Round(time.Millisecond))
+		c.waitConverged(300*time.Second, 300, 3, 80, 60)
+		t.Logf("MEASURED scenario 4b: 80/80/80 + 60 unowned %s after the reshard started", time.Since(start).Round(time.Millisecond))
+		o, err := c.ownership()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("ownership: %s", o)
+		for _, id := range names(3) {
+			if n := len(o.ownedBy(id)); n != 80 {
+				t.Errorf("%s owns %d open leases, want 80", id, n)
+			}
+		}
+		stolen := countLogs(ws, msgIs("took expired lease"))
+		t.Logf("MEASURED scenario 4b: leases taken from live workers: %d", sum(stolen))
+		if sum(stolen) != 0 {
+			t.Errorf("leases taken as expired while every worker was alive: %v", stolen)
+		}
+	})
 	t.Run("5: 100 shards / 5 workers", func(t *testing.T) {
 		c := newCluster(t, 100, defaultLeaseDuration)
 		c.startWorkers(names(5)...)

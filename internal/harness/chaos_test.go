@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestShortChaosRun(t *testing.T) {
 	var progress strings.Builder
 	rep, err := RunChaos(ctx, ChaosOptions{
 		WorkerBin: workerBin, CtlBin: ctlBin, Upstream: enginetest.Endpoint(), Region: enginetest.Region,
-		Stream: streamName, App: app, Dir: t.TempDir(),
+		Stream: streamName, App: app, Dir: chaosDir(t),
 		Duration: 60 * time.Second, LeaseDuration: 3 * time.Second, Rate: 60, Keys: 100, Shards: 30,
 		PolicyPath: "../../docs/iam-policy.json", Seed: 42, Progress: &progress,
 	})
@@ -52,4 +53,13 @@ func TestShortChaosRun(t *testing.T) {
 	if !strings.Contains(iam.Checked, "dynamodb:UpdateItem") || !strings.Contains(iam.Checked, "kinesis:GetRecords") {
 		t.Errorf("IAM check saw too little: %s", iam.Checked)
 	}
+}
+
+// chaosDir is where the run keeps its worker logs and record logs: a test directory,
+// or KDS_CHAOS_KEEP when set (to read the logs of a failed run).
+func chaosDir(t *testing.T) string {
+	if d := os.Getenv("KDS_CHAOS_KEEP"); d != "" {
+		return d
+	}
+	return t.TempDir()
 }

@@ -426,18 +426,18 @@ func (w *Worker) shutdown(ctx context.Context, hardStop, stopHeartbeat context.C
 	for _, c := range w.held {
 		c.requestStop(stopPlanned)
 	}
+	timeout := sctx.Done()
 	var grace <-chan time.Time
-	for len(w.held) > 0 && !w.abandon(grace) {
+	for over := false; len(w.held) > 0 && !over; {
 		select {
 		case e := <-w.exits:
 			w.handleExit(sctx, e)
-		case <-sctx.Done():
-			if grace == nil {
-				w.log.Error("shutdown timed out; stopping the remaining shards without releasing them", "leases", len(w.held))
-				hardStop()
-				grace = w.clock.After(w.fenceMargin())
-			}
+		case <-timeout:
+			w.log.Error("shutdown timed out; stopping the remaining shards without releasing them", "leases", len(w.held))
+			hardStop()
+			timeout, grace = nil, w.clock.After(w.fenceMargin())
 		case <-grace:
+			over = true
 		}
 	}
 	abandoned := len(w.held) > 0
@@ -466,19 +466,6 @@ func (w *Worker) shutdown(ctx context.Context, hardStop, stopHeartbeat context.C
 	}
 	w.setStatus(func(s *Status) { s.Ready = false; s.Leases = nil; s.Coordinator = false })
 	w.log.Info("worker stopped", "took", w.clock.Now().Sub(start).Round(time.Millisecond))
-}
-
-// abandon reports whether the grace period after a hard stop is over.
-func (w *Worker) abandon(grace <-chan time.Time) bool {
-	if grace == nil {
-		return false
-	}
-	select {
-	case <-grace:
-		return true
-	default:
-		return false
-	}
 }
 
 // fenceMargin is how long before others may take our leases this worker stops acting on

@@ -64,8 +64,9 @@ type Config struct {
 	ShardSyncInterval time.Duration
 	// LeaseScanInterval bounds how long a worker below its target goes without reading
 	// the lease table when nothing in the metadata table changed, and how long a consumer
-	// goes without confirming that its lease is still its own (an accepted checkpoint
-	// confirms it, else one read of the lease). Default 30s.
+	// delivers batches without confirming that its lease is still its own (an accepted
+	// checkpoint confirms it, else one read of the lease; four times as long while it has
+	// nothing to deliver). Default 30s.
 	LeaseScanInterval time.Duration
 	// StartupSettle is how long a new worker waits before its first take, so that workers
 	// started together see each other and split the shards evenly at once instead of one

@@ -140,28 +140,55 @@ func (p *quietProcessor) ProcessRecords(_ context.Context, in ProcessRecordsInpu
 	return nil
 }
 
-// A consumer whose processor never checkpoints learns that its lease was taken within
-// about LeaseScanInterval, and gets LeaseLost.
+// A consumer whose processor never checkpoints learns that its lease was taken: before
+// delivering within about LeaseScanInterval, while idle within 4 x LeaseScanInterval; and
+// gets LeaseLost.
 func TestConsumerLearnsOfATakenLeaseWithoutCheckpointing(t *testing.T) {
-	c := newCluster(t, 1)
-	c.base.LeaseScanInterval = 500 * time.Millisecond
-	c.proc = func(worker, shard string) RecordProcessor {
-		return &quietProcessor{testProcessor{c: c, worker: worker, shard: shard}}
-	}
-	c.start("w0")
-	c.waitFor("w0 owns the shard", 5*time.Second, c.balanced(map[string]int{"w0": 1}))
-	cur := c.leases.Snapshot().Leases[0]
-	if _, err := c.leases.TakeLease(context.Background(), cur, "intruder"); err != nil {
-		t.Fatal(err)
-	}
-	takenAt := time.Now()
-	c.waitFor("w0 told of the lost lease", 3*time.Second, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.lost["w0"] >= 1
-	})
-	if d := time.Since(takenAt); d > 2*c.base.LeaseScanInterval+time.Second/2 {
-		t.Fatalf("learned of the lost lease after %s; LeaseScanInterval is %s", d, c.base.LeaseScanInterval)
+	for _, tc := range []struct {
+		name  string
+		busy  bool
+		bound time.Duration // in LeaseScanIntervals
+	}{
+		{"delivering", true, 1},
+		{"idle", false, idleCheckFactor},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, 1)
+			c.base.LeaseScanInterval = 500 * time.Millisecond
+			c.proc = func(worker, shard string) RecordProcessor {
+				return &quietProcessor{testProcessor{c: c, worker: worker, shard: shard}}
+			}
+			c.start("w0")
+			c.waitFor("w0 owns the shard", 5*time.Second, c.balanced(map[string]int{"w0": 1}))
+			cur := c.leases.Snapshot().Leases[0]
+			if _, err := c.leases.TakeLease(context.Background(), cur, "intruder"); err != nil {
+				t.Fatal(err)
+			}
+			takenAt := time.Now()
+			if tc.busy {
+				stop := make(chan struct{})
+				defer close(stop)
+				go func() {
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						case <-time.After(20 * time.Millisecond):
+							c.stream.Put(fmt.Sprint("k", i), []byte("x"))
+						}
+					}
+				}()
+			}
+			limit := tc.bound*c.base.LeaseScanInterval + c.base.LeaseScanInterval
+			c.waitFor("w0 told of the lost lease", limit+time.Second, func() bool {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return c.lost["w0"] >= 1
+			})
+			if d := time.Since(takenAt); d > limit {
+				t.Fatalf("learned of the lost lease after %s; want within %s", d, limit)
+			}
+		})
 	}
 }
 

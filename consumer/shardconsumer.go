@@ -118,7 +118,7 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 		if !w.tenure.valid(c.gen) {
 			return c.stop(ctx, stopLost)
 		}
-		if !c.stillOwned(ctx) {
+		if !c.stillOwned(ctx, idleCheckFactor*w.cfg.LeaseScanInterval) {
 			return c.stop(ctx, stopLost)
 		}
 		start := w.clock.Now()
@@ -174,15 +174,20 @@ func (c *shardConsumer) getIterator(ctx context.Context, pos stream.Position) (s
 	return c.w.stream.GetShardIterator(ctx, c.held.ShardID, pos)
 }
 
-// stillOwned confirms, at most every LeaseScanInterval, that the lease is still this
-// tenure's, so that a consumer learns of a lease taken from it (by an operator, by a
-// process sharing its worker id) within a bounded time even when its processor never
-// checkpoints. An accepted checkpoint confirms it for free. A failed read confirms
-// nothing and is retried on the next batch.
-func (c *shardConsumer) stillOwned(ctx context.Context) bool {
+// idleCheckFactor stretches the lease confirmation of a consumer that has nothing to
+// deliver: a stolen idle shard delivers nothing twice, it only holds a slot.
+const idleCheckFactor = 4
+
+// stillOwned confirms that the lease is still this tenure's when the last confirmation is
+// older than every, so that a consumer learns of a lease taken from it (by an operator, by
+// a process sharing its worker id) within a bounded time even when its processor never
+// checkpoints: before delivering a batch every LeaseScanInterval, and while idle every
+// 4 x LeaseScanInterval. An accepted checkpoint confirms it for free, so a processor
+// that checkpoints costs no read. A failed read confirms nothing and is retried.
+func (c *shardConsumer) stillOwned(ctx context.Context, every time.Duration) bool {
 	w := c.w
 	now := w.clock.Now()
-	if now.Sub(c.cp.confirmedAt()) < w.cfg.LeaseScanInterval || now.Before(c.nextCheck) {
+	if now.Sub(c.cp.confirmedAt()) < every || now.Before(c.nextCheck) {
 		return true
 	}
 	gctx, cancel := context.WithTimeout(ctx, w.callTimeout())
@@ -230,7 +235,7 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 	var backoff time.Duration
 	records := batch.Records
 	for {
-		if !w.tenure.valid(c.gen) {
+		if !w.tenure.valid(c.gen) || !c.stillOwned(ctx, w.cfg.LeaseScanInterval) {
 			return stopLost, true
 		}
 		c.cp.behind.Store(batch.MillisBehindLatest)

@@ -50,9 +50,9 @@ type Config struct {
 
 	// LeaseDuration is how long a worker's heartbeat may stay unchanged, as seen on the
 	// observer's own clock, before other workers take its leases. A worker that cannot
-	// renew stops processing LeaseDuration/5 before this elapses. Every remote call has a
-	// deadline of LeaseDuration/2 and a control-loop pass one of LeaseDuration. Default 10s;
-	// at least 1s.
+	// renew stops processing LeaseDuration/5 before this elapses. Every DynamoDB call has
+	// a deadline of LeaseDuration/2, every Kinesis call and every control-loop pass one of
+	// 3 x LeaseDuration. Default 10s; at least 1s.
 	LeaseDuration time.Duration
 	// HeartbeatInterval is how often a worker renews its heartbeat. Default
 	// LeaseDuration/4; must be at most LeaseDuration/3 so a missed beat is survivable.

@@ -201,7 +201,7 @@ func sameValues(a, b lease.CoordinatorRecord) bool {
 // syncShards lists the stream's shards and creates the leases that are missing, parents
 // before children, so that a child's lease never exists without its parents' leases.
 func (w *Worker) syncShards(ctx context.Context, start lease.CoordinatorRecord) {
-	lctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+	lctx, cancel := context.WithTimeout(ctx, w.streamTimeout())
 	shards, err := w.stream.ListShards(lctx)
 	cancel()
 	if err != nil {

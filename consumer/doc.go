@@ -57,9 +57,11 @@
 //     shard past the stream's retention (the stream exists, the shard is no longer listed)
 //     ends like a shard read to its end, so its children never wait forever. At the cap,
 //     parents are taken before leaves, so no child waits on a parent nobody may take.
-//   - Every remote call has a deadline (LeaseDuration/2; heartbeat writes
-//     HeartbeatInterval) and a control-loop pass one of LeaseDuration; Worker.Check turns
-//     red when the loop or the heartbeat has not completed for three lease durations.
+//   - Every remote call has a deadline: DynamoDB calls LeaseDuration/2 (heartbeat writes
+//     HeartbeatInterval), Kinesis calls 3 x LeaseDuration (shorter ones abandon work a
+//     loaded stream still does and feed a retry storm; they decide nothing about
+//     ownership), and a control-loop pass 3 x LeaseDuration. Worker.Check turns red when
+//     the loop has not completed a pass for six lease durations or the heartbeat for three.
 //   - A process whose worker id is in use by another live process (a StatefulSet pod
 //     replaced while the old one still runs) waits before its first heartbeat until the
 //     other's record is gone or expired, instead of taking its leases as "an earlier run"

@@ -415,12 +415,12 @@ func TestCheckTurnsRedWhenTheControlLoopIsStuck(t *testing.T) {
 	if err := rw.w.Check(); err != nil {
 		t.Fatalf("Check = %v on a healthy worker", err)
 	}
-	stuck.Store(true)
-	c.waitFor("Check red", 5*time.Second, func() bool { return rw.w.Check() != nil })
 	// The stuck goroutine never returns: leave the worker running (its Run never ends).
 	c.mu.Lock()
 	delete(c.workers, "w0")
 	c.mu.Unlock()
+	stuck.Store(true)
+	c.waitFor("Check red", 10*time.Second, func() bool { return rw.w.Check() != nil })
 }
 
 // partialProcessor checkpoints in the middle of its first batch and then fails it.

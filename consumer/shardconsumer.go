@@ -133,7 +133,7 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 				continue
 			}
 		}
-		rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+		rctx, cancel := context.WithTimeout(ctx, w.streamTimeout())
 		batch, err := w.stream.GetRecords(rctx, iterator, w.cfg.MaxRecordsPerGet)
 		cancel()
 		if err != nil {
@@ -169,7 +169,7 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 }
 
 func (c *shardConsumer) getIterator(ctx context.Context, pos stream.Position) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.w.callTimeout())
+	ctx, cancel := context.WithTimeout(ctx, c.w.streamTimeout())
 	defer cancel()
 	return c.w.stream.GetShardIterator(ctx, c.held.ShardID, pos)
 }
@@ -212,7 +212,7 @@ func (c *shardConsumer) pastRetention(ctx context.Context, err error) bool {
 	if !errors.Is(err, stream.ErrStreamNotFound) {
 		return false
 	}
-	lctx, cancel := context.WithTimeout(ctx, c.w.callTimeout())
+	lctx, cancel := context.WithTimeout(ctx, c.w.streamTimeout())
 	shards, lerr := c.w.stream.ListShards(lctx)
 	cancel()
 	if lerr != nil {

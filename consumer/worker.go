@@ -261,9 +261,19 @@ func (w *Worker) waitForOtherProcess(ctx context.Context) error {
 // startupTimeout bounds the stream check at start.
 const startupTimeout = 30 * time.Second
 
-// callTimeout bounds every remote call of the control loop and the consumers (heartbeat
+// callTimeout bounds every DynamoDB call of the control loop and the consumers (heartbeat
 // writes have HeartbeatInterval): a hung call ends, is retried, and never holds a loop.
 func (w *Worker) callTimeout() time.Duration { return w.cfg.LeaseDuration / 2 }
+
+// streamTimeout bounds every Kinesis call. It is longer than callTimeout on purpose: a
+// deadline shorter than a loaded stream's answer abandons work the stream still does,
+// and the retries that follow add to its load (seen on a saturated local engine). Kinesis
+// calls decide nothing about ownership, so their length costs no safety.
+func (w *Worker) streamTimeout() time.Duration { return 3 * w.cfg.LeaseDuration }
+
+// passTimeout bounds one pass of the control loop (the coordinator's shard sync
+// included).
+func (w *Worker) passTimeout() time.Duration { return 3 * w.cfg.LeaseDuration }
 
 // beat writes the worker's record. A successful write started at t lets the worker act
 // until t + LeaseDuration - LeaseDuration/5, if it returned before the current deadline
@@ -322,19 +332,23 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 }
 
 // Check reports whether the worker is healthy: nil while it is starting, or while its
-// control loop completes passes (successful or not: a hung call is what it catches) and
-// its heartbeat succeeds, each within three lease durations on the worker's clock. A
-// worker stuck that long cannot hold leases anyway. It is meant for a liveness probe.
+// control loop completes passes (successful or not: a hung call is what it catches)
+// within six lease durations and its heartbeat succeeds within three, on the worker's
+// clock. A worker stuck that long cannot hold leases anyway. It is meant for a liveness
+// probe.
 func (w *Worker) Check() error {
 	now := w.clock.Now().UnixNano()
-	limit := int64(3 * w.cfg.LeaseDuration)
 	for _, c := range []struct {
-		what string
-		at   int64
-	}{{"control loop", w.lastPass.Load()}, {"heartbeat", w.lastBeat.Load()}} {
-		if c.at != 0 && now-c.at > limit {
-			return fmt.Errorf("worker %s: %s has not succeeded for %s (limit 3 x lease duration = %s)",
-				w.cfg.WorkerID, c.what, time.Duration(now-c.at).Round(time.Millisecond), time.Duration(limit))
+		what  string
+		at    int64
+		limit time.Duration
+	}{
+		{"control loop", w.lastPass.Load(), w.passTimeout() + 3*w.cfg.LeaseDuration},
+		{"heartbeat", w.lastBeat.Load(), 3 * w.cfg.LeaseDuration},
+	} {
+		if c.at != 0 && now-c.at > int64(c.limit) {
+			return fmt.Errorf("worker %s: %s has not completed for %s (limit %s)",
+				w.cfg.WorkerID, c.what, time.Duration(now-c.at).Round(time.Millisecond), c.limit)
 		}
 	}
 	return nil
@@ -474,9 +488,9 @@ func (w *Worker) fenceMargin() time.Duration { return w.cfg.LeaseDuration / 5 }
 
 // tick is one pass of the control loop: read the metadata table, do the coordinator's
 // duty if this worker has the role, then take or release leases. The pass as a whole
-// has a deadline of one lease duration, and each call its own.
+// has a deadline (passTimeout), and each call its own.
 func (w *Worker) tick(ctx context.Context) {
-	ctx, cancelPass := context.WithTimeout(ctx, w.cfg.LeaseDuration)
+	ctx, cancelPass := context.WithTimeout(ctx, w.passTimeout())
 	defer cancelPass()
 	// A pass that ends, even on an error, shows the loop is not stuck.
 	defer func() { w.lastPass.Store(w.clock.Now().UnixNano()) }()

@@ -59,8 +59,8 @@ sim: ## virtual-time simulation of real workers under seeded faults: SEEDS=2000 
 	@if [ -n "$(SEED)" ]; then \
 		$(GO) test -count=1 -timeout 10m -run '^TestSimulate$$' -v ./internal/sim -sim.seed=$(SEED) -sim.size=$(SIZE) -sim.kind=$(KIND); \
 	else \
-		$(GO) test -count=1 -timeout 120m -run '^TestSimulate$$' ./internal/sim -sim.seeds=$(SEEDS) -sim.start=$(START) -sim.size=$(SIZE) \
-			| grep -vE '^\s+--- FAIL: TestSimulate/seeds/[0-9]+ |^=== '; \
+		set -o pipefail; $(GO) test -count=1 -timeout 120m -run '^TestSimulate$$' -v ./internal/sim -sim.seeds=$(SEEDS) -sim.start=$(START) -sim.size=$(SIZE) \
+			| grep -vE '^\s*--- (FAIL|PASS): TestSimulate/seeds/[0-9]+ |^=== |^\s*--- PASS: TestSimulate/seeds '; \
 	fi
 
 bench: build ## benchmarks on the real engines, one table (KDS_BENCH_RUNS=3); record it in docs/BENCHMARKS.md

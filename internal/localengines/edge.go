@@ -1,10 +1,12 @@
 package localengines
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -158,6 +160,17 @@ func (e *Edge) newProxy(svc Service, target *url.URL) http.Handler {
 			pr.Out.Host = pr.In.Host
 		},
 		Transport: e.transport,
+		// Read the engine's whole answer before passing it on: a client gone mid-answer
+		// must not make the edge close the engine's connection before it finished.
+		ModifyResponse: func(resp *http.Response) error {
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			resp.Body = io.NopCloser(bytes.NewReader(body))
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return // the client went away; nobody to answer
@@ -175,6 +188,10 @@ func (e *Edge) log() *slog.Logger {
 	}
 	return slog.Default()
 }
+
+// maxRequestBody bounds what the edge buffers of one request (Kinesis and DynamoDB
+// requests are at most a few MiB).
+const maxRequestBody = 64 << 20
 
 // ServeHTTP routes one request to its engine.
 func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -198,6 +215,18 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Header.Get("X-Amz-Target"), r.Header.Get("Content-Type"), kinesisTargetPrefix, dynamoDBTargetPrefix))
 		return
 	}
+	// Read the whole request before the engine sees any of it: a client killed halfway
+	// through sending (kill -9, a cut) must never leave the engine with a request torn
+	// off mid-body, which crashes dynalite ("aborted" thrown from its request handler).
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
+	if err != nil {
+		return // The client went away before its request was complete: nothing to forward.
+	}
+	if len(body) > maxRequestBody {
+		writeAWSError(w, http.StatusRequestEntityTooLarge, "SerializationException", "kds edge: request body over 64 MiB")
+		return
+	}
+	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	e.mu.Lock()
 	e.calls[call]++
 	e.mu.Unlock()

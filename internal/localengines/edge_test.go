@@ -2,12 +2,16 @@ package localengines_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
 )
@@ -191,4 +195,30 @@ func TestEdgeErrors(t *testing.T) {
 			t.Errorf("got %d %s", resp.StatusCode, b)
 		}
 	})
+}
+
+// A client killed while sending its request must not hand the engine a request torn off
+// mid-body (dynalite throws on it and exits): the edge forwards only complete requests.
+func TestEdgeForwardsOnlyCompleteRequests(t *testing.T) {
+	var seen, torn atomic.Int64
+	engine := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Add(1)
+		if _, err := io.ReadAll(r.Body); err != nil {
+			torn.Add(1)
+		}
+	}))
+	t.Cleanup(engine.Close)
+	srv := httptest.NewServer(localengines.NewEdge(engine.URL, engine.URL))
+	t.Cleanup(srv.Close)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.ListShards\r\nContent-Length: 1000\r\n\r\n{\"StreamName\":")
+	time.Sleep(100 * time.Millisecond)
+	conn.Close() // killed halfway through the body
+	time.Sleep(300 * time.Millisecond)
+	if seen.Load() != 0 || torn.Load() != 0 {
+		t.Fatalf("the engine got %d requests (%d torn off mid-body); want none", seen.Load(), torn.Load())
+	}
 }

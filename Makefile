@@ -64,7 +64,7 @@ sim: ## virtual-time simulation of real workers under seeded faults: SEEDS=2000 
 	fi
 
 bench: build ## benchmarks on the real engines, one table (KDS_BENCH_RUNS=3); record it in docs/BENCHMARKS.md
-	KDS_BENCH_OUT=$${KDS_BENCH_OUT:-.run/bench.md} $(GO) test -tags bench -run TestBenchmarks -count=1 -timeout 60m -v ./e2e | grep -v '^{'
+	set -o pipefail; KDS_BENCH_OUT=$${KDS_BENCH_OUT:-$(CURDIR)/.run/bench.md} $(GO) test -tags bench -run TestBenchmarks -count=1 -timeout 60m -v ./e2e | grep -v '^{'
 
 k8s-tools: ## build kube-apiserver, etcd, kubectl and helm for the tests (first time ~7 min, cached)
 	deploy/k8s/tools/build.sh

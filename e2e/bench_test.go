@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -79,6 +80,9 @@ func TestBenchmarks(t *testing.T) {
 	fmt.Fprintln(&b, strings.Join(throughput, "\n"))
 	fmt.Println("\n" + b.String())
 	if out := os.Getenv("KDS_BENCH_OUT"); out != "" {
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -133,6 +133,7 @@ func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
 	cancel()
 	if err != nil {
 		w.log.Warn("cannot read the lease table", "err", err)
+		w.forceScan = true // Below the target: try again next pass, not a scan interval later.
 		return
 	}
 	tableRead := w.clock.Now()

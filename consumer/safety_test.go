@@ -536,3 +536,32 @@ func TestASecondProcessWithTheSameIDWaits(t *testing.T) {
 	c.waitFor("the second process runs both shards", 10*time.Second, func() bool { return len(second.w.Status().Leases) == 2 })
 	<-first.done
 }
+
+// failNthList fails the nth ListLeases call only.
+type failNthList struct {
+	LeaseStore
+	calls *atomic.Int64
+	n     int64
+}
+
+func (f failNthList) ListLeases(ctx context.Context) (lease.Table, error) {
+	if f.calls.Add(1) == f.n {
+		return lease.Table{}, errors.New("transient error")
+	}
+	return f.LeaseStore.ListLeases(ctx)
+}
+
+// A worker below its target whose lease-table read failed reads it again on the next
+// pass, not a LeaseScanInterval later.
+func TestAFailedLeaseScanIsRetriedOnTheNextPass(t *testing.T) {
+	c := newCluster(t, 4)
+	c.base.LeaseScanInterval = 20 * time.Second
+	var calls atomic.Int64
+	// The coordinator's shard sync reads the table first; the worker's first scan second.
+	c.wrapLeases = func(l LeaseStore) LeaseStore { return failNthList{l, &calls, 2} }
+	c.start("w0")
+	c.waitFor("w0 owns 4", 3*time.Second, c.balanced(map[string]int{"w0": 4}))
+	if calls.Load() < 2 {
+		t.Fatalf("%d lease-table reads: the failure was never injected", calls.Load())
+	}
+}

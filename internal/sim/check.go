@@ -104,7 +104,9 @@ func CheckExclusive(l *Log) []Violation {
 			continue
 		}
 		kind := KindExclusive
-		if d.Paused {
+		if d.Paused && (newer == nil || !newer.Stamp.Before(d.Call)) {
+			// The newer tenure began only after the worker had decided to deliver (the
+			// call came before the take, the pause held it): informational.
 			kind = KindExclusivePause
 		}
 		k := key{d.Shard, d.Worker, d.Inc, d.Epoch, kind}

@@ -137,6 +137,9 @@ func TestCheckExclusive(t *testing.T) {
 		{"stale delivery while paused", func(l *Log) {
 			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(16.5), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(4), Paused: true})
 		}, KindExclusivePause, "took the lease"},
+		{"paused, but the call came after the new take", func(l *Log) {
+			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(16.5), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(4), Paused: true, Call: st(16.4)})
+		}, KindExclusive, "after w2 took the lease at counter 3"},
 		{"epochs interleave without a recorded take", func(l *Log) {
 			l.Writes = l.Writes[:4] // drop w2's take: only the deliveries show the overlap
 			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(18), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(4)})

@@ -56,8 +56,11 @@
 //   - exclusive: no delivery at epoch e after a TakeLease of that shard at a counter
 //     above e was applied, and no delivery at an older epoch after one at a newer
 //     epoch. Deliveries whose call was made while the process was paused are reported
-//     as exclusive-pause: the worker decided to deliver before the pause, which no
-//     lease library can prevent (the application fences with LeaseEpoch).
+//     as exclusive-pause when the newer take came after the call: the worker decided to
+//     deliver while valid and the pause held the delivery back, which no lease library
+//     can prevent (the application fences with LeaseEpoch). Such findings are listed but
+//     do not fail a run; a paused delivery whose call came after the newer take is an
+//     exclusive violation like any other.
 //   - at-least-once: every record the initial position requires is delivered by the
 //     end (records of trimmed shards are not required).
 //   - checkpoint-backwards: a lease's checkpoint never moves backwards.

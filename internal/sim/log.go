@@ -35,6 +35,8 @@ type Delivery struct {
 	// Paused is set when the call was made while the process was paused, so that its
 	// stamp is the end of the pause: the worker decided to deliver before or during it.
 	Paused bool
+	// Call is when ProcessRecords was called: the moment the worker decided to deliver.
+	Call Stamp
 	// Failed is set when the call returned an error after processing Seqs (and trying
 	// to checkpoint them): the worker retries the batch.
 	Failed bool

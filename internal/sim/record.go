@@ -124,6 +124,7 @@ func (pr *processor) Initialize(ctx context.Context, in consumer.InitializeInput
 }
 
 func (pr *processor) ProcessRecords(ctx context.Context, in consumer.ProcessRecordsInput) error {
+	call := pr.p.sim.rec.stamp()
 	paused, err := pr.p.waitResume(ctx)
 	if err != nil {
 		return err
@@ -163,7 +164,7 @@ func (pr *processor) ProcessRecords(ctx context.Context, in consumer.ProcessReco
 	}
 	pr.p.sim.rec.add(func(_ Stamp, l *Log) {
 		l.Deliveries = append(l.Deliveries, Delivery{Stamp: st, Worker: pr.p.id, Inc: pr.p.inc, Shard: in.ShardID,
-			Epoch: in.LeaseEpoch, Seqs: seqs, Paused: paused, Failed: ret != nil})
+			Epoch: in.LeaseEpoch, Seqs: seqs, Paused: paused, Failed: ret != nil, Call: call})
 	})
 	if ret == nil {
 		pr.last = last

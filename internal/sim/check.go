@@ -450,7 +450,12 @@ func ownerNote(sm Sample, shard string) string {
 
 // OrphanBound is how long a healthy worker may own a lease in the table without
 // holding it.
-func OrphanBound(l *Log) time.Duration { return 3 * l.LeaseDuration }
+func OrphanBound(l *Log) time.Duration {
+	// Three lease durations, plus one control-loop pass at its deadline (3 x
+	// LeaseDuration): a lease owned but not run is resolved by the next completed pass,
+	// and a pass whose calls hang lasts until its deadline.
+	return 6 * l.LeaseDuration
+}
 
 // CheckOrphans: no lease is owned in the table by a healthy worker (running, not
 // killed, paused, cut off or stopping) yet absent from its Status().Leases for longer

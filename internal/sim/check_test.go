@@ -293,7 +293,7 @@ func TestCheckConvergence(t *testing.T) {
 func TestCheckOrphans(t *testing.T) {
 	runCases(t, CheckOrphans, []checkerCase{
 		{"owned in the table, not held", func(l *Log) {
-			l.Samples = samples(20, 60, func(int) Sample {
+			l.Samples = samples(20, 90, func(int) Sample {
 				return Sample{Open: []string{"B"}, Owners: map[string]string{"B": "w1"},
 					Workers: []WorkerSample{{ID: "w1", Inc: 2, Healthy: true}}}
 			})

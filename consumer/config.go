@@ -68,9 +68,10 @@ type Config struct {
 	// checkpoint confirms it, else one read of the lease; four times as long while it has
 	// nothing to deliver). Default 30s.
 	LeaseScanInterval time.Duration
-	// StartupSettle is how long a new worker waits before its first take, so that workers
-	// started together see each other and split the shards evenly at once instead of one
-	// worker taking everything and giving most of it back. Default 2*PollInterval.
+	// StartupSettle is how long a new worker waits after registering its heartbeat before
+	// its first take, so that workers started together see each other and split the
+	// shards evenly at once instead of one worker taking everything and giving most of it
+	// back. Default 2*PollInterval.
 	StartupSettle time.Duration
 
 	// MaxLeasesCap bounds the leases one worker may hold. Default 80.

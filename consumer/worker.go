@@ -149,7 +149,6 @@ func (w *Worker) Status() Status {
 // only when the worker cannot start (stream missing, tables missing, access denied).
 func (w *Worker) Run(ctx context.Context) error {
 	w.started = w.clock.Now()
-	w.settleUntil = w.started.Add(w.cfg.StartupSettle)
 	// The start-up check has the deadline of a start-up (a loaded machine, a cold
 	// connection), not of a control-loop call.
 	lctx, cancel := context.WithTimeout(ctx, max(w.callTimeout(), startupTimeout))
@@ -170,6 +169,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.beat(ctx, lease.WorkerActive); err != nil {
 		return fmt.Errorf("worker %s: cannot register in the metadata table: %w", w.cfg.WorkerID, err)
 	}
+	// The settle period counts from when others can see this worker, not from when the
+	// process began its start-up checks.
+	w.settleUntil = w.clock.Now().Add(w.cfg.StartupSettle)
 	w.log.Info("worker started", "app", w.cfg.AppName, "stream", w.cfg.StreamName,
 		"incarnation", w.incarnation, "lease_duration", w.cfg.LeaseDuration)
 

@@ -142,7 +142,7 @@ func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
 	// starts after the lease table was read (see liveness.expiredAfter).
 	for _, l := range table.Leases {
 		if l.Owner != "" && l.Owner != w.cfg.WorkerID && !l.Finished() && w.live.expired(l.Owner) {
-			w.observe(ctx)
+			_, _ = w.observe(ctx) // A failed read leaves them as they were: not taken.
 			break
 		}
 	}

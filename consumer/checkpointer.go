@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
-
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 

@@ -228,10 +228,7 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) waitForOtherProcess(ctx context.Context) error {
 	waiting := false
 	for ctx.Err() == nil {
-		start := w.clock.Now()
-		rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
-		meta, err := w.meta.ReadMeta(rctx)
-		cancel()
+		_, err := w.observe(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -242,7 +239,6 @@ func (w *Worker) waitForOtherProcess(ctx context.Context) error {
 			_ = clock.Sleep(ctx, w.clock, w.cfg.PollInterval)
 			continue
 		}
-		w.live.observe(start, w.clock.Now(), meta.Workers)
 		rec, ok := w.live.record(w.cfg.WorkerID)
 		if !ok || rec.Incarnation == w.incarnation || w.live.expired(w.cfg.WorkerID) {
 			if waiting {
@@ -496,20 +492,15 @@ func (w *Worker) tick(ctx context.Context) {
 	defer cancelPass()
 	// A pass that ends, even on an error, shows the loop is not stuck.
 	defer func() { w.lastPass.Store(w.clock.Now().UnixNano()) }()
-	readStart := w.clock.Now()
-	rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
-	meta, err := w.meta.ReadMeta(rctx)
-	cancel()
+	meta, err := w.observe(ctx)
 	if err != nil {
 		if ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) {
 			w.log.Warn("cannot read the metadata table", "err", err)
 		}
 		return
 	}
-	// Observations are timed when the read returned: never earlier than what it saw.
 	now := w.clock.Now()
 	w.reportCorrupt(meta.Corrupt)
-	w.live.observe(readStart, now, meta.Workers)
 	if meta.Coordinator != nil && meta.Coordinator.InitialPosition != "" {
 		w.startPos = *meta.Coordinator
 	}
@@ -547,16 +538,18 @@ func (w *Worker) tick(ctx context.Context) {
 	})
 }
 
-// observe reads the metadata table and records what it shows of the workers' liveness.
-func (w *Worker) observe(ctx context.Context) {
+// observe reads the metadata table and records what it shows of the workers' liveness,
+// timed from the read's start to its return (see liveness.observe).
+func (w *Worker) observe(ctx context.Context) (lease.Meta, error) {
 	start := w.clock.Now()
 	rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
 	meta, err := w.meta.ReadMeta(rctx)
 	cancel()
 	if err != nil {
-		return
+		return lease.Meta{}, err
 	}
 	w.live.observe(start, w.clock.Now(), meta.Workers)
+	return meta, nil
 }
 
 func (w *Worker) setStatus(f func(*Status)) {

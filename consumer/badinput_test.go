@@ -109,7 +109,7 @@ func TestStreamDeletedMidRunKeepsLeasesAndRecovers(t *testing.T) {
 		}
 	}
 	for _, l := range c.leases.Snapshot().Leases {
-		if old := cps[l.ShardID]; l.Owner != old.Owner || l.Counter != old.Counter || l.Checkpoint != old.Checkpoint {
+		if old := cps[l.ShardID]; l.Owner != old.Owner || l.Epoch != old.Epoch || l.Checkpoint != old.Checkpoint {
 			t.Errorf("lease %s changed while the stream was gone: %+v -> %+v", l.ShardID, old, l)
 		}
 	}

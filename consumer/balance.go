@@ -257,7 +257,7 @@ func (w *Worker) resolve(ctx context.Context, shardID string) {
 		delete(w.unsure, shardID)
 		return
 	}
-	w.log.Warn("a take that reported an error was applied: this worker owns the lease", "shard", shardID, "epoch", cur.Counter)
+	w.log.Warn("a take that reported an error was applied: this worker owns the lease", "shard", shardID, "epoch", cur.Epoch)
 	if len(w.activeConsumers()) < w.target && w.tenure.holding() {
 		tctx, cancel := context.WithTimeout(ctx, w.callTimeout())
 		taken, err := w.leases.TakeLease(tctx, cur, w.cfg.WorkerID)

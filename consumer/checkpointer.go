@@ -68,7 +68,7 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 	lost, last, floor := c.lost, c.last, c.floor
 	c.mu.Unlock()
 	if lost {
-		return fmt.Errorf("shard %s epoch %d: %w", c.held.ShardID, c.held.Counter, ErrLeaseLost)
+		return fmt.Errorf("shard %s epoch %d: %w", c.held.ShardID, c.held.Epoch, ErrLeaseLost)
 	}
 	if prev, ok := new(big.Int).SetString(last, 10); ok {
 		switch n.Cmp(prev) {
@@ -96,7 +96,7 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 	if err != nil {
 		if errors.Is(err, lease.ErrConflict) {
 			c.lost = true
-			return fmt.Errorf("shard %s epoch %d: checkpoint %s refused: %w", c.held.ShardID, c.held.Counter, seq, ErrLeaseLost)
+			return fmt.Errorf("shard %s epoch %d: checkpoint %s refused: %w", c.held.ShardID, c.held.Epoch, seq, ErrLeaseLost)
 		}
 		if errors.Is(err, lease.ErrTableNotFound) {
 			// Without the lease table progress cannot be recorded: retrying the batch would
@@ -123,7 +123,7 @@ func (c *checkpointer) appliedAnyway(ctx context.Context, seq string) bool {
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	cur, err := c.store.GetLease(rctx, c.held.ShardID)
-	return err == nil && cur.Owner == c.held.Owner && cur.Counter == c.held.Counter && cur.Checkpoint == seq
+	return err == nil && cur.Owner == c.held.Owner && cur.Epoch == c.held.Epoch && cur.Checkpoint == seq
 }
 
 // confirm records that the lease was read as ours at t.

@@ -341,7 +341,7 @@ type testProcessor struct {
 }
 
 func (p *testProcessor) Initialize(_ context.Context, in InitializeInput) error {
-	p.epoch = in.LeaseEpoch
+	p.epoch = in.Epoch
 	return nil
 }
 
@@ -352,7 +352,7 @@ func (p *testProcessor) ProcessRecords(ctx context.Context, in ProcessRecordsInp
 		if _, ok := p.c.started[p.shard]; !ok {
 			p.c.started[p.shard] = at
 		}
-		p.c.records = append(p.c.records, processed{worker: p.worker, shard: p.shard, seq: r.SequenceNumber, epoch: in.LeaseEpoch, at: at})
+		p.c.records = append(p.c.records, processed{worker: p.worker, shard: p.shard, seq: r.SequenceNumber, epoch: in.Epoch, at: at})
 	}
 	p.c.mu.Unlock()
 	return in.Checkpointer.Checkpoint(ctx, in.Records[len(in.Records)-1].SequenceNumber)

@@ -31,10 +31,10 @@
 //     the wall clock: the monotonic clock stops while a virtual machine is suspended, so a
 //     resumed worker finds itself fenced; a wall clock stepped forward costs a needless
 //     lapse, never safety.
-//   - Every change of a lease's owner is a conditional write on the owner and a counter
-//     (the epoch) that the write increments. Checkpoints are conditional on the same owner
+//   - Every change of a lease's owner is a conditional write on the owner and the
+//     epoch, which the write increments. Checkpoints are conditional on the same owner
 //     and epoch, so a stale owner (a long pause, a network cut) can never overwrite the new
-//     owner's progress. The epoch is handed to the RecordProcessor as LeaseEpoch so the
+//     owner's progress. The epoch is handed to the RecordProcessor (InitializeInput.Epoch) so the
 //     application can fence its own writes the same way. A take that reports an error may
 //     have been applied (a lost response, a timeout, an SDK retry failing the condition the
 //     first try met): the lease is read back at once and every pass after until the read

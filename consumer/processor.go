@@ -38,17 +38,17 @@ type InitializeInput struct {
 	// Checkpoint is where processing starts: a sequence number (processing starts after
 	// it), TRIM_HORIZON, LATEST or AT_TIMESTAMP.
 	Checkpoint string
-	// LeaseEpoch changes whenever the lease changes hands. Applications that write
+	// Epoch changes whenever the lease changes hands. Applications that write
 	// elsewhere can store it with their writes and refuse writes from an older epoch, the
 	// same fencing the worker applies to checkpoints.
-	LeaseEpoch     int64
+	Epoch          int64
 	ParentShardIDs []string
 }
 
 // ProcessRecordsInput is one batch of records.
 type ProcessRecordsInput struct {
 	ShardID            string
-	LeaseEpoch         int64
+	Epoch              int64
 	Records            []stream.Record
 	MillisBehindLatest int64
 	Checkpointer       Checkpointer

@@ -135,7 +135,7 @@ func (p *quietProcessor) ProcessRecords(_ context.Context, in ProcessRecordsInpu
 	p.c.mu.Lock()
 	defer p.c.mu.Unlock()
 	for _, r := range in.Records {
-		p.c.records = append(p.c.records, processed{worker: p.worker, shard: p.shard, seq: r.SequenceNumber, epoch: in.LeaseEpoch, at: p.c.order.Add(1)})
+		p.c.records = append(p.c.records, processed{worker: p.worker, shard: p.shard, seq: r.SequenceNumber, epoch: in.Epoch, at: p.c.order.Add(1)})
 	}
 	return nil
 }
@@ -438,7 +438,7 @@ func (p *partialProcessor) ProcessRecords(ctx context.Context, in ProcessRecords
 	p.mu.Unlock()
 	if p.calls.Add(1) == 1 && len(in.Records) > 2 {
 		p.cp = in.Records[1].SequenceNumber
-		if err := p.testProcessor.ProcessRecords(ctx, ProcessRecordsInput{Records: in.Records[:2], LeaseEpoch: in.LeaseEpoch, Checkpointer: in.Checkpointer}); err != nil {
+		if err := p.testProcessor.ProcessRecords(ctx, ProcessRecordsInput{Records: in.Records[:2], Epoch: in.Epoch, Checkpointer: in.Checkpointer}); err != nil {
 			return err
 		}
 		return errors.New("failed after a partial checkpoint")
@@ -523,8 +523,8 @@ func TestASecondProcessWithTheSameIDWaits(t *testing.T) {
 	second := c.start("w0")
 	time.Sleep(3 * c.base.LeaseDuration)
 	for i, l := range c.leases.Snapshot().Leases {
-		if l.Counter != before[i].Counter {
-			t.Fatalf("lease %s changed epoch %d -> %d while the first process ran", l.ShardID, before[i].Counter, l.Counter)
+		if l.Epoch != before[i].Epoch {
+			t.Fatalf("lease %s changed epoch %d -> %d while the first process ran", l.ShardID, before[i].Epoch, l.Epoch)
 		}
 	}
 	if st := second.w.Status(); st.Ready || len(st.Leases) > 0 {

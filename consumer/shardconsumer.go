@@ -96,7 +96,7 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 	err := c.proc.Initialize(ctx, InitializeInput{
 		ShardID:        c.held.ShardID,
 		Checkpoint:     c.held.Checkpoint,
-		LeaseEpoch:     c.held.Counter,
+		Epoch:          c.held.Epoch,
 		ParentShardIDs: c.held.ParentShardIDs,
 	})
 	if err != nil {
@@ -194,11 +194,11 @@ func (c *shardConsumer) stillOwned(ctx context.Context, every time.Duration) boo
 	cur, err := w.leases.GetLease(gctx, c.held.ShardID)
 	cancel()
 	switch {
-	case err == nil && cur.Owner == c.held.Owner && cur.Counter == c.held.Counter:
+	case err == nil && cur.Owner == c.held.Owner && cur.Epoch == c.held.Epoch:
 		c.cp.confirm(now)
 		return true
 	case err == nil || errors.Is(err, lease.ErrNotFound):
-		c.log.Error("the lease is no longer this worker's: stopping the shard", "owner", cur.Owner, "owner_epoch", cur.Counter)
+		c.log.Error("the lease is no longer this worker's: stopping the shard", "owner", cur.Owner, "owner_epoch", cur.Epoch)
 		return false
 	}
 	c.nextCheck = now.Add(w.cfg.PollInterval)
@@ -241,7 +241,7 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 		c.cp.behind.Store(batch.MillisBehindLatest)
 		err := c.proc.ProcessRecords(ctx, ProcessRecordsInput{
 			ShardID:            c.held.ShardID,
-			LeaseEpoch:         c.held.Counter,
+			Epoch:              c.held.Epoch,
 			Records:            records,
 			MillisBehindLatest: batch.MillisBehindLatest,
 			Checkpointer:       c.cp,

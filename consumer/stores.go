@@ -19,12 +19,12 @@ type LeaseStore interface {
 	// CreateLease creates a free lease if none exists for the shard; lease.ErrExists otherwise.
 	CreateLease(ctx context.Context, l lease.Lease) error
 	// TakeLease makes owner the owner of the lease, provided the stored lease still has the
-	// observed Owner and Counter. It increments the counter and returns the new lease.
+	// observed Owner and Epoch. It increments the epoch and returns the new lease.
 	TakeLease(ctx context.Context, observed lease.Lease, owner string) (lease.Lease, error)
-	// ReleaseLease frees the lease, provided it still has held's Owner and Counter. It
-	// increments the counter. A non-empty checkpoint is written in the same operation.
+	// ReleaseLease frees the lease, provided it still has held's Owner and Epoch. It
+	// increments the epoch. A non-empty checkpoint is written in the same operation.
 	ReleaseLease(ctx context.Context, held lease.Lease, checkpoint string) error
-	// Checkpoint records progress, provided the lease still has held's Owner and Counter,
+	// Checkpoint records progress, provided the lease still has held's Owner and Epoch,
 	// with the reader's lag behind the tip of the shard (negative: unknown, not written).
 	Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error
 }

@@ -381,7 +381,7 @@ func (w *Worker) startConsumer(held lease.Lease) {
 		cp:     newCheckpointer(w.leases, held, w.hooks, w.clock, w.callTimeout()),
 		gen:    w.tenure.generation(),
 		proc:   w.factory(held.ShardID),
-		log:    w.log.With("shard", held.ShardID, "epoch", held.Counter),
+		log:    w.log.With("shard", held.ShardID, "epoch", held.Epoch),
 		stopCh: make(chan stopKind, 1),
 		cancel: cancel,
 		done:   make(chan struct{}),
@@ -390,7 +390,7 @@ func (w *Worker) startConsumer(held lease.Lease) {
 	w.held[held.ShardID] = c
 	w.mu.Unlock()
 	w.leasesHeld.Store(int64(len(w.held)))
-	w.hooks.leaseTaken(held.ShardID, held.Counter)
+	w.hooks.leaseTaken(held.ShardID, held.Epoch)
 	c.log.Info("lease taken", "checkpoint", held.Checkpoint)
 	go c.run(cctx)
 }
@@ -398,7 +398,7 @@ func (w *Worker) startConsumer(held lease.Lease) {
 // handleExit forgets a consumer that ended and follows up on its reason.
 func (w *Worker) handleExit(ctx context.Context, e consumerExit) {
 	w.mu.Lock()
-	if c, ok := w.held[e.held.ShardID]; ok && c.held.Counter == e.held.Counter {
+	if c, ok := w.held[e.held.ShardID]; ok && c.held.Epoch == e.held.Epoch {
 		delete(w.held, e.held.ShardID)
 		c.cancel()
 	}
@@ -412,7 +412,7 @@ func (w *Worker) handleExit(ctx context.Context, e consumerExit) {
 		w.unsure[e.held.ShardID] = true
 		w.forceScan = true
 		w.hooks.leaseLost(e.held.ShardID)
-		w.log.Warn("lease lost", "shard", e.held.ShardID, "epoch", e.held.Counter)
+		w.log.Warn("lease lost", "shard", e.held.ShardID, "epoch", e.held.Epoch)
 	case exitFailed:
 		// Let another worker (or this one, later) try: retaking at once would fail again.
 		w.cooldown[e.held.ShardID] = w.clock.Now().Add(w.cfg.LeaseScanInterval)

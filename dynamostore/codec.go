@@ -247,7 +247,7 @@ func keyForReport(item map[string]types.AttributeValue, attr string) string {
 func encodeLease(l lease.Lease) map[string]types.AttributeValue {
 	item := map[string]types.AttributeValue{
 		attrLeaseKey:     strAV(l.ShardID),
-		attrLeaseCounter: numAV(l.Counter),
+		attrLeaseCounter: numAV(l.Epoch),
 		attrCheckpoint:   strAV(l.Checkpoint),
 		attrItemVersion:  numAV(itemVersion),
 	}
@@ -282,7 +282,7 @@ func decodeLease(item map[string]types.AttributeValue) (lease.Lease, error) {
 		// make every take of this lease fail.
 		r.fail(&decodeError{attrLeaseOwner, "is an empty string, expected a worker id or no attribute for a free lease"})
 	}
-	l.Counter = r.int64(attrLeaseCounter, true)
+	l.Epoch = r.int64(attrLeaseCounter, true)
 	l.Checkpoint = r.nonEmpty(attrCheckpoint)
 	if _, ok := item[attrStartTimestamp]; ok {
 		if ms := r.int64(attrStartTimestamp, true); r.err == nil {

@@ -37,7 +37,7 @@ func TestLeaseRoundTrip(t *testing.T) {
 		in   lease.Lease
 	}{
 		{"free", lease.Lease{ShardID: "shardId-000", Checkpoint: lease.TrimHorizon}},
-		{"owned", lease.Lease{ShardID: "shardId-001", Owner: "w1", Counter: 7, Checkpoint: "4960000000001"}},
+		{"owned", lease.Lease{ShardID: "shardId-001", Owner: "w1", Epoch: 7, Checkpoint: "4960000000001"}},
 		{"at timestamp", lease.Lease{ShardID: "shardId-002", Checkpoint: lease.AtTimestamp, StartTimestamp: ts}},
 		{"one parent", lease.Lease{ShardID: "shardId-003", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{"shardId-000"}}},
 		{"two parents", lease.Lease{ShardID: "shardId-004", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{"shardId-001", "shardId-002"}}},
@@ -92,7 +92,7 @@ func TestDecodeLeaseParents(t *testing.T) {
 }
 
 func TestDecodeLeaseCorrupt(t *testing.T) {
-	base := encodeLease(lease.Lease{ShardID: "shardId-1", Owner: "w", Counter: 3, Checkpoint: "123"})
+	base := encodeLease(lease.Lease{ShardID: "shardId-1", Owner: "w", Epoch: 3, Checkpoint: "123"})
 	tests := []struct {
 		name string
 		item item

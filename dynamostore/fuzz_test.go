@@ -73,7 +73,7 @@ func itemFromBytes(data []byte) map[string]types.AttributeValue {
 // coordinator record never has negative values or a maximum above its cap.
 func FuzzDecodeItem(f *testing.F) {
 	for _, it := range []map[string]types.AttributeValue{
-		encodeLease(lease.Lease{ShardID: "s", Owner: "w", Counter: 3, Checkpoint: "12", ParentShardIDs: []string{"p"}, MillisBehindLatest: 5, StartTimestamp: time.UnixMilli(1)}),
+		encodeLease(lease.Lease{ShardID: "s", Owner: "w", Epoch: 3, Checkpoint: "12", ParentShardIDs: []string{"p"}, MillisBehindLatest: 5, StartTimestamp: time.UnixMilli(1)}),
 		encodeWorker(lease.WorkerRecord{WorkerID: "w", Incarnation: "i", Heartbeat: 2, State: lease.WorkerActive, LastSeen: time.Unix(1, 0), StartedAt: time.Unix(2, 0)}),
 		encodeCoordinator("app_coordinator", lease.CoordinatorRecord{CoordinatorID: "w", Epoch: 1, MaxLeasesPerWorker: 3, Cap: 80, ShardCount: 6}),
 	} {
@@ -131,7 +131,7 @@ func FuzzLeaseRoundTrip(f *testing.F) {
 		if shard == "" || checkpoint == "" {
 			shard, checkpoint = "k"+shard, "c"+checkpoint // the decoder requires both
 		}
-		in := lease.Lease{ShardID: shard, Owner: owner, Counter: counter, Checkpoint: checkpoint}
+		in := lease.Lease{ShardID: shard, Owner: owner, Epoch: counter, Checkpoint: checkpoint}
 		if startMs != 0 {
 			in.StartTimestamp = time.UnixMilli(startMs).UTC()
 		}

@@ -77,8 +77,8 @@ func (s *Store) decodeLeaseItem(shardID string, item map[string]types.AttributeV
 	return l, nil
 }
 
-// CreateLease creates a free lease at counter 0 with l's checkpoint, start timestamp and
-// parents (l's Owner and Counter are ignored): lease.ErrExists if the shard has a lease.
+// CreateLease creates a free lease at epoch 0 with l's checkpoint, start timestamp and
+// parents (l's Owner and Epoch are ignored): lease.ErrExists if the shard has a lease.
 func (s *Store) CreateLease(ctx context.Context, l lease.Lease) error {
 	if l.ShardID == "" {
 		return errors.New("dynamostore: CreateLease: empty shard id")
@@ -86,7 +86,7 @@ func (s *Store) CreateLease(ctx context.Context, l lease.Lease) error {
 	if l.Checkpoint == "" {
 		return fmt.Errorf("dynamostore: CreateLease %q: empty checkpoint", l.ShardID)
 	}
-	l.Owner, l.Counter = "", 0
+	l.Owner, l.Epoch = "", 0
 	e := newExpr()
 	_, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName:                aws.String(s.leaseTable),
@@ -104,17 +104,17 @@ func (s *Store) CreateLease(ctx context.Context, l lease.Lease) error {
 }
 
 // heldCondition is the fencing condition: the stored lease still has l's owner (or still
-// has none) and l's counter.
+// has none) and l's epoch.
 func heldCondition(e *exprBuilder, l lease.Lease) string {
 	owner := "attribute_not_exists(" + e.name(attrLeaseOwner) + ")"
 	if l.Owner != "" {
 		owner = e.name(attrLeaseOwner) + " = " + e.value(strAV(l.Owner))
 	}
-	return e.name(attrLeaseCounter) + " = " + e.value(numAV(l.Counter)) + " AND " + owner
+	return e.name(attrLeaseCounter) + " = " + e.value(numAV(l.Epoch)) + " AND " + owner
 }
 
 // TakeLease makes owner the owner, provided the stored lease still has observed's Owner and
-// Counter (lease.ErrConflict otherwise). It increments the counter and returns the new lease.
+// Epoch (lease.ErrConflict otherwise). It increments the epoch and returns the new lease.
 func (s *Store) TakeLease(ctx context.Context, observed lease.Lease, owner string) (lease.Lease, error) {
 	if owner == "" {
 		return lease.Lease{}, fmt.Errorf("dynamostore: TakeLease %q: empty owner", observed.ShardID)
@@ -131,8 +131,8 @@ func (s *Store) TakeLease(ctx context.Context, observed lease.Lease, owner strin
 	return s.decodeLeaseItem(observed.ShardID, out.Attributes)
 }
 
-// ReleaseLease frees the lease, provided it still has held's Owner and Counter
-// (lease.ErrConflict otherwise). It increments the counter and, when checkpoint is not
+// ReleaseLease frees the lease, provided it still has held's Owner and Epoch
+// (lease.ErrConflict otherwise). It increments the epoch and, when checkpoint is not
 // empty, writes it in the same operation.
 func (s *Store) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint string) error {
 	if held.Owner == "" {
@@ -150,7 +150,7 @@ func (s *Store) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint s
 	return err
 }
 
-// Checkpoint records progress, provided the lease still has held's Owner and Counter
+// Checkpoint records progress, provided the lease still has held's Owner and Epoch
 // (lease.ErrConflict otherwise).
 func (s *Store) Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error {
 	if held.Owner == "" {
@@ -169,7 +169,7 @@ func (s *Store) Checkpoint(ctx context.Context, held lease.Lease, checkpoint str
 	return err
 }
 
-// DeleteLease removes the lease, provided it still has observed's Owner and Counter
+// DeleteLease removes the lease, provided it still has observed's Owner and Epoch
 // (lease.ErrConflict otherwise, also when it is already gone).
 func (s *Store) DeleteLease(ctx context.Context, observed lease.Lease) error {
 	e := newExpr()

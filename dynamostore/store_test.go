@@ -190,7 +190,7 @@ func TestThrottled(t *testing.T) {
 func TestMissingTable(t *testing.T) {
 	st := newStore(t, nil) // tables never created
 	ctx := t.Context()
-	l := lease.Lease{ShardID: "s", Owner: "w", Counter: 1, Checkpoint: lease.TrimHorizon}
+	l := lease.Lease{ShardID: "s", Owner: "w", Epoch: 1, Checkpoint: lease.TrimHorizon}
 	calls := []struct {
 		name  string
 		table string
@@ -257,7 +257,7 @@ func TestCreateGetListLeases(t *testing.T) {
 		want[l.ShardID] = l
 	}
 	// Owner and counter of a created lease are ignored: it starts free at 0.
-	err := st.CreateLease(ctx, lease.Lease{ShardID: "shardId-000000000000", Owner: "w", Counter: 9, Checkpoint: "1"})
+	err := st.CreateLease(ctx, lease.Lease{ShardID: "shardId-000000000000", Owner: "w", Epoch: 9, Checkpoint: "1"})
 	if !errors.Is(err, lease.ErrExists) {
 		t.Errorf("second create: %v, want ErrExists", err)
 	}
@@ -316,7 +316,7 @@ func TestTakeLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w1.Owner != "w1" || w1.Counter != 1 || w1.Checkpoint != lease.TrimHorizon {
+	if w1.Owner != "w1" || w1.Epoch != 1 || w1.Checkpoint != lease.TrimHorizon {
 		t.Errorf("after take: %+v", w1)
 	}
 	if got := mustGet(t, st, "s1"); !reflect.DeepEqual(got, w1) {
@@ -328,11 +328,11 @@ func TestTakeLease(t *testing.T) {
 		t.Errorf("take with stale free observation: %v, want ErrConflict", err)
 	}
 	// Right counter, wrong owner.
-	if _, err := st.TakeLease(ctx, lease.Lease{ShardID: "s1", Owner: "w3", Counter: 1}, "w2"); !errors.Is(err, lease.ErrConflict) {
+	if _, err := st.TakeLease(ctx, lease.Lease{ShardID: "s1", Owner: "w3", Epoch: 1}, "w2"); !errors.Is(err, lease.ErrConflict) {
 		t.Errorf("take with wrong owner: %v, want ErrConflict", err)
 	}
 	// Right owner, wrong counter.
-	if _, err := st.TakeLease(ctx, lease.Lease{ShardID: "s1", Owner: "w1", Counter: 0}, "w2"); !errors.Is(err, lease.ErrConflict) {
+	if _, err := st.TakeLease(ctx, lease.Lease{ShardID: "s1", Owner: "w1", Epoch: 0}, "w2"); !errors.Is(err, lease.ErrConflict) {
 		t.Errorf("take with stale counter: %v, want ErrConflict", err)
 	}
 	if got := mustGet(t, st, "s1"); !reflect.DeepEqual(got, w1) {
@@ -344,7 +344,7 @@ func TestTakeLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w2.Owner != "w2" || w2.Counter != 2 {
+	if w2.Owner != "w2" || w2.Epoch != 2 {
 		t.Errorf("after steal: %+v", w2)
 	}
 
@@ -386,7 +386,7 @@ func TestCheckpointFencing(t *testing.T) {
 	if err := st.Checkpoint(ctx, held, "100", -1); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustGet(t, st, "s1"); got.Checkpoint != "100" || got.Counter != held.Counter {
+	if got := mustGet(t, st, "s1"); got.Checkpoint != "100" || got.Epoch != held.Epoch {
 		t.Errorf("after checkpoint: %+v", got)
 	}
 
@@ -400,8 +400,8 @@ func TestCheckpointFencing(t *testing.T) {
 		l    lease.Lease
 	}{
 		{"old owner and counter", held},
-		{"old owner, new counter", lease.Lease{ShardID: "s1", Owner: "w1", Counter: stolen.Counter}},
-		{"new owner, old counter", lease.Lease{ShardID: "s1", Owner: "w2", Counter: held.Counter}},
+		{"old owner, new counter", lease.Lease{ShardID: "s1", Owner: "w1", Epoch: stolen.Epoch}},
+		{"new owner, old counter", lease.Lease{ShardID: "s1", Owner: "w2", Epoch: held.Epoch}},
 	}
 	for _, tt := range stale {
 		t.Run(tt.name, func(t *testing.T) {
@@ -426,14 +426,14 @@ func TestReleaseLease(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := st.ReleaseLease(ctx, lease.Lease{ShardID: "s1", Owner: "w1", Counter: 0}, "5"); !errors.Is(err, lease.ErrConflict) {
+	if err := st.ReleaseLease(ctx, lease.Lease{ShardID: "s1", Owner: "w1", Epoch: 0}, "5"); !errors.Is(err, lease.ErrConflict) {
 		t.Errorf("stale release: %v, want ErrConflict", err)
 	}
 	if err := st.ReleaseLease(ctx, held, "300"); err != nil {
 		t.Fatal(err)
 	}
 	got := mustGet(t, st, "s1")
-	want := lease.Lease{ShardID: "s1", Counter: 2, Checkpoint: "300"}
+	want := lease.Lease{ShardID: "s1", Epoch: 2, Checkpoint: "300"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("after release:\n got %+v\nwant %+v", got, want)
 	}
@@ -451,7 +451,7 @@ func TestReleaseLease(t *testing.T) {
 	if err := st.ReleaseLease(ctx, again, ""); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustGet(t, st, "s1"); got.Owner != "" || got.Counter != 4 || got.Checkpoint != "300" {
+	if got := mustGet(t, st, "s1"); got.Owner != "" || got.Epoch != 4 || got.Checkpoint != "300" {
 		t.Errorf("after release without checkpoint: %+v", got)
 	}
 }

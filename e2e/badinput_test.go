@@ -265,10 +265,10 @@ func TestStreamDeletedMidRun(t *testing.T) {
 	}
 	was := map[string]string{}
 	for _, l := range before.Leases {
-		was[l.ShardID] = fmt.Sprintf("%s/%d/%s", l.Owner, l.Counter, l.Checkpoint)
+		was[l.ShardID] = fmt.Sprintf("%s/%d/%s", l.Owner, l.Epoch, l.Checkpoint)
 	}
 	for _, l := range after.Leases {
-		if now := fmt.Sprintf("%s/%d/%s", l.Owner, l.Counter, l.Checkpoint); now != was[l.ShardID] {
+		if now := fmt.Sprintf("%s/%d/%s", l.Owner, l.Epoch, l.Checkpoint); now != was[l.ShardID] {
 			t.Errorf("lease %s changed with the stream gone: %s -> %s", l.ShardID, was[l.ShardID], now)
 		}
 	}
@@ -328,7 +328,7 @@ func TestMetaTableDeletedMidRunFences(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, l := range after.Leases {
-		if b := before.Leases[i]; b.ShardID != l.ShardID || b.Owner != l.Owner || b.Counter != l.Counter || b.Checkpoint != l.Checkpoint {
+		if b := before.Leases[i]; b.ShardID != l.ShardID || b.Owner != l.Owner || b.Epoch != l.Epoch || b.Checkpoint != l.Checkpoint {
 			t.Errorf("lease changed: %+v -> %+v", b, l)
 		}
 	}

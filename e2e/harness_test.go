@@ -472,7 +472,7 @@ func (c *cluster) ownership() (ownership, error) {
 	o := ownership{byOwner: map[string]int{}, owner: map[string]string{}, counter: map[string]int64{}}
 	for _, l := range tab.Leases {
 		o.owner[l.ShardID] = l.Owner
-		o.counter[l.ShardID] = l.Counter
+		o.counter[l.ShardID] = l.Epoch
 		switch {
 		case l.Finished():
 			o.finished++

@@ -74,7 +74,7 @@ func (w *checkpointWatch) run() {
 				before, _ := checkpointRank(prev)
 				if now.Cmp(before) < 0 {
 					w.errs = append(w.errs, fmt.Sprintf("%s: checkpoint moved backwards from %s to %s (owner %s, counter %d)",
-						l.ShardID, prev, l.Checkpoint, l.Owner, l.Counter))
+						l.ShardID, prev, l.Checkpoint, l.Owner, l.Epoch))
 				}
 			}
 			last[l.ShardID] = l.Checkpoint
@@ -219,8 +219,8 @@ func TestStaleCheckpointRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Counter <= a.Counter {
-		t.Fatalf("take by b: counter %d, want above a's %d", b.Counter, a.Counter)
+	if b.Epoch <= a.Epoch {
+		t.Fatalf("take by b: counter %d, want above a's %d", b.Epoch, a.Epoch)
 	}
 	if err := store.Checkpoint(ctx, b, "200", -1); err != nil {
 		t.Fatalf("new owner's checkpoint: %v", err)
@@ -237,8 +237,8 @@ func TestStaleCheckpointRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Checkpoint != "200" || got.Owner != "b" || got.Counter != b.Counter {
-		t.Errorf("stored lease after the stale writes: %+v, want b's checkpoint 200 at counter %d", got, b.Counter)
+	if got.Checkpoint != "200" || got.Owner != "b" || got.Epoch != b.Epoch {
+		t.Errorf("stored lease after the stale writes: %+v, want b's checkpoint 200 at counter %d", got, b.Epoch)
 	}
 }
 

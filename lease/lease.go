@@ -41,9 +41,10 @@ type Lease struct {
 	ShardID string
 	// Owner is the worker that holds the lease; empty when the lease is free.
 	Owner string
-	// Counter changes on every change of ownership (take, release). It is the fencing
-	// epoch: checkpoints are accepted only from Owner at this Counter.
-	Counter int64
+	// Epoch is the fencing epoch: it changes on every change of ownership (take, release),
+	// and checkpoints are accepted only from Owner at this Epoch. DynamoDB stores it as
+	// leaseCounter, the KCL's attribute name.
+	Epoch int64
 	// Checkpoint is a sequence number, or TrimHorizon, Latest, AtTimestamp or ShardEnd.
 	Checkpoint string
 	// StartTimestamp is the position for a lease created at AtTimestamp.

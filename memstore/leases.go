@@ -83,8 +83,8 @@ func (s *Leases) GetLease(ctx context.Context, shardID string) (lease.Lease, err
 	return copyLease(l), nil
 }
 
-// CreateLease implements consumer.LeaseStore. It creates a free lease at counter 0 with
-// l's checkpoint, start timestamp and parents; l's Owner and Counter are ignored.
+// CreateLease implements consumer.LeaseStore. It creates a free lease at epoch 0 with
+// l's checkpoint, start timestamp and parents; l's Owner and Epoch are ignored.
 func (s *Leases) CreateLease(ctx context.Context, l lease.Lease) error {
 	if l.ShardID == "" {
 		return errors.New("memstore: CreateLease: empty shard id")
@@ -95,7 +95,7 @@ func (s *Leases) CreateLease(ctx context.Context, l lease.Lease) error {
 	if err := s.begin(ctx, "CreateLease"); err != nil {
 		return err
 	}
-	l.Owner, l.Counter = "", 0
+	l.Owner, l.Epoch = "", 0
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.leases[l.ShardID]; ok {
@@ -124,7 +124,7 @@ func (s *Leases) TakeLease(ctx context.Context, observed lease.Lease, owner stri
 		return lease.Lease{}, err
 	}
 	l.Owner = owner
-	l.Counter++
+	l.Epoch++
 	s.leases[l.ShardID] = l
 	return copyLease(l), nil
 }
@@ -144,7 +144,7 @@ func (s *Leases) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint 
 		return err
 	}
 	l.Owner = ""
-	l.Counter++
+	l.Epoch++
 	if checkpoint != "" {
 		l.Checkpoint = checkpoint
 	}
@@ -152,7 +152,7 @@ func (s *Leases) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint 
 	return nil
 }
 
-// Checkpoint implements consumer.LeaseStore. The counter is unchanged.
+// Checkpoint implements consumer.LeaseStore. The epoch is unchanged.
 func (s *Leases) Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error {
 	if held.Owner == "" {
 		return fmt.Errorf("memstore: Checkpoint %q: lease has no owner", held.ShardID)
@@ -192,7 +192,7 @@ func (s *Leases) DeleteLease(ctx context.Context, observed lease.Lease) error {
 	return nil
 }
 
-// matchLocked returns the stored lease if it still has want's Owner and Counter. The
+// matchLocked returns the stored lease if it still has want's Owner and Epoch. The
 // returned lease shares ParentShardIDs with the stored one, which is safe because stored
 // slices are never modified in place.
 func (s *Leases) matchLocked(want lease.Lease) (lease.Lease, error) {
@@ -204,14 +204,14 @@ func (s *Leases) matchLocked(want lease.Lease) (lease.Lease, error) {
 	if !ok {
 		return lease.Lease{}, fmt.Errorf("memstore: lease %q does not exist: %w", want.ShardID, lease.ErrConflict)
 	}
-	if l.Owner != want.Owner || l.Counter != want.Counter {
-		return lease.Lease{}, fmt.Errorf("memstore: lease %q held by %q at counter %d, expected %q at %d: %w",
-			want.ShardID, l.Owner, l.Counter, want.Owner, want.Counter, lease.ErrConflict)
+	if l.Owner != want.Owner || l.Epoch != want.Epoch {
+		return lease.Lease{}, fmt.Errorf("memstore: lease %q held by %q at epoch %d, expected %q at %d: %w",
+			want.ShardID, l.Owner, l.Epoch, want.Owner, want.Epoch, lease.ErrConflict)
 	}
 	return l, nil
 }
 
-// Put stores l unconditionally (owner and counter included), replacing any lease or corrupt
+// Put stores l unconditionally (owner and epoch included), replacing any lease or corrupt
 // item with its key. It is for setting up tests and is neither counted nor subject to
 // injected errors.
 func (s *Leases) Put(l lease.Lease) {

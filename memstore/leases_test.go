@@ -14,7 +14,7 @@ import (
 )
 
 func held() lease.Lease {
-	return lease.Lease{ShardID: "s1", Owner: "a", Counter: 3, Checkpoint: "100", ParentShardIDs: []string{"s0"}}
+	return lease.Lease{ShardID: "s1", Owner: "a", Epoch: 3, Checkpoint: "100", ParentShardIDs: []string{"s0"}}
 }
 
 func TestLeaseConditionalWrites(t *testing.T) {
@@ -22,7 +22,7 @@ func TestLeaseConditionalWrites(t *testing.T) {
 	stale := held()
 	stale.Owner = "x"
 	oldCounter := held()
-	oldCounter.Counter = 2
+	oldCounter.Epoch = 2
 	missing := lease.Lease{ShardID: "nope"}
 	with := func(f func(*lease.Lease)) *lease.Lease {
 		l := held()
@@ -41,12 +41,12 @@ func TestLeaseConditionalWrites(t *testing.T) {
 			name: "take with current observation",
 			op: func(s *memstore.Leases) error {
 				got, err := s.TakeLease(ctx, held(), "b")
-				if err == nil && (got.Owner != "b" || got.Counter != 4) {
+				if err == nil && (got.Owner != "b" || got.Epoch != 4) {
 					t.Errorf("TakeLease returned %+v", got)
 				}
 				return err
 			},
-			want: with(func(l *lease.Lease) { l.Owner = "b"; l.Counter = 4 }),
+			want: with(func(l *lease.Lease) { l.Owner = "b"; l.Epoch = 4 }),
 		},
 		{
 			name:    "take with stale owner",
@@ -69,12 +69,12 @@ func TestLeaseConditionalWrites(t *testing.T) {
 		{
 			name: "release with checkpoint",
 			op:   func(s *memstore.Leases) error { return s.ReleaseLease(ctx, held(), "200") },
-			want: with(func(l *lease.Lease) { l.Owner = ""; l.Counter = 4; l.Checkpoint = "200" }),
+			want: with(func(l *lease.Lease) { l.Owner = ""; l.Epoch = 4; l.Checkpoint = "200" }),
 		},
 		{
 			name: "release keeps checkpoint when none given",
 			op:   func(s *memstore.Leases) error { return s.ReleaseLease(ctx, held(), "") },
-			want: with(func(l *lease.Lease) { l.Owner = ""; l.Counter = 4 }),
+			want: with(func(l *lease.Lease) { l.Owner = ""; l.Epoch = 4 }),
 		},
 		{
 			name:    "release by stale owner",
@@ -199,7 +199,7 @@ func TestLeaseLifecycle(t *testing.T) {
 	ctx := context.Background()
 	s := memstore.NewLeases()
 	// Owner and counter of a new lease are ignored: it is always created free.
-	if err := s.CreateLease(ctx, lease.Lease{ShardID: "s1", Owner: "x", Counter: 5, Checkpoint: lease.TrimHorizon}); err != nil {
+	if err := s.CreateLease(ctx, lease.Lease{ShardID: "s1", Owner: "x", Epoch: 5, Checkpoint: lease.TrimHorizon}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.CreateLease(ctx, lease.Lease{ShardID: "s1", Checkpoint: lease.TrimHorizon}); !errors.Is(err, lease.ErrExists) {
@@ -209,7 +209,7 @@ func TestLeaseLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if free.Owner != "" || free.Counter != 0 {
+	if free.Owner != "" || free.Epoch != 0 {
 		t.Fatalf("created %+v", free)
 	}
 	a, err := s.TakeLease(ctx, free, "a")
@@ -221,8 +221,8 @@ func TestLeaseLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Counter != 2 {
-		t.Fatalf("counter after two takes = %d", b.Counter)
+	if b.Epoch != 2 {
+		t.Fatalf("counter after two takes = %d", b.Epoch)
 	}
 	if err := s.Checkpoint(ctx, a, "5", -1); !errors.Is(err, lease.ErrConflict) {
 		t.Fatalf("checkpoint by old owner: %v", err)
@@ -237,7 +237,7 @@ func TestLeaseLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := s.Lease("s1")
-	want := lease.Lease{ShardID: "s1", Counter: 3, Checkpoint: "7"}
+	want := lease.Lease{ShardID: "s1", Epoch: 3, Checkpoint: "7"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("final lease %+v, want %+v", got, want)
 	}
@@ -338,8 +338,8 @@ func TestLeaseTakeRace(t *testing.T) {
 	if wins != 1 {
 		t.Fatalf("%d winners, want 1", wins)
 	}
-	if l, _ := s.Lease("s1"); l.Counter != 1 {
-		t.Fatalf("counter %d, want 1", l.Counter)
+	if l, _ := s.Lease("s1"); l.Epoch != 1 {
+		t.Fatalf("counter %d, want 1", l.Epoch)
 	}
 }
 

@@ -162,7 +162,7 @@ func TestRecordLogStaysValidJSONForLargeAndBinaryRecords(t *testing.T) {
 	}
 	big := bytes.Repeat([]byte("x"), 1<<20)
 	binary := []byte{0xff, 0xfe, 0x00, '"', '\\', '\n', 0x80, 0xc3, 0x28, 0x1b}
-	in := consumer.ProcessRecordsInput{ShardID: "shardId-000000000000", LeaseEpoch: 1, Records: []stream.Record{
+	in := consumer.ProcessRecordsInput{ShardID: "shardId-000000000000", Epoch: 1, Records: []stream.Record{
 		{SequenceNumber: "1", PartitionKey: "big", Data: big},
 		{SequenceNumber: "2", PartitionKey: "bin\x00\xff", Data: binary},
 		{SequenceNumber: "3", PartitionKey: "empty", Data: nil},

@@ -32,8 +32,8 @@ func demoFactory(log *slog.Logger, workerID string, rec *recordLog) consumer.Pro
 }
 
 func (p *demoProcessor) Initialize(_ context.Context, in consumer.InitializeInput) error {
-	p.epoch = in.LeaseEpoch
-	p.log.Debug("processor initialized", "checkpoint", in.Checkpoint, "epoch", in.LeaseEpoch)
+	p.epoch = in.Epoch
+	p.log.Debug("processor initialized", "checkpoint", in.Checkpoint, "epoch", in.Epoch)
 	return nil
 }
 
@@ -104,7 +104,7 @@ func (r *recordLog) append(in consumer.ProcessRecordsInput) error {
 	enc := json.NewEncoder(r.w)
 	now := time.Now().UnixNano()
 	for _, rec := range in.Records {
-		line := recordLine{Worker: r.worker, Shard: in.ShardID, Epoch: in.LeaseEpoch,
+		line := recordLine{Worker: r.worker, Shard: in.ShardID, Epoch: in.Epoch,
 			Sequence: rec.SequenceNumber, PartitionKey: rec.PartitionKey, Data: string(rec.Data), At: now}
 		if err := enc.Encode(line); err != nil {
 			return fmt.Errorf("record log: %w", err)

@@ -236,7 +236,7 @@ func newLeaseView(table string, t lease.Table) leaseView {
 		if l.Owner != "" && st != stateFinished {
 			perWorker[l.Owner]++
 		}
-		row := leaseRow{Shard: l.ShardID, Owner: l.Owner, State: st, Epoch: l.Counter,
+		row := leaseRow{Shard: l.ShardID, Owner: l.Owner, State: st, Epoch: l.Epoch,
 			Checkpoint: l.Checkpoint, Parents: l.ParentShardIDs}
 		if lagKnown(l) {
 			row.MillisBehindLatest = &l.MillisBehindLatest

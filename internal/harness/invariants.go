@@ -171,10 +171,10 @@ func CheckCheckpoints(samples []Sample) Result {
 			}
 			if CompareCheckpoints(l.Checkpoint, p.Checkpoint) < 0 {
 				r.fail("shard %s at %s: checkpoint %s (owner %s epoch %d) after %s (owner %s epoch %d)",
-					l.ShardID, s.At.Format("15:04:05.000"), l.Checkpoint, l.Owner, l.Counter, p.Checkpoint, p.Owner, p.Counter)
+					l.ShardID, s.At.Format("15:04:05.000"), l.Checkpoint, l.Owner, l.Epoch, p.Checkpoint, p.Owner, p.Epoch)
 			}
-			if l.Counter < p.Counter {
-				r.fail("shard %s at %s: lease counter %d after %d", l.ShardID, s.At.Format("15:04:05.000"), l.Counter, p.Counter)
+			if l.Epoch < p.Epoch {
+				r.fail("shard %s at %s: lease counter %d after %d", l.ShardID, s.At.Format("15:04:05.000"), l.Epoch, p.Epoch)
 			}
 		}
 	}
@@ -205,9 +205,9 @@ func CheckFencing(samples []Sample, deliveries []Delivery) Result {
 			}
 			checked++
 			at := s.At.Format("15:04:05.000")
-			if l.Counter < p.Counter || (l.Counter == p.Counter && l.Owner != p.Owner) {
+			if l.Epoch < p.Epoch || (l.Epoch == p.Epoch && l.Owner != p.Owner) {
 				r.fail("shard %s at %s: checkpoint %s came with owner %q epoch %d after owner %q epoch %d",
-					l.ShardID, at, l.Checkpoint, l.Owner, l.Counter, p.Owner, p.Counter)
+					l.ShardID, at, l.Checkpoint, l.Owner, l.Epoch, p.Owner, p.Epoch)
 				continue
 			}
 			if rank, _ := rankCheckpoint(l.Checkpoint); rank != 1 {
@@ -216,16 +216,16 @@ func CheckFencing(samples []Sample, deliveries []Delivery) Result {
 			es, ok := epochsOf[l.ShardID+"/"+l.Checkpoint]
 			if !ok {
 				r.fail("shard %s at %s: checkpoint %s (owner %q epoch %d) is a record nobody processed",
-					l.ShardID, at, l.Checkpoint, l.Owner, l.Counter)
+					l.ShardID, at, l.Checkpoint, l.Owner, l.Epoch)
 				continue
 			}
 			valid := false
 			for _, e := range es {
-				valid = valid || (e >= p.Counter && e <= l.Counter)
+				valid = valid || (e >= p.Epoch && e <= l.Epoch)
 			}
 			if !valid {
 				r.fail("shard %s at %s: checkpoint %s was processed under epochs %v only, but the lease was already at epoch %d",
-					l.ShardID, at, l.Checkpoint, es, p.Counter)
+					l.ShardID, at, l.Checkpoint, es, p.Epoch)
 			}
 		}
 	}

@@ -19,7 +19,7 @@ func dlv(worker, shard string, epoch int64, seq string, ms int) Delivery {
 func sample(ms int, ls ...lease.Lease) Sample { return Sample{At: at(ms), Leases: ls} }
 
 func ls(shard, owner string, counter int64, cp string) lease.Lease {
-	return lease.Lease{ShardID: shard, Owner: owner, Counter: counter, Checkpoint: cp}
+	return lease.Lease{ShardID: shard, Owner: owner, Epoch: counter, Checkpoint: cp}
 }
 
 func wantResult(t *testing.T, r Result, fail bool, substr string) {

@@ -66,7 +66,7 @@ func writesByShard(l *Log, ops ...string) map[string][]Write {
 // tenure began), or when a delivery of a later epoch came before it. Deliveries made
 // while their process was paused are reported as KindExclusivePause: the worker
 // decided to deliver before the pause, a window no lease library can close (the
-// application fences it with LeaseEpoch).
+// application fences it with Epoch).
 func CheckExclusive(l *Log) []Violation {
 	takes := writesByShard(l, OpTake)
 	type key struct {

@@ -58,7 +58,7 @@
 //     epoch. Deliveries whose call was made while the process was paused are reported
 //     as exclusive-pause when the newer take came after the call: the worker decided to
 //     deliver while valid and the pause held the delivery back, which no lease library
-//     can prevent (the application fences with LeaseEpoch). Such findings are listed but
+//     can prevent (the application fences with Epoch). Such findings are listed but
 //     do not fail a run; a paused delivery whose call came after the newer take is an
 //     exclusive violation like any other.
 //   - at-least-once: every record the initial position requires is delivered by the

@@ -30,7 +30,7 @@ type Delivery struct {
 	Worker string
 	Inc    int // process incarnation of Worker (1 for its first process)
 	Shard  string
-	Epoch  int64 // ProcessRecordsInput.LeaseEpoch
+	Epoch  int64 // ProcessRecordsInput.Epoch
 	Seqs   []string
 	// Paused is set when the call was made while the process was paused, so that its
 	// stamp is the end of the pause: the worker decided to deliver before or during it.

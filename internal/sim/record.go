@@ -71,7 +71,7 @@ func (s *recLeases) TakeLease(ctx context.Context, o lease.Lease, owner string) 
 	l, err := s.inner.TakeLease(ctx, o, owner)
 	if err == nil {
 		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpTake, Shard: l.ShardID,
-			Owner: owner, Counter: l.Counter, Checkpoint: l.Checkpoint})
+			Owner: owner, Counter: l.Epoch, Checkpoint: l.Checkpoint})
 	}
 	return l, err
 }
@@ -82,7 +82,7 @@ func (s *recLeases) ReleaseLease(ctx context.Context, h lease.Lease, cp string) 
 	err := s.inner.ReleaseLease(ctx, h, cp)
 	if err == nil {
 		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpRelease, Shard: h.ShardID,
-			Owner: h.Owner, Counter: h.Counter + 1, Checkpoint: cp})
+			Owner: h.Owner, Counter: h.Epoch + 1, Checkpoint: cp})
 	}
 	return err
 }
@@ -93,7 +93,7 @@ func (s *recLeases) Checkpoint(ctx context.Context, h lease.Lease, cp string, be
 	err := s.inner.Checkpoint(ctx, h, cp, behind)
 	if err == nil {
 		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpCheckpoint, Shard: h.ShardID,
-			Owner: h.Owner, Counter: h.Counter, Checkpoint: cp})
+			Owner: h.Owner, Counter: h.Epoch, Checkpoint: cp})
 	}
 	return err
 }
@@ -116,7 +116,7 @@ func (pr *processor) Initialize(ctx context.Context, in consumer.InitializeInput
 	if _, err := pr.p.waitResume(ctx); err != nil {
 		return err
 	}
-	pr.epoch = in.LeaseEpoch
+	pr.epoch = in.Epoch
 	if pr.p.sim.faulty() && pr.p.float() < 0.02 {
 		return errApp
 	}
@@ -164,7 +164,7 @@ func (pr *processor) ProcessRecords(ctx context.Context, in consumer.ProcessReco
 	}
 	pr.p.sim.rec.add(func(_ Stamp, l *Log) {
 		l.Deliveries = append(l.Deliveries, Delivery{Stamp: st, Worker: pr.p.id, Inc: pr.p.inc, Shard: in.ShardID,
-			Epoch: in.LeaseEpoch, Seqs: seqs, Paused: paused, Failed: ret != nil, Call: call})
+			Epoch: in.Epoch, Seqs: seqs, Paused: paused, Failed: ret != nil, Call: call})
 	})
 	if ret == nil {
 		pr.last = last

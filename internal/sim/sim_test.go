@@ -73,7 +73,7 @@ func (s *summary) String() string {
 		ex := seeds[:min(5, len(seeds))]
 		note := ""
 		if informational(k) {
-			note = " (informational: decided while valid, held by a pause; fenced by LeaseEpoch)"
+			note = " (informational: decided while valid, held by a pause; fenced by Epoch)"
 		}
 		fmt.Fprintf(&b, "\n  %-24s %5d violations in %4d seeds, e.g. seeds %v%s", k, s.byKind[k], len(seeds), ex, note)
 	}
@@ -209,5 +209,5 @@ func report(t *testing.T, seed uint64, l *Log, vs []Violation, show int) {
 // informational reports whether a kind of finding is no fault of the library:
 // exclusive-pause is a delivery the worker decided on while valid, held back by a pause
 // of its own process until after another worker's take. No lease library can close
-// that window; the application fences it with LeaseEpoch.
+// that window; the application fences it with Epoch.
 func informational(kind string) bool { return kind == KindExclusivePause }

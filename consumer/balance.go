@@ -146,20 +146,7 @@ func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
 			break
 		}
 	}
-	byID := make(map[string]lease.Lease, len(table.Leases))
-	isParent := make(map[string]bool)
-	for _, l := range table.Leases {
-		byID[l.ShardID] = l
-		if !l.Finished() {
-			for _, p := range l.ParentShardIDs {
-				isParent[p] = true
-			}
-		}
-	}
-	corrupt := make(map[string]bool, len(table.Corrupt))
-	for _, c := range table.Corrupt {
-		corrupt[c.Key] = true
-	}
+	idx := table.Index()
 	var candidates []lease.Lease
 	for _, l := range table.Leases {
 		switch {
@@ -167,7 +154,7 @@ func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
 		case w.held[l.ShardID] != nil:
 		case now.Before(w.cooldown[l.ShardID]):
 		case l.Owner != "" && l.Owner != w.cfg.WorkerID && !w.live.expiredAfter(l.Owner, tableRead):
-		case !parentsFinished(l, byID, corrupt):
+		case !idx.ParentsFinished(l):
 		default:
 			candidates = append(candidates, l)
 		}
@@ -178,7 +165,7 @@ func (w *Worker) takeLeases(ctx context.Context, now time.Time, want int) {
 		if mi, mj := ci.Owner == w.cfg.WorkerID, cj.Owner == w.cfg.WorkerID; mi != mj {
 			return mi
 		}
-		if pi, pj := isParent[ci.ShardID], isParent[cj.ShardID]; pi != pj {
+		if pi, pj := idx.IsOpenParent(ci.ShardID), idx.IsOpenParent(cj.ShardID); pi != pj {
 			return pi
 		}
 		return w.preference(ci.ShardID) < w.preference(cj.ShardID)
@@ -274,20 +261,6 @@ func (w *Worker) resolve(ctx context.Context, shardID string) {
 	if err == nil || errors.Is(err, lease.ErrConflict) {
 		delete(w.unsure, shardID)
 	}
-}
-
-// parentsFinished reports whether every parent lease reached SHARD_END. A parent with no
-// lease is finished: leases are created parents first, so it aged out of the stream.
-func parentsFinished(l lease.Lease, byID map[string]lease.Lease, corrupt map[string]bool) bool {
-	for _, p := range l.ParentShardIDs {
-		if corrupt[p] {
-			return false
-		}
-		if pl, ok := byID[p]; ok && !pl.Finished() {
-			return false
-		}
-	}
-	return true
 }
 
 // takeChildren follows a finished shard into its children at once, without waiting for

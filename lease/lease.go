@@ -147,3 +147,57 @@ type Meta struct {
 	Coordinator *CoordinatorRecord // nil until a coordinator first wrote it
 	Corrupt     []CorruptItem
 }
+
+// Index is a Table indexed for the rules every reader of the lease table applies: the
+// workers deciding what to take, and kdsctl describing what they will do.
+type Index struct {
+	byID       map[string]Lease
+	corrupt    map[string]bool
+	openParent map[string]bool
+}
+
+// Index indexes t.
+func (t Table) Index() Index {
+	x := Index{
+		byID:       make(map[string]Lease, len(t.Leases)),
+		corrupt:    make(map[string]bool, len(t.Corrupt)),
+		openParent: make(map[string]bool),
+	}
+	for _, l := range t.Leases {
+		x.byID[l.ShardID] = l
+		if !l.Finished() {
+			for _, p := range l.ParentShardIDs {
+				x.openParent[p] = true
+			}
+		}
+	}
+	for _, c := range t.Corrupt {
+		x.corrupt[c.Key] = true
+	}
+	return x
+}
+
+// Lease returns the lease of shardID, if the table has a readable one.
+func (x Index) Lease(shardID string) (Lease, bool) {
+	l, ok := x.byID[shardID]
+	return l, ok
+}
+
+// Corrupt reports whether the table holds an unreadable item under key.
+func (x Index) Corrupt(key string) bool { return x.corrupt[key] }
+
+// IsOpenParent reports whether shardID is a parent of a lease that has not finished: a
+// shard being closed by a reshard, whose children wait for it.
+func (x Index) IsOpenParent(shardID string) bool { return x.openParent[shardID] }
+
+// ParentsFinished reports whether every parent of l reached SHARD_END, so that l may be
+// processed. A parent with no lease is finished: leases are created parents first, so it
+// aged out of the stream. A parent whose item is corrupt is not: nothing proves it ended.
+func (x Index) ParentsFinished(l Lease) bool {
+	for _, p := range l.ParentShardIDs {
+		if pl, ok := x.byID[p]; x.corrupt[p] || ok && !pl.Finished() {
+			return false
+		}
+	}
+	return true
+}

@@ -39,30 +39,17 @@ func observe(m lease.Meta, t lease.Table) observation {
 		o.coordinator = true
 		o.shards, o.maxLeases, o.workers, o.live, o.target = c.ShardCount, c.MaxLeasesPerWorker, c.WorkerCount, c.LiveWorkers, c.TargetLeasesPerWorker
 	}
-	byID := make(map[string]lease.Lease, len(t.Leases))
-	for _, l := range t.Leases {
-		byID[l.ShardID] = l
-	}
-	corrupt := make(map[string]bool, len(t.Corrupt))
-	for _, c := range t.Corrupt {
-		corrupt[c.Key] = true
-	}
-	isParent := make(map[string]bool)
-	for _, l := range t.Leases {
-		for _, p := range l.ParentShardIDs {
-			isParent[p] = true
-		}
-	}
+	idx := t.Index()
 	perWorker := map[string]int{}
 	for _, l := range t.Leases {
-		if l.Finished() || corrupt[l.ShardID] {
+		if l.Finished() || idx.Corrupt(l.ShardID) {
 			continue
 		}
 		if l.Owner != "" {
 			perWorker[l.Owner]++
 		}
 		switch {
-		case isParent[l.ShardID]:
+		case idx.IsOpenParent(l.ShardID):
 			o.closing++
 		case l.Owner != "":
 			o.owned++

@@ -198,40 +198,24 @@ type leaseSummary struct {
 
 // leaseState names what a lease is doing. A parent without a lease counts as finished
 // (it aged out of the stream) and a corrupt one as unfinished, as the workers decide.
-func leaseState(l lease.Lease, byID map[string]lease.Lease, corrupt map[string]bool) string {
+func leaseState(l lease.Lease, idx lease.Index) string {
 	switch {
 	case l.Finished():
 		return stateFinished
 	case l.Owner != "":
 		return stateActive
-	case !parentsFinished(l, byID, corrupt):
+	case !idx.ParentsFinished(l):
 		return stateWaiting
 	}
 	return stateUnowned
 }
 
-func parentsFinished(l lease.Lease, byID map[string]lease.Lease, corrupt map[string]bool) bool {
-	for _, p := range l.ParentShardIDs {
-		if pl, ok := byID[p]; corrupt[p] || ok && !pl.Finished() {
-			return false
-		}
-	}
-	return true
-}
-
 func newLeaseView(table string, t lease.Table) leaseView {
-	byID := make(map[string]lease.Lease, len(t.Leases))
-	for _, l := range t.Leases {
-		byID[l.ShardID] = l
-	}
-	corrupt := make(map[string]bool, len(t.Corrupt))
-	for _, c := range t.Corrupt {
-		corrupt[c.Key] = true
-	}
+	idx := t.Index()
 	v := leaseView{Table: table, Leases: []leaseRow{}, Workers: []workerLoad{}}
 	perWorker, byState := map[string]int{}, map[string]int{}
 	for _, l := range t.Leases {
-		st := leaseState(l, byID, corrupt)
+		st := leaseState(l, idx)
 		byState[st]++
 		if l.Owner != "" && st != stateFinished {
 			perWorker[l.Owner]++

@@ -1,0 +1,52 @@
+package lease
+
+import "testing"
+
+func TestIndexParentsFinished(t *testing.T) {
+	table := Table{
+		Leases: []Lease{
+			{ShardID: "done", Checkpoint: ShardEnd},
+			{ShardID: "open", Checkpoint: "42"},
+			{ShardID: "after-done", Checkpoint: TrimHorizon, ParentShardIDs: []string{"done"}},
+			{ShardID: "after-open", Checkpoint: TrimHorizon, ParentShardIDs: []string{"open"}},
+			{ShardID: "after-gone", Checkpoint: TrimHorizon, ParentShardIDs: []string{"aged-out"}},
+			{ShardID: "after-corrupt", Checkpoint: TrimHorizon, ParentShardIDs: []string{"bad"}},
+			{ShardID: "merge-half", Checkpoint: TrimHorizon, ParentShardIDs: []string{"done", "open"}},
+			{ShardID: "merge-done", Checkpoint: TrimHorizon, ParentShardIDs: []string{"done", "aged-out"}},
+			{ShardID: "finished-child", Checkpoint: ShardEnd, ParentShardIDs: []string{"old"}},
+		},
+		Corrupt: []CorruptItem{{Key: "bad", Reason: "leaseCounter: missing"}},
+	}
+	x := table.Index()
+	for _, tc := range []struct {
+		shard string
+		want  bool
+	}{
+		{"open", true},           // no parents
+		{"after-done", true},     // parent reached SHARD_END
+		{"after-open", false},    // parent still open
+		{"after-gone", true},     // parent has no lease: it aged out of the stream
+		{"after-corrupt", false}, // nothing proves a corrupt parent ended
+		{"merge-half", false},
+		{"merge-done", true},
+	} {
+		l, ok := x.Lease(tc.shard)
+		if !ok {
+			t.Fatalf("Lease(%q) not found", tc.shard)
+		}
+		if got := x.ParentsFinished(l); got != tc.want {
+			t.Errorf("ParentsFinished(%s) = %v, want %v", tc.shard, got, tc.want)
+		}
+	}
+	if _, ok := x.Lease("bad"); ok {
+		t.Error("a corrupt item is indexed as a lease")
+	}
+	if !x.Corrupt("bad") || x.Corrupt("open") {
+		t.Error("Corrupt: want true for bad only")
+	}
+	for id, want := range map[string]bool{"open": true, "done": true, "bad": true, "aged-out": true, "old": false, "after-open": false} {
+		if got := x.IsOpenParent(id); got != want {
+			t.Errorf("IsOpenParent(%s) = %v, want %v (only parents of unfinished leases count)", id, got, want)
+		}
+	}
+}

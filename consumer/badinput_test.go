@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -185,4 +186,34 @@ func FuzzConfigValidate(f *testing.F) {
 			t.Fatalf("accepted a configuration without its safety margins: %+v", d)
 		}
 	})
+}
+
+// A coordinator item that cannot be decoded at all (e.g. epoch as a string) is reported as
+// corrupt and replaced by a claim (conditional on its observed raw value), so fresh workers
+// still elect a coordinator and take leases.
+func TestUndecodableCoordinatorItemIsReplacedByAClaim(t *testing.T) {
+	c := newCluster(t, 4)
+	c.meta.PutCorrupt(memstore.CoordinatorKey, "epoch: is a string (S), expected an integer (N)")
+	c.start("w0")
+	c.start("w1")
+	c.waitFor("2/2 despite a corrupt coordinator item", 10*time.Second, c.balanced(map[string]int{"w0": 2, "w1": 2}))
+}
+
+// With the lease table gone, a checkpoint counts as a lost lease: the consumer stops until
+// the table is back instead of handing the same batch to the processor again and again.
+func TestMissingLeaseTableStopsTheShardInsteadOfReprocessing(t *testing.T) {
+	c := newCluster(t, 1)
+	c.start("w0")
+	c.waitFor("1 lease", 10*time.Second, c.balanced(map[string]int{"w0": 1}))
+	c.leases.InjectError(memstore.AnyOp, fmt.Errorf("dynamostore: UpdateItem: table \"app\": %w", lease.ErrTableNotFound), -1)
+	c.produce("a", 1)
+	time.Sleep(5 * time.Second)
+	if n := len(c.processedCounts()); n != 1 {
+		t.Fatalf("%d records", n)
+	}
+	for seq, n := range c.processedCounts() {
+		if n > 2 {
+			t.Errorf("record %s handed to the processor %d times while its checkpoint cannot be written", seq, n)
+		}
+	}
 }

@@ -3,14 +3,33 @@ package consumer
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
-// coordinatorState is the control loop's view of the coordinator role.
-type coordinatorState struct {
+// coordinator is this worker's part in the coordinator role: the election (a conditional
+// write of the coordinator item), and while it holds the role, the coordinator's pass:
+// shard sync, lease creation, and the max leases per worker every worker obeys. It is used
+// by the control loop's goroutine only.
+type coordinator struct {
+	cfg     *Config
+	leases  LeaseStore
+	meta    MetaStore
+	stream  Stream
+	tenure  *tenure
+	members *membership
+	corrupt *corruptLog
+	log     *slog.Logger
+
+	role coordinatorRole
+}
+
+// coordinatorRole is what the coordinator knows while it holds the role; it is reset
+// when the role is lost.
+type coordinatorRole struct {
 	epoch          int64 // non-zero while this worker holds the role
 	positionWarned bool
 	lastSync       time.Time
@@ -18,40 +37,50 @@ type coordinatorState struct {
 	synced         map[string]bool // shard ids whose leases exist, as of the last sync
 	shardCount     int             // open shards at the last sync
 	shardsKnown    bool
-	leasesAdded    bool // leases were created since the record was last written
-	counterError   string
+	leasesAdded    bool   // leases were created since the record was last written
+	countError     string // the last error of the desired worker count, logged once
 }
+
+func newCoordinator(cfg *Config, leases LeaseStore, meta MetaStore, s Stream, t *tenure, members *membership, corrupt *corruptLog, log *slog.Logger) *coordinator {
+	return &coordinator{cfg: cfg, leases: leases, meta: meta, stream: s, tenure: t, members: members, corrupt: corrupt, log: log}
+}
+
+// holding reports whether this worker holds the coordinator role.
+func (c *coordinator) holding() bool { return c.role.epoch != 0 }
+
+// requestSync makes the next pass sync shards (a shard ended: its children may be new).
+func (c *coordinator) requestSync() { c.role.forceSync = true }
 
 // coordinate returns the coordinator record to obey. It claims the role when nobody
 // holds it, or when the holder's heartbeat went stale on this worker's clock, and runs
 // the coordinator's pass while this worker holds it.
-func (w *Worker) coordinate(ctx context.Context, now time.Time, meta lease.Meta) *lease.CoordinatorRecord {
+func (c *coordinator) coordinate(ctx context.Context, now time.Time, meta lease.Meta) *lease.CoordinatorRecord {
 	rec := meta.Coordinator
-	if w.coord.epoch != 0 {
-		if rec != nil && rec.CoordinatorID == w.cfg.WorkerID && rec.Epoch == w.coord.epoch {
-			if !w.tenure.holding() {
+	if c.role.epoch != 0 {
+		if rec != nil && rec.CoordinatorID == c.cfg.WorkerID && rec.Epoch == c.role.epoch {
+			if !c.tenure.holding() {
 				return rec
 			}
-			return w.coordinatorPass(ctx, now, *rec)
+			return c.pass(ctx, now, *rec)
 		}
-		w.loseCoordinator("the coordinator item changed hands")
+		c.lose("the coordinator item changed hands")
 	}
-	if !w.tenure.holding() {
+	if !c.tenure.holding() {
 		return rec
 	}
 	switch {
 	case rec == nil, rec.CoordinatorID == "":
-	case rec.CoordinatorID == w.cfg.WorkerID:
+	case rec.CoordinatorID == c.cfg.WorkerID:
 		// An earlier run of this worker held the role; it is certainly not running now.
-	case !w.live.expired(rec.CoordinatorID):
+	case !c.members.expired(rec.CoordinatorID):
 		return rec
 	}
-	cctx, cancel := context.WithTimeout(ctx, w.callTimeout())
-	claimed, err := w.meta.ClaimCoordinator(cctx, w.cfg.WorkerID, rec)
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.callTimeout())
+	claimed, err := c.meta.ClaimCoordinator(cctx, c.cfg.WorkerID, rec)
 	cancel()
 	if err != nil {
 		if !errors.Is(err, lease.ErrConflict) {
-			w.log.Warn("cannot claim the coordinator role", "err", err)
+			c.log.Warn("cannot claim the coordinator role", "err", err)
 		}
 		return rec
 	}
@@ -59,76 +88,75 @@ func (w *Worker) coordinate(ctx context.Context, now time.Time, meta lease.Meta)
 	if rec != nil {
 		previous = rec.CoordinatorID
 	}
-	w.coord.epoch = claimed.Epoch
-	w.coord.lastSync = time.Time{}
-	w.log.Info("became coordinator", "epoch", claimed.Epoch, "previous", previous)
-	w.hooks.coordinatorChanged(true)
-	return w.coordinatorPass(ctx, now, claimed)
+	c.role.epoch = claimed.Epoch
+	c.role.lastSync = time.Time{}
+	c.log.Info("became coordinator", "epoch", claimed.Epoch, "previous", previous)
+	c.cfg.Hooks.coordinatorChanged(true)
+	return c.pass(ctx, now, claimed)
 }
 
-func (w *Worker) loseCoordinator(why string) {
-	w.log.Warn("no longer coordinator", "reason", why, "epoch", w.coord.epoch)
-	w.coord = coordinatorState{}
-	w.hooks.coordinatorChanged(false)
+func (c *coordinator) lose(why string) {
+	c.log.Warn("no longer coordinator", "reason", why, "epoch", c.role.epoch)
+	c.role = coordinatorRole{}
+	c.cfg.Hooks.coordinatorChanged(false)
 }
 
-// resignCoordinator hands the role back on shutdown so another worker claims it at once.
-func (w *Worker) resignCoordinator(ctx context.Context) {
-	if w.coord.epoch == 0 {
+// resign hands the role back on shutdown so another worker claims it at once.
+func (c *coordinator) resign(ctx context.Context) {
+	if c.role.epoch == 0 {
 		return
 	}
-	err := w.meta.ResignCoordinator(ctx, lease.CoordinatorRecord{CoordinatorID: w.cfg.WorkerID, Epoch: w.coord.epoch})
+	err := c.meta.ResignCoordinator(ctx, lease.CoordinatorRecord{CoordinatorID: c.cfg.WorkerID, Epoch: c.role.epoch})
 	if err != nil {
-		w.log.Warn("could not resign the coordinator role; another worker takes it after the lease duration", "err", err)
+		c.log.Warn("could not resign the coordinator role; another worker takes it after the lease duration", "err", err)
 	} else {
-		w.log.Info("resigned the coordinator role", "epoch", w.coord.epoch)
+		c.log.Info("resigned the coordinator role", "epoch", c.role.epoch)
 	}
-	w.coord = coordinatorState{}
-	w.hooks.coordinatorChanged(false)
+	c.role = coordinatorRole{}
+	c.cfg.Hooks.coordinatorChanged(false)
 }
 
-// coordinatorPass syncs shards when due and recomputes the per-worker maximum; it writes
+// pass syncs shards when due and recomputes the per-worker maximum; it writes
 // the record only when a value changed.
-func (w *Worker) coordinatorPass(ctx context.Context, now time.Time, rec lease.CoordinatorRecord) *lease.CoordinatorRecord {
+func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.CoordinatorRecord) *lease.CoordinatorRecord {
 	if rec.InitialPosition == "" {
 		// Record where the application starts before the first lease exists, so that
 		// every later sync, by any coordinator, creates leases at the same position.
-		written, ok := w.recordInitialPosition(ctx, rec)
+		written, ok := c.recordInitialPosition(ctx, rec)
 		if !ok {
 			return &rec
 		}
 		rec = written
 	}
-	w.startPos = rec
-	if rec.InitialPosition != w.configuredPosition() && !w.coord.positionWarned {
-		w.coord.positionWarned = true
-		w.log.Warn("the application's initial position was recorded by its first start; the configured one applies only to a new application",
-			"recorded", rec.InitialPosition, "recorded_timestamp", rec.InitialTimestamp, "configured", w.cfg.InitialPosition)
+	if rec.InitialPosition != c.configuredPosition() && !c.role.positionWarned {
+		c.role.positionWarned = true
+		c.log.Warn("the application's initial position was recorded by its first start; the configured one applies only to a new application",
+			"recorded", rec.InitialPosition, "recorded_timestamp", rec.InitialTimestamp, "configured", c.cfg.InitialPosition)
 	}
-	if w.coord.lastSync.IsZero() || w.coord.forceSync || now.Sub(w.coord.lastSync) >= w.cfg.ShardSyncInterval {
-		w.coord.lastSync, w.coord.forceSync = now, false
-		w.syncShards(ctx, rec)
+	if c.role.lastSync.IsZero() || c.role.forceSync || now.Sub(c.role.lastSync) >= c.cfg.ShardSyncInterval {
+		c.role.lastSync, c.role.forceSync = now, false
+		c.syncShards(ctx, rec)
 	}
-	if !w.coord.shardsKnown {
+	if !c.role.shardsKnown {
 		return &rec
 	}
-	live := w.live.liveCount()
+	live := c.members.liveCount()
 	desired := live
-	if w.cfg.WorkerCounter != nil {
-		dctx, cancel := context.WithTimeout(ctx, w.callTimeout())
-		n, err := w.cfg.WorkerCounter.DesiredWorkers(dctx)
+	if c.cfg.WorkerCounter != nil {
+		dctx, cancel := context.WithTimeout(ctx, c.cfg.callTimeout())
+		n, err := c.cfg.WorkerCounter.DesiredWorkers(dctx)
 		cancel()
 		switch {
 		case err != nil:
-			if msg := err.Error(); msg != w.coord.counterError {
-				w.coord.counterError = msg
-				w.log.Warn("cannot read the desired worker count; using live workers", "err", err, "live_workers", live)
+			if msg := err.Error(); msg != c.role.countError {
+				c.role.countError = msg
+				c.log.Warn("cannot read the desired worker count; using live workers", "err", err, "live_workers", live)
 			}
 		case n < 1:
-			w.log.Warn("desired worker count below 1; using live workers", "desired", n, "live_workers", live)
+			c.log.Warn("desired worker count below 1; using live workers", "desired", n, "live_workers", live)
 		default:
 			desired = n
-			w.coord.counterError = ""
+			c.role.countError = ""
 		}
 	}
 	desired = max(desired, 1)
@@ -138,11 +166,11 @@ func (w *Worker) coordinatorPass(ctx context.Context, now time.Time, rec lease.C
 	if live > 0 && live < desired {
 		effective = live
 	}
-	shards := w.coord.shardCount
-	limit := w.cfg.MaxLeasesCap
+	shards := c.role.shardCount
+	limit := c.cfg.MaxLeasesCap
 	next := rec
-	if w.cfg.DisableDynamicMaxLeases {
-		limit = w.cfg.StaticMaxLeases
+	if c.cfg.DisableDynamicMaxLeases {
+		limit = c.cfg.StaticMaxLeases
 		next.MaxLeasesPerWorker, next.TargetLeasesPerWorker = limit, limit
 	} else {
 		next.MaxLeasesPerWorker = lease.MaxLeasesPerWorker(shards, desired, limit)
@@ -151,43 +179,43 @@ func (w *Worker) coordinatorPass(ctx context.Context, now time.Time, rec lease.C
 	next.ShardCount = shards
 	next.WorkerCount = desired
 	next.LiveWorkers = live
-	next.Cap = w.cfg.MaxLeasesCap
+	next.Cap = c.cfg.MaxLeasesCap
 	next.UnownedShards = lease.UnownedShards(shards, effective, limit)
 	next.RecommendedWorkers = lease.WorkersNeeded(shards, limit)
-	if w.coord.leasesAdded {
+	if c.role.leasesAdded {
 		next.LeaseGeneration++
 	}
 	if sameValues(next, rec) {
 		return &rec
 	}
 	next.UpdatedAt = time.Now().UTC()
-	written, ok := w.writeCoordinator(ctx, next, "cannot write the coordinator record")
+	written, ok := c.write(ctx, next, "cannot write the coordinator record")
 	if !ok {
 		return &rec
 	}
-	w.coord.leasesAdded = false
-	w.log.Info("coordinator computed max leases per worker",
+	c.role.leasesAdded = false
+	c.log.Info("coordinator computed max leases per worker",
 		"max_leases_per_worker", written.MaxLeasesPerWorker, "target_leases_per_worker", written.TargetLeasesPerWorker,
 		"shard_count", shards, "worker_count", desired, "live_workers", live, "cap", written.Cap)
 	if written.UnownedShards > 0 && written.UnownedShards != rec.UnownedShards {
-		w.log.Warn("SHARDS LEFT UNOWNED: the cap on leases per worker is too low for this many shards",
+		c.log.Warn("SHARDS LEFT UNOWNED: the cap on leases per worker is too low for this many shards",
 			"unowned_shards", written.UnownedShards, "shard_count", shards, "workers", effective,
 			"cap", limit, "workers_needed", written.RecommendedWorkers)
 	}
 	return &written
 }
 
-// writeCoordinator writes the coordinator record; on a lost condition this worker is no
+// write writes the coordinator record; on a lost condition this worker is no
 // longer coordinator, on another error it logs what failed. It reports success.
-func (w *Worker) writeCoordinator(ctx context.Context, next lease.CoordinatorRecord, what string) (lease.CoordinatorRecord, bool) {
-	uctx, cancel := context.WithTimeout(ctx, w.callTimeout())
-	written, err := w.meta.UpdateCoordinator(uctx, next)
+func (c *coordinator) write(ctx context.Context, next lease.CoordinatorRecord, what string) (lease.CoordinatorRecord, bool) {
+	uctx, cancel := context.WithTimeout(ctx, c.cfg.callTimeout())
+	written, err := c.meta.UpdateCoordinator(uctx, next)
 	cancel()
 	switch {
 	case errors.Is(err, lease.ErrConflict):
-		w.loseCoordinator("another worker claimed the role")
+		c.lose("another worker claimed the role")
 	case err != nil:
-		w.log.Warn(what, "err", err)
+		c.log.Warn(what, "err", err)
 	}
 	return written, err == nil
 }
@@ -200,15 +228,15 @@ func sameValues(a, b lease.CoordinatorRecord) bool {
 
 // syncShards lists the stream's shards and creates the leases that are missing, parents
 // before children, so that a child's lease never exists without its parents' leases.
-func (w *Worker) syncShards(ctx context.Context, start lease.CoordinatorRecord) {
-	lctx, cancel := context.WithTimeout(ctx, w.streamTimeout())
-	shards, err := w.stream.ListShards(lctx)
+func (c *coordinator) syncShards(ctx context.Context, start lease.CoordinatorRecord) {
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.streamTimeout())
+	shards, err := c.stream.ListShards(lctx)
 	cancel()
 	if err != nil {
 		if errors.Is(err, stream.ErrStreamNotFound) {
-			w.log.Error("stream not found; create it or fix STREAM_NAME", "stream", w.cfg.StreamName, "err", err)
+			c.log.Error("stream not found; create it or fix STREAM_NAME", "stream", c.cfg.StreamName, "err", err)
 		} else {
-			w.log.Warn("cannot list shards", "err", err)
+			c.log.Warn("cannot list shards", "err", err)
 		}
 		return
 	}
@@ -220,35 +248,35 @@ func (w *Worker) syncShards(ctx context.Context, start lease.CoordinatorRecord) 
 			open++
 		}
 	}
-	if w.coord.shardsKnown && sameSet(ids, w.coord.synced) {
-		w.coord.shardCount = open
+	if c.role.shardsKnown && sameSet(ids, c.role.synced) {
+		c.role.shardCount = open
 		return
 	}
-	lctx, cancel = context.WithTimeout(ctx, w.callTimeout())
-	table, err := w.leases.ListLeases(lctx)
+	lctx, cancel = context.WithTimeout(ctx, c.cfg.callTimeout())
+	table, err := c.leases.ListLeases(lctx)
 	cancel()
 	if err != nil {
-		w.log.Warn("cannot read the lease table", "err", err)
+		c.log.Warn("cannot read the lease table", "err", err)
 		return
 	}
-	w.reportCorrupt(table.Corrupt)
+	c.corrupt.report(table.Corrupt)
 	have := make(map[string]bool, len(table.Leases)+len(table.Corrupt))
 	for _, l := range table.Leases {
 		have[l.ShardID] = true
 	}
-	for _, c := range table.Corrupt {
-		have[c.Key] = true
+	for _, it := range table.Corrupt {
+		have[it.Key] = true
 	}
-	created, failed := w.createLeases(ctx, shards, have, start)
+	created, failed := c.createLeases(ctx, shards, have, start)
 	if created > 0 {
-		w.coord.leasesAdded = true
-		w.log.Info("created leases for new shards", "created", created, "open_shards", open, "total_shards", len(shards))
+		c.role.leasesAdded = true
+		c.log.Info("created leases for new shards", "created", created, "open_shards", open, "total_shards", len(shards))
 	}
 	if !failed {
-		w.coord.synced = ids
+		c.role.synced = ids
 	}
-	w.coord.shardCount = open
-	w.coord.shardsKnown = true
+	c.role.shardCount = open
+	c.role.shardsKnown = true
 }
 
 // createLeases creates a lease for every listed shard that has none, open or closed,
@@ -256,7 +284,7 @@ func (w *Worker) syncShards(ctx context.Context, start lease.CoordinatorRecord) 
 // rule on the first sync and on every later one, so a later or partly failed sync never
 // reads what the first start skipped. A closed shard at AT_TIMESTAMP is read from that
 // time to its end (records written after it are not lost), then ends like any shard.
-func (w *Worker) createLeases(ctx context.Context, shards []stream.Shard, have map[string]bool, start lease.CoordinatorRecord) (created int, failed bool) {
+func (c *coordinator) createLeases(ctx context.Context, shards []stream.Shard, have map[string]bool, start lease.CoordinatorRecord) (created int, failed bool) {
 	inStream := make(map[string]bool, len(shards))
 	for _, s := range shards {
 		inStream[s.ID] = true
@@ -286,11 +314,11 @@ func (w *Worker) createLeases(ctx context.Context, shards []stream.Shard, have m
 				continue
 			}
 			l := lease.Lease{ShardID: s.ID, ParentShardIDs: parents, Checkpoint: start.InitialPosition, StartTimestamp: start.InitialTimestamp}
-			cctx, cancel := context.WithTimeout(ctx, w.callTimeout())
-			err := w.leases.CreateLease(cctx, l)
+			cctx, cancel := context.WithTimeout(ctx, c.cfg.callTimeout())
+			err := c.leases.CreateLease(cctx, l)
 			cancel()
 			if err != nil && !errors.Is(err, lease.ErrExists) {
-				w.log.Warn("cannot create lease", "shard", s.ID, "err", err)
+				c.log.Warn("cannot create lease", "shard", s.ID, "err", err)
 				failed = true
 				continue
 			} else if err == nil {
@@ -306,8 +334,8 @@ func (w *Worker) createLeases(ctx context.Context, shards []stream.Shard, have m
 
 // configuredPosition is the position this worker's configuration asks for, as the
 // coordinator records it: Latest becomes AtTimestamp at the application's first start.
-func (w *Worker) configuredPosition() string {
-	if w.cfg.InitialPosition == lease.TrimHorizon {
+func (c *coordinator) configuredPosition() string {
+	if c.cfg.InitialPosition == lease.TrimHorizon {
 		return lease.TrimHorizon
 	}
 	return lease.AtTimestamp
@@ -317,21 +345,21 @@ func (w *Worker) configuredPosition() string {
 // record. LATEST is recorded as AT_TIMESTAMP at this moment (the application's first
 // start), which is what LATEST means for every shard: records that arrive from now on,
 // in open shards, in closed ones (none) and in children created later (all of theirs).
-func (w *Worker) recordInitialPosition(ctx context.Context, rec lease.CoordinatorRecord) (lease.CoordinatorRecord, bool) {
+func (c *coordinator) recordInitialPosition(ctx context.Context, rec lease.CoordinatorRecord) (lease.CoordinatorRecord, bool) {
 	next := rec
-	next.InitialPosition = w.configuredPosition()
-	switch w.cfg.InitialPosition {
+	next.InitialPosition = c.configuredPosition()
+	switch c.cfg.InitialPosition {
 	case lease.Latest:
 		// Kinesis timestamps have millisecond precision: record the effective value.
 		next.InitialTimestamp = time.Now().UTC().Truncate(time.Millisecond)
 	case lease.AtTimestamp:
-		next.InitialTimestamp = w.cfg.InitialTimestamp.UTC()
+		next.InitialTimestamp = c.cfg.InitialTimestamp.UTC()
 	}
-	written, ok := w.writeCoordinator(ctx, next, "cannot record the initial position in the coordinator record")
+	written, ok := c.write(ctx, next, "cannot record the initial position in the coordinator record")
 	if !ok {
 		return rec, false
 	}
-	w.log.Info("recorded the application's initial position", "position", written.InitialPosition, "timestamp", written.InitialTimestamp)
+	c.log.Info("recorded the application's initial position", "position", written.InitialPosition, "timestamp", written.InitialTimestamp)
 	return written, true
 }
 

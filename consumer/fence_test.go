@@ -31,14 +31,11 @@ func TestSelfFenceComesBeforeAnyObserverExpiry(t *testing.T) {
 			fake := clock.NewFake(time.Unix(5000, 0))
 			meta := memstore.NewMeta()
 			delay := tc.writeLatency
-			w, err := New(Config{AppName: "app", WorkerID: "owner", LeaseDuration: ld, Clock: fake,
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-				memstore.NewLeases(), slowPut{meta, fake, &delay}, memstore.NewStream(1), nil2proc)
-			if err != nil {
-				t.Fatal(err)
-			}
+			owner := newTenure(fake, ld, ld/5)
+			r := newRenewer(slowPut{meta, fake, &delay}, owner, fake, slog.New(slog.NewTextHandler(io.Discard, nil)),
+				"owner", ld/4, func() int { return 0 }, func() {})
 			// The heartbeat write starts now and lands after writeLatency.
-			if err := w.beat(context.Background(), lease.WorkerActive); err != nil {
+			if err := r.beat(context.Background(), lease.WorkerActive); err != nil {
 				t.Fatal(err)
 			}
 			// An observer reads the new value readDelay after it landed (a read that took
@@ -56,7 +53,7 @@ func TestSelfFenceComesBeforeAnyObserverExpiry(t *testing.T) {
 				now := fake.Now()
 				m, _ := meta.ReadMeta(context.Background())
 				obs.observe(now, now, m.Workers)
-				if fencedAt.IsZero() && !w.tenure.holding() {
+				if fencedAt.IsZero() && !owner.holding() {
 					fencedAt = now
 				}
 				if expiredAt.IsZero() && obs.expired("owner") {
@@ -84,8 +81,6 @@ func (s slowPut) PutWorker(ctx context.Context, r lease.WorkerRecord) error {
 	s.clk.Advance(*s.delay)
 	return s.Meta.PutWorker(ctx, r)
 }
-
-func nil2proc(string) RecordProcessor { return nil }
 
 func TestCheckpointerFencing(t *testing.T) {
 	ctx := context.Background()

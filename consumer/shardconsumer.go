@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/kds-lease-manager/kds-lease-manager/clock"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
@@ -47,21 +48,33 @@ func (r exitReason) String() string {
 }
 
 type consumerExit struct {
-	held     lease.Lease
+	lease    lease.Lease
 	reason   exitReason
 	children []stream.ChildShard
 }
 
+// consumerEnv is what every shard consumer of a worker depends on.
+type consumerEnv struct {
+	cfg    *Config
+	leases LeaseStore
+	stream Stream
+	clock  clock.Clock
+	hooks  Hooks
+	tenure *tenure
+	// exits receives every consumer's end; the control loop reads it.
+	exits chan consumerExit
+}
+
 // shardConsumer reads one leased shard and feeds its processor, from one goroutine.
 type shardConsumer struct {
-	w      *Worker
-	held   lease.Lease
+	env    *consumerEnv
+	lease  lease.Lease
 	cp     *checkpointer
 	proc   RecordProcessor
 	log    *slog.Logger
 	stopCh chan stopKind
 	cancel context.CancelFunc // hard stop: cancels reads and the processor's context
-	gen    int64              // the worker's lapse generation when the lease was taken
+	lapses int64              // the tenure's lapse generation when the lease was taken
 	done   chan struct{}
 	// nextCheck delays the next lease check after a failed one (consumer goroutine only).
 	nextCheck time.Time
@@ -83,21 +96,21 @@ func (c *shardConsumer) requestStop(k stopKind) {
 	}
 }
 
-// run is the consumer's goroutine. It reports its end on w.exits.
+// run is the consumer's goroutine. It reports its end on env.exits.
 func (c *shardConsumer) run(ctx context.Context) {
 	defer close(c.done)
 	exit := c.consume(ctx)
-	exit.held = c.held
-	c.w.exits <- exit
+	exit.lease = c.lease
+	c.env.exits <- exit
 }
 
 func (c *shardConsumer) consume(ctx context.Context) consumerExit {
-	w := c.w
+	env, cfg := c.env, c.env.cfg
 	err := c.proc.Initialize(ctx, InitializeInput{
-		ShardID:        c.held.ShardID,
-		Checkpoint:     c.held.Checkpoint,
-		Epoch:          c.held.Epoch,
-		ParentShardIDs: c.held.ParentShardIDs,
+		ShardID:        c.lease.ShardID,
+		Checkpoint:     c.lease.Checkpoint,
+		Epoch:          c.lease.Epoch,
+		ParentShardIDs: c.lease.ParentShardIDs,
 	})
 	if err != nil {
 		c.log.Error("record processor failed to initialize; releasing the lease", "err", err)
@@ -109,19 +122,19 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 		iterator      string
 		lastDelivered string
 		backoff       time.Duration
-		next          = w.clock.Now()
+		next          = env.clock.Now()
 	)
 	for {
 		if k, stopped := c.waitUntil(ctx, next); stopped {
 			return c.stop(ctx, k)
 		}
-		if !w.tenure.valid(c.gen) {
+		if !env.tenure.valid(c.lapses) {
 			return c.stop(ctx, stopLost)
 		}
-		if !c.stillOwned(ctx, idleCheckFactor*w.cfg.LeaseScanInterval) {
+		if !c.stillOwned(ctx, idleCheckFactor*cfg.LeaseScanInterval) {
 			return c.stop(ctx, stopLost)
 		}
-		start := w.clock.Now()
+		start := env.clock.Now()
 		if iterator == "" {
 			iterator, err = c.getIterator(ctx, c.resumePosition(lastDelivered))
 			if err != nil {
@@ -133,8 +146,8 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 				continue
 			}
 		}
-		rctx, cancel := context.WithTimeout(ctx, w.streamTimeout())
-		batch, err := w.stream.GetRecords(rctx, iterator, w.cfg.MaxRecordsPerGet)
+		rctx, cancel := context.WithTimeout(ctx, cfg.streamTimeout())
+		batch, err := env.stream.GetRecords(rctx, iterator, cfg.MaxRecordsPerGet)
 		cancel()
 		if err != nil {
 			if errors.Is(err, stream.ErrExpiredIterator) {
@@ -160,18 +173,18 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 			return c.shardEnded(ctx, batch.ChildShards)
 		}
 		iterator = batch.NextIterator
-		wait := w.cfg.MinTimeBetweenReads
+		wait := cfg.MinTimeBetweenReads
 		if len(batch.Records) == 0 {
-			wait = max(wait, w.cfg.IdleTimeBetweenReads)
+			wait = max(wait, cfg.IdleTimeBetweenReads)
 		}
 		next = start.Add(wait)
 	}
 }
 
 func (c *shardConsumer) getIterator(ctx context.Context, pos stream.Position) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.w.streamTimeout())
+	ctx, cancel := context.WithTimeout(ctx, c.env.cfg.streamTimeout())
 	defer cancel()
-	return c.w.stream.GetShardIterator(ctx, c.held.ShardID, pos)
+	return c.env.stream.GetShardIterator(ctx, c.lease.ShardID, pos)
 }
 
 // idleCheckFactor stretches the lease confirmation of a consumer that has nothing to
@@ -185,23 +198,23 @@ const idleCheckFactor = 4
 // 4 x LeaseScanInterval. An accepted checkpoint confirms it for free, so a processor
 // that checkpoints costs no read. A failed read confirms nothing and is retried.
 func (c *shardConsumer) stillOwned(ctx context.Context, every time.Duration) bool {
-	w := c.w
-	now := w.clock.Now()
+	env, cfg := c.env, c.env.cfg
+	now := env.clock.Now()
 	if now.Sub(c.cp.confirmedAt()) < every || now.Before(c.nextCheck) {
 		return true
 	}
-	gctx, cancel := context.WithTimeout(ctx, w.callTimeout())
-	cur, err := w.leases.GetLease(gctx, c.held.ShardID)
+	gctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
+	cur, err := env.leases.GetLease(gctx, c.lease.ShardID)
 	cancel()
 	switch {
-	case err == nil && cur.Owner == c.held.Owner && cur.Epoch == c.held.Epoch:
+	case err == nil && cur.Owner == c.lease.Owner && cur.Epoch == c.lease.Epoch:
 		c.cp.confirm(now)
 		return true
 	case err == nil || errors.Is(err, lease.ErrNotFound):
 		c.log.Error("the lease is no longer this worker's: stopping the shard", "owner", cur.Owner, "owner_epoch", cur.Epoch)
 		return false
 	}
-	c.nextCheck = now.Add(w.cfg.PollInterval)
+	c.nextCheck = now.Add(cfg.PollInterval)
 	return true
 }
 
@@ -212,14 +225,14 @@ func (c *shardConsumer) pastRetention(ctx context.Context, err error) bool {
 	if !errors.Is(err, stream.ErrStreamNotFound) {
 		return false
 	}
-	lctx, cancel := context.WithTimeout(ctx, c.w.streamTimeout())
-	shards, lerr := c.w.stream.ListShards(lctx)
+	lctx, cancel := context.WithTimeout(ctx, c.env.cfg.streamTimeout())
+	shards, lerr := c.env.stream.ListShards(lctx)
 	cancel()
 	if lerr != nil {
 		return false
 	}
 	for _, s := range shards {
-		if s.ID == c.held.ShardID {
+		if s.ID == c.lease.ShardID {
 			return false
 		}
 	}
@@ -231,23 +244,23 @@ func (c *shardConsumer) pastRetention(ctx context.Context, err error) bool {
 // never skipped. A retry hands over only the records after the processor's last
 // accepted checkpoint. It returns a stop request that arrived meanwhile.
 func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKind, bool) {
-	w := c.w
+	env, cfg := c.env, c.env.cfg
 	var backoff time.Duration
 	records := batch.Records
 	for {
-		if !w.tenure.valid(c.gen) || !c.stillOwned(ctx, w.cfg.LeaseScanInterval) {
+		if !env.tenure.valid(c.lapses) || !c.stillOwned(ctx, cfg.LeaseScanInterval) {
 			return stopLost, true
 		}
 		c.cp.behind.Store(batch.MillisBehindLatest)
 		err := c.proc.ProcessRecords(ctx, ProcessRecordsInput{
-			ShardID:            c.held.ShardID,
-			Epoch:              c.held.Epoch,
+			ShardID:            c.lease.ShardID,
+			Epoch:              c.lease.Epoch,
 			Records:            records,
 			MillisBehindLatest: batch.MillisBehindLatest,
 			Checkpointer:       c.cp,
 		})
 		if err == nil {
-			w.hooks.recordsProcessed(c.held.ShardID, len(records), batch.MillisBehindLatest)
+			env.hooks.recordsProcessed(c.lease.ShardID, len(records), batch.MillisBehindLatest)
 			return 0, false
 		}
 		if errors.Is(err, ErrLeaseLost) || ctx.Err() != nil {
@@ -258,7 +271,7 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 			return 0, false // Everything was checkpointed before the error.
 		}
 		backoff = c.failed("process records (the batch will be retried)", err, backoff)
-		if k, stopped := c.waitUntil(ctx, w.clock.Now().Add(backoff)); stopped {
+		if k, stopped := c.waitUntil(ctx, env.clock.Now().Add(backoff)); stopped {
 			return k, true
 		}
 	}
@@ -292,18 +305,18 @@ func (c *shardConsumer) resumePosition(lastDelivered string) stream.Position {
 	if lastDelivered != "" {
 		return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: lastDelivered}
 	}
-	if last := c.cp.LastCheckpoint(); last != c.held.Checkpoint {
+	if last := c.cp.LastCheckpoint(); last != c.lease.Checkpoint {
 		return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: last}
 	}
-	switch c.held.Checkpoint {
+	switch c.lease.Checkpoint {
 	case lease.TrimHorizon, "":
 		return stream.Position{Type: stream.TrimHorizon}
 	case lease.Latest:
 		return stream.Position{Type: stream.Latest}
 	case lease.AtTimestamp:
-		return stream.Position{Type: stream.AtTimestamp, Timestamp: c.held.StartTimestamp}
+		return stream.Position{Type: stream.AtTimestamp, Timestamp: c.lease.StartTimestamp}
 	}
-	return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: c.held.Checkpoint}
+	return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: c.lease.Checkpoint}
 }
 
 // waitUntil sleeps until t, returning early with a stop request.
@@ -313,7 +326,7 @@ func (c *shardConsumer) waitUntil(ctx context.Context, t time.Time) (stopKind, b
 		return k, true
 	default:
 	}
-	d := t.Sub(c.w.clock.Now())
+	d := t.Sub(c.env.clock.Now())
 	if d <= 0 {
 		return 0, false
 	}
@@ -322,7 +335,7 @@ func (c *shardConsumer) waitUntil(ctx context.Context, t time.Time) (stopKind, b
 		return k, true
 	case <-ctx.Done():
 		return stopLost, true
-	case <-c.w.clock.After(d):
+	case <-c.env.clock.After(d):
 		return 0, false
 	}
 }
@@ -358,15 +371,15 @@ func (c *shardConsumer) shardEnded(ctx context.Context, children []stream.ChildS
 // release frees the lease (writing checkpoint if set), retrying transient errors until
 // the lease is released, lost, or the worker gives up. It reports whether it released.
 func (c *shardConsumer) release(ctx context.Context, checkpoint string) bool {
-	w := c.w
+	env, cfg := c.env, c.env.cfg
 	var backoff time.Duration
 	for {
-		rctx, cancel := context.WithTimeout(ctx, w.callTimeout())
-		err := w.leases.ReleaseLease(rctx, c.held, checkpoint)
+		rctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
+		err := env.leases.ReleaseLease(rctx, c.lease, checkpoint)
 		cancel()
 		switch {
 		case err == nil:
-			w.hooks.leaseReleased(c.held.ShardID)
+			env.hooks.leaseReleased(c.lease.ShardID)
 			return true
 		case errors.Is(err, lease.ErrConflict):
 			c.log.Warn("lease changed hands before it could be released")
@@ -378,7 +391,7 @@ func (c *shardConsumer) release(ctx context.Context, checkpoint string) bool {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-w.clock.After(backoff):
+		case <-env.clock.After(backoff):
 		}
 	}
 }

@@ -1,0 +1,374 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/clock"
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+)
+
+// balancer moves this worker towards its target number of leases: it takes free and
+// expired leases below the target and releases the ones it prefers least above it, and
+// it makes sure a lease the table says is this worker's is never left unprocessed (a take
+// that reported an error, a lease left after a lapse). It is used by the control loop's
+// goroutine only.
+type balancer struct {
+	cfg     *Config
+	leases  LeaseStore
+	clock   clock.Clock
+	log     *slog.Logger
+	tenure  *tenure
+	members *membership
+	corrupt *corruptLog
+	running *consumerSet
+
+	target      int
+	targetKnown bool
+	// settleUntil delays the first take after registration (StartupSettle).
+	settleUntil     time.Time
+	lastScan        time.Time
+	lastFingerprint string
+	forceScan       bool
+	cooldown        map[string]time.Time
+	// unsure holds shards whose take reported an error: the write may have applied
+	// anyway. Each pass reads them back until it knows.
+	unsure map[string]bool
+	// startPos is the application's initial position as recorded in the coordinator item.
+	startPos lease.CoordinatorRecord
+}
+
+func newBalancer(cfg *Config, leases LeaseStore, t *tenure, members *membership, corrupt *corruptLog, running *consumerSet, log *slog.Logger) *balancer {
+	return &balancer{cfg: cfg, leases: leases, clock: cfg.Clock, log: log, tenure: t, members: members,
+		corrupt: corrupt, running: running, cooldown: make(map[string]time.Time), unsure: make(map[string]bool)}
+}
+
+// balance moves this worker towards its target: it releases leases above the target,
+// and below it reads the lease table (only when something changed, or rarely as a
+// safety net) and takes free or expired leases, as many as it needs in one pass.
+// fp is the fingerprint of the metadata read this pass.
+func (b *balancer) balance(ctx context.Context, now time.Time, fp string, rec *lease.CoordinatorRecord) {
+	if rec != nil && rec.InitialPosition != "" {
+		b.startPos = *rec
+	}
+	target, known := b.targetFrom(rec)
+	if !known {
+		return // No coordinator has published a value yet: neither take nor release.
+	}
+	if !b.targetKnown || target != b.target {
+		old := b.target
+		b.target, b.targetKnown = target, true
+		attrs := []any{"old", old, "new", target}
+		if rec != nil {
+			attrs = append(attrs, "shard_count", rec.ShardCount, "worker_count", rec.WorkerCount,
+				"live_workers", rec.LiveWorkers, "cap", rec.Cap)
+			if rec.UnownedShards > 0 {
+				b.log.Warn("max leases per worker is capped: shards are left unowned",
+					"max_leases", target, "unowned_shards", rec.UnownedShards, "workers_needed", rec.RecommendedWorkers)
+			}
+		}
+		b.log.Info(fmt.Sprintf("max leases per worker changed %d -> %d", old, target), attrs...)
+		b.cfg.Hooks.targetChanged(old, target)
+	}
+	active := b.running.active()
+	switch {
+	case len(active) > target:
+		b.releaseExcess(active, len(active)-target)
+	case len(active) < target:
+		if now.Before(b.settleUntil) || !b.tenure.holding() {
+			return
+		}
+		if !b.forceScan && fp == b.lastFingerprint && now.Sub(b.lastScan) < b.cfg.LeaseScanInterval {
+			return
+		}
+		b.lastFingerprint, b.lastScan, b.forceScan = fp, now, false
+		b.takeLeases(ctx, now, target-len(active))
+	}
+}
+
+// afterExit follows up on a consumer that ended (the consumer set has forgotten it).
+func (b *balancer) afterExit(ctx context.Context, e consumerExit) {
+	switch e.reason {
+	case exitLost:
+		// The lease may still be ours in the table (a fenced lapse): read it back each pass
+		// until it is run again, released, or someone else's, so that a lease this worker
+		// owns is never left unprocessed (at the target, nobody else may take it).
+		b.unsure[e.lease.ShardID] = true
+		b.forceScan = true
+		b.cfg.Hooks.leaseLost(e.lease.ShardID)
+		b.log.Warn("lease lost", "shard", e.lease.ShardID, "epoch", e.lease.Epoch)
+	case exitFailed:
+		// Let another worker (or this one, later) try: retaking at once would fail again.
+		b.cooldown[e.lease.ShardID] = b.clock.Now().Add(b.cfg.LeaseScanInterval)
+		b.forceScan = true
+	case exitEnded:
+		b.forceScan = true
+		if ctx.Err() == nil {
+			b.takeChildren(ctx, e)
+		}
+	}
+}
+
+// targetFrom returns the number of leases this worker should hold.
+func (b *balancer) targetFrom(rec *lease.CoordinatorRecord) (int, bool) {
+	switch {
+	case b.cfg.DisableDynamicMaxLeases:
+		return b.cfg.StaticMaxLeases, true
+	case rec == nil || rec.Cap == 0:
+		return 0, false
+	case rec.TargetLeasesPerWorker > 0:
+		return min(rec.TargetLeasesPerWorker, b.cfg.MaxLeasesCap), true
+	}
+	// Never obey nonsense written by hand: a negative max means none.
+	return max(0, min(rec.MaxLeasesPerWorker, b.cfg.MaxLeasesCap)), true
+}
+
+// releaseExcess gives up n leases, the ones this worker prefers least, so that workers
+// agree on which shards move. Each consumer finishes its batch, lets the processor
+// checkpoint and then releases.
+func (b *balancer) releaseExcess(active []*shardConsumer, n int) {
+	sort.Slice(active, func(i, j int) bool {
+		return b.preference(active[i].lease.ShardID) > b.preference(active[j].lease.ShardID)
+	})
+	ids := make([]string, 0, n)
+	for _, c := range active[:n] {
+		c.releasing = true
+		c.requestStop(stopPlanned)
+		ids = append(ids, c.lease.ShardID)
+	}
+	b.log.Info("releasing leases above max leases per worker", "count", n, "target", b.target, "shards", ids)
+}
+
+// preference ranks shards for this worker; different workers rank differently, so
+// workers that take at the same time mostly try different leases.
+func (b *balancer) preference(shardID string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(b.cfg.WorkerID))
+	h.Write([]byte{0})
+	h.Write([]byte(shardID))
+	return h.Sum64()
+}
+
+// fingerprint summarises what in the metadata table may make leases takeable: the
+// coordinator's values and generation, and each other worker's liveness and lease count.
+func (b *balancer) fingerprint(meta lease.Meta, rec *lease.CoordinatorRecord) string {
+	var sb strings.Builder
+	if rec != nil {
+		fmt.Fprintf(&sb, "%s/%d/%d/%d|", rec.CoordinatorID, rec.Epoch, rec.Version, rec.LeaseGeneration)
+	}
+	for _, r := range meta.Workers {
+		if r.WorkerID == b.cfg.WorkerID {
+			continue
+		}
+		if b.members.alive(r.WorkerID) {
+			fmt.Fprintf(&sb, "%s:%s:%d,", r.WorkerID, r.Incarnation, r.LeasesHeld)
+		} else {
+			fmt.Fprintf(&sb, "%s:dead,", r.WorkerID)
+		}
+	}
+	return sb.String()
+}
+
+// takeLeases reads the lease table and takes up to want leases that are free, expired
+// (owner dead on this worker's observations), or left by an earlier run of this worker,
+// whose parents have all finished. Parents of other leases come first: at the cap, a
+// child must never wait on a parent that nobody may take.
+func (b *balancer) takeLeases(ctx context.Context, now time.Time, want int) {
+	lctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
+	table, err := b.leases.ListLeases(lctx)
+	cancel()
+	if err != nil {
+		b.log.Warn("cannot read the lease table", "err", err)
+		b.forceScan = true // Below the target: try again next pass, not a scan interval later.
+		return
+	}
+	tableRead := b.clock.Now()
+	b.corrupt.report(table.Corrupt)
+	// Owners that look expired are judged again on a read of the metadata table that
+	// starts after the lease table was read (see liveness.expiredAfter).
+	for _, l := range table.Leases {
+		if l.Owner != "" && l.Owner != b.cfg.WorkerID && !l.Finished() && b.members.expired(l.Owner) {
+			_, _ = b.members.observe(ctx) // A failed read leaves them as they were: not taken.
+			break
+		}
+	}
+	idx := table.Index()
+	var candidates []lease.Lease
+	for _, l := range table.Leases {
+		switch {
+		case l.Finished():
+		case b.running.running(l.ShardID):
+		case now.Before(b.cooldown[l.ShardID]):
+		case l.Owner != "" && l.Owner != b.cfg.WorkerID && !b.members.expiredAfter(l.Owner, tableRead):
+		case !idx.ParentsFinished(l):
+		default:
+			candidates = append(candidates, l)
+		}
+	}
+	sort.Slice(candidates, func(i, j int) bool {
+		ci, cj := candidates[i], candidates[j]
+		// Leases of an earlier run of this worker first: nobody else is reading them.
+		if mi, mj := ci.Owner == b.cfg.WorkerID, cj.Owner == b.cfg.WorkerID; mi != mj {
+			return mi
+		}
+		if pi, pj := idx.IsOpenParent(ci.ShardID), idx.IsOpenParent(cj.ShardID); pi != pj {
+			return pi
+		}
+		return b.preference(ci.ShardID) < b.preference(cj.ShardID)
+	})
+	taken, conflicts := 0, 0
+	for _, l := range candidates {
+		if taken == want || ctx.Err() != nil {
+			if l.Owner == b.cfg.WorkerID {
+				b.unsure[l.ShardID] = true // Ours but not wanted now: resolve releases it.
+			}
+			continue
+		}
+		if b.tryTake(ctx, l) {
+			taken++
+		} else {
+			conflicts++
+		}
+	}
+	if taken < want && conflicts > 0 {
+		b.forceScan = true // Others raced us; look again next pass.
+	}
+	if taken > 0 || conflicts > 0 {
+		b.log.Debug("lease scan", "taken", taken, "conflicts", conflicts, "candidates", len(candidates), "wanted", want)
+	}
+}
+
+// tryTake takes one observed lease and starts processing it. A take that reports an
+// error may still have been applied (a lost response, a timeout, an SDK retry that then
+// fails its own condition): the lease is read back at once, and each pass after while
+// that read fails, so that a lease this worker owns is never left unprocessed.
+func (b *balancer) tryTake(ctx context.Context, l lease.Lease) bool {
+	tctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
+	taken, err := b.leases.TakeLease(tctx, l, b.cfg.WorkerID)
+	cancel()
+	if err != nil {
+		if !errors.Is(err, lease.ErrConflict) {
+			b.log.Warn("cannot take lease", "shard", l.ShardID, "err", err)
+		}
+		b.unsure[l.ShardID] = true
+		b.resolve(ctx, l.ShardID)
+		return b.running.running(l.ShardID)
+	}
+	delete(b.unsure, l.ShardID)
+	if l.Owner != "" && l.Owner != b.cfg.WorkerID {
+		b.log.Info("took expired lease", "shard", l.ShardID, "previous_owner", l.Owner)
+	}
+	b.running.start(taken)
+	return true
+}
+
+// resolveUnsure reads back every lease whose take reported an error.
+func (b *balancer) resolveUnsure(ctx context.Context) {
+	for id := range b.unsure {
+		if ctx.Err() != nil {
+			return
+		}
+		b.resolve(ctx, id)
+	}
+}
+
+// resolve reads one lease whose take reported an error. If the table says this worker
+// owns it and no consumer runs it, the take did apply: the lease is taken again, with a
+// new epoch, or released when the worker is already at its target.
+func (b *balancer) resolve(ctx context.Context, shardID string) {
+	gctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
+	cur, err := b.leases.GetLease(gctx, shardID)
+	cancel()
+	switch {
+	case err != nil && errors.Is(err, lease.ErrNotFound):
+		delete(b.unsure, shardID)
+		return
+	case err != nil:
+		b.forceScan = true
+		return // Still unknown: next pass.
+	case cur.Owner != b.cfg.WorkerID || b.running.running(shardID) || cur.Finished():
+		delete(b.unsure, shardID)
+		return
+	}
+	b.log.Warn("a take that reported an error was applied: this worker owns the lease", "shard", shardID, "epoch", cur.Epoch)
+	if len(b.running.active()) < b.target && b.tenure.holding() {
+		tctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
+		taken, err := b.leases.TakeLease(tctx, cur, b.cfg.WorkerID)
+		cancel()
+		if err == nil {
+			delete(b.unsure, shardID)
+			b.running.start(taken)
+		}
+		return // On an error it stays unsure: read it again next pass.
+	}
+	rctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
+	err = b.leases.ReleaseLease(rctx, cur, "")
+	cancel()
+	if err == nil || errors.Is(err, lease.ErrConflict) {
+		delete(b.unsure, shardID)
+	}
+}
+
+// takeChildren follows a finished shard into its children at once, without waiting for
+// the next lease scan: it creates their leases if needed (at the application's recorded
+// initial position) and takes those whose parents have all finished, while this worker
+// is below its target.
+func (b *balancer) takeChildren(ctx context.Context, e consumerExit) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
+	defer cancel()
+	for _, ch := range e.children {
+		if len(b.running.active()) >= b.target || !b.tenure.holding() {
+			return
+		}
+		l, err := b.leases.GetLease(ctx, ch.ShardID)
+		if errors.Is(err, lease.ErrNotFound) {
+			if b.startPos.InitialPosition == "" || !b.parentsExist(ctx, ch.ParentShardIDs) {
+				continue // The coordinator's shard sync creates it, parents first.
+			}
+			l = lease.Lease{ShardID: ch.ShardID, ParentShardIDs: ch.ParentShardIDs,
+				Checkpoint: b.startPos.InitialPosition, StartTimestamp: b.startPos.InitialTimestamp}
+			if err = b.leases.CreateLease(ctx, l); errors.Is(err, lease.ErrExists) {
+				l, err = b.leases.GetLease(ctx, ch.ShardID)
+			}
+		}
+		if err != nil {
+			b.log.Warn("cannot prepare child shard lease", "shard", ch.ShardID, "err", err)
+			continue
+		}
+		if l.Finished() || b.running.running(l.ShardID) {
+			continue
+		}
+		if l.Owner != "" && l.Owner != b.cfg.WorkerID {
+			continue // Taking from an expired owner is the lease scan's job (expiredAfter).
+		}
+		done := true
+		for _, p := range l.ParentShardIDs {
+			if p == e.lease.ShardID {
+				continue
+			}
+			pl, err := b.leases.GetLease(ctx, p)
+			if err == nil && !pl.Finished() || err != nil && !errors.Is(err, lease.ErrNotFound) {
+				done = false
+				break
+			}
+		}
+		if done {
+			b.tryTake(ctx, l)
+		}
+	}
+}
+
+func (b *balancer) parentsExist(ctx context.Context, parents []string) bool {
+	for _, p := range parents {
+		if _, err := b.leases.GetLease(ctx, p); err != nil {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,27 @@
+package consumer
+
+import "time"
+
+// The deadlines below derive from LeaseDuration, so that a worker configured for slower
+// failover also waits longer on slow calls. They are not settings of their own.
+
+// startupTimeout bounds the stream check at start (a loaded machine, a cold connection).
+const startupTimeout = 30 * time.Second
+
+// callTimeout bounds every DynamoDB call of the control loop and the consumers (heartbeat
+// writes have HeartbeatInterval): a hung call ends, is retried, and never holds a loop.
+func (c *Config) callTimeout() time.Duration { return c.LeaseDuration / 2 }
+
+// streamTimeout bounds every Kinesis call. It is longer than callTimeout on purpose: a
+// deadline shorter than a loaded stream's answer abandons work the stream still does,
+// and the retries that follow add to its load (seen on a saturated local engine). Kinesis
+// calls decide nothing about ownership, so their length costs no safety.
+func (c *Config) streamTimeout() time.Duration { return 3 * c.LeaseDuration }
+
+// passTimeout bounds one pass of the control loop (the coordinator's shard sync
+// included).
+func (c *Config) passTimeout() time.Duration { return 3 * c.LeaseDuration }
+
+// fenceMargin is how long before others may take its leases a worker stops acting on
+// them: a renewal earns LeaseDuration - fenceMargin of validity (see tenure).
+func (c *Config) fenceMargin() time.Duration { return c.LeaseDuration / 5 }

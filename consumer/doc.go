@@ -86,6 +86,23 @@
 // Liveness assumes that clocks advance at about the same rate (within the
 // LeaseDuration/5 margin), not that they agree.
 //
+// # Structure
+//
+// Worker wires parts that each do one job and can be tested alone under a fake clock:
+//
+//   - tenure (tenure.go): validity, lapse generations and the fencing timer;
+//   - renewer (renewal.go): the heartbeat writes that earn the tenure its validity;
+//   - membership and liveness (membership.go, liveness.go): every read of the metadata
+//     table and the judgement of which workers are alive;
+//   - coordinator (coordinator.go): the election, shard sync, lease creation and the max
+//     leases per worker;
+//   - balancer (balancer.go): the target, takes, releases, and leases whose take was
+//     ambiguous;
+//   - consumerSet and shardConsumer (consumers.go, shardconsumer.go): one goroutine per
+//     leased shard, with its fenced checkpointer (checkpointer.go).
+//
+// The deadlines of remote calls derive from LeaseDuration (timeouts.go).
+//
 // # Cost
 //
 // Leases are not renewed one by one: a worker's single heartbeat keeps all of its leases.

@@ -23,8 +23,8 @@ type tenure struct {
 
 	mu       sync.Mutex
 	deadline time.Time // zero: not valid (before the first renewal, after the end)
-	gen      int64     // lapse generation
-	counted  time.Time // the deadline whose lapse gen already counts
+	lapses   int64     // lapse generation: how many lapses so far
+	counted  time.Time // the deadline whose lapse is already counted
 	renewed  chan struct{}
 }
 
@@ -46,16 +46,16 @@ func (t *tenure) generation() int64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.countLapseLocked(t.clock.Now())
-	return t.gen
+	return t.lapses
 }
 
-// valid reports whether a consumer started at generation gen may still act.
-func (t *tenure) valid(gen int64) bool {
+// valid reports whether a consumer started at lapse generation lapses may still act.
+func (t *tenure) valid(lapses int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.clock.Now()
 	t.countLapseLocked(now)
-	return gen == t.gen && !t.deadline.IsZero() && before(now, t.deadline)
+	return lapses == t.lapses && !t.deadline.IsZero() && before(now, t.deadline)
 }
 
 // holding reports whether the worker itself is valid now (for any new work).
@@ -70,7 +70,7 @@ func (t *tenure) holding() bool {
 // countLapseLocked bumps the generation once per deadline that passed.
 func (t *tenure) countLapseLocked(now time.Time) {
 	if !t.deadline.IsZero() && !before(now, t.deadline) && !t.counted.Equal(t.deadline) {
-		t.gen++
+		t.lapses++
 		t.counted = t.deadline
 	}
 }
@@ -79,9 +79,9 @@ func (t *tenure) countLapseLocked(now time.Time) {
 // renewal came too late (after the deadline): then it counted a lapse first.
 func (t *tenure) renew(start time.Time) (lapsed bool) {
 	t.mu.Lock()
-	gen := t.gen
+	gen := t.lapses
 	t.countLapseLocked(t.clock.Now())
-	lapsed = t.gen != gen
+	lapsed = t.lapses != gen
 	if next := start.Add(t.validFor); lapsed || next.After(t.deadline) {
 		t.deadline = next
 	}
@@ -98,7 +98,7 @@ func (t *tenure) end() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.deadline.IsZero() {
-		t.gen++
+		t.lapses++
 		t.counted = t.deadline
 		t.deadline = time.Time{}
 	}

@@ -79,9 +79,9 @@ func (t *tenure) countLapseLocked(now time.Time) {
 // renewal came too late (after the deadline): then it counted a lapse first.
 func (t *tenure) renew(start time.Time) (lapsed bool) {
 	t.mu.Lock()
-	gen := t.lapses
+	prev := t.lapses
 	t.countLapseLocked(t.clock.Now())
-	lapsed = t.lapses != gen
+	lapsed = t.lapses != prev
 	if next := start.Add(t.validFor); lapsed || next.After(t.deadline) {
 		t.deadline = next
 	}

@@ -26,7 +26,7 @@ var (
 // checkpointer is the fenced Checkpointer of one lease tenure.
 type checkpointer struct {
 	store   LeaseStore
-	held    lease.Lease
+	lease    lease.Lease
 	hooks   Hooks
 	clock   clock.Clock
 	timeout time.Duration // of each write
@@ -46,7 +46,7 @@ type checkpointer struct {
 }
 
 func newCheckpointer(store LeaseStore, held lease.Lease, hooks Hooks, clk clock.Clock, timeout time.Duration) *checkpointer {
-	c := &checkpointer{store: store, held: held, hooks: hooks, clock: clk, timeout: timeout, last: held.Checkpoint, confirmed: clk.Now()}
+	c := &checkpointer{store: store, lease: held, hooks: hooks, clock: clk, timeout: timeout, last: held.Checkpoint, confirmed: clk.Now()}
 	c.behind.Store(-1)
 	return c
 }
@@ -60,7 +60,7 @@ func (c *checkpointer) LastCheckpoint() string {
 func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 	n, ok := new(big.Int).SetString(seq, 10)
 	if !ok || n.Sign() < 0 {
-		return fmt.Errorf("shard %s: %w: %q", c.held.ShardID, ErrInvalidSequenceNumber, seq)
+		return fmt.Errorf("shard %s: %w: %q", c.lease.ShardID, ErrInvalidSequenceNumber, seq)
 	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
@@ -68,24 +68,24 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 	lost, last, floor := c.lost, c.last, c.floor
 	c.mu.Unlock()
 	if lost {
-		return fmt.Errorf("shard %s epoch %d: %w", c.held.ShardID, c.held.Epoch, ErrLeaseLost)
+		return fmt.Errorf("shard %s epoch %d: %w", c.lease.ShardID, c.lease.Epoch, ErrLeaseLost)
 	}
 	if prev, ok := new(big.Int).SetString(last, 10); ok {
 		switch n.Cmp(prev) {
 		case 0:
 			return nil // Nothing new: save the write.
 		case -1:
-			return fmt.Errorf("shard %s: %w: %s is before %s", c.held.ShardID, ErrCheckpointBackwards, seq, last)
+			return fmt.Errorf("shard %s: %w: %s is before %s", c.lease.ShardID, ErrCheckpointBackwards, seq, last)
 		}
 	}
 	if f, ok := new(big.Int).SetString(floor, 10); ok && n.Cmp(f) < 0 {
-		return fmt.Errorf("shard %s: %w: %s is before %s, whose write may have applied", c.held.ShardID, ErrCheckpointBackwards, seq, floor)
+		return fmt.Errorf("shard %s: %w: %s is before %s, whose write may have applied", c.lease.ShardID, ErrCheckpointBackwards, seq, floor)
 	}
 	start := c.clock.Now()
 	wctx, cancel := context.WithTimeout(ctx, c.timeout)
-	err := c.store.Checkpoint(wctx, c.held, seq, c.behind.Load())
+	err := c.store.Checkpoint(wctx, c.lease, seq, c.behind.Load())
 	cancel()
-	c.hooks.checkpointed(c.held.ShardID, err)
+	c.hooks.checkpointed(c.lease.ShardID, err)
 	applied := false
 	if err != nil && !errors.Is(err, lease.ErrConflict) && !errors.Is(err, lease.ErrTableNotFound) {
 		// Outside mu: marking the lease lost never waits for this read.
@@ -96,13 +96,13 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 	if err != nil {
 		if errors.Is(err, lease.ErrConflict) {
 			c.lost = true
-			return fmt.Errorf("shard %s epoch %d: checkpoint %s refused: %w", c.held.ShardID, c.held.Epoch, seq, ErrLeaseLost)
+			return fmt.Errorf("shard %s epoch %d: checkpoint %s refused: %w", c.lease.ShardID, c.lease.Epoch, seq, ErrLeaseLost)
 		}
 		if errors.Is(err, lease.ErrTableNotFound) {
 			// Without the lease table progress cannot be recorded: retrying the batch would
 			// only process it again and again. Stop the shard instead.
 			c.lost = true
-			return fmt.Errorf("shard %s: checkpoint %s: %w: %w", c.held.ShardID, seq, ErrLeaseLost, err)
+			return fmt.Errorf("shard %s: checkpoint %s: %w: %w", c.lease.ShardID, seq, ErrLeaseLost, err)
 		}
 		if applied {
 			c.last, c.confirmed = seq, start
@@ -110,7 +110,7 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 		}
 		// The write may still have applied: never accept a checkpoint below it later.
 		c.floor = seq
-		return fmt.Errorf("shard %s: checkpoint %s: %w", c.held.ShardID, seq, err)
+		return fmt.Errorf("shard %s: checkpoint %s: %w", c.lease.ShardID, seq, err)
 	}
 	c.last = seq
 	c.confirmed = start
@@ -122,8 +122,8 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 func (c *checkpointer) appliedAnyway(ctx context.Context, seq string) bool {
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	cur, err := c.store.GetLease(rctx, c.held.ShardID)
-	return err == nil && cur.Owner == c.held.Owner && cur.Epoch == c.held.Epoch && cur.Checkpoint == seq
+	cur, err := c.store.GetLease(rctx, c.lease.ShardID)
+	return err == nil && cur.Owner == c.lease.Owner && cur.Epoch == c.lease.Epoch && cur.Checkpoint == seq
 }
 
 // confirm records that the lease was read as ours at t.

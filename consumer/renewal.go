@@ -25,8 +25,8 @@ type renewer struct {
 	// incarnation identifies this run of the process; started is when it began.
 	incarnation string
 	started     time.Time
-	// held returns how many leases the worker runs, for its record.
-	held func() int
+	// leaseCount returns how many leases the worker runs, for its record.
+	leaseCount func() int
 	// onLapse is called when a renewal landed after the deadline.
 	onLapse func()
 
@@ -36,11 +36,11 @@ type renewer struct {
 	lastBeat atomic.Int64
 }
 
-func newRenewer(meta MetaStore, t *tenure, clk clock.Clock, log *slog.Logger, workerID string, interval time.Duration, held func() int, onLapse func()) *renewer {
+func newRenewer(meta MetaStore, t *tenure, clk clock.Clock, log *slog.Logger, workerID string, interval time.Duration, leaseCount func() int, onLapse func()) *renewer {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	return &renewer{meta: meta, tenure: t, clock: clk, log: log, workerID: workerID, interval: interval,
-		incarnation: hex.EncodeToString(id[:]), started: clk.Now(), held: held, onLapse: onLapse}
+		incarnation: hex.EncodeToString(id[:]), started: clk.Now(), leaseCount: leaseCount, onLapse: onLapse}
 }
 
 // beat writes the worker's record. A successful write started at t lets the worker act
@@ -57,7 +57,7 @@ func (r *renewer) beat(ctx context.Context, state lease.WorkerState) error {
 		Incarnation: r.incarnation,
 		Heartbeat:   r.heartbeat.Add(1),
 		State:       state,
-		LeasesHeld:  r.held(),
+		LeasesHeld:  r.leaseCount(),
 		LastSeen:    time.Now().UTC(),
 		StartedAt:   r.started.UTC(),
 	})

@@ -361,18 +361,6 @@ func TestLeaseFaults(t *testing.T) {
 			s.InjectError("GetLease", boom, 1)
 			s.InjectError("GetLease", stream.ErrThrottled, 1)
 		}, []bool{true, true, false, false}, nil},
-		{"hook", func(s *memstore.Leases) {
-			n := 0
-			s.Fail = func(op string) error {
-				if op == "GetLease" {
-					n++
-					if n%2 == 0 {
-						return boom
-					}
-				}
-				return nil
-			}
-		}, []bool{false, true, false, true}, boom},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -392,7 +380,6 @@ func TestLeaseFaults(t *testing.T) {
 				t.Errorf("Calls()[GetLease] = %d, want %d", got, len(tc.want))
 			}
 			s.ClearErrors()
-			s.Fail = nil
 			if _, err := s.GetLease(ctx, "s1"); err != nil {
 				t.Errorf("after ClearErrors: %v", err)
 			}

@@ -51,18 +51,10 @@ func TestLeaseStore[S consumer.LeaseStore](t *testing.T, newStore func(t *testin
 	t.Run("ListLeases returns every lease across pages", func(t *testing.T) {
 		testList(t, newStore(t), cmp.Or(opts.ListSize, defaultListSize))
 	})
-	t.Run("corrupt leases are reported, not returned, and match no write", func(t *testing.T) {
-		if opts.PutCorrupt == nil {
-			t.Skip("LeaseOptions.PutCorrupt not set")
-		}
-		testCorruptLeases(t, newStore(t), opts)
-	})
-	t.Run("a missing lease table is ErrTableNotFound", func(t *testing.T) {
-		if opts.Missing == nil {
-			t.Skip("LeaseOptions.Missing not set")
-		}
-		testMissingLeaseTable(t, opts.Missing(t))
-	})
+	optional(t, "corrupt leases are reported, not returned, and match no write", opts.PutCorrupt != nil, "LeaseOptions.PutCorrupt",
+		func(t *testing.T) { testCorruptLeases(t, newStore(t), opts) })
+	optional(t, "a missing lease table is ErrTableNotFound", opts.Missing != nil, "LeaseOptions.Missing",
+		func(t *testing.T) { testMissingLeaseTable(t, opts.Missing(t)) })
 }
 
 func create(t *testing.T, s consumer.LeaseStore, l lease.Lease) lease.Lease {
@@ -421,24 +413,16 @@ func testCorruptLeases[S consumer.LeaseStore](t *testing.T, s S, opts LeaseOptio
 func testMissingLeaseTable(t *testing.T, s consumer.LeaseStore) {
 	ctx := t.Context()
 	l := lease.Lease{ShardID: "s1", Owner: "w", Epoch: 1, Checkpoint: lease.TrimHorizon}
-	calls := []struct {
-		name string
-		call func() error
-	}{
-		{"ListLeases", func() error { _, err := s.ListLeases(ctx); return err }},
-		{"GetLease", func() error { _, err := s.GetLease(ctx, "s1"); return err }},
-		{"CreateLease", func() error { return s.CreateLease(ctx, l) }},
-		{"TakeLease", func() error { _, err := s.TakeLease(ctx, l, "w2"); return err }},
-		{"ReleaseLease", func() error { return s.ReleaseLease(ctx, l, "") }},
-		{"Checkpoint", func() error { return s.Checkpoint(ctx, l, "1", -1) }},
+	calls := map[string]func() error{
+		"ListLeases":   func() error { _, err := s.ListLeases(ctx); return err },
+		"GetLease":     func() error { _, err := s.GetLease(ctx, "s1"); return err },
+		"CreateLease":  func() error { return s.CreateLease(ctx, l) },
+		"TakeLease":    func() error { _, err := s.TakeLease(ctx, l, "w2"); return err },
+		"ReleaseLease": func() error { return s.ReleaseLease(ctx, l, "") },
+		"Checkpoint":   func() error { return s.Checkpoint(ctx, l, "1", -1) },
 	}
 	if d, ok := s.(LeaseDeleter); ok {
-		calls = append(calls, struct {
-			name string
-			call func() error
-		}{"DeleteLease", func() error { return d.DeleteLease(ctx, l) }})
+		calls["DeleteLease"] = func() error { return d.DeleteLease(ctx, l) }
 	}
-	for _, c := range calls {
-		checkErr(t, c.name, c.call(), lease.ErrTableNotFound)
-	}
+	checkAll(t, calls, lease.ErrTableNotFound)
 }

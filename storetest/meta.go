@@ -58,18 +58,10 @@ func TestMetaStore[S consumer.MetaStore](t *testing.T, newStore func(t *testing.
 			t.Errorf("stored %+v, want the winner w%d at epoch %d", c, w, held.Epoch+1)
 		}
 	})
-	t.Run("corrupt items are reported, not returned, and match no write", func(t *testing.T) {
-		if opts.PutCorrupt == nil || opts.CoordinatorKey == nil {
-			t.Skip("MetaOptions.PutCorrupt or CoordinatorKey not set")
-		}
-		testCorruptMeta(t, newStore(t), opts)
-	})
-	t.Run("a missing metadata table is ErrTableNotFound", func(t *testing.T) {
-		if opts.Missing == nil {
-			t.Skip("MetaOptions.Missing not set")
-		}
-		testMissingMetaTable(t, opts.Missing(t))
-	})
+	optional(t, "corrupt items are reported, not returned, and match no write", opts.PutCorrupt != nil && opts.CoordinatorKey != nil,
+		"MetaOptions.PutCorrupt or CoordinatorKey", func(t *testing.T) { testCorruptMeta(t, newStore(t), opts) })
+	optional(t, "a missing metadata table is ErrTableNotFound", opts.Missing != nil, "MetaOptions.Missing",
+		func(t *testing.T) { testMissingMetaTable(t, opts.Missing(t)) })
 }
 
 func readMeta(t *testing.T, s consumer.MetaStore) lease.Meta {
@@ -509,7 +501,5 @@ func testMissingMetaTable(t *testing.T, s consumer.MetaStore) {
 	if d, ok := s.(WorkerDeleter); ok {
 		calls["DeleteWorker"] = func() error { return d.DeleteWorker(ctx, "w", 1) }
 	}
-	for name, call := range calls {
-		checkErr(t, name, call(), lease.ErrTableNotFound)
-	}
+	checkAll(t, calls, lease.ErrTableNotFound)
 }

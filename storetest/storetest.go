@@ -91,6 +91,25 @@ func checkErr(t *testing.T, what string, err, want error) bool {
 	return false
 }
 
+// checkAll makes every call and checks its error against want.
+func checkAll(t *testing.T, calls map[string]func() error, want error) {
+	t.Helper()
+	for name, call := range calls {
+		checkErr(t, name, call(), want)
+	}
+}
+
+// optional runs f as the subtest name, or skips it when the option it needs is not set.
+func optional(t *testing.T, name string, set bool, option string, f func(t *testing.T)) {
+	t.Helper()
+	t.Run(name, func(t *testing.T) {
+		if !set {
+			t.Skip(option + " not set")
+		}
+		f(t)
+	})
+}
+
 // byKey indexes items by key, failing t on a key that occurs twice.
 func byKey[T any](t *testing.T, what string, items []T, key func(T) string) map[string]T {
 	t.Helper()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 	"github.com/kds-lease-manager/kds-lease-manager/memstore"
 	"github.com/kds-lease-manager/kds-lease-manager/storetest"
@@ -21,23 +22,13 @@ type mutant struct {
 	fails  string // a subtest that must fail
 }
 
-type leaseStore interface {
-	storetest.LeaseDeleter
-	ListLeases(ctx context.Context) (lease.Table, error)
-	GetLease(ctx context.Context, shardID string) (lease.Lease, error)
-	CreateLease(ctx context.Context, l lease.Lease) error
-	TakeLease(ctx context.Context, observed lease.Lease, owner string) (lease.Lease, error)
-	ReleaseLease(ctx context.Context, held lease.Lease, checkpoint string) error
-	Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error
-}
-
-type metaStore interface {
-	ReadMeta(ctx context.Context) (lease.Meta, error)
-	PutWorker(ctx context.Context, w lease.WorkerRecord) error
-	ClaimCoordinator(ctx context.Context, workerID string, observed *lease.CoordinatorRecord) (lease.CoordinatorRecord, error)
-	UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecord) (lease.CoordinatorRecord, error)
-	ResignCoordinator(ctx context.Context, rec lease.CoordinatorRecord) error
-}
+type (
+	leaseStore interface {
+		consumer.LeaseStore
+		storetest.LeaseDeleter
+	}
+	metaStore = consumer.MetaStore
+)
 
 // takeAnyEpoch takes a lease whatever its epoch.
 type takeAnyEpoch struct{ *memstore.Leases }

@@ -153,6 +153,14 @@ func (s *Store) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorReco
 	if rec.CoordinatorID == "" {
 		return lease.CoordinatorRecord{}, errors.New("dynamostore: UpdateCoordinator: record has no coordinator id")
 	}
+	// decodeCoordinator rejects any other position, and AT_TIMESTAMP without its timestamp:
+	// written, the record could be neither read nor replaced by a claim.
+	switch {
+	case rec.InitialPosition != "" && rec.InitialPosition != lease.TrimHorizon && rec.InitialPosition != lease.AtTimestamp:
+		return lease.CoordinatorRecord{}, fmt.Errorf("dynamostore: UpdateCoordinator: initial position %q is not %s or %s", rec.InitialPosition, lease.TrimHorizon, lease.AtTimestamp)
+	case rec.InitialPosition == lease.AtTimestamp && rec.InitialTimestamp.IsZero():
+		return lease.CoordinatorRecord{}, errors.New("dynamostore: UpdateCoordinator: initial position AT_TIMESTAMP without a timestamp")
+	}
 	e := newExpr()
 	cond := holderCondition(e, rec)
 	update := "SET "

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -50,16 +49,6 @@ func newStore(t *testing.T, client dynamostore.DynamoDB) *dynamostore.Store {
 			t.Logf("cleanup: %v", err)
 		}
 	})
-	return st
-}
-
-// readyStore returns a store whose tables exist.
-func readyStore(t *testing.T) *dynamostore.Store {
-	t.Helper()
-	st := newStore(t, nil)
-	if err := st.EnsureTables(t.Context()); err != nil {
-		t.Fatal(err)
-	}
 	return st
 }
 
@@ -187,39 +176,26 @@ func TestThrottled(t *testing.T) {
 	}
 }
 
-func TestMissingTable(t *testing.T) {
+// The suite checks that a missing table is lease.ErrTableNotFound; the message also names
+// the table, for the operator.
+func TestMissingTableIsNamed(t *testing.T) {
 	st := newStore(t, nil) // tables never created
 	ctx := t.Context()
-	l := lease.Lease{ShardID: "s", Owner: "w", Epoch: 1, Checkpoint: lease.TrimHorizon}
 	calls := []struct {
 		name  string
 		table string
 		call  func() error
 	}{
 		{"ListLeases", st.LeaseTable(), func() error { _, err := st.ListLeases(ctx); return err }},
-		{"GetLease", st.LeaseTable(), func() error { _, err := st.GetLease(ctx, "s"); return err }},
-		{"CreateLease", st.LeaseTable(), func() error { return st.CreateLease(ctx, l) }},
-		{"TakeLease", st.LeaseTable(), func() error { _, err := st.TakeLease(ctx, l, "w2"); return err }},
-		{"ReleaseLease", st.LeaseTable(), func() error { return st.ReleaseLease(ctx, l, "") }},
-		{"Checkpoint", st.LeaseTable(), func() error { return st.Checkpoint(ctx, l, "1", -1) }},
-		{"DeleteLease", st.LeaseTable(), func() error { return st.DeleteLease(ctx, l) }},
+		{"TakeLease", st.LeaseTable(), func() error { _, err := st.TakeLease(ctx, lease.Lease{ShardID: "s"}, "w"); return err }},
 		{"ReadMeta", st.MetaTable(), func() error { _, err := st.ReadMeta(ctx); return err }},
-		{"PutWorker", st.MetaTable(), func() error { return st.PutWorker(ctx, lease.WorkerRecord{WorkerID: "w"}) }},
-		{"DeleteWorker", st.MetaTable(), func() error { return st.DeleteWorker(ctx, "w", 1) }},
 		{"ClaimCoordinator", st.MetaTable(), func() error { _, err := st.ClaimCoordinator(ctx, "w", nil); return err }},
-		{"UpdateCoordinator", st.MetaTable(), func() error {
-			_, err := st.UpdateCoordinator(ctx, lease.CoordinatorRecord{CoordinatorID: "w", Epoch: 1})
-			return err
-		}},
 	}
 	for _, c := range calls {
 		t.Run(c.name, func(t *testing.T) {
 			err := c.call()
-			if !errors.Is(err, dynamostore.ErrTableNotFound) {
-				t.Fatalf("err = %v, want ErrTableNotFound", err)
-			}
-			if !strings.Contains(err.Error(), c.table) {
-				t.Errorf("message %q does not name table %q", err, c.table)
+			if !errors.Is(err, dynamostore.ErrTableNotFound) || !strings.Contains(err.Error(), c.table) {
+				t.Errorf("err = %v, want ErrTableNotFound naming table %q", err, c.table)
 			}
 		})
 	}
@@ -237,252 +213,6 @@ func (c pagingClient) Scan(ctx context.Context, in *dynamodb.ScanInput, o ...fun
 	return c.DynamoDB.Scan(ctx, &cp, o...)
 }
 
-func TestCreateGetListLeases(t *testing.T) {
-	st := newStore(t, pagingClient{engineClient(t)})
-	ctx := t.Context()
-	if err := st.EnsureTables(ctx); err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]lease.Lease{}
-	for i := range 5 {
-		l := lease.Lease{ShardID: fmt.Sprintf("shardId-%012d", i), Checkpoint: lease.TrimHorizon}
-		if i == 3 {
-			l.Checkpoint = lease.AtTimestamp
-			l.StartTimestamp = testNow.Truncate(time.Millisecond)
-			l.ParentShardIDs = []string{"shardId-000000000001", "shardId-000000000002"}
-		}
-		if err := st.CreateLease(ctx, l); err != nil {
-			t.Fatalf("create %s: %v", l.ShardID, err)
-		}
-		want[l.ShardID] = l
-	}
-	// Owner and counter of a created lease are ignored: it starts free at 0.
-	err := st.CreateLease(ctx, lease.Lease{ShardID: "shardId-000000000000", Owner: "w", Epoch: 9, Checkpoint: "1"})
-	if !errors.Is(err, lease.ErrExists) {
-		t.Errorf("second create: %v, want ErrExists", err)
-	}
-
-	got, err := st.GetLease(ctx, "shardId-000000000003")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, want["shardId-000000000003"]) {
-		t.Errorf("GetLease:\n got %+v\nwant %+v", got, want["shardId-000000000003"])
-	}
-	if _, err := st.GetLease(ctx, "nope"); !errors.Is(err, lease.ErrNotFound) {
-		t.Errorf("GetLease of missing lease: %v, want ErrNotFound", err)
-	}
-
-	table, err := st.ListLeases(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(table.Corrupt) != 0 {
-		t.Errorf("corrupt: %v", table.Corrupt)
-	}
-	gotAll := map[string]lease.Lease{}
-	for _, l := range table.Leases {
-		gotAll[l.ShardID] = l
-	}
-	if !reflect.DeepEqual(gotAll, want) {
-		t.Errorf("ListLeases:\n got %+v\nwant %+v", gotAll, want)
-	}
-}
-
-func createFree(t *testing.T, st *dynamostore.Store, shardID string) lease.Lease {
-	t.Helper()
-	l := lease.Lease{ShardID: shardID, Checkpoint: lease.TrimHorizon}
-	if err := st.CreateLease(t.Context(), l); err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-func mustGet(t *testing.T, st *dynamostore.Store, shardID string) lease.Lease {
-	t.Helper()
-	l, err := st.GetLease(t.Context(), shardID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-func TestTakeLease(t *testing.T) {
-	st := readyStore(t)
-	ctx := t.Context()
-	free := createFree(t, st, "s1")
-
-	w1, err := st.TakeLease(ctx, free, "w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w1.Owner != "w1" || w1.Epoch != 1 || w1.Checkpoint != lease.TrimHorizon {
-		t.Errorf("after take: %+v", w1)
-	}
-	if got := mustGet(t, st, "s1"); !reflect.DeepEqual(got, w1) {
-		t.Errorf("stored %+v, returned %+v", got, w1)
-	}
-
-	// The free observation is stale now.
-	if _, err := st.TakeLease(ctx, free, "w2"); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("take with stale free observation: %v, want ErrConflict", err)
-	}
-	// Right counter, wrong owner.
-	if _, err := st.TakeLease(ctx, lease.Lease{ShardID: "s1", Owner: "w3", Epoch: 1}, "w2"); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("take with wrong owner: %v, want ErrConflict", err)
-	}
-	// Right owner, wrong counter.
-	if _, err := st.TakeLease(ctx, lease.Lease{ShardID: "s1", Owner: "w1", Epoch: 0}, "w2"); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("take with stale counter: %v, want ErrConflict", err)
-	}
-	if got := mustGet(t, st, "s1"); !reflect.DeepEqual(got, w1) {
-		t.Errorf("failed takes changed the lease: %+v", got)
-	}
-
-	// Stealing with a current observation works and increments again.
-	w2, err := st.TakeLease(ctx, w1, "w2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w2.Owner != "w2" || w2.Epoch != 2 {
-		t.Errorf("after steal: %+v", w2)
-	}
-
-	// A missing lease is never created by a take.
-	if _, err := st.TakeLease(ctx, lease.Lease{ShardID: "ghost"}, "w1"); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("take of missing lease: %v, want ErrConflict", err)
-	}
-	if _, err := st.GetLease(ctx, "ghost"); !errors.Is(err, lease.ErrNotFound) {
-		t.Errorf("take created a lease: %v", err)
-	}
-}
-
-// The lag travels with the checkpoint; an unknown lag (-1) leaves it as it was.
-func TestCheckpointCarriesLag(t *testing.T) {
-	st := readyStore(t)
-	ctx := t.Context()
-	held, err := st.TakeLease(ctx, createFree(t, st, "s1"), "w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Checkpoint(ctx, held, "110", 1234); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Checkpoint(ctx, held, "120", -1); err != nil {
-		t.Fatal(err)
-	}
-	if got := mustGet(t, st, "s1"); got.Checkpoint != "120" || got.MillisBehindLatest != 1234 {
-		t.Errorf("after checkpoints with lag: %+v, want checkpoint 120 and lag 1234", got)
-	}
-}
-
-func TestCheckpointFencing(t *testing.T) {
-	st := readyStore(t)
-	ctx := t.Context()
-	held, err := st.TakeLease(ctx, createFree(t, st, "s1"), "w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Checkpoint(ctx, held, "100", -1); err != nil {
-		t.Fatal(err)
-	}
-	if got := mustGet(t, st, "s1"); got.Checkpoint != "100" || got.Epoch != held.Epoch {
-		t.Errorf("after checkpoint: %+v", got)
-	}
-
-	// w2 steals; w1's view is now stale.
-	stolen, err := st.TakeLease(ctx, mustGet(t, st, "s1"), "w2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale := []struct {
-		name string
-		l    lease.Lease
-	}{
-		{"old owner and counter", held},
-		{"old owner, new counter", lease.Lease{ShardID: "s1", Owner: "w1", Epoch: stolen.Epoch}},
-		{"new owner, old counter", lease.Lease{ShardID: "s1", Owner: "w2", Epoch: held.Epoch}},
-	}
-	for _, tt := range stale {
-		t.Run(tt.name, func(t *testing.T) {
-			if err := st.Checkpoint(ctx, tt.l, "999", -1); !errors.Is(err, lease.ErrConflict) {
-				t.Errorf("stale checkpoint: %v, want ErrConflict", err)
-			}
-			if got := mustGet(t, st, "s1"); got.Checkpoint != "100" {
-				t.Errorf("stale checkpoint was stored: %+v", got)
-			}
-		})
-	}
-	if err := st.Checkpoint(ctx, stolen, "200", -1); err != nil {
-		t.Errorf("checkpoint by new holder: %v", err)
-	}
-}
-
-func TestReleaseLease(t *testing.T) {
-	st := readyStore(t)
-	ctx := t.Context()
-	held, err := st.TakeLease(ctx, createFree(t, st, "s1"), "w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	if err := st.ReleaseLease(ctx, lease.Lease{ShardID: "s1", Owner: "w1", Epoch: 0}, "5"); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("stale release: %v, want ErrConflict", err)
-	}
-	if err := st.ReleaseLease(ctx, held, "300"); err != nil {
-		t.Fatal(err)
-	}
-	got := mustGet(t, st, "s1")
-	want := lease.Lease{ShardID: "s1", Epoch: 2, Checkpoint: "300"}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("after release:\n got %+v\nwant %+v", got, want)
-	}
-	// Releasing twice fails: the counter moved on.
-	if err := st.ReleaseLease(ctx, held, ""); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("second release: %v, want ErrConflict", err)
-	}
-
-	// A released lease is free for the next taker, and a release without a checkpoint
-	// keeps the stored one.
-	again, err := st.TakeLease(ctx, got, "w2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.ReleaseLease(ctx, again, ""); err != nil {
-		t.Fatal(err)
-	}
-	if got := mustGet(t, st, "s1"); got.Owner != "" || got.Epoch != 4 || got.Checkpoint != "300" {
-		t.Errorf("after release without checkpoint: %+v", got)
-	}
-}
-
-func TestDeleteLease(t *testing.T) {
-	st := readyStore(t)
-	ctx := t.Context()
-	free := createFree(t, st, "s1")
-	held, err := st.TakeLease(ctx, free, "w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.DeleteLease(ctx, free); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("delete with stale observation: %v, want ErrConflict", err)
-	}
-	if err := st.DeleteLease(ctx, held); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.GetLease(ctx, "s1"); !errors.Is(err, lease.ErrNotFound) {
-		t.Errorf("after delete: %v, want ErrNotFound", err)
-	}
-	if err := st.DeleteLease(ctx, held); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("delete of deleted lease: %v, want ErrConflict", err)
-	}
-	// A free lease is deleted with a free observation.
-	free2 := createFree(t, st, "s2")
-	if err := st.DeleteLease(ctx, free2); err != nil {
-		t.Errorf("delete free lease: %v", err)
-	}
-}
-
 func putRaw(t *testing.T, client dynamostore.DynamoDB, table string, item map[string]types.AttributeValue) {
 	t.Helper()
 	if _, err := client.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: item}); err != nil {
@@ -492,177 +222,6 @@ func putRaw(t *testing.T, client dynamostore.DynamoDB, table string, item map[st
 
 func S(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
 func N(v string) types.AttributeValue { return &types.AttributeValueMemberN{Value: v} }
-
-func TestCorruptLeases(t *testing.T) {
-	client := engineClient(t)
-	st := newStore(t, client)
-	ctx := t.Context()
-	if err := st.EnsureTables(ctx); err != nil {
-		t.Fatal(err)
-	}
-	good := createFree(t, st, "good")
-	raw := map[string]struct {
-		item   map[string]types.AttributeValue
-		reason string
-	}{
-		"no-counter":     {map[string]types.AttributeValue{"leaseKey": S("no-counter"), "checkpoint": S("1")}, "leaseCounter: missing"},
-		"string-counter": {map[string]types.AttributeValue{"leaseKey": S("string-counter"), "leaseCounter": S("1"), "checkpoint": S("1")}, "leaseCounter: is a string (S), expected an integer (N)"},
-		"no-checkpoint":  {map[string]types.AttributeValue{"leaseKey": S("no-checkpoint"), "leaseCounter": N("1")}, "checkpoint: missing"},
-		"number-owner":   {map[string]types.AttributeValue{"leaseKey": S("number-owner"), "leaseCounter": N("1"), "checkpoint": S("1"), "leaseOwner": N("7")}, "leaseOwner: is a number (N)"},
-		"future":         {map[string]types.AttributeValue{"leaseKey": S("future"), "leaseCounter": N("1"), "checkpoint": S("1"), "itemVersion": N("99")}, "written by a newer version (itemVersion 99)"},
-	}
-	for _, r := range raw {
-		putRaw(t, client, st.LeaseTable(), r.item)
-	}
-
-	table, err := st.ListLeases(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(table.Leases) != 1 || !reflect.DeepEqual(table.Leases[0], good) {
-		t.Errorf("valid leases = %+v, want only %+v", table.Leases, good)
-	}
-	if len(table.Corrupt) != len(raw) {
-		t.Errorf("corrupt = %v, want %d entries", table.Corrupt, len(raw))
-	}
-	for _, c := range table.Corrupt {
-		r, ok := raw[c.Key]
-		if !ok {
-			t.Errorf("unexpected corrupt entry %v", c)
-			continue
-		}
-		if !strings.Contains(c.Reason, r.reason) {
-			t.Errorf("%s: reason %q does not contain %q", c.Key, c.Reason, r.reason)
-		}
-	}
-
-	if _, err := st.GetLease(ctx, "future"); !errors.Is(err, dynamostore.ErrCorrupt) || !strings.Contains(err.Error(), "itemVersion 99") {
-		t.Errorf("GetLease of corrupt item: %v, want ErrCorrupt naming the version", err)
-	}
-}
-
-func TestCoordinatorClaimRace(t *testing.T) {
-	st := readyStore(t)
-	const n = 10
-	var wg sync.WaitGroup
-	recs := make([]lease.CoordinatorRecord, n)
-	errs := make([]error, n)
-	for i := range n {
-		wg.Go(func() { recs[i], errs[i] = st.ClaimCoordinator(t.Context(), fmt.Sprintf("w%d", i), nil) })
-	}
-	wg.Wait()
-	winner := -1
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			if winner >= 0 {
-				t.Errorf("both w%d and w%d claimed the role", winner, i)
-			}
-			winner = i
-		case !errors.Is(err, lease.ErrConflict):
-			t.Errorf("w%d: %v, want ErrConflict", i, err)
-		}
-	}
-	if winner < 0 {
-		t.Fatal("nobody claimed the role")
-	}
-	m, err := st.ReadMeta(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Coordinator == nil || !reflect.DeepEqual(*m.Coordinator, recs[winner]) {
-		t.Errorf("stored %+v, winner got %+v", m.Coordinator, recs[winner])
-	}
-}
-
-func TestCoordinatorLifecycle(t *testing.T) {
-	st := readyStore(t)
-	ctx := t.Context()
-
-	c1, err := st.ClaimCoordinator(ctx, "w1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := lease.CoordinatorRecord{CoordinatorID: "w1", Epoch: 1, UpdatedAt: testNow}
-	if !reflect.DeepEqual(c1, want) {
-		t.Errorf("first claim:\n got %+v\nwant %+v", c1, want)
-	}
-
-	// Update by the holder writes every value and increments the version.
-	upd := c1
-	upd.MaxLeasesPerWorker, upd.TargetLeasesPerWorker, upd.ShardCount, upd.WorkerCount = 4, 5, 8, 2
-	upd.LiveWorkers, upd.Cap, upd.UnownedShards, upd.RecommendedWorkers, upd.LeaseGeneration = 1, 10, 0, 2, 3
-	upd.Version = 77 // ignored: the store increments the stored version
-	c1v1, err := st.UpdateCoordinator(ctx, upd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantV1 := upd
-	wantV1.Version = 1
-	if !reflect.DeepEqual(c1v1, wantV1) {
-		t.Errorf("after update:\n got %+v\nwant %+v", c1v1, wantV1)
-	}
-
-	// Non-holders and stale epochs are refused.
-	if _, err := st.UpdateCoordinator(ctx, lease.CoordinatorRecord{CoordinatorID: "w2", Epoch: 1}); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("update by non-holder: %v, want ErrConflict", err)
-	}
-	if _, err := st.UpdateCoordinator(ctx, lease.CoordinatorRecord{CoordinatorID: "w1", Epoch: 0}); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("update with stale epoch: %v, want ErrConflict", err)
-	}
-	if _, err := st.ClaimCoordinator(ctx, "w2", nil); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("claim as if missing: %v, want ErrConflict", err)
-	}
-	staleObs := c1v1
-	staleObs.Epoch = 0
-	if _, err := st.ClaimCoordinator(ctx, "w2", &staleObs); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("claim with stale epoch: %v, want ErrConflict", err)
-	}
-	wrongHolder := c1v1
-	wrongHolder.CoordinatorID = "w9"
-	if _, err := st.ClaimCoordinator(ctx, "w2", &wrongHolder); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("claim with wrong observed holder: %v, want ErrConflict", err)
-	}
-
-	// Resign, then another worker claims with what it reads; values are kept.
-	if err := st.ResignCoordinator(ctx, lease.CoordinatorRecord{CoordinatorID: "w2", Epoch: 1}); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("resign by non-holder: %v, want ErrConflict", err)
-	}
-	if err := st.ResignCoordinator(ctx, c1v1); err != nil {
-		t.Fatal(err)
-	}
-	m, err := st.ReadMeta(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Coordinator == nil || m.Coordinator.CoordinatorID != "" || m.Coordinator.Epoch != 1 {
-		t.Fatalf("after resign: %+v", m.Coordinator)
-	}
-	c2, err := st.ClaimCoordinator(ctx, "w2", m.Coordinator)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantC2 := wantV1
-	wantC2.CoordinatorID, wantC2.Epoch = "w2", 2
-	if !reflect.DeepEqual(c2, wantC2) {
-		t.Errorf("claim after resign:\n got %+v\nwant %+v", c2, wantC2)
-	}
-	// The old holder is fenced off.
-	if _, err := st.UpdateCoordinator(ctx, c1v1); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("update by former holder: %v, want ErrConflict", err)
-	}
-	if err := st.ResignCoordinator(ctx, c1v1); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("resign by former holder: %v, want ErrConflict", err)
-	}
-	// A live takeover (no resignation) also works with a current observation.
-	c3, err := st.ClaimCoordinator(ctx, "w3", &c2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c3.CoordinatorID != "w3" || c3.Epoch != 3 || c3.Version != 1 {
-		t.Errorf("takeover: %+v", c3)
-	}
-}
 
 // An empty coordinator_id (as another tool might write) counts as no coordinator.
 func TestClaimCoordinatorWithEmptyStoredID(t *testing.T) {
@@ -691,111 +250,6 @@ func TestClaimCoordinatorWithEmptyStoredID(t *testing.T) {
 	}
 	if got.CoordinatorID != "w2" || got.Epoch != 2 {
 		t.Errorf("claim: %+v", got)
-	}
-}
-
-func TestReadMeta(t *testing.T) {
-	client := engineClient(t)
-	st := newStore(t, client)
-	ctx := t.Context()
-	if err := st.EnsureTables(ctx); err != nil {
-		t.Fatal(err)
-	}
-	workers := map[string]lease.WorkerRecord{}
-	for i := range 3 {
-		w := lease.WorkerRecord{
-			WorkerID:    fmt.Sprintf("w%d", i),
-			Incarnation: fmt.Sprintf("inc-%d", i),
-			Heartbeat:   int64(10 * i),
-			State:       lease.WorkerActive,
-			LeasesHeld:  i,
-			LastSeen:    testNow.Add(time.Duration(i) * time.Second),
-			StartedAt:   testNow.Add(-time.Hour),
-		}
-		if err := st.PutWorker(ctx, w); err != nil {
-			t.Fatal(err)
-		}
-		workers[w.WorkerID] = w
-	}
-	// PutWorker overwrites.
-	w1 := workers["w1"]
-	w1.Heartbeat, w1.State = 11, lease.WorkerGone
-	if err := st.PutWorker(ctx, w1); err != nil {
-		t.Fatal(err)
-	}
-	workers["w1"] = w1
-	if err := st.PutWorker(ctx, lease.WorkerRecord{WorkerID: st.CoordinatorKey()}); err == nil {
-		t.Error("PutWorker accepted the coordinator key")
-	}
-	coord, err := st.ClaimCoordinator(ctx, "w0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	putRaw(t, client, st.MetaTable(), map[string]types.AttributeValue{"worker_id": S("bad"), "heartbeat": S("x")})
-
-	m, err := st.ReadMeta(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Coordinator == nil || !reflect.DeepEqual(*m.Coordinator, coord) {
-		t.Errorf("coordinator = %+v, want %+v", m.Coordinator, coord)
-	}
-	got := map[string]lease.WorkerRecord{}
-	for _, w := range m.Workers {
-		got[w.WorkerID] = w
-	}
-	if !reflect.DeepEqual(got, workers) {
-		t.Errorf("workers:\n got %+v\nwant %+v", got, workers)
-	}
-	if len(m.Corrupt) != 1 || m.Corrupt[0].Key != "bad" {
-		t.Errorf("corrupt = %v, want the item \"bad\"", m.Corrupt)
-	}
-
-	// A corrupt coordinator item leaves Coordinator nil and is reported.
-	putRaw(t, client, st.MetaTable(), map[string]types.AttributeValue{"worker_id": S(st.CoordinatorKey()), "epoch": S("1")})
-	m, err = st.ReadMeta(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Coordinator != nil {
-		t.Errorf("corrupt coordinator decoded as %+v", m.Coordinator)
-	}
-	found := false
-	for _, c := range m.Corrupt {
-		if c.Key == st.CoordinatorKey() && strings.Contains(c.Reason, "epoch") {
-			found = true
-		}
-	}
-	if !found || len(m.Workers) != 3 {
-		t.Errorf("corrupt = %v, workers = %d", m.Corrupt, len(m.Workers))
-	}
-}
-
-func TestDeleteWorker(t *testing.T) {
-	st := readyStore(t)
-	ctx := t.Context()
-	w := lease.WorkerRecord{WorkerID: "w1", Incarnation: "i", Heartbeat: 5, State: lease.WorkerActive, LastSeen: testNow, StartedAt: testNow}
-	if err := st.PutWorker(ctx, w); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.DeleteWorker(ctx, "w1", 4); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("delete with stale heartbeat: %v, want ErrConflict", err)
-	}
-	m, err := st.ReadMeta(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(m.Workers) != 1 {
-		t.Fatalf("stale delete removed the worker: %+v", m.Workers)
-	}
-	if err := st.DeleteWorker(ctx, "w1", 5); err != nil {
-		t.Fatal(err)
-	}
-	if m, err := st.ReadMeta(ctx); err != nil || len(m.Workers) != 0 {
-		t.Errorf("after delete: %+v, %v", m.Workers, err)
-	}
-	if err := st.DeleteWorker(ctx, "w1", 5); !errors.Is(err, lease.ErrConflict) {
-		t.Errorf("delete of deleted worker: %v, want ErrConflict", err)
 	}
 }
 

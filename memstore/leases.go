@@ -13,7 +13,7 @@ import (
 
 // Leases is an in-memory lease table implementing consumer.LeaseStore.
 //
-// Operation names for Calls, InjectError and Fail are the method names: "ListLeases",
+// Operation names for Calls and InjectError are the method names: "ListLeases",
 // "GetLease", "CreateLease", "TakeLease", "ReleaseLease", "Checkpoint", "DeleteLease".
 //
 // It mirrors package dynamostore, including what a DynamoDB round trip does to values:
@@ -22,10 +22,6 @@ import (
 // request are rejected here without counting a call, ParentShardIDs come back sorted and
 // deduplicated (a string set) and StartTimestamp in UTC at millisecond precision.
 type Leases struct {
-	// Fail, when set, is called at the start of every operation; a non-nil result is
-	// returned instead of performing it. Set it before the store is shared.
-	Fail func(op string) error
-
 	faults
 
 	mu      sync.Mutex
@@ -43,15 +39,7 @@ func (s *Leases) begin(ctx context.Context, op string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := s.faults.begin(op, ""); err != nil {
-		return err
-	}
-	if s.Fail != nil {
-		if err := s.Fail(op); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.faults.begin(op, "")
 }
 
 // ErrCorrupt means a single item read by key could not be decoded, like

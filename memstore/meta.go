@@ -155,6 +155,12 @@ func (s *Meta) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecor
 	if rec.CoordinatorID == "" {
 		return lease.CoordinatorRecord{}, errors.New("memstore: UpdateCoordinator: record has no coordinator id")
 	}
+	switch {
+	case rec.InitialPosition != "" && rec.InitialPosition != lease.TrimHorizon && rec.InitialPosition != lease.AtTimestamp:
+		return lease.CoordinatorRecord{}, fmt.Errorf("memstore: UpdateCoordinator: initial position %q is not %s or %s", rec.InitialPosition, lease.TrimHorizon, lease.AtTimestamp)
+	case rec.InitialPosition == lease.AtTimestamp && rec.InitialTimestamp.IsZero():
+		return lease.CoordinatorRecord{}, errors.New("memstore: UpdateCoordinator: initial position AT_TIMESTAMP without a timestamp")
+	}
 	if err := s.begin(ctx, "UpdateCoordinator"); err != nil {
 		return lease.CoordinatorRecord{}, err
 	}
@@ -167,12 +173,15 @@ func (s *Meta) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecor
 	}
 	rec.Version = stored.Version + 1
 	rec.UpdatedAt = now
-	if stored.InitialPosition != "" || rec.InitialPosition == "" {
+	switch {
+	case stored.InitialPosition != "" || rec.InitialPosition == "":
 		// Recorded once, as dynamostore's if_not_exists.
 		rec.InitialPosition, rec.InitialTimestamp = stored.InitialPosition, stored.InitialTimestamp
-	}
-	if !rec.InitialTimestamp.IsZero() {
+	case rec.InitialPosition == lease.AtTimestamp:
 		rec.InitialTimestamp = rec.InitialTimestamp.UTC()
+	default:
+		// dynamostore reads a timestamp only with AT_TIMESTAMP.
+		rec.InitialTimestamp = time.Time{}
 	}
 	s.coordinator = &rec
 	return rec, nil

@@ -17,7 +17,7 @@ const CoordinatorKey = "_coordinator"
 
 // Meta is an in-memory metadata table implementing consumer.MetaStore.
 //
-// Operation names for Calls, InjectError and Fail are the method names: "ReadMeta",
+// Operation names for Calls and InjectError are the method names: "ReadMeta",
 // "PutWorker", "DeleteWorker", "ClaimCoordinator", "UpdateCoordinator",
 // "ResignCoordinator".
 //
@@ -28,9 +28,6 @@ type Meta struct {
 	// Now stamps the coordinator record's UpdatedAt on creation and update. NewMeta sets it
 	// to time.Now; set it before the store is shared.
 	Now func() time.Time
-	// Fail, when set, is called at the start of every operation; a non-nil result is
-	// returned instead of performing it. Set it before the store is shared.
-	Fail func(op string) error
 
 	faults
 
@@ -49,15 +46,7 @@ func (s *Meta) begin(ctx context.Context, op string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := s.faults.begin(op, ""); err != nil {
-		return err
-	}
-	if s.Fail != nil {
-		if err := s.Fail(op); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.faults.begin(op, "")
 }
 
 // ReadMeta implements consumer.MetaStore. Workers and corrupt items are sorted by key.

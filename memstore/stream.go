@@ -41,9 +41,6 @@ type Stream struct {
 	// Now stamps records' ApproximateArrivalTimestamp and drives MillisBehindLatest,
 	// IteratorTTL and ReadsPerSecond. NewStream sets it to time.Now.
 	Now func() time.Time
-	// Fail, when set, is called at the start of every operation with the operation's name
-	// and shard id (empty for ListShards); a non-nil result is returned instead.
-	Fail func(op, shardID string) error
 	// IteratorTTL, when positive, makes GetRecords fail with stream.ErrExpiredIterator for
 	// iterators older than it (Kinesis: five minutes).
 	IteratorTTL time.Duration
@@ -109,15 +106,7 @@ func (s *Stream) begin(ctx context.Context, op, shardID string) error {
 	if shardID != "" {
 		specific = []string{op + "/" + shardID}
 	}
-	if err := s.faults.begin(op, shardID, specific...); err != nil {
-		return err
-	}
-	if s.Fail != nil {
-		if err := s.Fail(op, shardID); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.faults.begin(op, shardID, specific...)
 }
 
 // ShardCalls returns how many times each operation was called for the shard.

@@ -346,16 +346,10 @@ func TestStreamFaultsAndLimits(t *testing.T) {
 		t.Fatalf("ListShards: %v", err)
 	}
 	s.ClearErrors()
-	s.Fail = func(op, shard string) error {
-		if shard == shardID(0) {
-			return stream.ErrThrottled
-		}
-		return nil
-	}
+	s.InjectError("GetShardIterator/"+shardID(0), stream.ErrThrottled, 1)
 	if _, err := s.GetShardIterator(ctx, shardID(0), stream.Position{Type: stream.Latest}); !errors.Is(err, stream.ErrThrottled) {
-		t.Fatalf("Fail hook: %v", err)
+		t.Fatalf("shard-specific injection: %v", err)
 	}
-	s.Fail = nil
 
 	if got, want := s.ShardCalls(shardID(0)), map[string]int{"GetShardIterator": 2, "GetRecords": 2}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("ShardCalls = %v, want %v", got, want)

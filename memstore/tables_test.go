@@ -205,14 +205,9 @@ func TestMetaCopiesAndFaults(t *testing.T) {
 	if _, err := s.ReadMeta(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s.Fail = func(op string) error {
-		if op == "PutWorker" {
-			return errors.New("denied")
-		}
-		return nil
-	}
+	s.InjectError("PutWorker", errors.New("denied"), 1)
 	if err := s.PutWorker(ctx, lease.WorkerRecord{WorkerID: "a"}); err == nil {
-		t.Fatal("Fail hook not consulted")
+		t.Fatal("injected PutWorker error not returned")
 	}
 	want := map[string]int{"ClaimCoordinator": 1, "ReadMeta": 3, "PutWorker": 1}
 	if got := s.Calls(); !reflect.DeepEqual(got, want) {

@@ -102,19 +102,10 @@ func (s *Leases) TakeLease(ctx context.Context, observed lease.Lease, owner stri
 	if owner == "" {
 		return lease.Lease{}, fmt.Errorf("memstore: TakeLease %q: empty owner", observed.ShardID)
 	}
-	if err := s.begin(ctx, "TakeLease"); err != nil {
-		return lease.Lease{}, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l, err := s.matchLocked(observed)
-	if err != nil {
-		return lease.Lease{}, err
-	}
-	l.Owner = owner
-	l.Epoch++
-	s.leases[l.ShardID] = l
-	return copyLease(l), nil
+	return s.update(ctx, "TakeLease", observed, func(l *lease.Lease) {
+		l.Owner = owner
+		l.Epoch++
+	})
 }
 
 // ReleaseLease implements consumer.LeaseStore.
@@ -122,22 +113,14 @@ func (s *Leases) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint 
 	if held.Owner == "" {
 		return fmt.Errorf("memstore: ReleaseLease %q: lease has no owner", held.ShardID)
 	}
-	if err := s.begin(ctx, "ReleaseLease"); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l, err := s.matchLocked(held)
-	if err != nil {
-		return err
-	}
-	l.Owner = ""
-	l.Epoch++
-	if checkpoint != "" {
-		l.Checkpoint = checkpoint
-	}
-	s.leases[l.ShardID] = l
-	return nil
+	_, err := s.update(ctx, "ReleaseLease", held, func(l *lease.Lease) {
+		l.Owner = ""
+		l.Epoch++
+		if checkpoint != "" {
+			l.Checkpoint = checkpoint
+		}
+	})
+	return err
 }
 
 // Checkpoint implements consumer.LeaseStore. The epoch is unchanged.
@@ -148,36 +131,42 @@ func (s *Leases) Checkpoint(ctx context.Context, held lease.Lease, checkpoint st
 	if checkpoint == "" {
 		return fmt.Errorf("memstore: Checkpoint %q: empty checkpoint", held.ShardID)
 	}
-	if err := s.begin(ctx, "Checkpoint"); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l, err := s.matchLocked(held)
-	if err != nil {
-		return err
-	}
-	l.Checkpoint = checkpoint
-	if millisBehindLatest >= 0 {
-		l.MillisBehindLatest = millisBehindLatest
-	}
-	s.leases[l.ShardID] = l
-	return nil
+	_, err := s.update(ctx, "Checkpoint", held, func(l *lease.Lease) {
+		l.Checkpoint = checkpoint
+		if millisBehindLatest >= 0 {
+			l.MillisBehindLatest = millisBehindLatest
+		}
+	})
+	return err
 }
 
 // DeleteLease implements consumer.LeaseStore.
 func (s *Leases) DeleteLease(ctx context.Context, observed lease.Lease) error {
-	if err := s.begin(ctx, "DeleteLease"); err != nil {
-		return err
+	_, err := s.update(ctx, "DeleteLease", observed, nil)
+	return err
+}
+
+// update is every conditional write: op is counted (and may fail by injection), then the
+// stored lease must still have observed's Owner and Epoch; change is applied to it, or
+// with a nil change the lease is deleted. It returns the lease as written.
+func (s *Leases) update(ctx context.Context, op string, observed lease.Lease, change func(*lease.Lease)) (lease.Lease, error) {
+	if err := s.begin(ctx, op); err != nil {
+		return lease.Lease{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, err := s.matchLocked(observed); err != nil {
-		return err
+	l, err := s.matchLocked(observed)
+	if err != nil {
+		return lease.Lease{}, err
 	}
-	delete(s.leases, observed.ShardID)
-	s.sorted = nil
-	return nil
+	if change == nil {
+		delete(s.leases, l.ShardID)
+		s.sorted = nil
+		return lease.Lease{}, nil
+	}
+	change(&l)
+	s.leases[l.ShardID] = l
+	return copyLease(l), nil
 }
 
 // matchLocked returns the stored lease if it still has want's Owner and Epoch. The

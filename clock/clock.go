@@ -1,6 +1,7 @@
 // Package clock hides time behind a small interface so that lease logic can run on the
-// real clock in production and on a fake, manually advanced clock in tests and in the
-// simulator.
+// real clock in production and on a fake, manually advanced clock in unit tests. (The
+// simulator, internal/sim, runs the real clock inside testing/synctest bubbles, whose
+// time is virtual.)
 //
 // Lease expiry in this project is decided only from durations measured on the local
 // monotonic clock (time.Time values returned by Now carry a monotonic reading, and

@@ -4,7 +4,7 @@
 //
 // The model is storage-neutral. The DynamoDB layout (table names, attribute names) lives in
 // package dynamostore; package memstore keeps the same model in memory for tests and the
-// simulator.
+// simulator (internal/sim); package storetest checks that both keep one contract.
 package lease
 
 import (

@@ -1,7 +1,8 @@
 // Package memstore keeps the lease table, the metadata table and a Kinesis stream in
 // memory. It implements consumer.LeaseStore, consumer.MetaStore and consumer.Stream with
 // the same conditions and errors as package dynamostore and the AWS adapter, so the lease
-// logic can be unit-tested with a fake clock and run by the simulator without AWS.
+// logic can be unit-tested with a fake clock and run by the simulator (internal/sim)
+// without AWS. The storetest suite checks that both keep the same contract.
 //
 // Every type is safe for concurrent use and returns copies: nothing a caller receives
 // aliases stored state. Each type also carries test hooks: call counts (to assert request

@@ -133,7 +133,7 @@ type Report struct {
 	Runs []Run
 	// Keys are the keys with a problem, most problems first.
 	Keys []Key
-	// Lost are the records never processed, in the order given.
+	// Lost are the records never processed, by run, then in the order given.
 	Lost []Record
 	// Duplicated counts the deliveries of every record processed more than once, written
 	// records or not.
@@ -182,10 +182,14 @@ func Check(records []Record, lines []recordlog.Line) *Report {
 	for i, rec := range records {
 		byRun[rec.Run] = append(byRun[rec.Run], i)
 	}
-	for run, idx := range byRun {
-		r.checkRun(run, records, idx, deliveries)
+	runs := make([]string, 0, len(byRun))
+	for run := range byRun {
+		runs = append(runs, run)
 	}
-	slices.SortFunc(r.Runs, func(a, b Run) int { return cmp.Compare(a.Run, b.Run) })
+	slices.Sort(runs)
+	for _, run := range runs {
+		r.checkRun(run, records, byRun[run], deliveries)
+	}
 	slices.SortFunc(r.Keys, func(a, b Key) int {
 		return cmp.Or(cmp.Compare(b.problems(), a.problems()), cmp.Compare(a.Run, b.Run), cmp.Compare(a.Key, b.Key))
 	})

@@ -14,15 +14,14 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
-// The on-disk format is what existing logs and tests hold: field names and order fixed.
-func TestLineFormat(t *testing.T) {
-	dir := t.TempDir()
+// writeLog writes one batch as worker w1 into dir and returns the file.
+func writeLog(t *testing.T, dir, shard string, epoch int64, recs []stream.Record) []byte {
+	t.Helper()
 	w, err := Open(dir, "w1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs := []stream.Record{{SequenceNumber: "49590338271490256608559692538361571095921575989136588898", PartitionKey: "pk-1", Data: []byte(`{"run":"r","key":"k","n":0}`)}}
-	if err := w.Append("shardId-000000000003", 7, recs); err != nil {
+	if err := w.Append(shard, epoch, recs); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Close(); err != nil {
@@ -32,6 +31,14 @@ func TestLineFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return data
+}
+
+// The on-disk format is what existing logs and tests hold: field names and order fixed.
+func TestLineFormat(t *testing.T) {
+	dir := t.TempDir()
+	recs := []stream.Record{{SequenceNumber: "49590338271490256608559692538361571095921575989136588898", PartitionKey: "pk-1", Data: []byte(`{"run":"r","key":"k","n":0}`)}}
+	data := writeLog(t, dir, "shardId-000000000003", 7, recs)
 	logs, err := ReadDir(dir)
 	if err != nil || len(logs.Lines) != 1 {
 		t.Fatalf("read back: %v, %+v", err, logs)
@@ -45,11 +52,6 @@ func TestLineFormat(t *testing.T) {
 
 // Records of any size and any bytes leave every record log line valid JSON.
 func TestRecordLogStaysValidJSONForLargeAndBinaryRecords(t *testing.T) {
-	dir := t.TempDir()
-	rec, err := Open(dir, "w1")
-	if err != nil {
-		t.Fatal(err)
-	}
 	big := bytes.Repeat([]byte("x"), 1<<20)
 	binary := []byte{0xff, 0xfe, 0x00, '"', '\\', '\n', 0x80, 0xc3, 0x28, 0x1b}
 	recs := []stream.Record{
@@ -57,16 +59,7 @@ func TestRecordLogStaysValidJSONForLargeAndBinaryRecords(t *testing.T) {
 		{SequenceNumber: "2", PartitionKey: "bin\x00\xff", Data: binary},
 		{SequenceNumber: "3", PartitionKey: "empty", Data: nil},
 	}
-	if err := rec.Append("shardId-000000000000", 1, recs); err != nil {
-		t.Fatal(err)
-	}
-	if err := rec.Close(); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "w1.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := writeLog(t, t.TempDir(), "shardId-000000000000", 1, recs)
 	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
 	if len(lines) != 3 {
 		t.Fatalf("%d lines, want 3", len(lines))

@@ -17,8 +17,9 @@ type verifyReport struct {
 	// produce's payloads (and are ignored).
 	StreamRecords int `json:"stream_records"`
 	Foreign       int `json:"foreign"`
-	// LogLines counts the record log lines, BadLines those that did not parse, and Unknown
-	// the processed records that are not in the stream (an older stream of the same name).
+	// LogLines counts the record log lines, BadLines those that are not records (a line
+	// cut off by a killed worker among them), and Unknown the processed records that are
+	// not in the stream (an older stream of the same name).
 	LogLines  int         `json:"log_lines"`
 	BadLines  int         `json:"bad_lines"`
 	Unknown   int         `json:"unknown"`

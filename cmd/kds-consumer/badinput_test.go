@@ -8,19 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-
-	"github.com/kds-lease-manager/kds-lease-manager/consumer"
-	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 func envOf(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
@@ -151,50 +145,6 @@ func FuzzSettingsAgreeWithLibrary(f *testing.F) {
 			t.Fatalf("settings accepted but the library refuses them: %v (%+v)", err, s)
 		}
 	})
-}
-
-// Records of any size and any bytes leave every record log line valid JSON.
-func TestRecordLogStaysValidJSONForLargeAndBinaryRecords(t *testing.T) {
-	dir := t.TempDir()
-	rec, err := openRecordLog(dir, "w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	big := bytes.Repeat([]byte("x"), 1<<20)
-	binary := []byte{0xff, 0xfe, 0x00, '"', '\\', '\n', 0x80, 0xc3, 0x28, 0x1b}
-	in := consumer.ProcessRecordsInput{ShardID: "shardId-000000000000", Epoch: 1, Records: []stream.Record{
-		{SequenceNumber: "1", PartitionKey: "big", Data: big},
-		{SequenceNumber: "2", PartitionKey: "bin\x00\xff", Data: binary},
-		{SequenceNumber: "3", PartitionKey: "empty", Data: nil},
-	}}
-	if err := rec.append(in); err != nil {
-		t.Fatal(err)
-	}
-	if err := rec.Close(); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "w1.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
-	if len(lines) != 3 {
-		t.Fatalf("%d lines, want 3", len(lines))
-	}
-	for i, l := range lines {
-		var got recordLine
-		if !json.Valid(l) || json.Unmarshal(l, &got) != nil {
-			t.Fatalf("line %d is not valid JSON (%d bytes)", i+1, len(l))
-		}
-		if !utf8.ValidString(got.Data) || got.Sequence != in.Records[i].SequenceNumber {
-			t.Errorf("line %d: seq %q, data valid UTF-8 %v", i+1, got.Sequence, utf8.ValidString(got.Data))
-		}
-	}
-	var first recordLine
-	_ = json.Unmarshal(lines[0], &first)
-	if len(first.Data) != 1<<20 {
-		t.Errorf("1 MiB record logged with %d bytes of data", len(first.Data))
-	}
 }
 
 // A failure repeated on every retry is logged once per window, with the count of lines

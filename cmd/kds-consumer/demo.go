@@ -1,17 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"sync"
-	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
 )
 
 // demoProcessor counts and logs records and checkpoints after every batch. With a record
@@ -19,13 +13,13 @@ import (
 // tests and `kdsctl verify` can prove nothing was lost or processed twice.
 type demoProcessor struct {
 	log      *slog.Logger
-	recorder *recordLog
+	recorder *recordlog.Writer
 	shardID  string
 	epoch    int64
 	count    int64
 }
 
-func demoFactory(log *slog.Logger, workerID string, rec *recordLog) consumer.ProcessorFactory {
+func demoFactory(log *slog.Logger, workerID string, rec *recordlog.Writer) consumer.ProcessorFactory {
 	return func(shardID string) consumer.RecordProcessor {
 		return &demoProcessor{log: log.With("shard", shardID), recorder: rec, shardID: shardID}
 	}
@@ -38,7 +32,7 @@ func (p *demoProcessor) Initialize(_ context.Context, in consumer.InitializeInpu
 }
 
 func (p *demoProcessor) ProcessRecords(ctx context.Context, in consumer.ProcessRecordsInput) error {
-	if err := p.recorder.append(in); err != nil {
+	if err := p.recorder.Append(in.ShardID, in.Epoch, in.Records); err != nil {
 		return err
 	}
 	p.count += int64(len(in.Records))
@@ -57,73 +51,4 @@ func (p *demoProcessor) ShutdownRequested(context.Context, consumer.Checkpointer
 
 func (p *demoProcessor) LeaseLost(context.Context) {
 	p.log.Info("lease lost", "records", p.count)
-}
-
-// recordLog appends processed records as JSON lines to one file per worker.
-type recordLog struct {
-	mu     sync.Mutex
-	f      *os.File
-	w      *bufio.Writer
-	worker string
-}
-
-// recordLine is one processed record in the record log.
-type recordLine struct {
-	Worker       string `json:"worker"`
-	Shard        string `json:"shard"`
-	Epoch        int64  `json:"epoch"`
-	Sequence     string `json:"seq"`
-	PartitionKey string `json:"pk"`
-	Data         string `json:"data"`
-	// At is when the record was processed (Unix nanoseconds), to order processing across
-	// workers on one machine.
-	At int64 `json:"t"`
-}
-
-func openRecordLog(dir, worker string) (*recordLog, error) {
-	if dir == "" {
-		return nil, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("record log: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, worker+".jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("record log: %w", err)
-	}
-	return &recordLog{f: f, w: bufio.NewWriter(f), worker: worker}, nil
-}
-
-// append writes the batch and flushes it before the caller checkpoints.
-func (r *recordLog) append(in consumer.ProcessRecordsInput) error {
-	if r == nil {
-		return nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	enc := json.NewEncoder(r.w)
-	now := time.Now().UnixNano()
-	for _, rec := range in.Records {
-		line := recordLine{Worker: r.worker, Shard: in.ShardID, Epoch: in.Epoch,
-			Sequence: rec.SequenceNumber, PartitionKey: rec.PartitionKey, Data: string(rec.Data), At: now}
-		if err := enc.Encode(line); err != nil {
-			return fmt.Errorf("record log: %w", err)
-		}
-	}
-	if err := r.w.Flush(); err != nil {
-		return fmt.Errorf("record log: %w", err)
-	}
-	return nil
-}
-
-func (r *recordLog) Close() error {
-	if r == nil {
-		return nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.w.Flush(); err != nil {
-		return err
-	}
-	return r.f.Close()
 }

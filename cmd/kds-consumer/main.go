@@ -27,6 +27,7 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
 	"github.com/kds-lease-manager/kds-lease-manager/kubeworkers"
 	"github.com/kds-lease-manager/kds-lease-manager/metrics"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
@@ -151,7 +152,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	if err != nil {
 		return unreachable("Kinesis", kin.Options().Region, aws.ToString(kin.Options().BaseEndpoint), 30*time.Second, err)
 	}
-	recorder, err := openRecordLog(s.RecordLogDir, s.WorkerID)
+	recorder, err := recordlog.Open(s.RecordLogDir, s.WorkerID)
 	if err != nil {
 		return &settingError{env: "RECORD_LOG_DIR", flag: "record-log-dir", value: s.RecordLogDir, reason: err.Error()}
 	}

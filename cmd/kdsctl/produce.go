@@ -13,18 +13,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/kds-lease-manager/kds-lease-manager/internal/delivery"
 )
 
 // maxPutRecords is the service's limit on entries per PutRecords call.
 const maxPutRecords = 500
 
-// payload is the data of every record produce writes. N counts from 0 per key, so that
-// verify can tell loss, duplicates and order per key.
-type payload struct {
-	Run string `json:"run"`
-	Key string `json:"key"`
-	N   int    `json:"n"`
-}
+// payload is the data of every record produce writes.
+type payload = delivery.Payload
 
 type produceOptions struct {
 	rate     float64 // records per second; 0 means as fast as the stream takes them

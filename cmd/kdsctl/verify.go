@@ -1,17 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 
+	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
@@ -103,61 +101,15 @@ func readStream(ctx context.Context, k *stream.Kinesis) ([]streamRecord, error) 
 	return all, nil
 }
 
-// delivery is one line of a record log: one record processed once.
-type delivery struct {
-	Worker       string `json:"worker"`
-	Shard        string `json:"shard"`
-	Epoch        int64  `json:"epoch"`
-	Sequence     string `json:"seq"`
-	PartitionKey string `json:"pk"`
-	Data         string `json:"data"`
-	At           int64  `json:"t"`
-	// order breaks ties of At: a worker stamps a whole batch with one time.
-	order int
-}
-
-// readRecordLogs reads every *.jsonl file in dir. Lines that do not parse (a worker killed
-// mid-write) are counted, not fatal.
-func readRecordLogs(dir string) ([]delivery, int, error) {
+// readRecordLogs reads every record log in dir. Lines that are not records (one cut off
+// by a killed worker) are counted, not fatal.
+func readRecordLogs(dir string) ([]recordlog.Line, int, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, 0, fmt.Errorf("record logs: %w", err)
 	}
-	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	logs, err := recordlog.ReadDir(dir)
 	if err != nil {
-		return nil, 0, fmt.Errorf("record logs: %w", err)
+		return nil, 0, err
 	}
-	sort.Strings(files)
-	var all []delivery
-	bad := 0
-	for _, f := range files {
-		n, err := readRecordLog(f, &all)
-		if err != nil {
-			return nil, 0, err
-		}
-		bad += n
-	}
-	return all, bad, nil
-}
-
-func readRecordLog(path string, all *[]delivery) (bad int, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("record log: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 16*1024*1024) // records are up to 1 MiB, escaped
-	for sc.Scan() {
-		var d delivery
-		if err := json.Unmarshal(sc.Bytes(), &d); err != nil || d.Shard == "" || d.Sequence == "" {
-			bad++
-			continue
-		}
-		d.order = len(*all)
-		*all = append(*all, d)
-	}
-	if err := sc.Err(); err != nil {
-		return bad, fmt.Errorf("record log %s: %w", path, err)
-	}
-	return bad, nil
+	return logs.Lines, len(logs.Bad) + logs.Torn, nil
 }

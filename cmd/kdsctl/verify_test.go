@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
 )
 
 // logWriter builds record logs by hand, one file per worker, the way the demo processor
@@ -34,8 +35,8 @@ func (w *logWriter) deliver(worker string, epoch int64, rec streamRecord) {
 }
 
 func (w *logWriter) deliverAt(worker string, epoch int64, rec streamRecord, at int64) {
-	b, err := json.Marshal(delivery{Worker: worker, Shard: rec.shard, Epoch: epoch, Sequence: rec.SequenceNumber,
-		PartitionKey: rec.PartitionKey, Data: string(rec.Data), At: at})
+	b, err := json.Marshal(recordlog.Line{Worker: worker, Shard: rec.shard, Epoch: epoch, Seq: rec.SequenceNumber,
+		PK: rec.PartitionKey, Data: string(rec.Data), T: at})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -192,8 +193,8 @@ func TestAnalyze(t *testing.T) {
 		r.Data, _ = json.Marshal(payload{Run: "r", Key: key, N: n})
 		return r
 	}
-	dl := func(r streamRecord, epoch, at int64) delivery {
-		return delivery{Shard: r.shard, Sequence: r.SequenceNumber, Epoch: epoch, At: at, Data: string(r.Data)}
+	dl := func(r streamRecord, epoch, at int64) recordlog.Line {
+		return recordlog.Line{Shard: r.shard, Seq: r.SequenceNumber, Epoch: epoch, T: at, Data: string(r.Data)}
 	}
 	a0, a1, a2 := rec("s1", "1", "a", 0), rec("s1", "2", "a", 1), rec("s1", "3", "a", 2)
 	// After a split, a's n=2 is in the child shard: processing it before n=1 is disorder.
@@ -201,29 +202,29 @@ func TestAnalyze(t *testing.T) {
 	tests := []struct {
 		name   string
 		stream []streamRecord
-		logs   []delivery
+		logs   []recordlog.Line
 		want   runReport
 	}{
-		{"all once", []streamRecord{a0, a1, a2}, []delivery{dl(a0, 1, 1), dl(a1, 1, 2), dl(a2, 1, 3)},
+		{"all once", []streamRecord{a0, a1, a2}, []recordlog.Line{dl(a0, 1, 1), dl(a1, 1, 2), dl(a2, 1, 3)},
 			runReport{Run: "r", Produced: 3, Processed: 3}},
 		{"replay after lease moved is not disorder", []streamRecord{a0, a1, a2},
-			[]delivery{dl(a0, 1, 1), dl(a1, 1, 2), dl(a2, 1, 3), dl(a1, 2, 4), dl(a2, 2, 5)},
+			[]recordlog.Line{dl(a0, 1, 1), dl(a1, 1, 2), dl(a2, 1, 3), dl(a1, 2, 4), dl(a2, 2, 5)},
 			runReport{Run: "r", Produced: 3, Processed: 3, Duplicates: 2, DupOlderEpoch: 2}},
-		{"lost", []streamRecord{a0, a1, a2}, []delivery{dl(a0, 1, 1), dl(a2, 1, 3)},
+		{"lost", []streamRecord{a0, a1, a2}, []recordlog.Line{dl(a0, 1, 1), dl(a2, 1, 3)},
 			runReport{Run: "r", Produced: 3, Processed: 2, Lost: 1}},
-		{"child before parent", []streamRecord{a0, a1, c2}, []delivery{dl(a0, 1, 1), dl(c2, 1, 2), dl(a1, 1, 3)},
+		{"child before parent", []streamRecord{a0, a1, c2}, []recordlog.Line{dl(a0, 1, 1), dl(c2, 1, 2), dl(a1, 1, 3)},
 			runReport{Run: "r", Produced: 3, Processed: 3, OutOfOrder: 1}},
-		{"ties keep log order", []streamRecord{a0, a1}, []delivery{dl(a0, 1, 5), dl(a1, 1, 5)},
+		{"ties keep log order", []streamRecord{a0, a1}, []recordlog.Line{dl(a0, 1, 5), dl(a1, 1, 5)},
 			runReport{Run: "r", Produced: 2, Processed: 2}},
-		{"stale owner", []streamRecord{a0}, []delivery{dl(a0, 3, 1), dl(a0, 2, 2)},
+		{"stale owner", []streamRecord{a0}, []recordlog.Line{dl(a0, 3, 1), dl(a0, 2, 2)},
 			runReport{Run: "r", Produced: 1, Processed: 1, Duplicates: 1, DupStaleEpoch: 1}},
-		{"producer wrote twice", []streamRecord{a0, rec("s1", "5", "a", 0)}, []delivery{dl(a0, 1, 1)},
+		{"producer wrote twice", []streamRecord{a0, rec("s1", "5", "a", 0)}, []recordlog.Line{dl(a0, 1, 1)},
 			runReport{Run: "r", Produced: 2, Processed: 1, Lost: 1, StreamDuplicates: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for i := range tt.logs {
-				tt.logs[i].order = i
+				tt.logs[i].Order = i
 			}
 			got := analyze(tt.stream, tt.logs, "", 10)
 			if len(got.Runs) != 1 || got.Runs[0] != tt.want {

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/delivery"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
@@ -88,16 +89,7 @@ func (o *ChaosOptions) defaults() {
 const LocalAccount = "000000000000"
 
 // VerifySummary is what `kdsctl verify -o json` reported for the run.
-type VerifySummary struct {
-	Produced      int `json:"produced"`
-	Processed     int `json:"processed"`
-	Lost          int `json:"lost"`
-	Duplicates    int `json:"duplicates"`
-	DupOlderEpoch int `json:"dup_older_epoch"`
-	DupSameEpoch  int `json:"dup_same_epoch"`
-	DupStaleEpoch int `json:"dup_stale_epoch"`
-	OutOfOrder    int `json:"out_of_order"`
-}
+type VerifySummary = delivery.Run
 
 // Report is what a chaos run injected, saw and concluded.
 type Report struct {

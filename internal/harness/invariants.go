@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kds-lease-manager/kds-lease-manager/internal/delivery"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
@@ -64,17 +65,12 @@ func rankCheckpoint(c string) (int, *big.Int) {
 // final is the lease table read after the drain.
 func CheckLost(produced []Produced, deliveries []Delivery, final []lease.Lease) Result {
 	r := Result{Name: "records lost: 0 (processed and checkpointed past)"}
-	seen := make(map[string]bool, len(deliveries))
-	for _, d := range deliveries {
-		seen[d.Shard+"/"+d.Seq] = true
+	lost := delivery.Check(produced, deliveries).Lost
+	for _, p := range lost {
+		r.fail("lost: %s/%s (key %s n %d) never processed", p.Shard, p.Seq, p.Key, p.N)
 	}
 	last := map[string]string{}
-	lost := 0
 	for _, p := range produced {
-		if !seen[p.Shard+"/"+p.Seq] {
-			lost++
-			r.fail("lost: %s/%s (key %s n %d) never processed", p.Shard, p.Seq, p.Key, p.N)
-		}
 		if CompareCheckpoints(p.Seq, last[p.Shard]) > 0 {
 			last[p.Shard] = p.Seq
 		}
@@ -100,7 +96,7 @@ func CheckLost(produced []Produced, deliveries []Delivery, final []lease.Lease) 
 			r.fail("shard %s: checkpoint %s is behind its last record %s", s, l.Checkpoint, last[s])
 		}
 	}
-	r.Checked = fmt.Sprintf("%d records, %d shards with records; %d lost, %d checkpoints behind", len(produced), len(shards), lost, behind)
+	r.Checked = fmt.Sprintf("%d records, %d shards with records; %d lost, %d checkpoints behind", len(produced), len(shards), len(lost), behind)
 	return r
 }
 
@@ -109,47 +105,16 @@ func CheckLost(produced []Produced, deliveries []Delivery, final []lease.Lease) 
 // Replays do not count: going back to a checkpoint is how at-least-once works.
 func CheckOrder(produced []Produced, deliveries []Delivery) Result {
 	r := Result{Name: "per-key order kept (across parent -> child)"}
-	type rec struct {
-		key string
-		n   int
+	c := delivery.Check(produced, deliveries)
+	for _, o := range c.OutOfOrder {
+		r.fail("key %s: n=%d (%s/%s by %s) first processed after n=%d (%s/%s by %s)",
+			o.Key, o.N, o.Line.Shard, o.Line.Seq, o.Line.Worker, o.AfterN, o.After.Shard, o.After.Seq, o.After.Worker)
 	}
-	bySeq := make(map[string]rec, len(produced))
-	for _, p := range produced {
-		bySeq[p.Shard+"/"+p.Seq] = rec{p.Key, p.N}
+	processed := 0
+	for _, run := range c.Runs {
+		processed += run.Processed
 	}
-	first := map[string]Delivery{}
-	for _, d := range deliveries {
-		k := d.Shard + "/" + d.Seq
-		if f, ok := first[k]; !ok || d.before(f) {
-			first[k] = d
-		}
-	}
-	type fd struct {
-		n int
-		d Delivery
-	}
-	perKey := map[string][]fd{}
-	for k, d := range first {
-		if p, ok := bySeq[k]; ok {
-			perKey[p.key] = append(perKey[p.key], fd{p.n, d})
-		}
-	}
-	bad := 0
-	for key, fs := range perKey {
-		sort.Slice(fs, func(i, j int) bool { return fs[i].d.before(fs[j].d) })
-		maxN, at := -1, Delivery{}
-		for _, f := range fs {
-			if f.n < maxN {
-				bad++
-				r.fail("key %s: n=%d (%s/%s by %s) first processed after n=%d (%s/%s by %s)",
-					key, f.n, f.d.Shard, f.d.Seq, f.d.Worker, maxN, at.Shard, at.Seq, at.Worker)
-			}
-			if f.n > maxN {
-				maxN, at = f.n, f.d
-			}
-		}
-	}
-	r.Checked = fmt.Sprintf("%d keys, %d records; %d out of order", len(perKey), len(first), bad)
+	r.Checked = fmt.Sprintf("%d keys, %d records; %d out of order", c.OrderedKeys, processed, len(c.OutOfOrder))
 	return r
 }
 
@@ -238,48 +203,15 @@ func CheckFencing(samples []Sample, deliveries []Delivery) Result {
 // an older epoch's last record was processed before a newer epoch's first.
 func CheckExclusive(deliveries []Delivery) Result {
 	r := Result{Name: "one worker per shard at a time (epochs do not overlap)"}
-	type span struct {
-		worker      string
-		epoch       int64
-		first, last int64
+	c := delivery.Check(nil, deliveries)
+	for _, sh := range c.SharedEpochs {
+		r.fail("shard %s epoch %d processed by both %s and %s", sh.Line.Shard, sh.Line.Epoch, sh.Other, sh.Line.Worker)
 	}
-	spans := map[string]map[int64]*span{}
-	for _, d := range deliveries {
-		byEpoch := spans[d.Shard]
-		if byEpoch == nil {
-			byEpoch = map[int64]*span{}
-			spans[d.Shard] = byEpoch
-		}
-		sp := byEpoch[d.Epoch]
-		switch {
-		case sp == nil:
-			byEpoch[d.Epoch] = &span{d.Worker, d.Epoch, d.T, d.T}
-		case sp.worker != d.Worker:
-			r.fail("shard %s epoch %d processed by both %s and %s", d.Shard, d.Epoch, sp.worker, d.Worker)
-		default:
-			sp.first, sp.last = min(sp.first, d.T), max(sp.last, d.T)
-		}
+	for _, o := range c.Overlaps {
+		r.fail("shard %s: %s (epoch %d) processed until %s, after %s (epoch %d) began at %s",
+			o.Older.Shard, o.Older.Worker, o.Older.Epoch, fmtNanos(o.Older.Last), o.Newer.Worker, o.Newer.Epoch, fmtNanos(o.Newer.First))
 	}
-	n := 0
-	for shard, byEpoch := range spans {
-		list := make([]*span, 0, len(byEpoch))
-		for _, sp := range byEpoch {
-			list = append(list, sp)
-		}
-		sort.Slice(list, func(i, j int) bool { return list[i].epoch < list[j].epoch })
-		n += len(list)
-		var latest *span // the older span that processed last
-		for _, sp := range list {
-			if latest != nil && latest.last >= sp.first {
-				r.fail("shard %s: %s (epoch %d) processed until %s, after %s (epoch %d) began at %s",
-					shard, latest.worker, latest.epoch, fmtNanos(latest.last), sp.worker, sp.epoch, fmtNanos(sp.first))
-			}
-			if latest == nil || sp.last > latest.last {
-				latest = sp
-			}
-		}
-	}
-	r.Checked = fmt.Sprintf("%d shards, %d (worker, epoch) processing intervals", len(spans), n)
+	r.Checked = fmt.Sprintf("%d shards, %d (worker, epoch) processing intervals", c.SpanShards, c.Spans)
 	return r
 }
 
@@ -364,7 +296,7 @@ func CheckDuplicates(deliveries []Delivery, samples []Sample, events []Event) (R
 	sort.Strings(keys)
 	for _, k := range keys {
 		ds := byRecord[k]
-		sort.Slice(ds, func(i, j int) bool { return ds[i].before(ds[j]) })
+		sort.Slice(ds, func(i, j int) bool { return ds[i].Before(ds[j]) })
 		for i := 1; i < len(ds); i++ {
 			prev, d := ds[i-1], ds[i]
 			total++

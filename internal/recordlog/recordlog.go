@@ -13,10 +13,12 @@ package recordlog
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -73,11 +75,52 @@ func Open(dir, worker string) (*Writer, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("record log: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, worker+Ext), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	path := filepath.Join(dir, worker+Ext)
+	if err := dropTornLine(path); err != nil {
+		return nil, fmt.Errorf("record log: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("record log: %w", err)
 	}
 	return &Writer{f: f, w: bufio.NewWriter(f), worker: worker}, nil
+}
+
+// dropTornLine cuts a last line without its newline off the log at path: an earlier run
+// of the worker was killed while writing it. Appending after it would glue the next line
+// to it, one bad line in the middle of the log. Nothing is lost: Append returns before the
+// batch is checkpointed, so a torn batch is delivered again.
+func dropTornLine(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	// Read backwards to the last newline; a line is far shorter than the file.
+	buf := make([]byte, 64<<10)
+	for end := st.Size(); end > 0; {
+		start := max(0, end-int64(len(buf)))
+		n, err := f.ReadAt(buf[:end-start], start)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		chunk := buf[:n]
+		if end == st.Size() && len(chunk) > 0 && chunk[len(chunk)-1] == '\n' {
+			return nil // The last line is whole.
+		}
+		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+			return f.Truncate(start + int64(i) + 1)
+		}
+		end = start
+	}
+	return f.Truncate(0)
 }
 
 // Append writes a line for each of a batch of records of shard processed under epoch, all

@@ -258,3 +258,49 @@ func TestNoDirNoLog(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A worker killed while writing leaves a last line without its newline. When it restarts
+// with the same id, the torn line is cut off before appending, so the log stays one whole
+// line per record (the torn batch was not checkpointed: it is delivered again).
+func TestRestartAfterATornLineKeepsTheLogWhole(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		old  string
+		want int // whole lines kept from the earlier run
+	}{
+		{"torn after whole lines", "{\"worker\":\"w1\",\"shard\":\"s0\",\"epoch\":1,\"seq\":\"1\",\"pk\":\"a\",\"data\":\"\",\"t\":1}\n{\"worker\":\"w1\",\"sh", 1},
+		{"torn first line", "{\"worker\":\"w1\",\"sh", 0},
+		{"torn line longer than a read", "{\"worker\":\"w1\",\"shard\":\"s0\",\"epoch\":1,\"seq\":\"1\",\"pk\":\"a\",\"data\":\"\",\"t\":1}\n{\"data\":\"" + strings.Repeat("x", 200<<10), 1},
+		{"whole log", "{\"worker\":\"w1\",\"shard\":\"s0\",\"epoch\":1,\"seq\":\"1\",\"pk\":\"a\",\"data\":\"\",\"t\":1}\n", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "w1"+Ext), []byte(tc.old), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			w, err := Open(dir, "w1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Append("s0", 2, []stream.Record{{SequenceNumber: "2", PartitionKey: "b"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			logs, err := ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := logs.Err(); err != nil || logs.Torn != 0 {
+				t.Fatalf("log after restart: err %v, torn %d; want every line whole", err, logs.Torn)
+			}
+			if got := len(logs.Lines); got != tc.want+1 {
+				t.Fatalf("%d lines, want %d kept and the new one", got, tc.want)
+			}
+			if last := logs.Lines[len(logs.Lines)-1]; last.Seq != "2" || last.Epoch != 2 {
+				t.Fatalf("last line %+v, want the restarted run's record", last)
+			}
+		})
+	}
+}

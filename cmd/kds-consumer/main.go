@@ -119,13 +119,13 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	}
 	// A per-service endpoint variable wins over AWS_ENDPOINT_URL, as in the SDK.
 	ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
-		if endpoint != nil && os.Getenv("AWS_ENDPOINT_URL_DYNAMODB") == "" {
+		if endpoint != nil && s.DynamoDBEndpoint == "" {
 			o.BaseEndpoint = endpoint
 		}
 		o.APIOptions = append(o.APIOptions, m.AWSMiddleware("dynamodb"))
 	})
 	kin := kinesis.NewFromConfig(awsCfg, func(o *kinesis.Options) {
-		if endpoint != nil && os.Getenv("AWS_ENDPOINT_URL_KINESIS") == "" {
+		if endpoint != nil && s.KinesisEndpoint == "" {
 			o.BaseEndpoint = endpoint
 		}
 		o.APIOptions = append(o.APIOptions, m.AWSMiddleware("kinesis"))
@@ -157,7 +157,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	}
 	defer recorder.Close()
 
-	cfg := consumerConfig(s)
+	cfg := s.Config
 	cfg.Logger = log
 	cfg.Hooks = m.Hooks()
 	switch s.WorkerCountSource {

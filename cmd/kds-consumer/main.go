@@ -153,7 +153,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	}
 	recorder, err := openRecordLog(s.RecordLogDir, s.WorkerID)
 	if err != nil {
-		return &settingError{env: "RECORD_LOG_DIR", flag: "record-log-dir", value: s.RecordLogDir, reason: err.Error()}
+		return s.invalid(&s.RecordLogDir, s.RecordLogDir, err.Error())
 	}
 	defer recorder.Close()
 

@@ -279,8 +279,7 @@ func parseSettings(args []string, getenv func(string) string, hostname string, o
 		}
 	case "static":
 		if s.WorkerCount < 1 {
-			i := slices.IndexFunc(rows, func(r setting) bool { return r.target == &s.WorkerCount })
-			errs = append(errs, rows[i].fail(*raw[i], "WORKER_COUNT_SOURCE=static needs a WORKER_COUNT of at least 1"))
+			errs = append(errs, s.invalid(&s.WorkerCount, strconv.Itoa(s.WorkerCount), "WORKER_COUNT_SOURCE=static needs a WORKER_COUNT of at least 1"))
 		}
 	}
 	if configParsed {
@@ -292,6 +291,16 @@ func parseSettings(args []string, getenv func(string) string, hostname string, o
 		}
 	}
 	return s, errors.Join(errs...)
+}
+
+// invalid is the error for the value v of the setting bound to target, a field of s.
+func (s *settings) invalid(target any, v, reason string) error {
+	for _, r := range table(s) {
+		if r.target == target {
+			return r.fail(v, reason)
+		}
+	}
+	panic("kds-consumer: no setting is bound to this field")
 }
 
 // configError reports the library's refusal of c as the setting bound to the field it

@@ -168,6 +168,9 @@ func TestSettingsTableCoversConfig(t *testing.T) {
 		if r.env == "" || r.help == "" {
 			t.Errorf("row %+v lacks a variable or help", r)
 		}
+		if err := s.invalid(r.target, "v", "why"); !strings.Contains(err.Error(), "invalid "+r.env+" ") {
+			t.Errorf("an error about the field bound to %s reads %q", r.env, err)
+		}
 	}
 	for name, n := range envs {
 		if n > 1 {

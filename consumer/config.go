@@ -11,9 +11,12 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
-// Defaults for Config. Every duration scales with LeaseDuration unless set.
+// Defaults for Config. They are fixed values and do not scale with LeaseDuration; the
+// defaults that do (HeartbeatInterval, PollInterval, StartupSettle) are computed from it,
+// see Config. DefaultConfig holds the fixed ones.
 const (
-	DefaultLeaseDuration        = 10 * time.Second
+	DefaultLeaseDuration = 10 * time.Second
+	// DefaultPollInterval is PollInterval's default unless LeaseDuration/3 is shorter.
 	DefaultPollInterval         = time.Second
 	DefaultShardSyncInterval    = 5 * time.Second
 	DefaultLeaseScanInterval    = 30 * time.Second
@@ -37,7 +40,19 @@ type StaticWorkers int
 // DesiredWorkers implements WorkerCounter.
 func (s StaticWorkers) DesiredWorkers(context.Context) (int, error) { return int(s), nil }
 
-// Config configures a Worker. The zero value of every optional field means its default.
+// Config configures a Worker. The zero value of every optional field means its default;
+// DefaultConfig returns the fixed defaults filled in.
+//
+// Durations and LeaseDuration: the defaults of HeartbeatInterval (LeaseDuration/4),
+// PollInterval (the smaller of 1s and LeaseDuration/3) and, through PollInterval,
+// StartupSettle scale with LeaseDuration, and so do the timeouts that are not settings:
+// every DynamoDB call's deadline (LeaseDuration/2; a heartbeat write's is
+// HeartbeatInterval), every Kinesis call's and every control-loop pass's (3 x
+// LeaseDuration), the margin by which a worker that cannot renew stops early
+// (LeaseDuration/5), the grace after ShutdownTimeout (LeaseDuration/5) and the limits of
+// Worker.Check (3 and 6 x LeaseDuration). ShardSyncInterval, LeaseScanInterval,
+// IdleTimeBetweenReads, MinTimeBetweenReads and ShutdownTimeout are fixed: their defaults
+// stay the same whatever LeaseDuration is.
 type Config struct {
 	// AppName names the application; the lease table is AppName and the metadata table
 	// AppName_meta. Required.
@@ -50,23 +65,28 @@ type Config struct {
 
 	// LeaseDuration is how long a worker's heartbeat may stay unchanged, as seen on the
 	// observer's own clock, before other workers take its leases. A worker that cannot
-	// renew stops processing LeaseDuration/5 before this elapses. Every DynamoDB call has
-	// a deadline of LeaseDuration/2, every Kinesis call and every control-loop pass one of
-	// 3 x LeaseDuration. Default 10s; at least 1s.
+	// renew stops processing LeaseDuration/5 before this elapses. Every DynamoDB call
+	// except a heartbeat write has a deadline of LeaseDuration/2; every Kinesis call and
+	// every control-loop pass one of 3 x LeaseDuration (the start-up check of the stream
+	// at least 30s). Worker.Check fails when no heartbeat succeeded for 3 x LeaseDuration
+	// or no control-loop pass ended for 6 x LeaseDuration. Default 10s; at least 1s.
 	LeaseDuration time.Duration
-	// HeartbeatInterval is how often a worker renews its heartbeat. Default
-	// LeaseDuration/4; must be at most LeaseDuration/3 so a missed beat is survivable.
+	// HeartbeatInterval is how often a worker renews its heartbeat, and the deadline of
+	// each heartbeat write. Default LeaseDuration/4; must be at most LeaseDuration/3 so a
+	// missed beat is survivable.
 	HeartbeatInterval time.Duration
 	// PollInterval is how often a worker reads the metadata table and acts on it (take,
-	// release, coordinator duty). Default 1s; at most LeaseDuration/3.
+	// release, coordinator duty). Default the smaller of 1s and LeaseDuration/3; at most
+	// LeaseDuration/3.
 	PollInterval time.Duration
-	// ShardSyncInterval is how often the coordinator lists the stream's shards. Default 5s.
+	// ShardSyncInterval is how often the coordinator lists the stream's shards. Default
+	// 5s, whatever LeaseDuration is; at least PollInterval.
 	ShardSyncInterval time.Duration
 	// LeaseScanInterval bounds how long a worker below its target goes without reading
 	// the lease table when nothing in the metadata table changed, and how long a consumer
 	// delivers batches without confirming that its lease is still its own (an accepted
 	// checkpoint confirms it, else one read of the lease; four times as long while it has
-	// nothing to deliver). Default 30s.
+	// nothing to deliver). Default 30s, whatever LeaseDuration is; at least PollInterval.
 	LeaseScanInterval time.Duration
 	// StartupSettle is how long a new worker waits after registering its heartbeat before
 	// its first take, so that workers started together see each other and split the
@@ -93,12 +113,15 @@ type Config struct {
 	// MaxRecordsPerGet is the GetRecords limit. Default 10000 (the Kinesis maximum).
 	MaxRecordsPerGet int
 	// IdleTimeBetweenReads is the wait after a GetRecords that returned no records.
-	// Default 1s.
+	// Default 1s, whatever LeaseDuration is.
 	IdleTimeBetweenReads time.Duration
 	// MinTimeBetweenReads is the least time between two GetRecords calls on one shard.
 	// Default 200ms (Kinesis allows 5 per second per shard); not less than that.
 	MinTimeBetweenReads time.Duration
-	// ShutdownTimeout bounds a graceful shutdown (drain, checkpoint, release). Default 20s.
+	// ShutdownTimeout bounds the drain of a graceful shutdown (in-flight batches,
+	// checkpoints, releases). A processor that ignores its cancelled context gets
+	// LeaseDuration/5 more, then its lease is left to expire. Default 20s, whatever
+	// LeaseDuration is; at least 1s.
 	ShutdownTimeout time.Duration
 
 	// Hooks are optional callbacks for metrics and tests.
@@ -131,47 +154,44 @@ func (c Config) Validate() error {
 	return err
 }
 
+// DefaultConfig returns a Config holding every default that does not depend on another
+// field: LeaseDuration, ShardSyncInterval, LeaseScanInterval, MaxLeasesCap,
+// InitialPosition, MaxRecordsPerGet, IdleTimeBetweenReads, MinTimeBetweenReads and
+// ShutdownTimeout. The fields whose default is computed from another one
+// (HeartbeatInterval and PollInterval from LeaseDuration, StartupSettle from
+// PollInterval, StaticMaxLeases from MaxLeasesCap) stay zero, so that they follow it
+// when it is changed; AppName and WorkerID, which are required, stay empty. New fills a
+// zero field with the same value, so starting from DefaultConfig changes nothing.
+func DefaultConfig() Config {
+	return Config{
+		LeaseDuration:        DefaultLeaseDuration,
+		ShardSyncInterval:    DefaultShardSyncInterval,
+		LeaseScanInterval:    DefaultLeaseScanInterval,
+		MaxLeasesCap:         lease.DefaultCap,
+		InitialPosition:      lease.TrimHorizon,
+		MaxRecordsPerGet:     DefaultMaxRecordsPerGet,
+		IdleTimeBetweenReads: DefaultIdleTimeBetweenReads,
+		MinTimeBetweenReads:  DefaultMinTimeBetweenReads,
+		ShutdownTimeout:      DefaultShutdownTimeout,
+	}
+}
+
 // withDefaults returns a copy with every unset field set to its default, then validated.
 func (c Config) withDefaults() (Config, error) {
-	if c.LeaseDuration == 0 {
-		c.LeaseDuration = DefaultLeaseDuration
-	}
-	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = c.LeaseDuration / 4
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = min(DefaultPollInterval, c.LeaseDuration/3)
-	}
-	if c.ShardSyncInterval == 0 {
-		c.ShardSyncInterval = DefaultShardSyncInterval
-	}
-	if c.LeaseScanInterval == 0 {
-		c.LeaseScanInterval = DefaultLeaseScanInterval
-	}
-	if c.StartupSettle == 0 {
-		c.StartupSettle = 2 * c.PollInterval
-	}
-	if c.MaxLeasesCap == 0 {
-		c.MaxLeasesCap = lease.DefaultCap
-	}
-	if c.StaticMaxLeases == 0 {
-		c.StaticMaxLeases = c.MaxLeasesCap
-	}
-	if c.InitialPosition == "" {
-		c.InitialPosition = lease.TrimHorizon
-	}
-	if c.MaxRecordsPerGet == 0 {
-		c.MaxRecordsPerGet = DefaultMaxRecordsPerGet
-	}
-	if c.IdleTimeBetweenReads == 0 {
-		c.IdleTimeBetweenReads = DefaultIdleTimeBetweenReads
-	}
-	if c.MinTimeBetweenReads == 0 {
-		c.MinTimeBetweenReads = DefaultMinTimeBetweenReads
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
+	d := DefaultConfig()
+	orDefault(&c.LeaseDuration, d.LeaseDuration)
+	orDefault(&c.HeartbeatInterval, c.LeaseDuration/4)
+	orDefault(&c.PollInterval, min(DefaultPollInterval, c.LeaseDuration/3))
+	orDefault(&c.ShardSyncInterval, d.ShardSyncInterval)
+	orDefault(&c.LeaseScanInterval, d.LeaseScanInterval)
+	orDefault(&c.StartupSettle, 2*c.PollInterval)
+	orDefault(&c.MaxLeasesCap, d.MaxLeasesCap)
+	orDefault(&c.StaticMaxLeases, c.MaxLeasesCap)
+	orDefault(&c.InitialPosition, d.InitialPosition)
+	orDefault(&c.MaxRecordsPerGet, d.MaxRecordsPerGet)
+	orDefault(&c.IdleTimeBetweenReads, d.IdleTimeBetweenReads)
+	orDefault(&c.MinTimeBetweenReads, d.MinTimeBetweenReads)
+	orDefault(&c.ShutdownTimeout, d.ShutdownTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -179,6 +199,14 @@ func (c Config) withDefaults() (Config, error) {
 		c.Clock = clock.Real{}
 	}
 	return c, c.validate()
+}
+
+// orDefault sets *v to def when *v is the zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 func (c Config) validate() error {

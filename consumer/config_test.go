@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -52,5 +53,30 @@ func TestConfigValidation(t *testing.T) {
 				t.Fatalf("error %q must match ErrInvalidConfig and name %s", err, tc.field)
 			}
 		})
+	}
+}
+
+// DefaultConfig holds the fixed defaults only: starting from it is the same as starting
+// from zero values, also when a field that others follow (LeaseDuration, MaxLeasesCap)
+// is changed afterwards.
+func TestDefaultConfigChangesNothing(t *testing.T) {
+	for _, edit := range []func(*Config){
+		func(*Config) {},
+		func(c *Config) { c.LeaseDuration = 2 * time.Second },
+		func(c *Config) { c.MaxLeasesCap = 5 },
+	} {
+		fromZero, fromDefaults := Config{AppName: "app", WorkerID: "w0"}, DefaultConfig()
+		fromDefaults.AppName, fromDefaults.WorkerID = "app", "w0"
+		edit(&fromZero)
+		edit(&fromDefaults)
+		a, errA := fromZero.withDefaults()
+		b, errB := fromDefaults.withDefaults()
+		if errA != nil || errB != nil {
+			t.Fatalf("errors %v, %v", errA, errB)
+		}
+		a.Logger, b.Logger, a.Clock, b.Clock = nil, nil, nil, nil
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("from zero values:\n%+v\nfrom DefaultConfig:\n%+v", a, b)
+		}
 	}
 }

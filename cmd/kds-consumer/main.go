@@ -120,13 +120,13 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	}
 	// A per-service endpoint variable wins over AWS_ENDPOINT_URL, as in the SDK.
 	ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
-		if endpoint != nil && os.Getenv("AWS_ENDPOINT_URL_DYNAMODB") == "" {
+		if endpoint != nil && s.DynamoDBEndpoint == "" {
 			o.BaseEndpoint = endpoint
 		}
 		o.APIOptions = append(o.APIOptions, m.AWSMiddleware("dynamodb"))
 	})
 	kin := kinesis.NewFromConfig(awsCfg, func(o *kinesis.Options) {
-		if endpoint != nil && os.Getenv("AWS_ENDPOINT_URL_KINESIS") == "" {
+		if endpoint != nil && s.KinesisEndpoint == "" {
 			o.BaseEndpoint = endpoint
 		}
 		o.APIOptions = append(o.APIOptions, m.AWSMiddleware("kinesis"))
@@ -154,11 +154,11 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	}
 	recorder, err := recordlog.Open(s.RecordLogDir, s.WorkerID)
 	if err != nil {
-		return &settingError{env: "RECORD_LOG_DIR", flag: "record-log-dir", value: s.RecordLogDir, reason: err.Error()}
+		return s.invalid(&s.RecordLogDir, s.RecordLogDir, err.Error())
 	}
 	defer recorder.Close()
 
-	cfg := consumerConfig(s)
+	cfg := s.Config
 	cfg.Logger = log
 	cfg.Hooks = m.Hooks()
 	switch s.WorkerCountSource {

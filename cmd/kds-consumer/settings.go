@@ -1,13 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
+	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,34 +20,205 @@ import (
 )
 
 // settings is the worker's configuration, from flags and the environment (a flag wins
-// over its variable).
+// over its variable): the library's part, without the logger, hooks and worker counter
+// that run adds, and the binary's own settings.
 type settings struct {
-	Region            string
-	Endpoint          string
-	StreamName        string
-	AppName           string
-	WorkerID          string
-	DynamicMaxLeases  bool
-	MaxLeasesCap      int
-	StaticMaxLeases   int
-	WorkerCount       int
-	WorkerCountSource string
-	StatefulSetName   string
-	PodNamespace      string
-	LeaseDuration     time.Duration
-	HeartbeatInterval time.Duration
-	PollInterval      time.Duration
-	ShardSyncInterval time.Duration
-	IdleBetweenReads  time.Duration
-	MaxRecordsPerGet  int
-	ShutdownTimeout   time.Duration
-	InitialPosition   string
-	InitialTimestamp  time.Time
-	HealthAddr        string
-	LogFormat         string
-	LogLevel          string
-	RecordLogDir      string
-	CreateTables      bool
+	consumer.Config
+	Region, Endpoint string
+	// AWS_ENDPOINT_URL_KINESIS and AWS_ENDPOINT_URL_DYNAMODB, which the SDK reads itself.
+	KinesisEndpoint, DynamoDBEndpoint                string
+	WorkerCount                                      int
+	WorkerCountSource, StatefulSetName, PodNamespace string
+	HealthAddr, LogFormat, LogLevel, RecordLogDir    string
+	CreateTables                                     bool
+}
+
+// defaultSettings holds every default: the library's (consumer.DefaultConfig; the fields
+// whose default follows another field stay 0) and the binary's own. hostname is the
+// default worker id (the pod name in Kubernetes).
+func defaultSettings(hostname string) settings {
+	s := settings{Config: consumer.DefaultConfig(), Region: "us-east-1", HealthAddr: ":8080",
+		LogFormat: "text", LogLevel: "info", CreateTables: true}
+	s.StreamName, s.AppName, s.WorkerID = "test-stream", "kds-consumer-app", hostname
+	return s
+}
+
+// table binds every environment variable and its flag to where its value goes in s.
+// Adding a setting is adding a row; the default --help shows is what s holds before
+// parsing. A row checks only what the library does not: the value's form, and the
+// binary's own settings. Everything consumer.Config validates is left to it.
+func table(s *settings) []setting {
+	c := &s.Config
+	return []setting{
+		stringVar(&s.Region, "AWS_REGION", "region", "AWS region", checkRegion),
+		urlVar(&s.Endpoint, "AWS_ENDPOINT_URL", "endpoint", "endpoint for Kinesis and DynamoDB (e.g. http://localhost:4566); AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL_DYNAMODB also work"),
+		urlVar(&s.KinesisEndpoint, "AWS_ENDPOINT_URL_KINESIS", "", "Kinesis endpoint, over AWS_ENDPOINT_URL"),
+		urlVar(&s.DynamoDBEndpoint, "AWS_ENDPOINT_URL_DYNAMODB", "", "DynamoDB endpoint, over AWS_ENDPOINT_URL"),
+		stringVar(&c.StreamName, "STREAM_NAME", "stream", "Kinesis stream to consume", checkStreamName),
+		stringVar(&c.AppName, "APP_NAME", "app", "application name: lease table <app>, metadata table <app>_meta"),
+		stringVar(&c.WorkerID, "WORKER_ID", "worker-id", "unique, stable worker id (default: host name, i.e. the pod name)"),
+		notVar(&c.DisableDynamicMaxLeases, "ENABLE_DYNAMIC_MAX_LEASES", "enable-dynamic-max-leases", "coordinator computes min(cap, ceil(shards/workers)); false: use MAX_LEASES"),
+		intVar(&c.MaxLeasesCap, 1, 10000, "MAX_LEASES_CAP", "max-leases-cap", "upper bound on leases per worker"),
+		intVar(&c.StaticMaxLeases, 0, 10000, "MAX_LEASES", "max-leases", "static max leases per worker when dynamic max leases is disabled (0: the cap)"),
+		intVar(&s.WorkerCount, 0, 100000, "WORKER_COUNT", "worker-count", "static desired worker count (with WORKER_COUNT_SOURCE=static)"),
+		choiceVar(&s.WorkerCountSource, "WORKER_COUNT_SOURCE", "worker-count-source", "where the desired worker count comes from: heartbeat (live workers), kubernetes (the StatefulSet's replicas) or static (WORKER_COUNT); default static when WORKER_COUNT is set, else heartbeat", "heartbeat", "kubernetes", "static"),
+		stringVar(&s.StatefulSetName, "STATEFULSET_NAME", "statefulset-name", "the workers' StatefulSet (default: WORKER_ID without its ordinal)", checkKubeName),
+		stringVar(&s.PodNamespace, "POD_NAMESPACE", "pod-namespace", "the workers' namespace (default: the pod's ServiceAccount namespace)", checkKubeName),
+		durationVar(&c.LeaseDuration, "LEASE_DURATION", "lease-duration", "how long a silent worker keeps its leases; the heartbeat and poll defaults and the call timeouts follow it (0: the default)"),
+		intervalVar(&c.HeartbeatInterval, "HEARTBEAT_INTERVAL", "heartbeat-interval", "heartbeat renewal interval (0: LEASE_DURATION/4)"),
+		intervalVar(&c.PollInterval, "POLL_INTERVAL", "poll-interval", fmt.Sprintf("metadata poll interval (0: the smaller of %s and LEASE_DURATION/3)", consumer.DefaultPollInterval)),
+		intervalVar(&c.ShardSyncInterval, "SHARD_SYNC_INTERVAL", "shard-sync-interval", "coordinator's shard listing interval"),
+		durationVar(&c.IdleTimeBetweenReads, "IDLE_TIME_BETWEEN_READS", "idle-time-between-reads", "wait after an empty GetRecords"),
+		intVar(&c.MaxRecordsPerGet, 1, 10000, "MAX_RECORDS_PER_GET", "max-records-per-get", "GetRecords limit per call"),
+		durationVar(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", "shutdown-timeout", "bound on the graceful drain"),
+		upperVar(&c.InitialPosition, "INITIAL_POSITION", "initial-position", "where new leases start: TRIM_HORIZON, LATEST or AT_TIMESTAMP"),
+		timeVar(&c.InitialTimestamp, "INITIAL_TIMESTAMP", "initial-timestamp", "RFC 3339 time for AT_TIMESTAMP").
+			onlyIf(func() bool { return c.InitialPosition == lease.AtTimestamp }),
+		stringVar(&s.HealthAddr, "HEALTH_ADDR", "health-addr", "address of /health, /ready, /metrics", checkListenAddr),
+		choiceVar(&s.LogFormat, "LOG_FORMAT", "log-format", "text or json", "text", "json"),
+		choiceVar(&s.LogLevel, "LOG_LEVEL", "log-level", "debug, info, warn or error", "debug", "info", "warn", "error"),
+		stringVar(&s.RecordLogDir, "RECORD_LOG_DIR", "record-log-dir", "demo processor: append every processed record to <dir>/<worker>.jsonl (for verification)"),
+		boolVar(&s.CreateTables, "CREATE_TABLES", "create-tables", "create the lease and metadata tables when missing"),
+	}
+}
+
+// setting binds one environment variable, and its flag, to the variable its value goes
+// to.
+type setting struct {
+	env, flag, help string // no flag: the environment only
+	target          any    // a pointer to the bound variable
+	def             string // the default --help shows: the bound variable's value before parsing
+	// set parses a value (without surrounding spaces) into target, or says why it cannot.
+	set  func(v string) (reason string)
+	show func(v string) string // the value as messages show it, if not as it is
+}
+
+// bind binds p: parse reads a value, or says why it cannot.
+func bind[T any](p *T, def, env, flag, help string, parse func(string) (T, string)) setting {
+	return setting{env: env, flag: flag, help: help, target: p, def: def, set: func(v string) string {
+		x, why := parse(v)
+		if why == "" {
+			*p = x
+		}
+		return why
+	}}
+}
+
+// onlyIf makes the setting count only when cond holds once the rows above it are parsed.
+func (r setting) onlyIf(cond func() bool) setting {
+	set := r.set
+	r.set = func(v string) string {
+		if !cond() {
+			return ""
+		}
+		return set(v)
+	}
+	return r
+}
+
+// fail is the error for the value v of this setting.
+func (r setting) fail(v, reason string) error {
+	if r.show != nil {
+		v = r.show(v)
+	}
+	return &settingError{env: r.env, flag: r.flag, value: v, reason: reason}
+}
+
+func stringVar(p *string, env, flag, help string, checks ...func(string) string) setting {
+	return bind(p, *p, env, flag, help, func(v string) (string, string) {
+		why := ""
+		for _, check := range checks {
+			why = cmp.Or(why, check(v))
+		}
+		return v, why
+	})
+}
+
+func upperVar(p *string, env, flag, help string) setting {
+	return bind(p, *p, env, flag, help, func(v string) (string, string) { return strings.ToUpper(v), "" })
+}
+
+// choiceVar binds one of choices, in any case; empty only when the default is empty.
+func choiceVar(p *string, env, flag, help string, choices ...string) setting {
+	def := *p
+	return bind(p, def, env, flag, help, func(v string) (string, string) {
+		if v = strings.ToLower(v); v == "" && def == "" || slices.Contains(choices, v) {
+			return v, ""
+		}
+		return v, "want " + strings.Join(choices[:len(choices)-1], ", ") + " or " + choices[len(choices)-1]
+	})
+}
+
+// urlVar binds an endpoint URL, or nothing; messages do not show its user information.
+func urlVar(p *string, env, flag, help string) setting {
+	r := stringVar(p, env, flag, help, checkEndpoint)
+	r.show = redactURL
+	return r
+}
+
+func boolVar(p *bool, env, flag, help string) setting { return boolBinding(p, false, env, flag, help) }
+
+// notVar binds a bool that says the opposite of its setting.
+func notVar(p *bool, env, flag, help string) setting { return boolBinding(p, true, env, flag, help) }
+
+func boolBinding(p *bool, not bool, env, flag, help string) setting {
+	return bind(p, strconv.FormatBool(*p != not), env, flag, help, func(v string) (bool, string) {
+		b, err := strconv.ParseBool(v)
+		return b != not, reasonIf(err != nil, "want true or false")
+	})
+}
+
+func intVar(p *int, lo, hi int, env, flag, help string) setting {
+	return bind(p, strconv.Itoa(*p), env, flag, help, func(v string) (int, string) {
+		n, err := strconv.Atoi(v)
+		return n, reasonIf(err != nil || n < lo || n > hi, fmt.Sprintf("want a whole number from %d to %d", lo, hi))
+	})
+}
+
+// minInterval is the shortest interval an operator may set: shorter ones only load
+// DynamoDB. The library leaves that to its caller.
+const minInterval = 10 * time.Millisecond
+
+func durationVar(p *time.Duration, env, flag, help string) setting {
+	return durationBinding(p, 0, env, flag, help)
+}
+
+// intervalVar binds an interval: 0 (the library's default) or at least minInterval.
+func intervalVar(p *time.Duration, env, flag, help string) setting {
+	return durationBinding(p, minInterval, env, flag, help)
+}
+
+func durationBinding(p *time.Duration, least time.Duration, env, flag, help string) setting {
+	return bind(p, p.String(), env, flag, help, func(v string) (time.Duration, string) {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return d, "want a duration such as 10s or 500ms"
+		}
+		return d, reasonIf(least > 0 && d != 0 && d < least, fmt.Sprintf("at least %s (or 0 for the default)", least))
+	})
+}
+
+// timeVar binds an RFC 3339 time, or nothing (the zero time).
+func timeVar(p *time.Time, env, flag, help string) setting {
+	def := ""
+	if !p.IsZero() {
+		def = p.Format(time.RFC3339)
+	}
+	return bind(p, def, env, flag, help, func(v string) (time.Time, string) {
+		if v == "" {
+			return time.Time{}, ""
+		}
+		t, err := time.Parse(time.RFC3339, v)
+		return t, reasonIf(err != nil, "AT_TIMESTAMP needs an RFC 3339 time such as 2026-01-02T15:04:05Z")
+	})
+}
+
+// reasonIf returns reason if bad, else "".
+func reasonIf(bad bool, reason string) string {
+	if bad {
+		return reason
+	}
+	return ""
 }
 
 // errHelp is returned after --help printed the usage.
@@ -62,51 +236,108 @@ func (e *settingError) Error() string {
 	return fmt.Sprintf("invalid %s (--%s) = %q: %s", e.env, e.flag, e.value, e.reason)
 }
 
-// Names the library's configuration errors use, mapped to the worker's flags, so that a
-// consumer.ConfigError is reported with the variable the operator sets.
-var flagOfField = map[string]string{
-	"AppName":              "app",
-	"WorkerID":             "worker-id",
-	"LeaseDuration":        "lease-duration",
-	"HeartbeatInterval":    "heartbeat-interval",
-	"PollInterval":         "poll-interval",
-	"ShardSyncInterval":    "shard-sync-interval",
-	"MaxLeasesCap":         "max-leases-cap",
-	"StaticMaxLeases":      "max-leases",
-	"InitialPosition":      "initial-position",
-	"InitialTimestamp":     "initial-timestamp",
-	"IdleTimeBetweenReads": "idle-time-between-reads",
-	"ShutdownTimeout":      "shutdown-timeout",
+// parseSettings reads args and the environment through getenv. hostname is the default
+// worker id (the pod name in Kubernetes).
+func parseSettings(args []string, getenv func(string) string, hostname string, out io.Writer) (settings, error) {
+	s := defaultSettings(hostname)
+	rows := table(&s)
+	fs := flag.NewFlagSet("kds-consumer", flag.ContinueOnError)
+	fs.SetOutput(out)
+	raw := make([]*string, len(rows))
+	for i, r := range rows {
+		v := r.def
+		if e := getenv(r.env); e != "" {
+			v = e
+		}
+		raw[i] = &v
+		if r.flag != "" {
+			raw[i] = fs.String(r.flag, v, r.help+" ["+r.env+"]")
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return s, errHelp
+		}
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected argument %q (all settings are --flags or environment variables)", fs.Arg(0))
+	}
+	var errs []error
+	configParsed := true
+	for i, r := range rows {
+		if why := r.set(strings.TrimSpace(*raw[i])); why != "" {
+			errs = append(errs, r.fail(*raw[i], why))
+			configParsed = configParsed && configField(&s.Config, r.target) == ""
+		}
+	}
+	switch s.WorkerCountSource {
+	case "":
+		s.WorkerCountSource = "heartbeat"
+		if s.WorkerCount > 0 {
+			s.WorkerCountSource = "static"
+		}
+	case "static":
+		if s.WorkerCount < 1 {
+			errs = append(errs, s.invalid(&s.WorkerCount, strconv.Itoa(s.WorkerCount), "WORKER_COUNT_SOURCE=static needs a WORKER_COUNT of at least 1"))
+		}
+	}
+	if configParsed {
+		// The library's rules (HEARTBEAT_INTERVAL at most LEASE_DURATION/3, MAX_LEASES
+		// at most MAX_LEASES_CAP, ...), reported with the variables' names; not when a
+		// value it would see is one the operator did not give.
+		if err := s.Config.Validate(); err != nil {
+			errs = append(errs, configError(err, &s.Config, rows, raw))
+		}
+	}
+	return s, errors.Join(errs...)
 }
 
-// fieldNames rewrites field names inside a ConfigError's reason to variable names.
-var fieldNames = strings.NewReplacer(
-	"LeaseDuration", "LEASE_DURATION",
-	"PollInterval", "POLL_INTERVAL",
-	"MaxLeasesCap", "MAX_LEASES_CAP",
-	"InitialPosition", "INITIAL_POSITION",
-)
-
-// consumerConfig is the library configuration the settings describe, without the
-// logger, hooks and worker counter that run adds.
-func consumerConfig(s settings) consumer.Config {
-	return consumer.Config{
-		AppName:                 s.AppName,
-		StreamName:              s.StreamName,
-		WorkerID:                s.WorkerID,
-		LeaseDuration:           s.LeaseDuration,
-		HeartbeatInterval:       s.HeartbeatInterval,
-		PollInterval:            s.PollInterval,
-		ShardSyncInterval:       s.ShardSyncInterval,
-		IdleTimeBetweenReads:    s.IdleBetweenReads,
-		MaxRecordsPerGet:        s.MaxRecordsPerGet,
-		ShutdownTimeout:         s.ShutdownTimeout,
-		MaxLeasesCap:            s.MaxLeasesCap,
-		DisableDynamicMaxLeases: !s.DynamicMaxLeases,
-		StaticMaxLeases:         s.StaticMaxLeases,
-		InitialPosition:         s.InitialPosition,
-		InitialTimestamp:        s.InitialTimestamp,
+// invalid is the error for the value v of the setting bound to target, a field of s.
+func (s *settings) invalid(target any, v, reason string) error {
+	for _, r := range table(s) {
+		if r.target == target {
+			return r.fail(v, reason)
+		}
 	}
+	panic("kds-consumer: no setting is bound to this field")
+}
+
+// configError reports the library's refusal of c as the setting bound to the field it
+// names, with every field its reason mentions named by its variable too.
+func configError(err error, c *consumer.Config, rows []setting, raw []*string) error {
+	var ce *consumer.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	var names []string // field, variable, ...: longest field first, so none is cut short
+	at := -1
+	for i, r := range rows {
+		if field := configField(c, r.target); field != "" {
+			names = append(names, field, r.env)
+			if field == ce.Field {
+				at = i
+			}
+		}
+	}
+	if at < 0 {
+		return err
+	}
+	pairs := slices.Collect(slices.Chunk(names, 2))
+	slices.SortFunc(pairs, func(a, b []string) int { return cmp.Compare(len(b[0]), len(a[0])) })
+	reason := strings.NewReplacer(slices.Concat(pairs...)...).Replace(ce.Reason)
+	return rows[at].fail(*raw[at], reason)
+}
+
+// configField is the name of c's field that target points to, or "".
+func configField(c *consumer.Config, target any) string {
+	v := reflect.ValueOf(c).Elem()
+	for i := range v.NumField() {
+		if v.Type().Field(i).IsExported() && v.Field(i).Addr().Interface() == target {
+			return v.Type().Field(i).Name
+		}
+	}
+	return ""
 }
 
 var (
@@ -115,10 +346,49 @@ var (
 	dnsLabelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 )
 
-// checkEndpoint returns why an endpoint URL is unusable, or "".
+func checkRegion(v string) string {
+	switch {
+	case v == "":
+		return "must not be empty"
+	case !regionRE.MatchString(v):
+		return "want a region name such as us-east-1"
+	}
+	return ""
+}
+
+func checkStreamName(v string) string {
+	switch {
+	case v == "" || len(v) > 128:
+		return "a stream name has 1 to 128 characters"
+	case !streamNameRE.MatchString(v):
+		return "a stream name has only letters, digits, '_', '-' and '.'"
+	}
+	return ""
+}
+
+// checkKubeName accepts a Kubernetes object name, or nothing.
+func checkKubeName(v string) string {
+	if v != "" && !dnsLabelRE.MatchString(v) {
+		return "want a Kubernetes name: lower-case letters, digits and '-', at most 63 characters"
+	}
+	return ""
+}
+
+func checkListenAddr(v string) string {
+	if _, port, err := net.SplitHostPort(v); err != nil {
+		return "want host:port or :port, such as :8080"
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "the port must be a number from 0 to 65535"
+	}
+	return ""
+}
+
+// checkEndpoint returns why an endpoint URL is unusable, or "" (also for none).
 func checkEndpoint(v string) string {
 	u, err := url.Parse(v)
 	switch {
+	case v == "":
+		return ""
 	case err != nil:
 		return "not a URL: " + err.Error()
 	case u.Scheme != "http" && u.Scheme != "https":
@@ -134,210 +404,6 @@ func checkEndpoint(v string) string {
 		}
 	}
 	return ""
-}
-
-// parseSettings reads args and the environment through getenv. hostname is the default
-// worker id (the pod name in Kubernetes).
-func parseSettings(args []string, getenv func(string) string, hostname string, out io.Writer) (settings, error) {
-	var s settings
-	fs := flag.NewFlagSet("kds-consumer", flag.ContinueOnError)
-	fs.SetOutput(out)
-	type spec struct {
-		env, name, def, usage string
-	}
-	specs := []spec{
-		{"AWS_REGION", "region", "us-east-1", "AWS region"},
-		{"AWS_ENDPOINT_URL", "endpoint", "", "endpoint for Kinesis and DynamoDB (e.g. http://localhost:4566); AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL_DYNAMODB also work"},
-		{"STREAM_NAME", "stream", "test-stream", "Kinesis stream to consume"},
-		{"APP_NAME", "app", "kds-consumer-app", "application name: lease table <app>, metadata table <app>_meta"},
-		{"WORKER_ID", "worker-id", hostname, "unique, stable worker id (default: host name, i.e. the pod name)"},
-		{"ENABLE_DYNAMIC_MAX_LEASES", "enable-dynamic-max-leases", "true", "coordinator computes min(cap, ceil(shards/workers)); false: use MAX_LEASES"},
-		{"MAX_LEASES_CAP", "max-leases-cap", "80", "upper bound on leases per worker"},
-		{"MAX_LEASES", "max-leases", "0", "static max leases per worker when dynamic max leases is disabled (0: the cap)"},
-		{"WORKER_COUNT", "worker-count", "0", "static desired worker count (with WORKER_COUNT_SOURCE=static)"},
-		{"WORKER_COUNT_SOURCE", "worker-count-source", "", "where the desired worker count comes from: heartbeat (live workers), kubernetes (the StatefulSet's replicas) or static (WORKER_COUNT); default static when WORKER_COUNT is set, else heartbeat"},
-		{"STATEFULSET_NAME", "statefulset-name", "", "the workers' StatefulSet (default: WORKER_ID without its ordinal)"},
-		{"POD_NAMESPACE", "pod-namespace", "", "the workers' namespace (default: the pod's ServiceAccount namespace)"},
-		{"LEASE_DURATION", "lease-duration", "10s", "how long a silent worker keeps its leases"},
-		{"HEARTBEAT_INTERVAL", "heartbeat-interval", "0s", "heartbeat renewal interval (0: lease duration / 4)"},
-		{"POLL_INTERVAL", "poll-interval", "0s", "metadata poll interval (0: 1s)"},
-		{"SHARD_SYNC_INTERVAL", "shard-sync-interval", "0s", "coordinator's shard listing interval (0: 5s)"},
-		{"IDLE_TIME_BETWEEN_READS", "idle-time-between-reads", "0s", "wait after an empty GetRecords (0: 1s)"},
-		{"MAX_RECORDS_PER_GET", "max-records-per-get", "10000", "GetRecords limit per call (1 to 10000)"},
-		{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "0s", "bound on the graceful drain (0: 20s)"},
-		{"INITIAL_POSITION", "initial-position", "TRIM_HORIZON", "where new leases start: TRIM_HORIZON, LATEST or AT_TIMESTAMP"},
-		{"INITIAL_TIMESTAMP", "initial-timestamp", "", "RFC 3339 time for AT_TIMESTAMP"},
-		{"HEALTH_ADDR", "health-addr", ":8080", "address of /health, /ready"},
-		{"LOG_FORMAT", "log-format", "text", "text or json"},
-		{"LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
-		{"RECORD_LOG_DIR", "record-log-dir", "", "demo processor: append every processed record to <dir>/<worker>.jsonl (for verification)"},
-		{"CREATE_TABLES", "create-tables", "true", "create the lease and metadata tables when missing"},
-	}
-	raw := make(map[string]*string, len(specs))
-	for _, sp := range specs {
-		def := sp.def
-		if v := getenv(sp.env); v != "" {
-			def = v
-		}
-		raw[sp.name] = fs.String(sp.name, def, sp.usage+" ["+sp.env+"]")
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return s, errHelp
-		}
-		return s, err
-	}
-	if fs.NArg() > 0 {
-		return s, fmt.Errorf("unexpected argument %q (all settings are --flags or environment variables)", fs.Arg(0))
-	}
-	envOf := make(map[string]string, len(specs))
-	for _, sp := range specs {
-		envOf[sp.name] = sp.env
-	}
-	var errs []error
-	bad := func(name, reason string) {
-		errs = append(errs, &settingError{env: envOf[name], flag: name, value: *raw[name], reason: reason})
-	}
-	str := func(name string) string { return strings.TrimSpace(*raw[name]) }
-	boolean := func(name string) bool {
-		v, err := strconv.ParseBool(str(name))
-		if err != nil {
-			bad(name, "want true or false")
-		}
-		return v
-	}
-	integer := func(name string, lo, hi int) int {
-		v, err := strconv.Atoi(str(name))
-		if err != nil || v < lo || v > hi {
-			bad(name, fmt.Sprintf("want a whole number from %d to %d", lo, hi))
-		}
-		return v
-	}
-	duration := func(name string, lo time.Duration) time.Duration {
-		v, err := time.ParseDuration(str(name))
-		if err != nil {
-			bad(name, "want a duration such as 10s or 500ms")
-		} else if v != 0 && v < lo {
-			bad(name, fmt.Sprintf("at least %s (or 0 for the default)", lo))
-		}
-		return v
-	}
-	s.Region = str("region")
-	s.Endpoint = str("endpoint")
-	s.StreamName = str("stream")
-	s.AppName = str("app")
-	s.WorkerID = str("worker-id")
-	s.DynamicMaxLeases = boolean("enable-dynamic-max-leases")
-	s.MaxLeasesCap = integer("max-leases-cap", 1, 10000)
-	s.StaticMaxLeases = integer("max-leases", 0, 10000)
-	s.WorkerCount = integer("worker-count", 0, 100000)
-	s.WorkerCountSource = strings.ToLower(str("worker-count-source"))
-	s.StatefulSetName = str("statefulset-name")
-	s.PodNamespace = str("pod-namespace")
-	s.LeaseDuration = duration("lease-duration", time.Second)
-	s.HeartbeatInterval = duration("heartbeat-interval", 10*time.Millisecond)
-	s.PollInterval = duration("poll-interval", 10*time.Millisecond)
-	s.ShardSyncInterval = duration("shard-sync-interval", 10*time.Millisecond)
-	s.IdleBetweenReads = duration("idle-time-between-reads", 0)
-	s.MaxRecordsPerGet = integer("max-records-per-get", 1, 10000)
-	s.ShutdownTimeout = duration("shutdown-timeout", time.Second)
-	s.InitialPosition = strings.ToUpper(str("initial-position"))
-	s.HealthAddr = str("health-addr")
-	s.LogFormat = str("log-format")
-	s.LogLevel = strings.ToLower(str("log-level"))
-	s.RecordLogDir = str("record-log-dir")
-	s.CreateTables = boolean("create-tables")
-
-	if s.Region == "" {
-		bad("region", "must not be empty")
-	}
-	if s.StreamName == "" || len(s.StreamName) > 128 {
-		bad("stream", "a stream name has 1 to 128 characters")
-	}
-	if s.WorkerID == "" {
-		bad("worker-id", "must not be empty (no host name to default to)")
-	}
-	if s.LeaseDuration == 0 {
-		bad("lease-duration", "must be set")
-	}
-	switch s.InitialPosition {
-	case lease.TrimHorizon, lease.Latest:
-	case lease.AtTimestamp:
-		t, err := time.Parse(time.RFC3339, str("initial-timestamp"))
-		if err != nil {
-			bad("initial-timestamp", "AT_TIMESTAMP needs an RFC 3339 time such as 2026-01-02T15:04:05Z")
-		}
-		s.InitialTimestamp = t
-	default:
-		bad("initial-position", "want TRIM_HORIZON, LATEST or AT_TIMESTAMP")
-	}
-	if s.LogFormat != "text" && s.LogFormat != "json" {
-		bad("log-format", "want text or json")
-	}
-	switch s.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log-level", "want debug, info, warn or error")
-	}
-	switch s.WorkerCountSource {
-	case "":
-		s.WorkerCountSource = "heartbeat"
-		if s.WorkerCount > 0 {
-			s.WorkerCountSource = "static"
-		}
-	case "heartbeat", "kubernetes":
-	case "static":
-		if s.WorkerCount < 1 {
-			bad("worker-count", "WORKER_COUNT_SOURCE=static needs a WORKER_COUNT of at least 1")
-		}
-	default:
-		bad("worker-count-source", "want heartbeat, kubernetes or static")
-	}
-	if s.StaticMaxLeases > s.MaxLeasesCap {
-		bad("max-leases", fmt.Sprintf("must not exceed MAX_LEASES_CAP (%d)", s.MaxLeasesCap))
-	}
-	if s.Region != "" && !regionRE.MatchString(s.Region) {
-		bad("region", "want a region name such as us-east-1")
-	}
-	if s.Endpoint != "" {
-		if why := checkEndpoint(s.Endpoint); why != "" {
-			// The value may hold user:password; do not echo it.
-			errs = append(errs, &settingError{env: "AWS_ENDPOINT_URL", flag: "endpoint", value: redactURL(s.Endpoint), reason: why})
-		}
-	}
-	for _, env := range []string{"AWS_ENDPOINT_URL_KINESIS", "AWS_ENDPOINT_URL_DYNAMODB"} {
-		if v := strings.TrimSpace(getenv(env)); v != "" {
-			if why := checkEndpoint(v); why != "" {
-				errs = append(errs, &settingError{env: env, value: redactURL(v), reason: why})
-			}
-		}
-	}
-	if s.StreamName != "" && len(s.StreamName) <= 128 && !streamNameRE.MatchString(s.StreamName) {
-		bad("stream", "a stream name has only letters, digits, '_', '-' and '.'")
-	}
-	if _, port, err := net.SplitHostPort(s.HealthAddr); err != nil {
-		bad("health-addr", "want host:port or :port, such as :8080")
-	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		bad("health-addr", "the port must be a number from 0 to 65535")
-	}
-	for _, name := range []string{"statefulset-name", "pod-namespace"} {
-		if v := str(name); v != "" && !dnsLabelRE.MatchString(v) {
-			bad(name, "want a Kubernetes name: lower-case letters, digits and '-', at most 63 characters")
-		}
-	}
-	if len(errs) == 0 {
-		// The combinations the library checks (HEARTBEAT_INTERVAL at most
-		// LEASE_DURATION/3, ...), reported with the variable's name.
-		if err := consumerConfig(s).Validate(); err != nil {
-			var ce *consumer.ConfigError
-			if errors.As(err, &ce) && flagOfField[ce.Field] != "" {
-				bad(flagOfField[ce.Field], fieldNames.Replace(ce.Reason))
-			} else {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return s, errors.Join(errs...)
 }
 
 // redactURL removes the user information from a URL for messages.

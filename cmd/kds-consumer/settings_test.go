@@ -2,9 +2,13 @@ package main
 
 import (
 	"io"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 )
 
 func TestParseSettings(t *testing.T) {
@@ -15,7 +19,7 @@ func TestParseSettings(t *testing.T) {
 			t.Fatal(err)
 		}
 		if s.StreamName != "test-stream" || s.AppName != "kds-consumer-app" || s.WorkerID != "pod-7" ||
-			!s.DynamicMaxLeases || s.MaxLeasesCap != 80 || s.LeaseDuration != 10*time.Second ||
+			s.DisableDynamicMaxLeases || s.MaxLeasesCap != 80 || s.LeaseDuration != 10*time.Second ||
 			s.HealthAddr != ":8080" || s.InitialPosition != "TRIM_HORIZON" || !s.CreateTables {
 			t.Fatalf("unexpected defaults: %+v", s)
 		}
@@ -28,7 +32,7 @@ func TestParseSettings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.StreamName != "orders" || s.MaxLeasesCap != 40 || s.DynamicMaxLeases || s.LeaseDuration != 6*time.Second ||
+		if s.StreamName != "orders" || s.MaxLeasesCap != 40 || !s.DisableDynamicMaxLeases || s.LeaseDuration != 6*time.Second ||
 			s.InitialPosition != "LATEST" || s.WorkerID != "w-1" {
 			t.Fatalf("unexpected settings: %+v", s)
 		}
@@ -66,8 +70,169 @@ func FuzzParseSettings(f *testing.F) {
 		s, err := parseSettings(nil, func(k string) string {
 			return map[string]string{"LEASE_DURATION": lease, "MAX_LEASES_CAP": cap, "INITIAL_POSITION": pos, "ENABLE_DYNAMIC_MAX_LEASES": dyn}[k]
 		}, "host", io.Discard)
-		if err == nil && (s.LeaseDuration < time.Second || s.MaxLeasesCap < 1) {
+		// LEASE_DURATION 0 is the library's default.
+		if err == nil && (s.LeaseDuration != 0 && s.LeaseDuration < time.Second || s.MaxLeasesCap < 1) {
 			t.Fatalf("accepted invalid settings: %+v", s)
 		}
 	})
+}
+
+// A valid value, other than the default, for every setting.
+var sampleValue = map[string]string{
+	"AWS_REGION": "eu-west-3", "AWS_ENDPOINT_URL": "http://localhost:4566",
+	"AWS_ENDPOINT_URL_KINESIS": "http://kinesis:4567", "AWS_ENDPOINT_URL_DYNAMODB": "http://dynamodb:8000",
+	"STREAM_NAME": "orders", "APP_NAME": "orders-app", "WORKER_ID": "w-1", "ENABLE_DYNAMIC_MAX_LEASES": "false",
+	"MAX_LEASES_CAP": "40", "MAX_LEASES": "7", "WORKER_COUNT": "3", "WORKER_COUNT_SOURCE": "kubernetes",
+	"STATEFULSET_NAME": "workers", "POD_NAMESPACE": "streams", "LEASE_DURATION": "20s",
+	"HEARTBEAT_INTERVAL": "2s", "POLL_INTERVAL": "500ms", "SHARD_SYNC_INTERVAL": "10s",
+	"IDLE_TIME_BETWEEN_READS": "2s", "MAX_RECORDS_PER_GET": "500", "SHUTDOWN_TIMEOUT": "30s",
+	"INITIAL_POSITION": "LATEST", "HEALTH_ADDR": ":9090", "LOG_FORMAT": "json", "LOG_LEVEL": "debug",
+	"RECORD_LOG_DIR": "/var/records", "CREATE_TABLES": "false",
+	// Read only with AT_TIMESTAMP (the sample of INITIAL_POSITION is LATEST).
+	"INITIAL_TIMESTAMP": "2026-01-02T15:04:05Z",
+}
+
+// What row env of the table bound to s holds.
+func boundValue(t *testing.T, s *settings, env string) any {
+	t.Helper()
+	for _, r := range table(s) {
+		if r.env == env {
+			return reflect.ValueOf(r.target).Elem().Interface()
+		}
+	}
+	t.Fatalf("no row for %s", env)
+	return nil
+}
+
+// Every row parses a value of its own, from its variable or its flag, and the flag wins.
+func TestEverySettingParsesAndItsFlagWins(t *testing.T) {
+	base, err := parseSettings(nil, envOf(nil), "host", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults := defaultSettings("host")
+	for _, r := range table(&defaults) {
+		t.Run(r.env, func(t *testing.T) {
+			v, ok := sampleValue[r.env]
+			if !ok {
+				t.Fatalf("no sample value for %s: add one", r.env)
+			}
+			env := map[string]string{r.env: v}
+			if r.env == "INITIAL_TIMESTAMP" {
+				env["INITIAL_POSITION"] = "AT_TIMESTAMP"
+			}
+			s, err := parseSettings(nil, envOf(env), "host", io.Discard)
+			if err != nil {
+				t.Fatalf("%s=%s refused: %v", r.env, v, err)
+			}
+			fromEnv := boundValue(t, &s, r.env)
+			if def := boundValue(t, &base, r.env); reflect.DeepEqual(fromEnv, def) {
+				t.Errorf("%s=%s left the default %v", r.env, v, def)
+			}
+			if r.flag == "" {
+				return
+			}
+			// The flag, set to the default (or another value where the default is no
+			// value), beats the variable.
+			fv := r.def
+			if r.env == "INITIAL_TIMESTAMP" {
+				fv = "2020-01-01T00:00:00Z"
+			}
+			args := []string{"--" + r.flag + "=" + fv}
+			s, err = parseSettings(args, envOf(env), "host", io.Discard)
+			if err != nil {
+				t.Fatalf("%v with %s=%s refused: %v", args, r.env, v, err)
+			}
+			if got := boundValue(t, &s, r.env); reflect.DeepEqual(got, fromEnv) {
+				t.Errorf("%v with %s=%s: got the variable's %v", args, r.env, v, got)
+			}
+		})
+	}
+}
+
+// Names are unique, and every consumer.Config field an operator can set has exactly one
+// row; the others are listed here on purpose.
+func TestSettingsTableCoversConfig(t *testing.T) {
+	notSettable := map[string]bool{"LeaseScanInterval": true, "StartupSettle": true, "MinTimeBetweenReads": true,
+		"WorkerCounter": true, "Hooks": true, "Logger": true, "Clock": true}
+	var s settings
+	envs, flags, fields := map[string]int{}, map[string]int{}, map[string]int{}
+	for _, r := range table(&s) {
+		envs[r.env]++
+		if r.flag != "" {
+			flags[r.flag]++
+		}
+		if f := configField(&s.Config, r.target); f != "" {
+			fields[f]++
+		}
+		if r.env == "" || r.help == "" {
+			t.Errorf("row %+v lacks a variable or help", r)
+		}
+		if err := s.invalid(r.target, "v", "why"); !strings.Contains(err.Error(), "invalid "+r.env+" ") {
+			t.Errorf("an error about the field bound to %s reads %q", r.env, err)
+		}
+	}
+	for name, n := range envs {
+		if n > 1 {
+			t.Errorf("variable %s has %d rows", name, n)
+		}
+	}
+	for name, n := range flags {
+		if n > 1 {
+			t.Errorf("flag --%s has %d rows", name, n)
+		}
+	}
+	for f := range reflect.TypeFor[consumer.Config]().Fields() {
+		if n := fields[f.Name]; n != 1 && !notSettable[f.Name] {
+			t.Errorf("consumer.Config.%s has %d rows, want 1 (or list it as not settable)", f.Name, n)
+		} else if n != 0 && notSettable[f.Name] {
+			t.Errorf("consumer.Config.%s has a row but is listed as not settable", f.Name)
+		}
+	}
+}
+
+// --help shows the library's defaults, and every variable.
+func TestHelpShowsTheLibraryDefaults(t *testing.T) {
+	var out strings.Builder
+	if _, err := parseSettings([]string{"--help"}, envOf(nil), "host", &out); err != errHelp {
+		t.Fatalf("err = %v, want errHelp", err)
+	}
+	d := consumer.DefaultConfig()
+	for _, want := range []string{
+		"[LEASE_DURATION] (default \"" + d.LeaseDuration.String() + "\")",
+		"[SHUTDOWN_TIMEOUT] (default \"" + d.ShutdownTimeout.String() + "\")",
+		"[SHARD_SYNC_INTERVAL] (default \"" + d.ShardSyncInterval.String() + "\")",
+		"[MAX_LEASES_CAP] (default \"" + strconv.Itoa(d.MaxLeasesCap) + "\")",
+		"[INITIAL_POSITION] (default \"" + d.InitialPosition + "\")",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, r := range table(&settings{}) {
+		if r.flag != "" && !strings.Contains(out.String(), "["+r.env+"]") {
+			t.Errorf("--help does not name %s", r.env)
+		}
+	}
+}
+
+// LEASE_DURATION=0 means the library's default, as for every other duration.
+func TestZeroLeaseDurationIsTheDefault(t *testing.T) {
+	s, err := parseSettings(nil, envOf(map[string]string{"LEASE_DURATION": "0s"}), "host", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.LeaseDuration != 0 || s.Config.Validate() != nil {
+		t.Fatalf("LeaseDuration %s, Validate %v; want 0, which the library fills in", s.LeaseDuration, s.Config.Validate())
+	}
+}
+
+// A library refusal reported while other settings are also wrong: every error is named.
+func TestLibraryRefusalReportedWithOtherErrors(t *testing.T) {
+	_, err := parseSettings(nil, envOf(map[string]string{"LOG_FORMAT": "xml", "MAX_LEASES_CAP": "5", "MAX_LEASES": "6"}), "host", io.Discard)
+	for _, want := range []string{"invalid LOG_FORMAT ", `invalid MAX_LEASES (--max-leases) = "6"`, "MAX_LEASES_CAP (5)"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
 }

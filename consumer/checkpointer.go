@@ -26,7 +26,7 @@ var (
 // checkpointer is the fenced Checkpointer of one lease tenure.
 type checkpointer struct {
 	store   LeaseStore
-	lease    lease.Lease
+	lease   lease.Lease
 	hooks   Hooks
 	clock   clock.Clock
 	timeout time.Duration // of each write

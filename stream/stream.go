@@ -1,6 +1,7 @@
 // Package stream is the Kinesis side of the lease manager: the shard and record model the
-// consumer works with, the errors it reacts to, and an adapter over the AWS SDK's Kinesis
-// client (Kinesis in kinesis.go).
+// consumer works with and the errors it reacts to. It imports no AWS code: the adapter
+// over the AWS SDK's Kinesis client is package kinesisstream, and package memstore has a
+// stream in memory.
 package stream
 
 import (

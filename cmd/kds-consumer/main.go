@@ -28,9 +28,9 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 	"github.com/kds-lease-manager/kds-lease-manager/kubeworkers"
 	"github.com/kds-lease-manager/kds-lease-manager/metrics"
-	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 func main() {
@@ -146,7 +146,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		return unreachable("DynamoDB", ddb.Options().Region, aws.ToString(ddb.Options().BaseEndpoint), time.Minute, err)
 	}
 	kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	source := stream.NewKinesis(kin, s.StreamName)
+	source := kinesisstream.New(kin, s.StreamName)
 	err = source.CheckStream(kctx)
 	cancel()
 	if err != nil {

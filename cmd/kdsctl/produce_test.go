@@ -17,7 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
-	"github.com/kds-lease-manager/kds-lease-manager/stream"
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 )
 
 // flakyKinesis accepts PutRecords but fails a share of the entries, and now and then a
@@ -150,7 +150,7 @@ func TestProduceRate(t *testing.T) {
 // stream order.
 func streamPayloads(t *testing.T, name, run string) ([]streamRecord, map[string][]int) {
 	t.Helper()
-	recs, err := readStream(t.Context(), stream.NewKinesis(enginetest.Kinesis(t), name))
+	recs, err := readStream(t.Context(), kinesisstream.New(enginetest.Kinesis(t), name))
 	if err != nil {
 		t.Fatal(err)
 	}

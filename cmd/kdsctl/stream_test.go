@@ -12,7 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
-	"github.com/kds-lease-manager/kds-lease-manager/stream"
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 )
 
 func TestScaleSteps(t *testing.T) {
@@ -47,7 +47,7 @@ func TestScaleSteps(t *testing.T) {
 // summary kdsctl reads.
 func openShards(t *testing.T, name string) int {
 	t.Helper()
-	shards, err := stream.NewKinesis(enginetest.Kinesis(t), name).ListShards(t.Context())
+	shards, err := kinesisstream.New(enginetest.Kinesis(t), name).ListShards(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

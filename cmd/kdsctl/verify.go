@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
@@ -35,7 +36,7 @@ func verify(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.progress(), "reading stream %s from TRIM_HORIZON\n", e.stream)
-	produced, err := readStream(ctx, stream.NewKinesis(kc, e.stream))
+	produced, err := readStream(ctx, kinesisstream.New(kc, e.stream))
 	if err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ type streamRecord struct {
 
 // readStream reads every record of every shard, open and closed, from TRIM_HORIZON: closed
 // shards to their end, open shards until caught up. Shards are read concurrently.
-func readStream(ctx context.Context, k *stream.Kinesis) ([]streamRecord, error) {
+func readStream(ctx context.Context, k *kinesisstream.Kinesis) ([]streamRecord, error) {
 	shards, err := k.ListShards(ctx)
 	if err != nil {
 		return nil, err

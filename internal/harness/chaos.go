@@ -19,8 +19,8 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/delivery"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
-	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // ChaosOptions configures RunChaos.
@@ -159,7 +159,7 @@ func RunChaos(ctx context.Context, o ChaosOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	kin := stream.NewKinesis(kinesis.NewFromConfig(awsCfg), o.Stream)
+	kin := kinesisstream.New(kinesis.NewFromConfig(awsCfg), o.Stream)
 
 	if _, err := c.Ctl(ctx, "create-stream", o.Stream, "--shards", fmt.Sprint(o.Shards)); err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
@@ -67,7 +68,7 @@ func TestFaultsAsTheSDKSeesThem(t *testing.T) {
 	enginetest.CreateStream(t, streamName, 1)
 	e := startTestEdge(t, "w")
 	kc, dc := clientsVia(t, e)
-	kin := stream.NewKinesis(kc, streamName)
+	kin := kinesisstream.New(kc, streamName)
 	store, err := dynamostore.New(dc, enginetest.UniqueName(t, "app"))
 	if err != nil {
 		t.Fatal(err)
@@ -185,18 +186,18 @@ func TestCutOffOneWorker(t *testing.T) {
 
 	heal := cut.CutOff()
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	_, err := stream.NewKinesis(kc, streamName).ListShards(ctx)
+	_, err := kinesisstream.New(kc, streamName).ListShards(ctx)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("cut-off worker's ListShards: %v, want it to hang until its deadline", err)
 	}
-	if _, err := stream.NewKinesis(okc, streamName).ListShards(t.Context()); err != nil {
+	if _, err := kinesisstream.New(okc, streamName).ListShards(t.Context()); err != nil {
 		t.Fatalf("the other worker's ListShards: %v, want it to go through", err)
 	}
 	// A request held while cut is delivered once the cut heals.
 	held := make(chan error, 1)
 	go func() {
-		_, err := stream.NewKinesis(kc, streamName).ListShards(t.Context())
+		_, err := kinesisstream.New(kc, streamName).ListShards(t.Context())
 		held <- err
 	}()
 	time.Sleep(100 * time.Millisecond)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/delivery"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
-	"github.com/kds-lease-manager/kds-lease-manager/stream"
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 )
 
 // Delivery is one line of a worker's record log: one record processed once.
@@ -31,7 +31,7 @@ func ReadRecordLogs(dir string) ([]Delivery, error) {
 
 // ReadStream reads every record of every shard from TRIM_HORIZON (closed shards to their
 // end, open ones until caught up) and returns those of run (all runs if run is empty).
-func ReadStream(ctx context.Context, k *stream.Kinesis, run string) ([]Produced, error) {
+func ReadStream(ctx context.Context, k *kinesisstream.Kinesis, run string) ([]Produced, error) {
 	shards, err := k.ListShards(ctx)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,7 @@
-package stream
+// Package kinesisstream reads a Kinesis stream through the AWS SDK for package consumer,
+// in the model of package stream: it maps shards, records and positions, and wraps the
+// service's errors with stream's errors (ErrThrottled, ErrExpiredIterator, ...).
+package kinesisstream
 
 import (
 	"context"
@@ -9,6 +12,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // KinesisAPI is the part of *kinesis.Client the adapter uses; tests substitute a fake.
@@ -28,8 +33,8 @@ type Kinesis struct {
 	stream string
 }
 
-// NewKinesis returns an adapter for the named stream.
-func NewKinesis(api KinesisAPI, streamName string) *Kinesis {
+// New returns an adapter for the named stream.
+func New(api KinesisAPI, streamName string) *Kinesis {
 	return &Kinesis{api: api, stream: streamName}
 }
 
@@ -37,8 +42,8 @@ func NewKinesis(api KinesisAPI, streamName string) *Kinesis {
 func (k *Kinesis) StreamName() string { return k.stream }
 
 // ListShards returns every shard of the stream, open and closed.
-func (k *Kinesis) ListShards(ctx context.Context) ([]Shard, error) {
-	var shards []Shard
+func (k *Kinesis) ListShards(ctx context.Context) ([]stream.Shard, error) {
+	var shards []stream.Shard
 	in := &kinesis.ListShardsInput{StreamName: aws.String(k.stream)}
 	for {
 		out, err := k.api.ListShards(ctx, in)
@@ -46,7 +51,7 @@ func (k *Kinesis) ListShards(ctx context.Context) ([]Shard, error) {
 			return nil, k.wrap("ListShards", err)
 		}
 		for _, s := range out.Shards {
-			shards = append(shards, Shard{
+			shards = append(shards, stream.Shard{
 				ID:                    aws.ToString(s.ShardId),
 				ParentShardID:         aws.ToString(s.ParentShardId),
 				AdjacentParentShardID: aws.ToString(s.AdjacentParentShardId),
@@ -62,20 +67,20 @@ func (k *Kinesis) ListShards(ctx context.Context) ([]Shard, error) {
 }
 
 // GetShardIterator returns an iterator for the shard at pos.
-func (k *Kinesis) GetShardIterator(ctx context.Context, shardID string, pos Position) (string, error) {
+func (k *Kinesis) GetShardIterator(ctx context.Context, shardID string, pos stream.Position) (string, error) {
 	in := &kinesis.GetShardIteratorInput{
 		StreamName:        aws.String(k.stream),
 		ShardId:           aws.String(shardID),
 		ShardIteratorType: types.ShardIteratorType(pos.Type),
 	}
 	switch pos.Type {
-	case TrimHorizon, Latest:
-	case AtSequenceNumber, AfterSequenceNumber:
+	case stream.TrimHorizon, stream.Latest:
+	case stream.AtSequenceNumber, stream.AfterSequenceNumber:
 		if pos.SequenceNumber == "" {
 			return "", fmt.Errorf("shard iterator %s for shard %s: no sequence number", pos.Type, shardID)
 		}
 		in.StartingSequenceNumber = aws.String(pos.SequenceNumber)
-	case AtTimestamp:
+	case stream.AtTimestamp:
 		if pos.Timestamp.IsZero() {
 			return "", fmt.Errorf("shard iterator %s for shard %s: no timestamp", pos.Type, shardID)
 		}
@@ -91,23 +96,23 @@ func (k *Kinesis) GetShardIterator(ctx context.Context, shardID string, pos Posi
 }
 
 // GetRecords reads up to limit records at iterator (the service maximum if limit <= 0).
-func (k *Kinesis) GetRecords(ctx context.Context, iterator string, limit int) (Batch, error) {
+func (k *Kinesis) GetRecords(ctx context.Context, iterator string, limit int) (stream.Batch, error) {
 	in := &kinesis.GetRecordsInput{ShardIterator: aws.String(iterator)}
 	if limit > 0 {
 		in.Limit = aws.Int32(int32(min(limit, maxGetRecordsLimit)))
 	}
 	out, err := k.api.GetRecords(ctx, in)
 	if err != nil {
-		return Batch{}, k.wrap("GetRecords", err)
+		return stream.Batch{}, k.wrap("GetRecords", err)
 	}
-	b := Batch{
+	b := stream.Batch{
 		NextIterator:       aws.ToString(out.NextShardIterator),
 		MillisBehindLatest: aws.ToInt64(out.MillisBehindLatest),
 	}
 	if len(out.Records) > 0 {
-		b.Records = make([]Record, len(out.Records))
+		b.Records = make([]stream.Record, len(out.Records))
 		for i, r := range out.Records {
-			b.Records[i] = Record{
+			b.Records[i] = stream.Record{
 				SequenceNumber:              aws.ToString(r.SequenceNumber),
 				PartitionKey:                aws.ToString(r.PartitionKey),
 				Data:                        r.Data,
@@ -116,7 +121,7 @@ func (k *Kinesis) GetRecords(ctx context.Context, iterator string, limit int) (B
 		}
 	}
 	for _, c := range out.ChildShards {
-		b.ChildShards = append(b.ChildShards, ChildShard{ShardID: aws.ToString(c.ShardId), ParentShardIDs: c.ParentShards})
+		b.ChildShards = append(b.ChildShards, stream.ChildShard{ShardID: aws.ToString(c.ShardId), ParentShardIDs: c.ParentShards})
 	}
 	return b, nil
 }
@@ -131,9 +136,9 @@ func (k *Kinesis) CheckStream(ctx context.Context) error {
 	case err != nil:
 		err = k.wrap("DescribeStreamSummary", err)
 		switch {
-		case errors.Is(err, ErrStreamNotFound):
+		case errors.Is(err, stream.ErrStreamNotFound):
 			return fmt.Errorf("stream %q not found%s: create it or set STREAM_NAME: %w", k.stream, k.where(), err)
-		case errors.Is(err, ErrAccessDenied):
+		case errors.Is(err, stream.ErrAccessDenied):
 			return fmt.Errorf("cannot describe stream %q%s: check the credentials and their kinesis permissions: %w", k.stream, k.where(), err)
 		default:
 			return fmt.Errorf("cannot reach stream %q%s: %w", k.stream, k.where(), err)
@@ -182,15 +187,15 @@ func classify(err error) error {
 	switch apiErr.ErrorCode() {
 	case "ProvisionedThroughputExceededException", "LimitExceededException", "KMSThrottlingException",
 		"ThrottlingException", "Throttling", "RequestLimitExceeded":
-		return ErrThrottled
+		return stream.ErrThrottled
 	case "ExpiredIteratorException":
-		return ErrExpiredIterator
+		return stream.ErrExpiredIterator
 	case "ResourceNotFoundException":
-		return ErrStreamNotFound
+		return stream.ErrStreamNotFound
 	case "AccessDeniedException", "AccessDenied", "KMSAccessDeniedException", "UnrecognizedClientException",
 		"InvalidSignatureException", "ExpiredTokenException", "MissingAuthenticationTokenException",
 		"IncompleteSignatureException", "InvalidClientTokenId", "NotAuthorized":
-		return ErrAccessDenied
+		return stream.ErrAccessDenied
 	}
 	return nil
 }

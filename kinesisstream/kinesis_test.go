@@ -1,4 +1,4 @@
-package stream_test
+package kinesisstream_test
 
 import (
 	"context"
@@ -15,18 +15,19 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 func TestMain(m *testing.M) { enginetest.Main(m) }
 
 // newStream creates a stream of shards shards for this test and returns the adapter.
-func newStream(t *testing.T, shards int) (*stream.Kinesis, *kinesis.Client) {
+func newStream(t *testing.T, shards int) (*kinesisstream.Kinesis, *kinesis.Client) {
 	t.Helper()
 	name := enginetest.UniqueName(t, "stream")
 	enginetest.CreateStream(t, name, shards)
 	client := enginetest.Kinesis(t)
-	return stream.NewKinesis(client, name), client
+	return kinesisstream.New(client, name), client
 }
 
 func putRecords(t *testing.T, client *kinesis.Client, streamName string, n int) []string {
@@ -48,7 +49,7 @@ func putRecords(t *testing.T, client *kinesis.Client, streamName string, n int) 
 
 // readAll reads a shard from pos until the iterator runs out or a read comes back empty,
 // returning the records and the last batch.
-func readAll(t *testing.T, k *stream.Kinesis, shardID string, pos stream.Position) ([]stream.Record, stream.Batch) {
+func readAll(t *testing.T, k *kinesisstream.Kinesis, shardID string, pos stream.Position) ([]stream.Record, stream.Batch) {
 	t.Helper()
 	it, err := k.GetShardIterator(t.Context(), shardID, pos)
 	if err != nil {
@@ -226,7 +227,7 @@ func waitActive(t *testing.T, client *kinesis.Client, name string) {
 }
 
 func TestKinesisMissingStream(t *testing.T) {
-	k := stream.NewKinesis(enginetest.Kinesis(t), enginetest.UniqueName(t, "missing"))
+	k := kinesisstream.New(enginetest.Kinesis(t), enginetest.UniqueName(t, "missing"))
 	_, err := k.ListShards(t.Context())
 	if !errors.Is(err, stream.ErrStreamNotFound) {
 		t.Errorf("ListShards: err = %v, want ErrStreamNotFound", err)
@@ -329,18 +330,18 @@ func TestKinesisErrorMapping(t *testing.T) {
 		{"wrapped API error", fmt.Errorf("retries exhausted: %w", &types.ProvisionedThroughputExceededException{Message: aws.String("slow")}), stream.ErrThrottled},
 	}
 	sentinels := []error{stream.ErrThrottled, stream.ErrExpiredIterator, stream.ErrStreamNotFound, stream.ErrAccessDenied}
-	calls := map[string]func(*stream.Kinesis) error{
-		"ListShards": func(k *stream.Kinesis) error { _, err := k.ListShards(t.Context()); return err },
-		"GetShardIterator": func(k *stream.Kinesis) error {
+	calls := map[string]func(*kinesisstream.Kinesis) error{
+		"ListShards": func(k *kinesisstream.Kinesis) error { _, err := k.ListShards(t.Context()); return err },
+		"GetShardIterator": func(k *kinesisstream.Kinesis) error {
 			_, err := k.GetShardIterator(t.Context(), "shardId-000000000000", stream.Position{Type: stream.Latest})
 			return err
 		},
-		"GetRecords": func(k *stream.Kinesis) error { _, err := k.GetRecords(t.Context(), "it", 10); return err },
+		"GetRecords": func(k *kinesisstream.Kinesis) error { _, err := k.GetRecords(t.Context(), "it", 10); return err },
 	}
 	for _, tt := range tests {
 		for op, call := range calls {
 			t.Run(tt.name+"/"+op, func(t *testing.T) {
-				err := call(stream.NewKinesis(&fakeAPI{err: tt.err}, "orders"))
+				err := call(kinesisstream.New(&fakeAPI{err: tt.err}, "orders"))
 				if err == nil {
 					t.Fatal("no error")
 				}
@@ -371,7 +372,7 @@ func TestKinesisListShardsPaginates(t *testing.T) {
 			{ShardId: aws.String("s2"), ParentShardId: aws.String("s0"), AdjacentParentShardId: aws.String("sx"), SequenceNumberRange: open},
 		}},
 	}}
-	shards, err := stream.NewKinesis(f, "orders").ListShards(t.Context())
+	shards, err := kinesisstream.New(f, "orders").ListShards(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +415,7 @@ func TestKinesisGetShardIteratorInputs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(string(tt.pos.Type), func(t *testing.T) {
 			f := &fakeAPI{}
-			it, err := stream.NewKinesis(f, "orders").GetShardIterator(t.Context(), "s1", tt.pos)
+			it, err := kinesisstream.New(f, "orders").GetShardIterator(t.Context(), "s1", tt.pos)
 			if tt.wantErr {
 				if err == nil || len(f.iterInputs) != 0 {
 					t.Fatalf("err = %v after %d calls, want a local validation error", err, len(f.iterInputs))
@@ -448,7 +449,7 @@ func TestKinesisGetRecordsMapping(t *testing.T) {
 		},
 		// NextShardIterator nil: the shard is closed and fully read.
 	}}
-	k := stream.NewKinesis(f, "orders")
+	k := kinesisstream.New(f, "orders")
 	b, err := k.GetRecords(t.Context(), "it", 50_000)
 	if err != nil {
 		t.Fatal(err)
@@ -480,7 +481,7 @@ func TestKinesisCheckStreamErrors(t *testing.T) {
 		{errors.New("dial tcp: connection refused"), "cannot reach stream"},
 	}
 	for _, tt := range tests {
-		err := stream.NewKinesis(&fakeAPI{err: tt.err}, "orders").CheckStream(t.Context())
+		err := kinesisstream.New(&fakeAPI{err: tt.err}, "orders").CheckStream(t.Context())
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("CheckStream with %v: %v, want it to mention %q", tt.err, err, tt.want)
 		}

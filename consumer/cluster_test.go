@@ -223,6 +223,19 @@ func (c *cluster) start(id string, edit ...func(*Config)) *runningWorker {
 }
 
 // stop shuts a worker down gracefully and waits for it.
+// startEven starts workers w0..w<n-1> and waits until each holds each leases.
+func (c *cluster) startEven(n, each int) []*runningWorker {
+	var ws []*runningWorker
+	want := map[string]int{}
+	for i := range n {
+		id := fmt.Sprintf("w%d", i)
+		ws = append(ws, c.start(id))
+		want[id] = each
+	}
+	c.waitFor(fmt.Sprintf("%d workers with %d leases each", n, each), 10*time.Second, c.balanced(want))
+	return ws
+}
+
 func (c *cluster) stop(id string) {
 	c.mu.Lock()
 	rw := c.workers[id]
@@ -375,8 +388,7 @@ func (p *testProcessor) LeaseLost(context.Context) {
 
 func TestThreeWorkersSplitThirtyShardsEvenlyWithoutChurn(t *testing.T) {
 	c := newCluster(t, 30)
-	ws := []*runningWorker{c.start("w0"), c.start("w1"), c.start("w2")}
-	c.waitFor("10/10/10", 10*time.Second, c.balanced(map[string]int{"w0": 10, "w1": 10, "w2": 10}))
+	ws := c.startEven(3, 10)
 	rec := c.coordinator()
 	if rec.MaxLeasesPerWorker != 10 || rec.ShardCount != 30 || rec.WorkerCount != 3 || rec.CoordinatorID == "" {
 		t.Fatalf("coordinator record = %+v, want max 10 for 30 shards / 3 workers", rec)
@@ -415,10 +427,7 @@ func TestExactlyOneCoordinatorUnderConcurrentStart(t *testing.T) {
 
 func TestJoinRebalancesWithoutDuplicates(t *testing.T) {
 	c := newCluster(t, 30)
-	for _, id := range []string{"w0", "w1", "w2"} {
-		c.start(id)
-	}
-	c.waitFor("10/10/10", 10*time.Second, c.balanced(map[string]int{"w0": 10, "w1": 10, "w2": 10}))
+	c.startEven(3, 10)
 	before := c.produce("a", 300)
 	c.waitFor("records before join", 10*time.Second, c.allProcessed(before))
 	c.start("w3")
@@ -438,10 +447,7 @@ func TestJoinRebalancesWithoutDuplicates(t *testing.T) {
 
 func TestGracefulShutdownReleasesAndHandsOver(t *testing.T) {
 	c := newCluster(t, 30)
-	for _, id := range []string{"w0", "w1", "w2"} {
-		c.start(id)
-	}
-	c.waitFor("10/10/10", 10*time.Second, c.balanced(map[string]int{"w0": 10, "w1": 10, "w2": 10}))
+	c.startEven(3, 10)
 	seqs := c.produce("a", 200)
 	c.waitFor("records", 10*time.Second, c.allProcessed(seqs))
 	c.stop("w1")

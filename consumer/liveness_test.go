@@ -71,30 +71,30 @@ func TestLivenessRestartedIncarnationIsAlive(t *testing.T) {
 
 func TestLivenessOwnerWithoutRecordExpiresAfterALeaseOfReads(t *testing.T) {
 	l := newLiveness(10 * time.Second)
-	t0 := time.Unix(0, 0)
-	at := func(d time.Duration) time.Time { return t0.Add(d) }
-	l.observe(at(0), at(0), nil)
-	if l.expired("ghost") {
-		t.Fatal("an owner first asked about now must not be expired yet")
-	}
-	l.observe(at(9*time.Second), at(9*time.Second), nil)
-	if l.expired("ghost") {
-		t.Fatal("expired before a lease duration")
-	}
-	l.observe(at(10*time.Second), at(10*time.Second), nil)
-	if !l.expired("ghost") {
-		t.Fatal("an owner with no record in reads a lease duration apart must be expired")
-	}
-	// A record that disappears starts the same count.
-	l.observe(at(20*time.Second), at(20*time.Second), []lease.WorkerRecord{{WorkerID: "b", Heartbeat: 1}})
-	l.observe(at(21*time.Second), at(21*time.Second), nil)
-	l.observe(at(26*time.Second), at(26*time.Second), nil)
-	if l.expired("b") {
-		t.Fatal("a deleted record expired before a lease duration")
-	}
-	l.observe(at(31*time.Second), at(31*time.Second), nil)
-	if !l.expired("b") {
-		t.Fatal("a deleted record must expire a lease duration after it was last seen")
+	b := []lease.WorkerRecord{{WorkerID: "b", Heartbeat: 1}}
+	// Each step is a read (started and returned at second at, returning recs), then a
+	// question about id.
+	for _, step := range []struct {
+		at          time.Duration
+		recs        []lease.WorkerRecord
+		id          string
+		wantExpired bool
+		why         string
+	}{
+		{0, nil, "ghost", false, "an owner first asked about now is not expired yet"},
+		{9 * time.Second, nil, "ghost", false, "not before a lease duration"},
+		{10 * time.Second, nil, "ghost", true, "an owner with no record in reads a lease duration apart is expired"},
+		// A record that disappears starts the same count.
+		{20 * time.Second, b, "b", false, "a live record"},
+		{21 * time.Second, nil, "b", false, "a deleted record is not expired at once"},
+		{26 * time.Second, nil, "b", false, "nor before a lease duration"},
+		{31 * time.Second, nil, "b", true, "a deleted record expires a lease duration after it was last seen"},
+	} {
+		at := time.Unix(0, 0).Add(step.at)
+		l.observe(at, at, step.recs)
+		if got := l.expired(step.id); got != step.wantExpired {
+			t.Fatalf("at %s: expired(%s) = %v: %s", step.at, step.id, got, step.why)
+		}
 	}
 	if n := l.liveCount(); n != 0 {
 		t.Fatalf("liveCount = %d, want 0", n)

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,6 +165,24 @@ func (w *Worker) HealthAddr() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.health
+}
+
+// Get fetches path from the worker's health server (/health, /ready, /metrics) and
+// returns the status and body.
+func (w *Worker) Get(ctx context.Context, path string) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.HealthAddr()+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("worker %s %s: %w", w.ID, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
 }
 
 // Worker returns the worker with the id.

@@ -120,18 +120,6 @@ func list(ds []time.Duration) string {
 	return strings.Join(parts, ", ")
 }
 
-// balancedWithRecords is the common start: 30 shards, 3 workers at 10/10/10, and records
-// flowing to every shard (20 per second).
-func balancedWithRecords(t *testing.T) (*cluster, *producer, []*worker) {
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.Start(5)
-	ws, _ := c.startWorkers(names(3)...)
-	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
-	return c, p, ws
-}
-
 // duplicates counts records processed more than once.
 func duplicates(c *cluster, sent []harness.Sent) int {
 	d, _ := c.waitDelivered(90*time.Second, sent)
@@ -162,7 +150,7 @@ func benchStartup(t *testing.T) (time.Duration, int) {
 }
 
 func benchJoin(t *testing.T) (time.Duration, int) {
-	c, p, _ := balancedWithRecords(t)
+	c, p, _ := balancedWithRecords(t, names(3)...)
 	_, started := c.startWorkers(names(5)[3:]...)
 	balanced := c.waitBalanced(60*time.Second, 30, 6, names(5)...)
 	time.Sleep(time.Second)
@@ -171,10 +159,8 @@ func benchJoin(t *testing.T) (time.Duration, int) {
 }
 
 func benchKill(t *testing.T) (time.Duration, int) {
-	c, p, ws := balancedWithRecords(t)
-	_, others, _ := roles(t, c, ws)
-	victim := others[0]
-	held := heldBy(t, c, victim.ID)
+	c, p, ws := balancedWithRecords(t, names(3)...)
+	victim, _, held := pickVictim(t, c, ws)
 	c.kill9(victim)
 	killed := time.Now()
 	p.putRound(1)
@@ -184,10 +170,8 @@ func benchKill(t *testing.T) (time.Duration, int) {
 }
 
 func benchSigterm(t *testing.T) (time.Duration, int) {
-	c, p, ws := balancedWithRecords(t)
-	_, others, _ := roles(t, c, ws)
-	victim := others[0]
-	held := heldBy(t, c, victim.ID)
+	c, p, ws := balancedWithRecords(t, names(3)...)
+	victim, _, held := pickVictim(t, c, ws)
 	signalled := time.Now()
 	go func() {
 		if err := c.Terminate(context.Background(), victim.ID, 30*time.Second); err != nil {
@@ -201,7 +185,7 @@ func benchSigterm(t *testing.T) (time.Duration, int) {
 }
 
 func benchCoordinatorKill(t *testing.T) (time.Duration, int) {
-	c, p, ws := balancedWithRecords(t)
+	c, p, ws := balancedWithRecords(t, names(3)...)
 	coord, _, old := roles(t, c, ws)
 	c.kill9(coord)
 	killed := time.Now()
@@ -217,7 +201,7 @@ func benchCoordinatorKill(t *testing.T) (time.Duration, int) {
 }
 
 func benchReshard(t *testing.T) (time.Duration, int) {
-	c, p, _ := balancedWithRecords(t)
+	c, p, _ := balancedWithRecords(t, names(3)...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	resharded := time.Now()

@@ -16,6 +16,31 @@ func startBalanced(t *testing.T, c *cluster, names ...string) []*worker {
 	return ws
 }
 
+// balancedWithRecords is the common start: 30 shards, records flowing to every shard (20
+// per second), and the workers started and balanced.
+func balancedWithRecords(t *testing.T, names ...string) (*cluster, *producer, []*worker) {
+	t.Helper()
+	c := newCluster(t, 30, defaultLeaseDuration)
+	p := newProducer(t, c)
+	p.bindKeys()
+	p.Start(5)
+	return c, p, startBalanced(t, c, names...)
+}
+
+// pickVictim picks a worker other than the coordinator and returns it, the others' ids
+// and the shards it holds with their lease counters.
+func pickVictim(t *testing.T, c *cluster, ws []*worker) (victim *worker, survivors []string, held map[string]int64) {
+	t.Helper()
+	_, others, _ := roles(t, c, ws)
+	victim = others[0]
+	for _, w := range ws {
+		if w != victim {
+			survivors = append(survivors, w.ID)
+		}
+	}
+	return victim, survivors, heldBy(t, c, victim.ID)
+}
+
 // roles splits the workers into the coordinator and the others, from the coordinator item.
 func roles(t *testing.T, c *cluster, ws []*worker) (coord *worker, others []*worker, rec lease.CoordinatorRecord) {
 	t.Helper()
@@ -109,20 +134,8 @@ func TestCoordinatorKilled(t *testing.T) {
 // killed worker's shards (those after its last checkpoint).
 func TestWorkerKilledWhileRecordsFlow(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.Start(5) // 20 records/s across all shards
-	ws := startBalanced(t, c, "w1", "w2", "w3")
-	_, others, _ := roles(t, c, ws)
-	victim := others[0]
-	survivors := []string{}
-	for _, w := range ws {
-		if w != victim {
-			survivors = append(survivors, w.ID)
-		}
-	}
-	victimShards := heldBy(t, c, victim.ID)
+	c, p, ws := balancedWithRecords(t, "w1", "w2", "w3")
+	victim, survivors, victimShards := pickVictim(t, c, ws)
 
 	c.kill9(victim)
 	killed := time.Now()
@@ -156,20 +169,8 @@ func TestWorkerKilledWhileRecordsFlow(t *testing.T) {
 // processed twice.
 func TestGracefulShutdownMovesLeasesWithoutDuplicates(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.Start(5)
-	ws := startBalanced(t, c, "w1", "w2", "w3")
-	_, others, _ := roles(t, c, ws)
-	victim := others[0]
-	var survivors []string
-	for _, w := range ws {
-		if w != victim {
-			survivors = append(survivors, w.ID)
-		}
-	}
-	victimShards := heldBy(t, c, victim.ID)
+	c, p, ws := balancedWithRecords(t, "w1", "w2", "w3")
+	victim, survivors, victimShards := pickVictim(t, c, ws)
 
 	termAt := time.Now()
 	took := c.sigterm(victim, 15*time.Second)

@@ -23,11 +23,7 @@ import (
 // moves are planned hand-overs: not a record lost, not one processed twice.
 func TestJoinRebalancesWithoutDuplicates(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.Start(5)
-	first := startBalanced(t, c, "w1", "w2", "w3")
+	c, p, first := balancedWithRecords(t, "w1", "w2", "w3")
 
 	joiners, joined := c.startWorkers("w4", "w5")
 	all := append(first, joiners...)
@@ -61,11 +57,7 @@ func TestJoinRebalancesWithoutDuplicates(t *testing.T) {
 // order they were produced, across the parent -> child boundary.
 func TestReshardParentsBeforeChildren(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.Start(5)
-	ws := startBalanced(t, c, "w1", "w2", "w3")
+	c, p, ws := balancedWithRecords(t, "w1", "w2", "w3")
 	time.Sleep(time.Second)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)

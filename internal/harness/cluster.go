@@ -59,9 +59,7 @@ type Worker struct {
 	mu      sync.Mutex
 	proc    *proc.Process // the latest process; nil before the first start
 	health  string        // its HEALTH_ADDR
-	paused  bool
 	healCut func()
-	starts  int
 }
 
 // NewCluster prepares the directories; workers start with Start.
@@ -267,30 +265,30 @@ func (c *Cluster) start(id string, stderrOnly bool, extraEnv []string) (*Worker,
 	}
 	p, err := proc.Start(spec)
 	if err != nil {
-		return nil, fmt.Errorf("worker %s: %w", id, err)
+		return nil, err
 	}
 	w.mu.Lock()
-	w.proc, w.health, w.paused = p, healthAddr, false
-	w.starts++
+	w.proc, w.health = p, healthAddr
 	w.mu.Unlock()
 	c.Record(Event{Kind: EventStart, Worker: id})
 	return w, nil
 }
 
-func (w *Worker) process() (*proc.Process, error) {
+// process returns worker id's latest process.
+func (c *Cluster) process(id string) (*proc.Process, error) {
+	w, err := c.Worker(id)
+	if err != nil {
+		return nil, err
+	}
 	if p := w.Process(); p != nil {
 		return p, nil
 	}
-	return nil, fmt.Errorf("worker %s never started", w.ID)
+	return nil, fmt.Errorf("worker %s never started", id)
 }
 
 // Kill kills the worker with SIGKILL and waits for the process to exit.
 func (c *Cluster) Kill(ctx context.Context, id string) error {
-	w, err := c.Worker(id)
-	if err != nil {
-		return err
-	}
-	p, err := w.process()
+	p, err := c.process(id)
 	if err != nil {
 		return err
 	}
@@ -301,11 +299,7 @@ func (c *Cluster) Kill(ctx context.Context, id string) error {
 // Terminate sends SIGTERM and waits for the graceful drain; after grace it kills. It
 // fails unless the worker exited with status 0 within grace.
 func (c *Cluster) Terminate(ctx context.Context, id string, grace time.Duration) error {
-	w, err := c.Worker(id)
-	if err != nil {
-		return err
-	}
-	p, err := w.process()
+	p, err := c.process(id)
 	if err != nil {
 		return err
 	}
@@ -322,34 +316,20 @@ func (c *Cluster) Terminate(ctx context.Context, id string, grace time.Duration)
 
 // Pause stops the process with SIGSTOP; Resume continues it.
 func (c *Cluster) Pause(id string) error {
-	w, err := c.Worker(id)
-	if err != nil {
-		return err
-	}
-	p, err := w.process()
+	p, err := c.process(id)
 	if err != nil {
 		return err
 	}
 	c.Record(Event{Kind: EventPause, Worker: id})
-	w.mu.Lock()
-	w.paused = true
-	w.mu.Unlock()
 	return p.Pause()
 }
 
 // Resume sends SIGCONT to a paused worker.
 func (c *Cluster) Resume(id string) error {
-	w, err := c.Worker(id)
+	p, err := c.process(id)
 	if err != nil {
 		return err
 	}
-	p, err := w.process()
-	if err != nil {
-		return err
-	}
-	w.mu.Lock()
-	w.paused = false
-	w.mu.Unlock()
 	err = p.Resume()
 	c.finish(EventPause, id)
 	return err

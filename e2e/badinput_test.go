@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
 )
 
 // Bad input, each on the real engines with real worker processes: a clear error naming
@@ -26,29 +26,24 @@ import (
 // get fetches a worker endpoint and returns status and body.
 func (w *worker) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.healthAddr+path, nil)
-	resp, err := http.DefaultClient.Do(req)
+	code, body, err := w.Get(context.Background(), path)
 	if err != nil {
-		t.Fatalf("%s %s: %v", w.id, path, err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
+	return code, string(body)
 }
 
 func (w *worker) mustRun(t *testing.T) {
 	t.Helper()
-	if w.exited() {
-		t.Fatalf("worker %s exited: %s\n%s", w.id, w.state(), tail(w.logPath, 30))
+	if w.Exited() {
+		t.Fatalf("worker %s exited: %s\n%s", w.ID, w.State(), tail(w.LogPath(), 30))
 	}
 }
 
 // logsMentioning returns the worker's WARN and ERROR lines whose text contains all of subs.
 func logsMentioning(w *worker, subs ...string) []logEntry {
 	var out []logEntry
-	for _, e := range logEntries(w.logPath) {
+	for _, e := range logEntries(w.LogPath()) {
 		if e.Level != "WARN" && e.Level != "ERROR" {
 			continue
 		}
@@ -86,9 +81,9 @@ func TestBadSettingCombinationsExitTwo(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCluster(t, 1, defaultLeaseDuration)
 			w, took := c.runWorker("w1", 30*time.Second, tc.env...)
-			stderr := w.stderr.String()
-			if w.exitCode() != 2 {
-				t.Errorf("%v: exit %s, want status 2\n%s", tc.env, w.cmd.ProcessState, stderr)
+			stderr := w.Output()
+			if w.ExitCode() != 2 {
+				t.Errorf("%v: exit %s, want status 2\n%s", tc.env, w.State(), stderr)
 			}
 			if !strings.Contains(stderr, "invalid "+tc.want) {
 				t.Errorf("%v: stderr does not name %s:\n%s", tc.env, tc.want, stderr)
@@ -109,9 +104,9 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 		c := newCluster(t, 0, defaultLeaseDuration)
 		ep := "http://" + freeAddr(t)
 		w, took := c.runWorker("w1", 60*time.Second, "AWS_ENDPOINT_URL="+ep)
-		stderr := w.stderr.String()
-		if w.exitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.cmd.ProcessState)
+		stderr := w.Output()
+		if w.ExitCode() <= 0 {
+			t.Errorf("exit %s, want a non-zero status", w.State())
 		}
 		if !strings.Contains(stderr, "cannot reach DynamoDB at endpoint "+ep) || !strings.Contains(stderr, "AWS_ENDPOINT_URL") {
 			t.Errorf("stderr does not name the endpoint %s:\n%s", ep, stderr)
@@ -119,15 +114,15 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 		if took > 30*time.Second {
 			t.Errorf("took %s to give up on a closed port", took)
 		}
-		t.Logf("exit %d after %s: %s", w.exitCode(), took.Round(time.Millisecond), lastLine(stderr))
+		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 	t.Run("kinesis endpoint wrong", func(t *testing.T) {
 		c := newCluster(t, 1, defaultLeaseDuration)
 		ep := "http://" + freeAddr(t)
 		w, took := c.runWorker("w1", 60*time.Second, "AWS_ENDPOINT_URL_KINESIS="+ep)
-		stderr := w.stderr.String()
-		if w.exitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.cmd.ProcessState)
+		stderr := w.Output()
+		if w.ExitCode() <= 0 {
+			t.Errorf("exit %s, want a non-zero status", w.State())
 		}
 		if !strings.Contains(stderr, ep) || !strings.Contains(stderr, c.stream) {
 			t.Errorf("stderr does not name the Kinesis endpoint %s and stream:\n%s", ep, stderr)
@@ -139,16 +134,16 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 	t.Run("wrong region", func(t *testing.T) {
 		c := newCluster(t, 1, defaultLeaseDuration)
 		w, took := c.runWorker("w1", 60*time.Second, "AWS_REGION=eu-west-3")
-		stderr := w.stderr.String()
-		if w.exitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.cmd.ProcessState)
+		stderr := w.Output()
+		if w.ExitCode() <= 0 {
+			t.Errorf("exit %s, want a non-zero status", w.State())
 		}
 		for _, want := range []string{c.stream, "not found", "region eu-west-3", "STREAM_NAME"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("stderr lacks %q:\n%s", want, stderr)
 			}
 		}
-		t.Logf("exit %d after %s: %s", w.exitCode(), took.Round(time.Millisecond), lastLine(stderr))
+		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 	t.Run("endpoint never answers", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -177,14 +172,14 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 		c := newCluster(t, 0, defaultLeaseDuration)
 		ep := "http://" + l.Addr().String()
 		w, took := c.runWorker("w1", 120*time.Second, "AWS_ENDPOINT_URL="+ep)
-		stderr := w.stderr.String()
-		if w.exitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.cmd.ProcessState)
+		stderr := w.Output()
+		if w.ExitCode() <= 0 {
+			t.Errorf("exit %s, want a non-zero status", w.State())
 		}
 		if !strings.Contains(stderr, ep) || !strings.Contains(stderr, "no answer within") {
 			t.Errorf("stderr does not say that endpoint %s did not answer:\n%s", ep, stderr)
 		}
-		t.Logf("exit %d after %s: %s", w.exitCode(), took.Round(time.Millisecond), lastLine(stderr))
+		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 }
 
@@ -198,9 +193,9 @@ func TestMissingCredentialsAreExplained(t *testing.T) {
 		"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_SESSION_TOKEN=", "AWS_PROFILE=",
 		"AWS_SHARED_CREDENTIALS_FILE=/nonexistent/credentials", "AWS_CONFIG_FILE=/nonexistent/config",
 		"AWS_EC2_METADATA_DISABLED=true")
-	stderr := w.stderr.String()
-	if w.exitCode() <= 0 {
-		t.Errorf("exit %s, want a non-zero status", w.cmd.ProcessState)
+	stderr := w.Output()
+	if w.ExitCode() <= 0 {
+		t.Errorf("exit %s, want a non-zero status", w.State())
 	}
 	for _, want := range []string{"no usable AWS credentials", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} {
 		if !strings.Contains(stderr, want) {
@@ -210,7 +205,7 @@ func TestMissingCredentialsAreExplained(t *testing.T) {
 	if took > 30*time.Second {
 		t.Errorf("took %s to notice missing credentials", took)
 	}
-	t.Logf("exit %d after %s: %s", w.exitCode(), took.Round(time.Millisecond), lastLine(stderr))
+	t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 }
 
 // The stream deleted while workers run: they keep running and answering /health, keep
@@ -224,7 +219,7 @@ func TestStreamDeletedMidRun(t *testing.T) {
 	p.putRound(3)
 	ws, _ := c.startWorkers("w1", "w2")
 	c.waitBalanced(60*time.Second, 4, 2, ids(ws)...)
-	c.waitDelivered(30*time.Second, p.sentRecords())
+	c.waitDelivered(30*time.Second, p.Sent())
 	time.Sleep(time.Second) // the last checkpoints land
 	before, err := c.leases()
 	if err != nil {
@@ -238,7 +233,7 @@ func TestStreamDeletedMidRun(t *testing.T) {
 	for _, w := range ws {
 		w.mustRun(t)
 		if code, body := w.get(t, "/health"); code != http.StatusOK {
-			t.Errorf("%s /health = %d %s with the stream gone, want 200", w.id, code, body)
+			t.Errorf("%s /health = %d %s with the stream gone, want 200", w.ID, code, body)
 		}
 	}
 	var reported int
@@ -252,7 +247,7 @@ func TestStreamDeletedMidRun(t *testing.T) {
 		for k, n := range perKey {
 			// One per window of 30 s; the window may have started just before deletion.
 			if n > 2 {
-				t.Errorf("%s logged %q %d times in %s: not throttled", w.id, k, n, time.Since(deleted).Round(time.Second))
+				t.Errorf("%s logged %q %d times in %s: not throttled", w.ID, k, n, time.Since(deleted).Round(time.Second))
 			}
 		}
 	}
@@ -289,7 +284,7 @@ func TestMetaTableDeletedMidRunFences(t *testing.T) {
 	p.putRound(2)
 	w := c.startWorker("w1")
 	c.waitBalanced(60*time.Second, 2, 2, "w1")
-	c.waitDelivered(30*time.Second, p.sentRecords())
+	c.waitDelivered(30*time.Second, p.Sent())
 	time.Sleep(time.Second)
 	before, err := c.leases()
 	if err != nil {
@@ -307,12 +302,12 @@ func TestMetaTableDeletedMidRunFences(t *testing.T) {
 	if took := fenced.Sub(deleted); took > defaultLeaseDuration {
 		t.Errorf("fenced %s after the table was deleted, later than the lease duration", took)
 	}
-	sentBefore := len(p.sentRecords())
+	sentBefore := len(p.Sent())
 	p.putRound(2)
 	time.Sleep(5 * time.Second)
 	recs := c.mustRecords()
-	d := checkDelivery(p.sentRecords()[sentBefore:], recs)
-	if processed := len(p.sentRecords()) - sentBefore - len(d.lost); processed != 0 {
+	d := harness.CompareSent(p.Sent()[sentBefore:], recs)
+	if processed := len(p.Sent()) - sentBefore - len(d.Lost); processed != 0 {
 		t.Errorf("%d records produced after fencing were processed by a worker that cannot heartbeat", processed)
 	}
 	time.Sleep(defaultLeaseDuration)
@@ -351,7 +346,7 @@ func TestLeaseTableDeletedMidRunIsReported(t *testing.T) {
 	}
 	p.putRound(1) // a checkpoint must be attempted
 	waitFor(t, 30*time.Second, "a log line naming the lease table as not found", func() (bool, string) {
-		return len(logsMentioning(w, "not found", c.store.LeaseTable()+`"`)) > 0, tail(w.logPath, 3)
+		return len(logsMentioning(w, "not found", c.store.LeaseTable()+`"`)) > 0, tail(w.LogPath(), 3)
 	})
 	time.Sleep(defaultLeaseDuration)
 	w.mustRun(t)
@@ -394,7 +389,7 @@ func TestCorruptMetadataItems(t *testing.T) {
 	p.putRound(3)
 	ws, _ := c.startWorkers("w1", "w2")
 	c.waitBalanced(90*time.Second, 6, 3, ids(ws)...)
-	c.waitDelivered(30*time.Second, p.sentRecords())
+	c.waitDelivered(30*time.Second, p.Sent())
 	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: aws.String(c.store.MetaTable()),
 		Key: map[string]dtypes.AttributeValue{"worker_id": s(c.store.CoordinatorKey())}, ConsistentRead: aws.Bool(true)})
 	if err != nil {
@@ -407,11 +402,11 @@ func TestCorruptMetadataItems(t *testing.T) {
 		w.mustRun(t)
 		for _, key := range []string{"corrupt-worker", "future-worker"} {
 			if len(logsMentioning(w, key)) == 0 {
-				t.Errorf("worker %s did not report corrupt item %s", w.id, key)
+				t.Errorf("worker %s did not report corrupt item %s", w.ID, key)
 			}
 		}
 		if lines := logsMentioning(w, "future-worker", "newer version"); len(lines) == 0 {
-			t.Errorf("worker %s did not say future-worker was written by a newer version", w.id)
+			t.Errorf("worker %s did not say future-worker was written by a newer version", w.ID)
 		}
 	}
 }
@@ -454,7 +449,7 @@ func TestImpossibleCoordinatorValuesOnEngines(t *testing.T) {
 	for _, w := range ws {
 		w.mustRun(t)
 		if n := len(logsMentioning(w, "panic")); n > 0 {
-			t.Errorf("%s logged a panic", w.id)
+			t.Errorf("%s logged a panic", w.ID)
 		}
 	}
 }
@@ -477,7 +472,7 @@ func TestLargeAndBinaryRecords(t *testing.T) {
 		}
 		seqs[aws.ToString(out.SequenceNumber)] = i
 	}
-	var got []record
+	var got []harness.Delivery
 	waitFor(t, 60*time.Second, "every large and binary record in the record log", func() (bool, string) {
 		recs, err := c.records() // fails on any line that is not valid JSON
 		if err != nil {
@@ -528,7 +523,7 @@ func TestNoSecretsInLogsOrEndpoints(t *testing.T) {
 	w := c.startWorker("w1", "AWS_ACCESS_KEY_ID="+keyID, "AWS_SECRET_ACCESS_KEY="+secret, "AWS_SESSION_TOKEN="+token,
 		"LOG_LEVEL=debug", "KUBE_BEARER_TOKEN="+kubeTok)
 	c.waitBalanced(60*time.Second, 2, 2, "w1")
-	c.waitDelivered(30*time.Second, p.sentRecords())
+	c.waitDelivered(30*time.Second, p.Sent())
 	secrets := []string{keyID, secret, token, kubeTok, "AKIAKDSLEAKCANARY", "LeakCanarySecret", "LEAKCANARYSESSION"}
 	for _, path := range []string{"/health", "/ready", "/metrics"} {
 		_, body := w.get(t, path)
@@ -539,9 +534,9 @@ func TestNoSecretsInLogsOrEndpoints(t *testing.T) {
 		}
 	}
 	c.sigterm(w, 30*time.Second)
-	logs := tail(w.logPath, 1<<30)
+	logs := tail(w.LogPath(), 1<<30)
 	if !strings.Contains(logs, `"level":"DEBUG"`) || !strings.Contains(logs, "worker stopped") {
-		t.Fatalf("the log does not cover a debug-level run to the end:\n%s", tail(w.logPath, 5))
+		t.Fatalf("the log does not cover a debug-level run to the end:\n%s", tail(w.LogPath(), 5))
 	}
 	for _, s := range secrets {
 		if strings.Contains(logs, s) {

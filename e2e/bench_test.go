@@ -24,7 +24,9 @@ import (
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // TestBenchmarks is `make bench`: it measures, on the real local engines with real worker
@@ -118,23 +120,11 @@ func list(ds []time.Duration) string {
 	return strings.Join(parts, ", ")
 }
 
-// balancedWithRecords is the common start: 30 shards, 3 workers at 10/10/10, and records
-// flowing to every shard (20 per second).
-func balancedWithRecords(t *testing.T) (*cluster, *producer, []*worker) {
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.start(5)
-	ws, _ := c.startWorkers(names(3)...)
-	c.waitBalanced(60*time.Second, 30, 10, names(3)...)
-	return c, p, ws
-}
-
 // duplicates counts records processed more than once.
-func duplicates(c *cluster, sent []sentRecord) int {
+func duplicates(c *cluster, sent []harness.Sent) int {
 	d, _ := c.waitDelivered(90*time.Second, sent)
 	n := 0
-	for _, times := range d.duplicates {
+	for _, times := range d.Duplicates {
 		n += times - 1
 	}
 	return n
@@ -148,7 +138,7 @@ func benchStartup(t *testing.T) (time.Duration, int) {
 	_, last := c.startWorkers(names(3)...)
 	var done time.Time
 	waitFor(t, 60*time.Second, "every shard processing", func() (bool, string) {
-		first := firstPerShard(c.mustRecords(), func(record) bool { return true })
+		first := firstPerShard(c.mustRecords(), func(harness.Delivery) bool { return true })
 		for _, ts := range first {
 			if at := time.Unix(0, ts); at.After(done) {
 				done = at
@@ -156,46 +146,46 @@ func benchStartup(t *testing.T) (time.Duration, int) {
 		}
 		return len(first) == 30, fmt.Sprintf("%d of 30 shards processed", len(first))
 	})
-	return done.Sub(last), duplicates(c, p.sentRecords())
+	return done.Sub(last), duplicates(c, p.Sent())
 }
 
 func benchJoin(t *testing.T) (time.Duration, int) {
-	c, p, _ := balancedWithRecords(t)
+	c, p, _ := balancedWithRecords(t, names(3)...)
 	_, started := c.startWorkers(names(5)[3:]...)
 	balanced := c.waitBalanced(60*time.Second, 30, 6, names(5)...)
 	time.Sleep(time.Second)
 	p.stop()
-	return balanced.Sub(started), duplicates(c, p.sentRecords())
+	return balanced.Sub(started), duplicates(c, p.Sent())
 }
 
 func benchKill(t *testing.T) (time.Duration, int) {
-	c, p, ws := balancedWithRecords(t)
-	_, others, _ := roles(t, c, ws)
-	victim := others[0]
-	held := heldBy(t, c, victim.id)
+	c, p, ws := balancedWithRecords(t, names(3)...)
+	victim, _, held := pickVictim(t, c, ws)
 	c.kill9(victim)
 	killed := time.Now()
 	p.putRound(1)
-	resumed := c.waitProcessedElsewhere(60*time.Second, victim.id, held)
+	resumed := c.waitProcessedElsewhere(60*time.Second, victim.ID, held)
 	p.stop()
-	return resumed.Sub(killed), duplicates(c, p.sentRecords())
+	return resumed.Sub(killed), duplicates(c, p.Sent())
 }
 
 func benchSigterm(t *testing.T) (time.Duration, int) {
-	c, p, ws := balancedWithRecords(t)
-	_, others, _ := roles(t, c, ws)
-	victim := others[0]
-	held := heldBy(t, c, victim.id)
+	c, p, ws := balancedWithRecords(t, names(3)...)
+	victim, _, held := pickVictim(t, c, ws)
 	signalled := time.Now()
-	go c.sigterm(victim, 30*time.Second)
+	go func() {
+		if err := c.Terminate(context.Background(), victim.ID, 30*time.Second); err != nil {
+			t.Error(err)
+		}
+	}()
 	p.putRound(1)
-	resumed := c.waitProcessedElsewhere(60*time.Second, victim.id, held)
+	resumed := c.waitProcessedElsewhere(60*time.Second, victim.ID, held)
 	p.stop()
-	return resumed.Sub(signalled), duplicates(c, p.sentRecords())
+	return resumed.Sub(signalled), duplicates(c, p.Sent())
 }
 
 func benchCoordinatorKill(t *testing.T) (time.Duration, int) {
-	c, p, ws := balancedWithRecords(t)
+	c, p, ws := balancedWithRecords(t, names(3)...)
 	coord, _, old := roles(t, c, ws)
 	c.kill9(coord)
 	killed := time.Now()
@@ -207,11 +197,11 @@ func benchCoordinatorKill(t *testing.T) (time.Duration, int) {
 		return r.CoordinatorID != old.CoordinatorID && r.Epoch > old.Epoch && r.WorkerCount == 2 && r.MaxLeasesPerWorker == 15, coordString(r)
 	})
 	p.stop()
-	return written.Sub(killed), duplicates(c, p.sentRecords())
+	return written.Sub(killed), duplicates(c, p.Sent())
 }
 
 func benchReshard(t *testing.T) (time.Duration, int) {
-	c, p, _ := balancedWithRecords(t)
+	c, p, _ := balancedWithRecords(t, names(3)...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	resharded := time.Now()
@@ -221,18 +211,18 @@ func benchReshard(t *testing.T) (time.Duration, int) {
 	}
 	p.bindKeys() // keys on the children, so each child receives records
 	children := map[string]bool{}
-	shards, err := listShards(ctx, c.kin, c.stream)
+	shards, err := stream.NewKinesis(c.kin, c.stream).ListShards(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range shards {
-		if isOpen(s) {
-			children[aws.ToString(s.ShardId)] = true
+		if !s.Closed {
+			children[s.ID] = true
 		}
 	}
 	var done time.Time
 	waitFor(t, 90*time.Second, "every child processing", func() (bool, string) {
-		first := firstPerShard(c.mustRecords(), func(r record) bool { return children[r.Shard] })
+		first := firstPerShard(c.mustRecords(), func(r harness.Delivery) bool { return children[r.Shard] })
 		for _, ts := range first {
 			if at := time.Unix(0, ts); at.After(done) {
 				done = at
@@ -241,7 +231,7 @@ func benchReshard(t *testing.T) (time.Duration, int) {
 		return len(first) == len(children), fmt.Sprintf("%d of %d children processed", len(first), len(children))
 	})
 	p.stop()
-	return done.Sub(resharded), duplicates(c, p.sentRecords())
+	return done.Sub(resharded), duplicates(c, p.Sent())
 }
 
 // ---- 8. DynamoDB cost. ----
@@ -553,7 +543,7 @@ func fillStream(t *testing.T, c *cluster, n int) {
 // with at least pace between calls on a shard, and returns records/s from 10% to 90%.
 func bareRead(t *testing.T, c *cluster, total, limit int, pace time.Duration) float64 {
 	ctx := context.Background()
-	shards, err := listShards(ctx, c.kin, c.stream)
+	shards, err := stream.NewKinesis(c.kin, c.stream).ListShards(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,7 +555,7 @@ func bareRead(t *testing.T, c *cluster, total, limit int, pace time.Duration) fl
 		go func() {
 			defer wg.Done()
 			it, err := c.kin.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{StreamName: aws.String(c.stream),
-				ShardId: s.ShardId, ShardIteratorType: ktypes.ShardIteratorTypeTrimHorizon})
+				ShardId: aws.String(s.ID), ShardIteratorType: ktypes.ShardIteratorTypeTrimHorizon})
 			if err != nil {
 				t.Error(err)
 				return

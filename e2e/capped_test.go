@@ -33,13 +33,13 @@ func TestCapLeavesShardsUnownedLoudly(t *testing.T) {
 	}
 	for _, w := range ws {
 		if got := w.metric(t, "kds_shards_unowned"); got != 5 {
-			t.Errorf("%s kds_shards_unowned = %v, want 5", w.id, got)
+			t.Errorf("%s kds_shards_unowned = %v, want 5", w.ID, got)
 		}
 		if got := w.metric(t, "kds_recommended_workers"); got != 4 {
-			t.Errorf("%s kds_recommended_workers = %v, want 4", w.id, got)
+			t.Errorf("%s kds_recommended_workers = %v, want 4", w.ID, got)
 		}
 		if got := w.metric(t, "kds_leases_held"); got != 5 {
-			t.Errorf("%s kds_leases_held = %v, want 5", w.id, got)
+			t.Errorf("%s kds_leases_held = %v, want 5", w.ID, got)
 		}
 	}
 }

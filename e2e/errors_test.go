@@ -52,15 +52,15 @@ func TestCorruptLeaseItemsAreSkipped(t *testing.T) {
 		first := firstPerShard(recs, nil)
 		return len(first) == 6, fmt.Sprintf("%d of 6 shards processed", len(first))
 	})
-	c.waitDelivered(30*time.Second, p.sentRecords())
+	c.waitDelivered(30*time.Second, p.Sent())
 	c.waitBalanced(30*time.Second, 6, 3, ids(ws)...)
 
 	for _, w := range ws {
-		if w.exited() {
-			t.Errorf("worker %s exited: %s", w.id, w.state())
+		if w.Exited() {
+			t.Errorf("worker %s exited: %s", w.ID, w.State())
 		}
 		reported := map[string]bool{}
-		for _, e := range logEntries(w.logPath) {
+		for _, e := range logEntries(w.LogPath()) {
 			if e.Level != "ERROR" {
 				continue
 			}
@@ -73,7 +73,7 @@ func TestCorruptLeaseItemsAreSkipped(t *testing.T) {
 		// Every worker read the lease table to take its leases.
 		for key := range corrupt {
 			if !reported[key] {
-				t.Errorf("worker %s logged no error naming corrupt item %s", w.id, key)
+				t.Errorf("worker %s logged no error naming corrupt item %s", w.ID, key)
 			}
 		}
 	}
@@ -88,9 +88,9 @@ func TestStartupErrorsAreClear(t *testing.T) {
 	t.Run("missing stream", func(t *testing.T) {
 		c := newCluster(t, 0, defaultLeaseDuration) // names a stream that is never created
 		w, took := c.runWorker("w1", 30*time.Second)
-		stderr := w.stderr.String()
-		if w.exitCode() == 0 || w.exitCode() == -1 {
-			t.Errorf("exit %s, want a non-zero status", w.cmd.ProcessState)
+		stderr := w.Output()
+		if w.ExitCode() == 0 || w.ExitCode() == -1 {
+			t.Errorf("exit %s, want a non-zero status", w.State())
 		}
 		if took > 15*time.Second {
 			t.Errorf("took %s to give up, want seconds", took)
@@ -98,14 +98,14 @@ func TestStartupErrorsAreClear(t *testing.T) {
 		if !strings.Contains(stderr, c.stream) || !strings.Contains(stderr, "not found") {
 			t.Errorf("stderr does not name stream %s as not found:\n%s", c.stream, stderr)
 		}
-		t.Logf("exit %d after %s: %s", w.exitCode(), took.Round(time.Millisecond), lastLine(stderr))
+		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 	t.Run("missing tables", func(t *testing.T) {
 		c := newCluster(t, 1, defaultLeaseDuration)
 		w, took := c.runWorker("w1", 30*time.Second, "CREATE_TABLES=false")
-		stderr := w.stderr.String()
-		if w.exitCode() == 0 || w.exitCode() == -1 {
-			t.Errorf("exit %s, want a non-zero status", w.cmd.ProcessState)
+		stderr := w.Output()
+		if w.ExitCode() == 0 || w.ExitCode() == -1 {
+			t.Errorf("exit %s, want a non-zero status", w.State())
 		}
 		if took > 15*time.Second {
 			t.Errorf("took %s to give up, want seconds", took)
@@ -114,7 +114,7 @@ func TestStartupErrorsAreClear(t *testing.T) {
 		if !named || !strings.Contains(stderr, "not found") {
 			t.Errorf("stderr does not name the missing table %s or %s as not found:\n%s", c.store.LeaseTable(), c.store.MetaTable(), stderr)
 		}
-		t.Logf("exit %d after %s: %s", w.exitCode(), took.Round(time.Millisecond), lastLine(stderr))
+		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 	for _, tc := range []struct{ env, value string }{
 		{"LEASE_DURATION", "abc"},
@@ -124,9 +124,9 @@ func TestStartupErrorsAreClear(t *testing.T) {
 		t.Run("invalid "+tc.env, func(t *testing.T) {
 			c := newCluster(t, 0, defaultLeaseDuration)
 			w, _ := c.runWorker("w1", 10*time.Second, tc.env+"="+tc.value)
-			stderr := w.stderr.String()
-			if w.exitCode() != 2 {
-				t.Errorf("%s=%s: exit %s, want status 2", tc.env, tc.value, w.cmd.ProcessState)
+			stderr := w.Output()
+			if w.ExitCode() != 2 {
+				t.Errorf("%s=%s: exit %s, want status 2", tc.env, tc.value, w.State())
 			}
 			if !strings.Contains(stderr, tc.env) {
 				t.Errorf("%s=%s: stderr does not name %s:\n%s", tc.env, tc.value, tc.env, stderr)

@@ -16,6 +16,31 @@ func startBalanced(t *testing.T, c *cluster, names ...string) []*worker {
 	return ws
 }
 
+// balancedWithRecords is the common start: 30 shards, records flowing to every shard (20
+// per second), and the workers started and balanced.
+func balancedWithRecords(t *testing.T, names ...string) (*cluster, *producer, []*worker) {
+	t.Helper()
+	c := newCluster(t, 30, defaultLeaseDuration)
+	p := newProducer(t, c)
+	p.bindKeys()
+	p.Start(5)
+	return c, p, startBalanced(t, c, names...)
+}
+
+// pickVictim picks a worker other than the coordinator and returns it, the others' ids
+// and the shards it holds with their lease counters.
+func pickVictim(t *testing.T, c *cluster, ws []*worker) (victim *worker, survivors []string, held map[string]int64) {
+	t.Helper()
+	_, others, _ := roles(t, c, ws)
+	victim = others[0]
+	for _, w := range ws {
+		if w != victim {
+			survivors = append(survivors, w.ID)
+		}
+	}
+	return victim, survivors, heldBy(t, c, victim.ID)
+}
+
 // roles splits the workers into the coordinator and the others, from the coordinator item.
 func roles(t *testing.T, c *cluster, ws []*worker) (coord *worker, others []*worker, rec lease.CoordinatorRecord) {
 	t.Helper()
@@ -24,7 +49,7 @@ func roles(t *testing.T, c *cluster, ws []*worker) (coord *worker, others []*wor
 		t.Fatalf("read coordinator item: %v (%s)", err, coordString(r))
 	}
 	for _, w := range ws {
-		if w.id == r.CoordinatorID {
+		if w.ID == r.CoordinatorID {
 			coord = w
 		} else {
 			others = append(others, w)
@@ -109,44 +134,32 @@ func TestCoordinatorKilled(t *testing.T) {
 // killed worker's shards (those after its last checkpoint).
 func TestWorkerKilledWhileRecordsFlow(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.start(5) // 20 records/s across all shards
-	ws := startBalanced(t, c, "w1", "w2", "w3")
-	_, others, _ := roles(t, c, ws)
-	victim := others[0]
-	survivors := []string{}
-	for _, w := range ws {
-		if w != victim {
-			survivors = append(survivors, w.id)
-		}
-	}
-	victimShards := heldBy(t, c, victim.id)
+	c, p, ws := balancedWithRecords(t, "w1", "w2", "w3")
+	victim, survivors, victimShards := pickVictim(t, c, ws)
 
 	c.kill9(victim)
 	killed := time.Now()
 	p.putRound(1) // a record on every shard right after the kill
 
 	balanced := c.waitBalanced(60*time.Second, 30, 15, survivors...)
-	resumed := c.waitProcessedElsewhere(60*time.Second, victim.id, victimShards)
+	resumed := c.waitProcessedElsewhere(60*time.Second, victim.ID, victimShards)
 	t.Logf("MEASURED kill -9 -> survivors own 15/15: %s", since(killed, balanced))
 	t.Logf("MEASURED kill -9 -> every shard of the victim processing on a survivor: %s", since(killed, resumed))
 
 	time.Sleep(time.Second)
 	p.stop()
-	sent := p.sentRecords()
+	sent := p.Sent()
 	d, _ := c.waitDelivered(60*time.Second, sent)
 	var foreign []string
-	for k, n := range d.duplicates {
-		if _, ok := victimShards[k.shard]; !ok {
-			foreign = append(foreign, fmt.Sprintf("%s/%s x%d", k.shard, k.seq, n))
+	for k, n := range d.Duplicates {
+		if _, ok := victimShards[k.Shard]; !ok {
+			foreign = append(foreign, fmt.Sprintf("%s/%s x%d", k.Shard, k.Seq, n))
 		}
 	}
 	if len(foreign) > 0 {
 		t.Errorf("%d records processed twice on shards the killed worker did not own: %v", len(foreign), foreign)
 	}
-	t.Logf("%d records produced, 0 lost, %d processed twice (all on the killed worker's shards)", len(sent), len(d.duplicates))
+	t.Logf("%d records produced, 0 lost, %d processed twice (all on the killed worker's shards)", len(sent), len(d.Duplicates))
 }
 
 // TestGracefulShutdownMovesLeasesWithoutDuplicates proves the planned path: on SIGTERM a
@@ -156,25 +169,13 @@ func TestWorkerKilledWhileRecordsFlow(t *testing.T) {
 // processed twice.
 func TestGracefulShutdownMovesLeasesWithoutDuplicates(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.start(5)
-	ws := startBalanced(t, c, "w1", "w2", "w3")
-	_, others, _ := roles(t, c, ws)
-	victim := others[0]
-	var survivors []string
-	for _, w := range ws {
-		if w != victim {
-			survivors = append(survivors, w.id)
-		}
-	}
-	victimShards := heldBy(t, c, victim.id)
+	c, p, ws := balancedWithRecords(t, "w1", "w2", "w3")
+	victim, survivors, victimShards := pickVictim(t, c, ws)
 
 	termAt := time.Now()
 	took := c.sigterm(victim, 15*time.Second)
 	t.Logf("MEASURED SIGTERM -> process exited (status 0): %s", took.Round(10*time.Millisecond))
-	for _, e := range logEntries(victim.logPath) {
+	for _, e := range logEntries(victim.LogPath()) {
 		if ns, ok := e.Attrs["took"].(float64); ok && e.Msg == "worker stopped" {
 			t.Logf("MEASURED SIGTERM: the worker's own shutdown (drain, release, mark gone) took %s", time.Duration(ns))
 		}
@@ -186,8 +187,8 @@ func TestGracefulShutdownMovesLeasesWithoutDuplicates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if still := o.ownedBy(victim.id); len(still) > 0 {
-		t.Errorf("after exiting, %s still owns %d leases: %v", victim.id, len(still), still)
+	if still := o.ownedBy(victim.ID); len(still) > 0 {
+		t.Errorf("after exiting, %s still owns %d leases: %v", victim.ID, len(still), still)
 	}
 	m, err := c.meta()
 	if err != nil {
@@ -195,26 +196,26 @@ func TestGracefulShutdownMovesLeasesWithoutDuplicates(t *testing.T) {
 	}
 	state := lease.WorkerState("(no item)")
 	for _, w := range m.Workers {
-		if w.WorkerID == victim.id {
+		if w.WorkerID == victim.ID {
 			state = w.State
 		}
 	}
 	if state != lease.WorkerGone {
-		t.Errorf("metadata item of %s has state %q after shutdown, want %q", victim.id, state, lease.WorkerGone)
+		t.Errorf("metadata item of %s has state %q after shutdown, want %q", victim.ID, state, lease.WorkerGone)
 	}
 	p.putRound(1)
 
 	balanced := c.waitBalanced(30*time.Second, 30, 15, survivors...)
-	resumed := c.waitProcessedElsewhere(30*time.Second, victim.id, victimShards)
+	resumed := c.waitProcessedElsewhere(30*time.Second, victim.ID, victimShards)
 	t.Logf("MEASURED SIGTERM -> survivors own 15/15 and max 15: %s", since(termAt, balanced))
 	t.Logf("MEASURED SIGTERM -> every shard of the stopped worker processing elsewhere: %s", since(termAt, resumed))
 
 	time.Sleep(time.Second)
 	p.stop()
-	sent := p.sentRecords()
+	sent := p.Sent()
 	d, _ := c.waitDelivered(60*time.Second, sent)
-	if len(d.duplicates) > 0 {
-		t.Errorf("%d records processed more than once across a graceful shutdown, want 0: %v", len(d.duplicates), d.duplicates)
+	if len(d.Duplicates) > 0 {
+		t.Errorf("%d records processed more than once across a graceful shutdown, want 0: %v", len(d.Duplicates), d.Duplicates)
 	}
-	t.Logf("%d records produced, 0 lost, %d duplicates", len(sent), len(d.duplicates))
+	t.Logf("%d records produced, 0 lost, %d duplicates", len(sent), len(d.Duplicates))
 }

@@ -3,93 +3,71 @@
 // promises: balanced leases, one coordinator, fast and safe fail-over, no lost records,
 // no duplicates on planned moves, fencing of stale owners, and parents before children.
 //
-// Observers read the lease and metadata tables directly (dynamostore) and the record log
-// every worker writes (RECORD_LOG_DIR). The harness in this file starts and signals
-// workers, produces records and parses the logs; each test file states what it proves.
+// Workers, their edges (where a test holds a worker's requests), the producer and the
+// record logs are internal/harness's; observers read the lease and metadata tables
+// directly (dynamostore). This file binds them to a test; each test file states what it
+// proves.
 package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"maps"
+	"log/slog"
 	"math/big"
-	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/kubetest"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/proc"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
-// workerBinary is the kds-consumer binary built once by TestMain.
-var workerBinary string
+// workerBin and ctlBin are the kds-consumer and kdsctl binaries built once by TestMain.
+var workerBin, ctlBin string
 
 func TestMain(m *testing.M) {
-	bin, err := buildWorker()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: cannot build ./cmd/kds-consumer: %v\n", err)
+	var err error
+	if workerBin, ctlBin, err = buildBinaries(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: cannot build the binaries: %v\n", err)
 		os.Exit(1)
 	}
-	workerBinary = bin
 	// The engines for every test, and a real kube-apiserver for the Kubernetes ones.
 	os.Exit(kubetest.Run(kubetest.RunnerFunc(func() int { return enginetest.Run(m) })))
 }
 
-// buildWorker builds ./cmd/kds-consumer into a per-user directory under the temp dir.
-// enginetest.Main ends the process with os.Exit, so the binary cannot be removed when
-// the tests end; instead it is named after this process and binaries left by earlier
-// runs that are no longer running are removed here.
-func buildWorker() (string, error) {
+// buildBinaries builds the binaries into a per-user directory under the temp dir.
+// enginetest.Main ends the process with os.Exit, so they cannot be removed when the tests
+// end; instead their directory is named after this process, and those of earlier runs
+// that are no longer running are removed here.
+func buildBinaries() (string, string, error) {
 	dir := filepath.Join(os.TempDir(), fmt.Sprintf("kds-e2e-%d", os.Getuid()))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	removeStaleBinaries(dir)
-	bin := filepath.Join(dir, fmt.Sprintf("kds-consumer-%d", os.Getpid()))
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/kds-lease-manager/kds-lease-manager/cmd/kds-consumer")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
-func removeStaleBinaries(dir string) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		pid, err := strconv.Atoi(strings.TrimPrefix(e.Name(), "kds-consumer-"))
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
 		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	return harness.BuildBinaries(ctx, filepath.Join(dir, strconv.Itoa(os.Getpid())))
 }
 
 // Default worker settings: LeaseDuration is the value the product's numbers are quoted
@@ -99,19 +77,15 @@ const (
 	idleBetweenReads     = "200ms"
 )
 
-// cluster is one application (stream, lease and metadata tables) and its workers.
+// cluster is one application (stream, lease and metadata tables) and its workers, each
+// behind its own edge.
 type cluster struct {
-	t             *testing.T
-	stream        string
-	app           string
-	recordDir     string
-	logDir        string
-	leaseDuration time.Duration
-	kin           *kinesis.Client
-	store         *dynamostore.Store
-
-	mu      sync.Mutex
-	workers map[string]*worker
+	*harness.Cluster
+	t      *testing.T
+	stream string
+	app    string
+	kin    *kinesis.Client
+	store  *dynamostore.Store
 }
 
 // newCluster creates a stream with the given number of shards (none if 0) and names an
@@ -120,20 +94,24 @@ type cluster struct {
 func newCluster(t *testing.T, shards int, leaseDuration time.Duration) *cluster {
 	t.Helper()
 	c := &cluster{
-		t:             t,
-		stream:        enginetest.UniqueName(t, "s"),
-		app:           enginetest.UniqueName(t, "app"),
-		recordDir:     filepath.Join(t.TempDir(), "records"),
-		logDir:        t.TempDir(),
-		leaseDuration: leaseDuration,
-		kin:           enginetest.Kinesis(t),
-		workers:       make(map[string]*worker),
+		t:      t,
+		stream: enginetest.UniqueName(t, "s"),
+		app:    enginetest.UniqueName(t, "app"),
+		kin:    enginetest.Kinesis(t),
 	}
-	store, err := dynamostore.New(enginetest.DynamoDB(t), c.app)
+	hc, err := harness.NewCluster(harness.ClusterConfig{
+		WorkerBin: workerBin, CtlBin: ctlBin, Upstream: enginetest.Endpoint(), Region: enginetest.Region,
+		Stream: c.stream, App: c.app, Dir: t.TempDir(), LeaseDuration: leaseDuration,
+		WorkerEnv: []string{"IDLE_TIME_BETWEEN_READS=" + idleBetweenReads},
+		Logger:    slog.New(slog.DiscardHandler),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.store = store
+	c.Cluster = hc
+	if c.store, err = dynamostore.New(enginetest.DynamoDB(t), c.app); err != nil {
+		t.Fatal(err)
+	}
 	if shards > 0 {
 		enginetest.CreateStream(t, c.stream, shards)
 	}
@@ -142,115 +120,58 @@ func newCluster(t *testing.T, shards int, leaseDuration time.Duration) *cluster 
 }
 
 func (c *cluster) cleanup() {
-	c.mu.Lock()
-	workers := slices.Collect(maps.Values(c.workers))
-	c.mu.Unlock()
-	for _, w := range workers {
-		if !w.exited() {
-			_ = w.cmd.Process.Signal(syscall.SIGCONT) // a stopped process dies only when resumed
-			_ = w.cmd.Process.Kill()
-			<-w.done
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Close(ctx, 0); err != nil {
+		c.t.Logf("stop workers: %v", err)
 	}
 	if c.t.Failed() {
-		sort.Slice(workers, func(i, j int) bool { return workers[i].id < workers[j].id })
-		for _, w := range workers {
-			c.t.Logf("--- log tail of worker %s (%s) ---\n%s", w.id, w.state(), tail(w.logPath, 40))
+		for _, w := range c.Workers() {
+			c.t.Logf("--- log tail of worker %s (%s) ---\n%s", w.ID, w.Process().State(), tail(w.Process().LogPath(), 40))
 		}
 		c.keepLogs()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if err := c.store.DeleteTables(ctx); err != nil {
 		c.t.Logf("delete tables: %v", err)
 	}
 }
 
 // keepLogs copies the worker and record logs of a failed test out of its temporary
-// directories, for a closer look.
+// directory, for a closer look.
 func (c *cluster) keepLogs() {
 	dst := filepath.Join(os.TempDir(), "kds-e2e-failures", fmt.Sprintf("%s-%s", unsafePath.Replace(c.t.Name()), time.Now().Format("150405")))
-	for name, src := range map[string]string{"logs": c.logDir, "records": c.recordDir} {
-		if err := os.CopyFS(filepath.Join(dst, name), os.DirFS(src)); err != nil {
-			c.t.Logf("keep %s: %v", name, err)
-			return
-		}
+	if err := os.CopyFS(dst, os.DirFS(c.Config().Dir)); err != nil {
+		c.t.Logf("keep logs: %v", err)
+		return
 	}
 	c.t.Logf("worker logs and record logs kept in %s", dst)
 }
 
 var unsafePath = strings.NewReplacer("/", "_", " ", "_")
 
-// worker is one running kds-consumer process.
+// worker is one worker process of a test (a test starts each worker id once).
 type worker struct {
-	id         string
-	logPath    string
-	healthAddr string
-	cmd        *exec.Cmd
-	started    time.Time
-	done       chan struct{} // closed when the process has exited and been reaped
-	stderr     *bytes.Buffer // set only for processes run with runWorker
+	*harness.Worker
+	*proc.Process
 }
 
-func (w *worker) exited() bool {
-	select {
-	case <-w.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// exitCode is the exit status after the process ended; -1 for death by a signal.
-func (w *worker) exitCode() int { return w.cmd.ProcessState.ExitCode() }
-
-func (w *worker) state() string {
-	if w.exited() {
-		return w.cmd.ProcessState.String()
-	}
-	return "running"
-}
-
-// workerEnv is the environment of a worker process; extra ("KEY=value") wins over it.
-func (c *cluster) workerEnv(id, healthAddr string, extra []string) []string {
-	env := []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + c.logDir, // no ~/.aws of the developer's
-		"AWS_ENDPOINT_URL=" + enginetest.Endpoint(),
-		"AWS_ACCESS_KEY_ID=test",
-		"AWS_SECRET_ACCESS_KEY=test",
-		"AWS_REGION=" + enginetest.Region,
-		"AWS_EC2_METADATA_DISABLED=true",
-		"STREAM_NAME=" + c.stream,
-		"APP_NAME=" + c.app,
-		"WORKER_ID=" + id,
-		"HEALTH_ADDR=" + healthAddr,
-		"RECORD_LOG_DIR=" + c.recordDir,
-		"LOG_FORMAT=json",
-		"LOG_LEVEL=info",
-		"LEASE_DURATION=" + c.leaseDuration.String(),
-		"IDLE_TIME_BETWEEN_READS=" + idleBetweenReads,
-	}
-	return append(env, extra...)
-}
-
-// startWorker spawns a worker; its stdout and stderr go to <logDir>/<id>.log.
-func (c *cluster) startWorker(id string, extraEnv ...string) *worker {
+func (c *cluster) worker(id string) *worker {
 	c.t.Helper()
-	addr := freeAddr(c.t)
-	logPath := filepath.Join(c.logDir, id+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	w, err := c.Worker(id)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	defer f.Close() // the child has its own descriptor
-	cmd := exec.Command(workerBinary)
-	cmd.Env = c.workerEnv(id, addr, extraEnv)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = procAttr()
-	w := &worker{id: id, logPath: logPath, healthAddr: addr, cmd: cmd, done: make(chan struct{})}
-	c.spawn(w)
-	return w
+	return &worker{w, w.Process()}
+}
+
+// startWorker starts a worker; env ("KEY=value") wins over the cluster's settings. Its
+// output goes to <Dir>/logs/<id>.log.
+func (c *cluster) startWorker(id string, env ...string) *worker {
+	c.t.Helper()
+	if err := c.Start(id, env...); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.worker(id)
 }
 
 // startWorkers starts the workers in order as fast as possible and returns them with the
@@ -264,65 +185,34 @@ func (c *cluster) startWorkers(ids ...string) ([]*worker, time.Time) {
 	return ws, time.Now()
 }
 
-func (c *cluster) spawn(w *worker) {
-	c.t.Helper()
-	c.mu.Lock()
-	if _, dup := c.workers[w.id]; dup {
-		c.mu.Unlock()
-		c.t.Fatalf("worker %s started twice", w.id)
-	}
-	c.workers[w.id] = w
-	c.mu.Unlock()
-	if err := w.cmd.Start(); err != nil {
-		close(w.done)
-		c.t.Fatalf("start worker %s: %v", w.id, err)
-	}
-	w.started = time.Now()
-	go func() {
-		_ = w.cmd.Wait()
-		close(w.done)
-	}()
-}
-
 // runWorker runs a worker that is expected to exit by itself and returns it after it
-// exited (or fails the test after timeout). Its stderr is kept in w.stderr.
-func (c *cluster) runWorker(id string, timeout time.Duration, extraEnv ...string) (*worker, time.Duration) {
+// exited (or fails the test after timeout). Its stderr is in w.Output().
+func (c *cluster) runWorker(id string, timeout time.Duration, env ...string) (*worker, time.Duration) {
 	c.t.Helper()
-	cmd := exec.Command(workerBinary)
-	cmd.Env = c.workerEnv(id, freeAddr(c.t), extraEnv)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = procAttr()
-	w := &worker{id: id, cmd: cmd, done: make(chan struct{}), stderr: &stderr}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
 	start := time.Now()
-	c.spawn(w)
-	select {
-	case <-w.done:
-	case <-time.After(timeout):
-		_ = cmd.Process.Kill()
-		<-w.done
-		c.t.Fatalf("worker %s did not exit within %s; stderr:\n%s", id, timeout, stderr.String())
+	if _, err := c.Run(ctx, id, env...); err != nil {
+		c.t.Fatalf("worker %s did not exit within %s: %v", id, timeout, err)
 	}
-	return w, time.Since(start)
+	return c.worker(id), time.Since(start)
 }
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // kill9 kills the worker with SIGKILL and waits until it is gone.
 func (c *cluster) kill9(w *worker) {
 	c.t.Helper()
-	if err := w.cmd.Process.Kill(); err != nil {
-		c.t.Fatalf("kill -9 %s: %v", w.id, err)
+	if err := c.Kill(context.Background(), w.ID); err != nil {
+		c.t.Fatalf("kill -9 %s: %v", w.ID, err)
 	}
-	<-w.done
 }
 
 // sigterm sends SIGTERM and waits up to timeout for the exit; it returns how long the
@@ -330,111 +220,17 @@ func (c *cluster) kill9(w *worker) {
 func (c *cluster) sigterm(w *worker, timeout time.Duration) time.Duration {
 	c.t.Helper()
 	start := time.Now()
-	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		c.t.Fatalf("SIGTERM %s: %v", w.id, err)
+	if err := c.Terminate(context.Background(), w.ID, timeout); err != nil {
+		c.t.Fatal(err)
 	}
-	select {
-	case <-w.done:
-	case <-time.After(timeout):
-		c.t.Fatalf("worker %s did not exit within %s of SIGTERM", w.id, timeout)
-	}
-	took := time.Since(start)
-	if code := w.exitCode(); code != 0 {
-		c.t.Fatalf("worker %s exited with %s after SIGTERM, want status 0", w.id, w.cmd.ProcessState)
-	}
-	return took
+	return time.Since(start)
 }
 
-func (c *cluster) signal(w *worker, sig syscall.Signal) {
-	c.t.Helper()
-	if err := w.cmd.Process.Signal(sig); err != nil {
-		c.t.Fatalf("signal %v to %s: %v", sig, w.id, err)
-	}
-}
-
-func (c *cluster) sigstop(w *worker) { c.t.Helper(); c.signal(w, syscall.SIGSTOP) }
-func (c *cluster) sigcont(w *worker) { c.t.Helper(); c.signal(w, syscall.SIGCONT) }
-
-// ---- Gate proxy: a worker's view of the network. ----
-
-// gateProxy forwards one worker's AWS requests to the engines and can hold the requests
-// of chosen operations (by X-Amz-Target prefix) until released, like a stalled network
-// path.
-type gateProxy struct {
-	url   string
-	proxy *httputil.ReverseProxy
-
-	mu    sync.Mutex
-	holds map[string]chan struct{} // target prefix -> closed on release
-}
-
-func newGateProxy(t *testing.T) *gateProxy {
-	t.Helper()
-	backend, err := url.Parse(enginetest.Endpoint())
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gateProxy{proxy: httputil.NewSingleHostReverseProxy(backend), holds: map[string]chan struct{}{}}
-	g.proxy.ErrorLog = log.New(io.Discard, "", 0) // a worker giving up on a held call is expected
-	srv := httptest.NewServer(g)
-	g.url = srv.URL
-	t.Cleanup(func() {
-		g.releaseAll()
-		srv.Close()
-	})
-	return g
-}
-
-func (g *gateProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	target := r.Header.Get("X-Amz-Target")
-	g.mu.Lock()
-	var wait chan struct{}
-	for prefix, ch := range g.holds {
-		if strings.HasPrefix(target, prefix) {
-			wait = ch
-		}
-	}
-	g.mu.Unlock()
-	if wait != nil {
-		select {
-		case <-wait:
-		case <-r.Context().Done():
-		}
-		if r.Context().Err() != nil {
-			// The worker gave up on the call: do not send the engine a request whose
-			// client is gone (a burst of those has crashed dynalite).
-			return
-		}
-	}
-	g.proxy.ServeHTTP(w, r)
-}
-
-// hold makes requests whose X-Amz-Target starts with prefix wait until release.
-func (g *gateProxy) hold(prefix string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if _, ok := g.holds[prefix]; !ok {
-		g.holds[prefix] = make(chan struct{})
-	}
-}
-
-// release lets held and later requests for prefix through.
-func (g *gateProxy) release(prefix string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if ch, ok := g.holds[prefix]; ok {
-		close(ch)
-		delete(g.holds, prefix)
-	}
-}
-
-func (g *gateProxy) releaseAll() {
-	g.mu.Lock()
-	prefixes := slices.Collect(maps.Keys(g.holds))
-	g.mu.Unlock()
-	for _, p := range prefixes {
-		g.release(p)
-	}
+// hold makes the worker's requests that match rule (a harness.FaultHang) wait until the
+// returned release is called, like a stalled network path.
+func hold(w *worker, rule harness.Rule) (release func()) {
+	rule.Kind = harness.FaultHang
+	return w.Edge.Injector().Add(rule)
 }
 
 // ---- Observers: direct reads of the lease and metadata tables. ----
@@ -562,67 +358,24 @@ type readiness struct {
 }
 
 func (w *worker) ready() (readiness, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.healthAddr+"/ready", nil)
+	_, body, err := w.Get(context.Background(), "/ready")
 	if err != nil {
 		return readiness{}, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return readiness{}, err
-	}
-	defer resp.Body.Close()
 	var r readiness
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return readiness{}, fmt.Errorf("decode /ready of %s: %w", w.id, err)
+	if err := json.Unmarshal(body, &r); err != nil {
+		return readiness{}, fmt.Errorf("decode /ready of %s: %w", w.ID, err)
 	}
 	return r, nil
 }
 
 // ---- Record logs: what the workers processed. ----
 
-// record is one line of a worker's record log.
-type record struct {
-	Worker string `json:"worker"`
-	Shard  string `json:"shard"`
-	Epoch  int64  `json:"epoch"`
-	Seq    string `json:"seq"`
-	PK     string `json:"pk"`
-	Data   string `json:"data"`
-	T      int64  `json:"t"` // Unix nanoseconds when processed
+func (c *cluster) records() ([]harness.Delivery, error) {
+	return harness.ReadRecordLogs(c.Config().RecordDir())
 }
 
-// records parses every record log. A last line without its newline is being written (or
-// was cut by kill -9) and is skipped; any other unparsable line is an error.
-func (c *cluster) records() ([]record, error) {
-	files, err := filepath.Glob(filepath.Join(c.recordDir, "*.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	var out []record
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
-			data = data[:i+1]
-		} else {
-			continue
-		}
-		for n, line := range bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n")) {
-			var r record
-			if err := json.Unmarshal(line, &r); err != nil {
-				return nil, fmt.Errorf("%s line %d: %w: %q", filepath.Base(f), n+1, err, line)
-			}
-			out = append(out, r)
-		}
-	}
-	return out, nil
-}
-
-func (c *cluster) mustRecords() []record {
+func (c *cluster) mustRecords() []harness.Delivery {
 	c.t.Helper()
 	recs, err := c.records()
 	if err != nil {
@@ -633,7 +386,7 @@ func (c *cluster) mustRecords() []record {
 
 // firstPerShard returns, per shard, the earliest processing time of a record that
 // satisfies keep.
-func firstPerShard(recs []record, keep func(record) bool) map[string]int64 {
+func firstPerShard(recs []harness.Delivery, keep func(harness.Delivery) bool) map[string]int64 {
 	first := make(map[string]int64)
 	for _, r := range recs {
 		if keep != nil && !keep(r) {
@@ -657,7 +410,7 @@ func (c *cluster) waitProcessedElsewhere(timeout time.Duration, victim string, p
 		if err != nil {
 			return false, err.Error()
 		}
-		first := firstPerShard(recs, func(r record) bool {
+		first := firstPerShard(recs, func(r harness.Delivery) bool {
 			old, ok := prev[r.Shard]
 			return ok && r.Worker != victim && r.Epoch > old
 		})
@@ -676,57 +429,23 @@ func (c *cluster) waitProcessedElsewhere(timeout time.Duration, victim string, p
 	return time.Unix(0, last)
 }
 
-type recordKey struct{ shard, seq string }
-
-// delivery compares what was produced with what the record logs show.
-type delivery struct {
-	lost       []sentRecord
-	duplicates map[recordKey]int // (shard, seq) -> times processed, only those > 1
-	mismatched []string
-}
-
-func checkDelivery(sent []sentRecord, recs []record) delivery {
-	seen := make(map[recordKey][]record, len(recs))
-	for _, r := range recs {
-		k := recordKey{r.Shard, r.Seq}
-		seen[k] = append(seen[k], r)
-	}
-	d := delivery{duplicates: map[recordKey]int{}}
-	for k, rs := range seen {
-		if len(rs) > 1 {
-			d.duplicates[k] = len(rs)
-		}
-	}
-	for _, s := range sent {
-		rs, ok := seen[recordKey{s.Shard, s.Seq}]
-		if !ok {
-			d.lost = append(d.lost, s)
-			continue
-		}
-		if rs[0].PK != s.PK || rs[0].Data != s.Data {
-			d.mismatched = append(d.mismatched, fmt.Sprintf("%s/%s: processed %s=%q, produced %s=%q", s.Shard, s.Seq, rs[0].PK, rs[0].Data, s.PK, s.Data))
-		}
-	}
-	return d
-}
-
 // waitDelivered waits until every produced record appears in the record logs and returns
 // the final comparison. It fails the test on lost or altered records.
-func (c *cluster) waitDelivered(timeout time.Duration, sent []sentRecord) (delivery, []record) {
+func (c *cluster) waitDelivered(timeout time.Duration, sent []harness.Sent) (harness.SentDelivery, []harness.Delivery) {
 	c.t.Helper()
-	var d delivery
-	var recs []record
+	var d harness.SentDelivery
+	var recs []harness.Delivery
 	waitFor(c.t, timeout, fmt.Sprintf("all %d produced records in the record logs", len(sent)), func() (bool, string) {
 		var err error
 		recs, err = c.records()
 		if err != nil {
 			return false, err.Error()
 		}
-		d = checkDelivery(sent, recs)
-		return len(d.lost) == 0, fmt.Sprintf("%d lost, e.g. %v", len(d.lost), d.lost[:min(len(d.lost), 5)])
+		d = harness.CompareSent(sent, recs)
+		return len(d.Lost) == 0, fmt.Sprintf("%d lost, e.g. %v", len(d.Lost), d.Lost[:min(len(d.Lost), 5)])
 	})
-	if len(d.mismatched) > 0 {
-		c.t.Fatalf("%d records processed with other content than produced: %v", len(d.mismatched), d.mismatched[:min(5, len(d.mismatched))])
+	if len(d.Mismatched) > 0 {
+		c.t.Fatalf("%d records processed with other content than produced: %v", len(d.Mismatched), d.Mismatched[:min(5, len(d.Mismatched))])
 	}
 	return d, recs
 }
@@ -768,9 +487,9 @@ func logEntries(path string) []logEntry {
 func countLogs(ws []*worker, match func(logEntry) bool) map[string]int {
 	n := make(map[string]int)
 	for _, w := range ws {
-		for _, e := range logEntries(w.logPath) {
+		for _, e := range logEntries(w.LogPath()) {
 			if match(e) {
-				n[w.id]++
+				n[w.ID]++
 			}
 		}
 	}
@@ -800,92 +519,28 @@ func tail(path string, n int) string {
 
 // ---- Producer. ----
 
-// sentRecord is a record Kinesis accepted.
-type sentRecord struct {
-	Shard, Seq, PK, Data string
-}
-
-// producerKey is a partition key bound to one hash key for its whole life, so that its
-// records stay in one shard, or move from a parent to a child after a reshard: the order
-// of its records can then be checked.
-type producerKey struct {
-	name    string
-	hashKey string
-	next    int // data sequence number of the key's next record
-}
-
-// producer puts records with partition keys "pk-<n>" and data "<key>:<seq-in-key>". All
-// puts are serialized, and a put carries at most one record per key and retries failed
-// records before anything else is sent, so each key's records enter Kinesis in data order.
+// producer is a harness.Producer bound to a test: errors fail it.
 type producer struct {
-	t      *testing.T
-	kin    *kinesis.Client
-	stream string
-
-	mu     sync.Mutex
-	keys   []*producerKey
-	bound  map[string]bool // hash keys that have a key
-	sent   []sentRecord
-	cursor int
-
-	bgStop chan struct{}
-	bgDone chan struct{}
-	bgErr  error
+	*harness.Producer
+	t *testing.T
 }
 
 func newProducer(t *testing.T, c *cluster) *producer {
-	p := &producer{t: t, kin: c.kin, stream: c.stream, bound: map[string]bool{}}
+	p := &producer{harness.NewProducer(c.kin, c.stream), t}
 	t.Cleanup(func() {
-		if p.bgStop != nil {
+		if p.Running() {
 			p.stop()
 		}
 	})
 	return p
 }
 
-// openShards lists the stream's open shards.
-func listShards(ctx context.Context, kin *kinesis.Client, streamName string) ([]ktypes.Shard, error) {
-	var shards []ktypes.Shard
-	in := &kinesis.ListShardsInput{StreamName: aws.String(streamName)}
-	for {
-		out, err := kin.ListShards(ctx, in)
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, out.Shards...)
-		if aws.ToString(out.NextToken) == "" {
-			return shards, nil
-		}
-		in = &kinesis.ListShardsInput{NextToken: out.NextToken}
-	}
-}
-
-func isOpen(s ktypes.Shard) bool {
-	return s.SequenceNumberRange == nil || s.SequenceNumberRange.EndingSequenceNumber == nil
-}
-
-// bindKeys adds a key for every open shard whose starting hash key has none yet, so that
-// each open shard receives records. It returns the new keys' names.
+// bindKeys adds a key for every open shard that has none yet; see harness.Producer.
 func (p *producer) bindKeys() []string {
 	p.t.Helper()
-	ctx, cancel := observeCtx()
-	defer cancel()
-	shards, err := listShards(ctx, p.kin, p.stream)
+	added, err := p.BindKeys(context.Background())
 	if err != nil {
-		p.t.Fatalf("list shards: %v", err)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var added []string
-	for _, s := range shards {
-		hk := aws.ToString(s.HashKeyRange.StartingHashKey)
-		if !isOpen(s) || p.bound[hk] {
-			continue
-		}
-		k := &producerKey{name: fmt.Sprintf("pk-%d", len(p.keys)), hashKey: hk}
-		p.keys = append(p.keys, k)
-		p.bound[hk] = true
-		added = append(added, k.name)
+		p.t.Fatal(err)
 	}
 	return added
 }
@@ -893,112 +548,17 @@ func (p *producer) bindKeys() []string {
 // putRound puts one record for every key, rounds times.
 func (p *producer) putRound(rounds int) {
 	p.t.Helper()
-	for range rounds {
-		p.mu.Lock()
-		err := p.putLocked(p.keys)
-		p.mu.Unlock()
-		if err != nil {
-			p.t.Fatalf("put records: %v", err)
-		}
+	if err := p.PutRound(context.Background(), rounds); err != nil {
+		p.t.Fatal(err)
 	}
-}
-
-// putLocked puts one record for each key (at most 500) and retries failed entries until
-// Kinesis accepted all of them.
-func (p *producer) putLocked(keys []*producerKey) error {
-	for start := 0; start < len(keys); start += 500 {
-		batch := keys[start:min(len(keys), start+500)]
-		pending := make([]int, len(batch))
-		entries := make([]ktypes.PutRecordsRequestEntry, len(batch))
-		for i, k := range batch {
-			pending[i] = i
-			entries[i] = ktypes.PutRecordsRequestEntry{
-				PartitionKey:    aws.String(k.name),
-				ExplicitHashKey: aws.String(k.hashKey),
-				Data:            fmt.Appendf(nil, "%s:%d", k.name, k.next),
-			}
-		}
-		for attempt := 0; len(pending) > 0; attempt++ {
-			if attempt == 50 {
-				return fmt.Errorf("%d records still refused after %d attempts", len(pending), attempt)
-			}
-			if attempt > 0 {
-				time.Sleep(100 * time.Millisecond)
-			}
-			req := make([]ktypes.PutRecordsRequestEntry, len(pending))
-			for i, j := range pending {
-				req[i] = entries[j]
-			}
-			ctx, cancel := observeCtx()
-			out, err := p.kin.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(p.stream), Records: req})
-			cancel()
-			if err != nil {
-				continue // nothing was stored; send the same records again
-			}
-			var still []int
-			for i, res := range out.Records {
-				j := pending[i]
-				if res.ErrorCode != nil {
-					still = append(still, j)
-					continue
-				}
-				k := batch[j]
-				p.sent = append(p.sent, sentRecord{Shard: aws.ToString(res.ShardId), Seq: aws.ToString(res.SequenceNumber),
-					PK: k.name, Data: string(entries[j].Data)})
-				k.next++
-			}
-			pending = still
-		}
-	}
-	return nil
-}
-
-// start produces in the background: every 250ms one record for each of the next
-// perTick keys, round robin (perTick*4 records per second).
-func (p *producer) start(perTick int) {
-	p.bgStop, p.bgDone = make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(p.bgDone)
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-p.bgStop:
-				return
-			case <-tick.C:
-			}
-			p.mu.Lock()
-			var keys []*producerKey
-			for range min(perTick, len(p.keys)) {
-				keys = append(keys, p.keys[p.cursor%len(p.keys)])
-				p.cursor++
-			}
-			err := p.putLocked(keys)
-			p.mu.Unlock()
-			if err != nil {
-				p.bgErr = err
-				return
-			}
-		}
-	}()
 }
 
 // stop ends background production and fails the test if it failed.
 func (p *producer) stop() {
 	p.t.Helper()
-	close(p.bgStop)
-	<-p.bgDone
-	p.bgStop = nil
-	if p.bgErr != nil {
-		p.t.Errorf("background producer: %v", p.bgErr)
+	if err := p.Stop(); err != nil {
+		p.t.Error(err)
 	}
-}
-
-// sentRecords returns a copy of what Kinesis accepted so far.
-func (p *producer) sentRecords() []sentRecord {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.sent)
 }
 
 // ---- Helpers. ----
@@ -1020,6 +580,14 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 	}
 }
 
+// must fails the test on err.
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // seqNum parses a Kinesis sequence number.
 func seqNum(s string) (*big.Int, bool) { return new(big.Int).SetString(s, 10) }
 
@@ -1029,7 +597,7 @@ func since(from, to time.Time) string { return to.Sub(from).Round(10 * time.Mill
 func ids(ws []*worker) []string {
 	out := make([]string, len(ws))
 	for i, w := range ws {
-		out[i] = w.id
+		out[i] = w.ID
 	}
 	return out
 }

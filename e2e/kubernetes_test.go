@@ -110,7 +110,7 @@ func TestKubernetesDenialFallsBackToHeartbeats(t *testing.T) {
 		return strings.Contains(e.Msg, "counting live workers by heartbeat") && strings.Contains(fmt.Sprint(e.Attrs["err"]), "forbidden")
 	}))
 	if n != 1 {
-		t.Fatalf("want one clear warning that the StatefulSet is forbidden and heartbeats are used; log:\n%s", tail(w.logPath, 20))
+		t.Fatalf("want one clear warning that the StatefulSet is forbidden and heartbeats are used; log:\n%s", tail(w.LogPath(), 20))
 	}
 }
 

@@ -13,7 +13,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // TestJoinRebalancesWithoutDuplicates proves scale-out: two workers joining three
@@ -21,11 +23,7 @@ import (
 // moves are planned hand-overs: not a record lost, not one processed twice.
 func TestJoinRebalancesWithoutDuplicates(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.start(5)
-	first := startBalanced(t, c, "w1", "w2", "w3")
+	c, p, first := balancedWithRecords(t, "w1", "w2", "w3")
 
 	joiners, joined := c.startWorkers("w4", "w5")
 	all := append(first, joiners...)
@@ -35,10 +33,10 @@ func TestJoinRebalancesWithoutDuplicates(t *testing.T) {
 	p.putRound(1)
 	time.Sleep(2 * time.Second)
 	p.stop()
-	sent := p.sentRecords()
+	sent := p.Sent()
 	d, recs := c.waitDelivered(60*time.Second, sent)
-	if len(d.duplicates) > 0 {
-		t.Errorf("%d records processed more than once while workers joined, want 0: %v", len(d.duplicates), d.duplicates)
+	if len(d.Duplicates) > 0 {
+		t.Errorf("%d records processed more than once while workers joined, want 0: %v", len(d.Duplicates), d.Duplicates)
 	}
 	var byNew int
 	for _, r := range recs {
@@ -59,11 +57,7 @@ func TestJoinRebalancesWithoutDuplicates(t *testing.T) {
 // order they were produced, across the parent -> child boundary.
 func TestReshardParentsBeforeChildren(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 30, defaultLeaseDuration)
-	p := newProducer(t, c)
-	p.bindKeys()
-	p.start(5)
-	ws := startBalanced(t, c, "w1", "w2", "w3")
+	c, p, ws := balancedWithRecords(t, "w1", "w2", "w3")
 	time.Sleep(time.Second)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -88,22 +82,17 @@ func TestReshardParentsBeforeChildren(t *testing.T) {
 	})
 	p.bindKeys() // keys for the children whose hash range starts a new range
 
-	shards, err := listShards(ctx, c.kin, c.stream)
+	shards, err := stream.NewKinesis(c.kin, c.stream).ListShards(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var parents []string
 	parentsOf := map[string][]string{}
 	for _, s := range shards {
-		id := aws.ToString(s.ShardId)
-		if !isOpen(s) {
-			parents = append(parents, id)
-			continue
-		}
-		for _, pid := range []string{aws.ToString(s.ParentShardId), aws.ToString(s.AdjacentParentShardId)} {
-			if pid != "" {
-				parentsOf[id] = append(parentsOf[id], pid)
-			}
+		if s.Closed {
+			parents = append(parents, s.ID)
+		} else if ps := s.Parents(); len(ps) > 0 {
+			parentsOf[s.ID] = ps
 		}
 	}
 	if len(parents) != 30 || len(parentsOf) != 60 {
@@ -142,7 +131,7 @@ func TestReshardParentsBeforeChildren(t *testing.T) {
 	p.putRound(1)
 	time.Sleep(2 * time.Second)
 	p.stop()
-	sent := p.sentRecords()
+	sent := p.Sent()
 	d, recs := c.waitDelivered(90*time.Second, sent)
 
 	// Parents before children: a child's first record after each parent's last.
@@ -172,7 +161,7 @@ func TestReshardParentsBeforeChildren(t *testing.T) {
 	}
 
 	// Per key, the data sequence numbers never go down in processing order.
-	byKey := map[string][]record{}
+	byKey := map[string][]harness.Delivery{}
 	for _, r := range recs {
 		byKey[r.PK] = append(byKey[r.PK], r)
 	}
@@ -205,5 +194,5 @@ func TestReshardParentsBeforeChildren(t *testing.T) {
 		t.Error("no partition key moved from a parent to a child; the order check proves little")
 	}
 	t.Logf("%d records produced, 0 lost, %d processed twice; %d children checked after their parents, %d keys crossed parent -> child",
-		len(sent), len(d.duplicates), checked, crossed)
+		len(sent), len(d.Duplicates), checked, crossed)
 }

@@ -1,9 +1,8 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -41,15 +40,13 @@ func (c *cluster) waitConverged(timeout time.Duration, shards, workers, maxLease
 // metric reads one unlabelled sample from a worker's /metrics.
 func (w *worker) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + w.healthAddr + "/metrics")
+	_, body, err := w.Get(context.Background(), "/metrics")
 	if err != nil {
-		t.Fatalf("%s /metrics: %v", w.id, err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
 	if m == nil {
-		t.Fatalf("%s /metrics has no %s:\n%s", w.id, name, firstLines(string(body), 40))
+		t.Fatalf("%s /metrics has no %s:\n%s", w.ID, name, firstLines(string(body), 40))
 	}
 	v, err := strconv.ParseFloat(string(m[1]), 64)
 	if err != nil {

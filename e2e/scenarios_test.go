@@ -4,8 +4,6 @@ package e2e
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
-
-	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
 )
 
 // TestSeedScenarios runs the design's five scenarios in sequence on the real engines with
@@ -63,10 +59,10 @@ func TestSeedScenarios(t *testing.T) {
 		}
 		for _, w := range ws {
 			if got := w.metric(t, "kds_shards_unowned"); got != 60 {
-				t.Errorf("%s kds_shards_unowned = %v, want 60", w.id, got)
+				t.Errorf("%s kds_shards_unowned = %v, want 60", w.ID, got)
 			}
 			if got := w.metric(t, "kds_recommended_workers"); got != 4 {
-				t.Errorf("%s kds_recommended_workers = %v, want 4", w.id, got)
+				t.Errorf("%s kds_recommended_workers = %v, want 4", w.ID, got)
 			}
 		}
 		out := kdsctl(t, c, "metadata")
@@ -121,18 +117,14 @@ func scaleShards(t *testing.T, c *cluster, n int) {
 	}
 }
 
-// kdsctl builds and runs the operator tool against the cluster.
+// kdsctl runs the operator tool against the cluster and returns what it printed.
 func kdsctl(t *testing.T, c *cluster, args ...string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "kdsctl")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kdsctl").CombinedOutput(); err != nil {
-		t.Fatalf("build kdsctl: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, append([]string{"--endpoint", enginetest.Endpoint(), "--app", c.app, "--stream", c.stream}, args...)...)
-	cmd.Env = append(cmd.Environ(), "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_REGION="+enginetest.Region)
-	out, err := cmd.CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stdout, stderr, err := c.CtlOutput(ctx, args...)
 	if err != nil {
-		t.Fatalf("kdsctl %v: %v\n%s", args, err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return string(stdout) + string(stderr)
 }

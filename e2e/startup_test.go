@@ -44,7 +44,7 @@ func TestStartupBalancedWithoutChurn(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !r.Ready || r.Leases != 10 || r.MaxLeases != 10 || r.ShardCount != 30 || r.WorkerCount != 3 {
-			t.Errorf("/ready of %s = %+v, want ready with 10 leases, max 10, 30 shards, 3 workers", w.id, r)
+			t.Errorf("/ready of %s = %+v, want ready with 10 leases, max 10, 30 shards, 3 workers", w.ID, r)
 		}
 	}
 
@@ -66,9 +66,9 @@ func TestStartupBalancedWithoutChurn(t *testing.T) {
 		t.Errorf(`%d "releasing leases" log lines (%v), want none during start-up`, n, releases)
 	}
 
-	d, _ := c.waitDelivered(30*time.Second, p.sentRecords())
-	if len(d.duplicates) != 0 {
-		t.Errorf("%d records processed more than once on a start without failures: %v", len(d.duplicates), d.duplicates)
+	d, _ := c.waitDelivered(30*time.Second, p.Sent())
+	if len(d.Duplicates) != 0 {
+		t.Errorf("%d records processed more than once on a start without failures: %v", len(d.Duplicates), d.Duplicates)
 	}
 }
 

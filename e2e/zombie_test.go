@@ -13,6 +13,8 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
@@ -98,30 +100,29 @@ func (w *checkpointWatch) stop() (samples int, errs []string) {
 // during the whole test, shows every shard's checkpoint only growing), does not process
 // records under its old lease epochs, and then rejoins the group.
 //
-// To make the pause land where it hurts, the zombie's GetRecords calls are held (by a
-// proxy in front of its endpoint) from just before SIGSTOP until 1.5s after SIGCONT: its
-// shard consumers are then inside a read when the process stops, and the read returns
-// only after the worker had time to renew its heartbeat. A pause can always hit a
-// consumer there; without the hold the test shows the same only now and then.
+// To make the pause land where it hurts, the zombie's GetRecords calls are held (by its
+// edge) from just before SIGSTOP until 1.5s after SIGCONT: its shard consumers are then
+// inside a read when the process stops, and the read returns only after the worker had
+// time to renew its heartbeat. A pause can always hit a consumer there; without the hold
+// the test shows the same only now and then.
 func TestPausedWorkerIsFenced(t *testing.T) {
 	t.Parallel()
 	const leaseDuration = 3 * time.Second
-	const getRecords = "Kinesis_20131202.GetRecords"
 	c := newCluster(t, 12, leaseDuration)
 	watch := watchCheckpoints(c)
 	p := newProducer(t, c)
 	p.bindKeys()
-	p.start(5)
-	gate := newGateProxy(t)
-	ws := []*worker{c.startWorker("w1"), c.startWorker("w2"), c.startWorker("zombie", "AWS_ENDPOINT_URL="+gate.url)}
+	p.Start(5)
+	ws := []*worker{c.startWorker("w1"), c.startWorker("w2"), c.startWorker("zombie")}
 	zombie := ws[2]
 	c.waitBalanced(60*time.Second, 12, 4, ids(ws)...)
-	oldEpochs := heldBy(t, c, zombie.id)
+	oldEpochs := heldBy(t, c, zombie.ID)
 
-	gate.hold(getRecords)
+	release := hold(zombie, harness.Rule{Service: localengines.Kinesis, Operation: "GetRecords"})
+	defer release()
 	time.Sleep(time.Second) // every consumer of the zombie is now inside a GetRecords call
 	stopped := time.Now()
-	c.sigstop(zombie)
+	must(t, c.Pause(zombie.ID))
 	// While it sleeps, the others take its shards under newer epochs.
 	taken := waitFor(t, 30*time.Second, "the other workers to own all 12 shards", func() (bool, string) {
 		o, err := c.ownership()
@@ -137,15 +138,15 @@ func TestPausedWorkerIsFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	for s, old := range oldEpochs {
-		if o.owner[s] == zombie.id || o.counter[s] <= old {
+		if o.owner[s] == zombie.ID || o.counter[s] <= old {
 			t.Errorf("shard %s: owner %q counter %d while the zombie sleeps; it held it at %d", s, o.owner[s], o.counter[s], old)
 		}
 	}
 
 	resumed := time.Now()
-	c.sigcont(zombie)
+	must(t, c.Resume(zombie.ID))
 	time.Sleep(1500 * time.Millisecond)
-	gate.release(getRecords)
+	release()
 	waitFor(t, 20*time.Second, "the resumed worker to log that it lost its leases", func() (bool, string) {
 		n := countLogs([]*worker{zombie}, func(e logEntry) bool {
 			return e.Msg == "lease lost" || strings.HasPrefix(e.Msg, "could not renew the heartbeat in time")
@@ -157,7 +158,7 @@ func TestPausedWorkerIsFenced(t *testing.T) {
 	t.Logf("MEASURED SIGCONT -> zombie rejoined, 4/4/4: %s", since(resumed, rejoined))
 	time.Sleep(2 * time.Second)
 	p.stop()
-	sent := p.sentRecords()
+	sent := p.Sent()
 	_, recs := c.waitDelivered(60*time.Second, sent)
 
 	samples, errs := watch.stop()
@@ -171,7 +172,7 @@ func TestPausedWorkerIsFenced(t *testing.T) {
 	// the others had taken their shards: none may be processed under the old epochs.
 	stale := map[string]int{}
 	for _, r := range recs {
-		if old, ok := oldEpochs[r.Shard]; ok && r.Worker == zombie.id && r.Epoch <= old && r.T > resumed.UnixNano() {
+		if old, ok := oldEpochs[r.Shard]; ok && r.Worker == zombie.ID && r.Epoch <= old && r.T > resumed.UnixNano() {
 			stale[r.Shard]++
 		}
 	}
@@ -242,26 +243,24 @@ func TestStaleCheckpointRefused(t *testing.T) {
 	}
 }
 
-// fenceWhenCut starts three workers on 12 shards, the third behind a gate proxy with a
-// 3s lease (the others keep the default 10s, so they cannot take its leases before it
-// fenced itself and recovered), then holds the cut worker's DynamoDB requests whose
-// X-Amz-Target starts with prefix. It returns the cluster, the producer, the cut
-// worker's shards, and when it was cut and when it stopped its shards (zero if it did
-// not within fenceTimeout). The requests stay held until release is called.
-func fenceWhenCut(t *testing.T, prefix string, fenceTimeout time.Duration) (c *cluster, p *producer, held map[string]int64, cutAt, fencedAt time.Time, release func()) {
+// fenceWhenCut starts three workers on 12 shards, the third with a 3s lease (the others
+// keep the default 10s, so they cannot take its leases before it fenced itself and
+// recovered), then holds the cut worker's DynamoDB requests that match rule. It returns
+// the cluster, the producer, the cut worker's shards, and when it was cut and when it
+// stopped its shards (zero if it did not within fenceTimeout). The requests stay held
+// until release is called.
+func fenceWhenCut(t *testing.T, rule harness.Rule, fenceTimeout time.Duration) (c *cluster, p *producer, held map[string]int64, cutAt, fencedAt time.Time, release func()) {
 	t.Helper()
 	c = newCluster(t, 12, defaultLeaseDuration)
 	p = newProducer(t, c)
 	p.bindKeys()
-	p.start(5)
-	gate := newGateProxy(t)
-	ws := []*worker{c.startWorker("w1"), c.startWorker("w2"),
-		c.startWorker("cut", "AWS_ENDPOINT_URL="+gate.url, "LEASE_DURATION=3s")}
+	p.Start(5)
+	ws := []*worker{c.startWorker("w1"), c.startWorker("w2"), c.startWorker("cut", "LEASE_DURATION=3s")}
 	cut := ws[2]
 	c.waitBalanced(60*time.Second, 12, 4, ids(ws)...)
-	held = heldBy(t, c, cut.id)
+	held = heldBy(t, c, cut.ID)
 
-	gate.hold(prefix)
+	release = hold(cut, rule)
 	cutAt = time.Now()
 	fenced := func(e logEntry) bool {
 		return e.Msg == "lease lost" || strings.HasPrefix(e.Msg, "could not renew the heartbeat in time")
@@ -273,7 +272,7 @@ func fenceWhenCut(t *testing.T, prefix string, fenceTimeout time.Duration) (c *c
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return c, p, held, cutAt, fencedAt, func() { gate.release(prefix) }
+	return c, p, held, cutAt, fencedAt, release
 }
 
 // TestDynamoDBOutageFencesWorker proves self-fencing under a network cut: a worker that
@@ -282,7 +281,7 @@ func fenceWhenCut(t *testing.T, prefix string, fenceTimeout time.Duration) (c *c
 // cut lasts, not only once DynamoDB is back.
 func TestDynamoDBOutageFencesWorker(t *testing.T) {
 	t.Parallel()
-	_, _, _, cutAt, fencedAt, release := fenceWhenCut(t, "DynamoDB_20120810.", 10*time.Second)
+	_, _, _, cutAt, fencedAt, release := fenceWhenCut(t, harness.Rule{Service: localengines.DynamoDB}, 10*time.Second)
 	defer release()
 	if fencedAt.IsZero() {
 		t.Fatalf("the worker cut off from DynamoDB did not stop its shards within 10s (lease duration 3s)")
@@ -296,7 +295,7 @@ func TestDynamoDBOutageFencesWorker(t *testing.T) {
 // process those shards: it must.
 func TestHeartbeatOutageRecovers(t *testing.T) {
 	t.Parallel()
-	c, p, held, cutAt, fencedAt, release := fenceWhenCut(t, "DynamoDB_20120810.PutItem", 10*time.Second)
+	c, p, held, cutAt, fencedAt, release := fenceWhenCut(t, harness.Rule{Service: localengines.DynamoDB, Operation: "PutItem"}, 10*time.Second)
 	release()
 	if fencedAt.IsZero() {
 		t.Fatalf("the worker whose heartbeats failed did not stop its shards within 10s (lease duration 3s)")
@@ -310,7 +309,7 @@ func TestHeartbeatOutageRecovers(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		first := firstPerShard(recs, func(r record) bool { return r.T > restored.UnixNano() })
+		first := firstPerShard(recs, func(r harness.Delivery) bool { return r.T > restored.UnixNano() })
 		var idle []string
 		last = 0
 		for s := range held {
@@ -326,5 +325,5 @@ func TestHeartbeatOutageRecovers(t *testing.T) {
 	})
 	t.Logf("MEASURED heartbeat back -> every shard of the fenced worker processing again: %s", since(restored, time.Unix(0, last)))
 	p.stop()
-	c.waitDelivered(60*time.Second, p.sentRecords())
+	c.waitDelivered(60*time.Second, p.Sent())
 }

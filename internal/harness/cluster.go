@@ -5,17 +5,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/proc"
 )
 
 // ClusterConfig says which binaries to run against which engines.
@@ -55,11 +57,9 @@ type Worker struct {
 	Edge *WorkerEdge
 
 	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	paused  bool
+	proc    *proc.Process // the latest process; nil before the first start
+	health  string        // its HEALTH_ADDR
 	healCut func()
-	starts  int
 }
 
 // NewCluster prepares the directories; workers start with Start.
@@ -147,20 +147,44 @@ func (c *Cluster) Running() []string {
 }
 
 func (w *Worker) running() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.done == nil {
-		return false
-	}
-	select {
-	case <-w.done:
-		return false
-	default:
-		return true
-	}
+	p := w.Process()
+	return p != nil && !p.Exited()
 }
 
-func (c *Cluster) worker(id string) (*Worker, error) {
+// Process is the worker's latest process (nil before its first start).
+func (w *Worker) Process() *proc.Process {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.proc
+}
+
+// HealthAddr is the health, readiness and metrics address of the latest process.
+func (w *Worker) HealthAddr() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.health
+}
+
+// Get fetches path from the worker's health server (/health, /ready, /metrics) and
+// returns the status and body.
+func (w *Worker) Get(ctx context.Context, path string) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.HealthAddr()+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("worker %s %s: %w", w.ID, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// Worker returns the worker with the id.
+func (c *Cluster) Worker(id string) (*Worker, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	w, ok := c.workers[id]
@@ -170,8 +194,31 @@ func (c *Cluster) worker(id string) (*Worker, error) {
 	return w, nil
 }
 
-// Start starts worker id (again), creating its edge the first time.
-func (c *Cluster) Start(id string) error {
+// Start starts worker id (again), creating its edge the first time. env ("KEY=value")
+// is added to its environment and wins over the rest.
+func (c *Cluster) Start(id string, env ...string) error {
+	_, err := c.start(id, false, env)
+	return err
+}
+
+// Run runs worker id as a process that is expected to exit by itself (a refused
+// configuration, say) and returns it once it exited. Its standard output is dropped;
+// standard error is in its log and in Process().Output(). If ctx ends first, the worker
+// is killed and the error has the end of its output.
+func (c *Cluster) Run(ctx context.Context, id string, env ...string) (*Worker, error) {
+	w, err := c.start(id, true, env)
+	if err != nil {
+		return nil, err
+	}
+	p := w.Process()
+	if err := p.Wait(ctx); err != nil {
+		_ = p.Kill(context.WithoutCancel(ctx))
+		return w, fmt.Errorf("%w; output:\n%s", err, p.Output())
+	}
+	return w, nil
+}
+
+func (c *Cluster) start(id string, stderrOnly bool, extraEnv []string) (*Worker, error) {
 	c.mu.Lock()
 	w, ok := c.workers[id]
 	if !ok {
@@ -179,26 +226,20 @@ func (c *Cluster) Start(id string) error {
 		edge, err := StartEdge(id, c.cfg.Upstream, c.seed, c.log)
 		if err != nil {
 			c.mu.Unlock()
-			return err
+			return nil, err
 		}
 		w = &Worker{ID: id, Edge: edge}
 		c.workers[id] = w
 	}
 	c.mu.Unlock()
 	if w.running() {
-		return fmt.Errorf("worker %s is already running", id)
+		return nil, fmt.Errorf("worker %s is already running", id)
 	}
-	healthAddr, err := freeAddr()
+	healthAddr, err := FreeAddr()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(c.cfg.LogDir(), id+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("worker %s: %w", id, err)
-	}
-	defer f.Close() // the child has its own descriptor
-	cmd := exec.Command(c.cfg.WorkerBin)
-	cmd.Env = append([]string{
+	env := append([]string{
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + c.cfg.Dir, // no ~/.aws of the developer's
 		"AWS_ENDPOINT_URL=" + w.Edge.URL(),
@@ -215,113 +256,88 @@ func (c *Cluster) Start(id string) error {
 		"LOG_LEVEL=info",
 		"LEASE_DURATION=" + c.cfg.LeaseDuration.String(),
 	}, c.cfg.WorkerEnv...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = procAttr()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start worker %s: %w", id, err)
+	spec := proc.Spec{
+		Name: "worker " + id, Path: c.cfg.WorkerBin, Env: append(env, extraEnv...),
+		LogPath: filepath.Join(c.cfg.LogDir(), id+".log"), StderrOnly: stderrOnly,
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
+	if stderrOnly {
+		spec.TailSize = 1 << 20 // all of it: the caller reads what the worker said
+	}
+	p, err := proc.Start(spec)
+	if err != nil {
+		return nil, err
+	}
 	w.mu.Lock()
-	w.cmd, w.done, w.paused = cmd, done, false
-	w.starts++
+	w.proc, w.health = p, healthAddr
 	w.mu.Unlock()
 	c.Record(Event{Kind: EventStart, Worker: id})
-	return nil
+	return w, nil
 }
 
-func (w *Worker) process() (*exec.Cmd, chan struct{}, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.cmd == nil {
-		return nil, nil, fmt.Errorf("worker %s never started", w.ID)
-	}
-	return w.cmd, w.done, nil
-}
-
-// Kill sends SIGKILL and waits for the process to exit.
-func (c *Cluster) Kill(ctx context.Context, id string) error {
-	w, err := c.worker(id)
+// process returns worker id's latest process.
+func (c *Cluster) process(id string) (*proc.Process, error) {
+	w, err := c.Worker(id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	cmd, done, err := w.process()
+	if p := w.Process(); p != nil {
+		return p, nil
+	}
+	return nil, fmt.Errorf("worker %s never started", id)
+}
+
+// Kill kills the worker with SIGKILL and waits for the process to exit.
+func (c *Cluster) Kill(ctx context.Context, id string) error {
+	p, err := c.process(id)
 	if err != nil {
 		return err
 	}
 	c.Record(Event{Kind: EventKill, Worker: id})
-	_ = cmd.Process.Signal(syscall.SIGCONT) // a stopped process dies only once resumed
-	_ = cmd.Process.Kill()
-	return waitDone(ctx, done)
+	return p.Kill(ctx)
 }
 
-// Terminate sends SIGTERM and waits for the graceful drain; after grace it kills.
+// Terminate sends SIGTERM and waits for the graceful drain; after grace it kills. It
+// fails unless the worker exited with status 0 within grace.
 func (c *Cluster) Terminate(ctx context.Context, id string, grace time.Duration) error {
-	w, err := c.worker(id)
-	if err != nil {
-		return err
-	}
-	cmd, done, err := w.process()
+	p, err := c.process(id)
 	if err != nil {
 		return err
 	}
 	c.Record(Event{Kind: EventTerm, Worker: id})
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	gctx, cancel := context.WithTimeout(ctx, grace)
-	defer cancel()
-	if err := waitDone(gctx, done); err != nil {
-		_ = cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("worker %s did not stop within %s of SIGTERM, killed: %w", id, grace, err)
+	if err := p.Stop(ctx, grace); err != nil {
+		return err
 	}
 	c.finish(EventTerm, id)
-	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		return fmt.Errorf("worker %s exited with status %d after SIGTERM", id, code)
+	if code := p.ExitCode(); code != 0 {
+		return fmt.Errorf("worker %s exited with %s after SIGTERM, want status 0", id, p.State())
 	}
 	return nil
 }
 
 // Pause stops the process with SIGSTOP; Resume continues it.
 func (c *Cluster) Pause(id string) error {
-	w, err := c.worker(id)
-	if err != nil {
-		return err
-	}
-	cmd, _, err := w.process()
+	p, err := c.process(id)
 	if err != nil {
 		return err
 	}
 	c.Record(Event{Kind: EventPause, Worker: id})
-	w.mu.Lock()
-	w.paused = true
-	w.mu.Unlock()
-	return cmd.Process.Signal(syscall.SIGSTOP)
+	return p.Pause()
 }
 
 // Resume sends SIGCONT to a paused worker.
 func (c *Cluster) Resume(id string) error {
-	w, err := c.worker(id)
+	p, err := c.process(id)
 	if err != nil {
 		return err
 	}
-	cmd, _, err := w.process()
-	if err != nil {
-		return err
-	}
-	w.mu.Lock()
-	w.paused = false
-	w.mu.Unlock()
-	err = cmd.Process.Signal(syscall.SIGCONT)
+	err = p.Resume()
 	c.finish(EventPause, id)
 	return err
 }
 
 // CutOff makes the worker's requests hang; Heal lets them (and those held) through.
 func (c *Cluster) CutOff(id string) error {
-	w, err := c.worker(id)
+	w, err := c.Worker(id)
 	if err != nil {
 		return err
 	}
@@ -335,7 +351,7 @@ func (c *Cluster) CutOff(id string) error {
 
 // Heal ends a cut-off.
 func (c *Cluster) Heal(id string) error {
-	w, err := c.worker(id)
+	w, err := c.Worker(id)
 	if err != nil {
 		return err
 	}
@@ -381,15 +397,21 @@ func (c *Cluster) InjectAll(rules ...Rule) (remove func()) {
 // Ctl runs kdsctl against the engines (not through any worker's edge) and returns its
 // standard output.
 func (c *Cluster) Ctl(ctx context.Context, args ...string) ([]byte, error) {
+	stdout, _, err := c.CtlOutput(ctx, args...)
+	return stdout, err
+}
+
+// CtlOutput is Ctl that returns standard error (warnings) too.
+func (c *Cluster) CtlOutput(ctx context.Context, args ...string) (stdout, stderr []byte, err error) {
 	cmd := exec.CommandContext(ctx, c.cfg.CtlBin, args...)
 	cmd.Env = c.ctlEnv()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.SysProcAttr = procAttr()
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.SysProcAttr = proc.SysProcAttr()
 	if err := cmd.Run(); err != nil {
-		return stdout.Bytes(), fmt.Errorf("kdsctl %v: %w\n%s", args, err, tailBytes(stderr.Bytes(), 2000))
+		return out.Bytes(), errOut.Bytes(), fmt.Errorf("kdsctl %v: %w\n%s", args, err, tailBytes(errOut.Bytes(), 2000))
 	}
-	return stdout.Bytes(), nil
+	return out.Bytes(), errOut.Bytes(), nil
 }
 
 func (c *Cluster) ctlEnv() []string {
@@ -416,7 +438,8 @@ func (c *Cluster) Stats() map[string]localengines.Stats {
 	return out
 }
 
-// Close stops every worker (SIGTERM, then SIGKILL after grace) and every edge.
+// Close stops every worker (SIGTERM, then SIGKILL after grace; SIGKILL at once if grace
+// is 0) and every edge.
 func (c *Cluster) Close(ctx context.Context, grace time.Duration) error {
 	var errs []error
 	var wg sync.WaitGroup
@@ -427,10 +450,11 @@ func (c *Cluster) Close(ctx context.Context, grace time.Duration) error {
 			continue
 		}
 		wg.Go(func() {
-			if cmd, _, err := w.process(); err == nil {
-				_ = cmd.Process.Signal(syscall.SIGCONT)
+			stop := func() error { return c.Terminate(ctx, w.ID, grace) }
+			if grace <= 0 {
+				stop = func() error { return c.Kill(ctx, w.ID) }
 			}
-			if err := c.Terminate(ctx, w.ID, grace); err != nil {
+			if err := stop(); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -446,16 +470,8 @@ func (c *Cluster) Close(ctx context.Context, grace time.Duration) error {
 	return errors.Join(errs...)
 }
 
-func waitDone(ctx context.Context, done <-chan struct{}) error {
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func freeAddr() (string, error) {
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("free port: %w", err)

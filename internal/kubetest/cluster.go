@@ -31,6 +31,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/internal/proc"
 )
 
 // Options configures Start. The zero value is what tests want.
@@ -66,7 +68,7 @@ type Cluster struct {
 	kubeconfig string
 	log        *slog.Logger
 
-	etcd, apiserver *process
+	etcd, apiserver *proc.Process
 	etcdURL         string
 
 	done      chan struct{} // closed when a server exits on its own, or on Close
@@ -114,7 +116,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	// A port picked free can be taken before the server binds it; retry then.
 	for attempt := 1; ; attempt++ {
 		err = c.startEtcd(ctx)
-		if err == nil || attempt == 3 || c.etcd == nil || !c.etcd.portClash() {
+		if err == nil || attempt == 3 || c.etcd == nil || !portClash(c.etcd) {
 			break
 		}
 		c.log.Warn("etcd port taken, retrying with new ports")
@@ -124,7 +126,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	for attempt := 1; ; attempt++ {
 		err = c.startAPIServer(ctx, pk, opts.APIServerArgs)
-		if err == nil || attempt == 3 || c.apiserver == nil || !c.apiserver.portClash() {
+		if err == nil || attempt == 3 || c.apiserver == nil || !portClash(c.apiserver) {
 			break
 		}
 		c.log.Warn("kube-apiserver port taken, retrying with a new port")
@@ -217,19 +219,19 @@ func newCluster(ctx context.Context, opts *Options, bins ...string) (*Cluster, e
 	return c, nil
 }
 
-func (c *Cluster) onExit(p *process) {
+func (c *Cluster) onExit(p *proc.Process) {
 	c.mu.Lock()
 	crash := c.started && !c.closing
 	c.mu.Unlock()
 	if crash { // during Start, the error returned says it
-		c.log.Error("kubetest: server exited on its own", "name", p.name, "err", p.waitErr, "log", p.logPath)
+		c.log.Error("kubetest: server exited on its own", "name", p.Name(), "err", p.Err(), "log", p.LogPath())
 		c.doneOnce.Do(func() { close(c.done) })
 	}
 }
 
 func (c *Cluster) startEtcd(ctx context.Context) error {
 	if c.etcd != nil { // a previous attempt
-		_ = c.etcd.stop(time.Second)
+		_ = c.etcd.Stop(ctx, time.Second)
 	}
 	ports, err := freePorts(2)
 	if err != nil {
@@ -266,7 +268,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 
 func (c *Cluster) startAPIServer(ctx context.Context, pk *pki, extra []string) error {
 	if c.apiserver != nil {
-		_ = c.apiserver.stop(time.Second)
+		_ = c.apiserver.Stop(ctx, time.Second)
 	}
 	ports, err := freePorts(1)
 	if err != nil {
@@ -335,7 +337,7 @@ func (c *Cluster) adminHTTPClient(pk *pki) (*http.Client, error) {
 }
 
 // waitReady polls url until it answers 200 with a body ok accepts, p exits, or ctx ends.
-func waitReady(ctx context.Context, p *process, hc *http.Client, url string, ok func(body string) bool) error {
+func waitReady(ctx context.Context, p *proc.Process, hc *http.Client, url string, ok func(body string) bool) error {
 	last := "no answer yet"
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -355,11 +357,10 @@ func waitReady(ctx context.Context, p *process, hc *http.Client, url string, ok 
 			last = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 		}
 		select {
-		case <-p.done:
-			return p.exitError()
+		case <-p.Done():
+			return p.ExitError()
 		case <-ctx.Done():
-			return fmt.Errorf("%w waiting for %s (last answer: %s); last lines of %s:\n%s",
-				ctx.Err(), url, last, p.logPath, tailFile(p.logPath, 3000))
+			return fmt.Errorf("%w waiting for %s (last answer: %s); last output:\n%s", ctx.Err(), url, last, p.Tail())
 		case <-tick.C:
 		}
 	}
@@ -415,9 +416,9 @@ func (c *Cluster) Err() error {
 		return nil
 	}
 	var errs []error
-	for _, p := range []*process{c.etcd, c.apiserver} {
-		if p != nil && p.exited() {
-			errs = append(errs, p.exitError())
+	for _, p := range []*proc.Process{c.etcd, c.apiserver} {
+		if p != nil && p.Exited() {
+			errs = append(errs, p.ExitError())
 		}
 	}
 	return errors.Join(errs...)
@@ -426,9 +427,9 @@ func (c *Cluster) Err() error {
 // RSS returns the resident memory of the servers Start started, in bytes, by name.
 func (c *Cluster) RSS() map[string]int64 {
 	m := map[string]int64{}
-	for _, p := range []*process{c.etcd, c.apiserver} {
+	for _, p := range []*proc.Process{c.etcd, c.apiserver} {
 		if p != nil {
-			m[p.name] = p.rss()
+			m[p.Name()] = p.RSS()
 		}
 	}
 	return m
@@ -442,9 +443,9 @@ func (c *Cluster) Close() error {
 		c.closing = true
 		c.mu.Unlock()
 		var errs []error
-		for _, p := range []*process{c.apiserver, c.etcd} {
+		for _, p := range []*proc.Process{c.apiserver, c.etcd} {
 			if p != nil {
-				if err := p.stop(10 * time.Second); err != nil {
+				if err := p.Stop(context.Background(), 10*time.Second); err != nil && !errors.Is(err, proc.ErrKilled) {
 					errs = append(errs, err)
 				}
 			}

@@ -17,8 +17,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/internal/proc"
 )
 
 // Options configures Start. The zero value starts everything on free loopback ports with
@@ -48,7 +49,7 @@ type Engines struct {
 	endpoint   string
 	kinesisURL string
 	dynamoURL  string
-	procs      []*process
+	procs      []*proc.Process
 	tempDir    string // removed by Close
 	log        *slog.Logger
 
@@ -166,8 +167,8 @@ func (e *Engines) Err() error {
 	var errs []error
 	for _, p := range e.procs {
 		select {
-		case <-p.done:
-			errs = append(errs, p.exitError())
+		case <-p.Done():
+			errs = append(errs, p.ExitError())
 		default:
 		}
 	}
@@ -190,7 +191,7 @@ func (e *Engines) Close() error {
 			e.edge.CloseIdleConnections()
 		}
 		for _, p := range e.procs {
-			if err := p.stop(); err != nil {
+			if err := p.Stop(context.Background(), 3*time.Second); err != nil && !errors.Is(err, proc.ErrKilled) {
 				errs = append(errs, err)
 			}
 		}
@@ -259,7 +260,7 @@ func dynaliteSpec(opts Options) engineSpec {
 
 // startedEngine is a running engine that answered its probe.
 type startedEngine struct {
-	*process
+	*proc.Process
 	url string
 }
 
@@ -286,16 +287,16 @@ func (e *Engines) startEngine(ctx context.Context, opts Options, spec engineSpec
 		if err == nil {
 			return startedEngine{p, url}, nil
 		}
-		if picked && attempt < attempts && p.exited() && strings.Contains(p.out.String(), "EADDRINUSE") {
+		if picked && attempt < attempts && p.Exited() && strings.Contains(p.Output(), "EADDRINUSE") {
 			e.log.Warn("engine port taken before it could bind; retrying", "engine", spec.name, "ports", ports)
-			e.procs = slices.DeleteFunc(e.procs, func(q *process) bool { return q == p })
+			e.procs = slices.DeleteFunc(e.procs, func(q *proc.Process) bool { return q == p })
 			continue
 		}
 		return startedEngine{}, err
 	}
 }
 
-func waitReady(ctx context.Context, p *process, url string, probeFn func(context.Context, string) error) error {
+func waitReady(ctx context.Context, p *proc.Process, url string, probeFn func(context.Context, string) error) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var last error
@@ -307,11 +308,11 @@ func waitReady(ctx context.Context, p *process, url string, probeFn func(context
 			return nil
 		}
 		select {
-		case <-p.done:
-			return p.exitError()
+		case <-p.Done():
+			return p.ExitError()
 		case <-ctx.Done():
 			return fmt.Errorf("%s did not answer at %s (last error: %v): %w\n%s",
-				p.name, url, last, ctx.Err(), p.logTail())
+				p.Name(), url, last, ctx.Err(), p.Tail())
 		case <-tick.C:
 		}
 	}
@@ -369,154 +370,35 @@ func choosePorts(engine string, requested []int, bindAll bool) ([]int, error) {
 	return ports, nil
 }
 
-// process is one engine process in its own process group.
-type process struct {
-	name    string
-	cmd     *exec.Cmd
-	out     *tailBuffer
-	logPath string
-	logFile *os.File
-	done    chan struct{} // closed once the process has exited
-	waitErr error         // valid after done
-	stopped chan struct{} // closed when stop begins, so the exit is not reported as a crash
-}
-
-func (e *Engines) spawn(opts Options, spec engineSpec, ports []int, attempt int) (*process, error) {
+func (e *Engines) spawn(opts Options, spec engineSpec, ports []int, attempt int) (*proc.Process, error) {
 	node, err := exec.LookPath("node")
 	if err != nil {
 		return nil, ErrNodeMissing
 	}
 	args, env := spec.command(opts.Dir, ports)
-	p := &process{
-		name:    spec.name,
-		out:     newTailBuffer(16 << 10),
-		done:    make(chan struct{}),
-		stopped: make(chan struct{}),
-	}
-	var sink io.Writer = io.Discard
-	if opts.Output != nil {
-		sink = opts.Output
-	} else {
+	ps := proc.Spec{Name: spec.name, Path: node, Args: args, Env: append(os.Environ(), env...), Dir: opts.Dir, Output: opts.Output}
+	if opts.Output == nil {
 		name := spec.name + ".log"
 		if attempt > 1 {
 			name = fmt.Sprintf("%s.%d.log", spec.name, attempt)
 		}
-		p.logPath = filepath.Join(opts.RunDir, name)
-		if p.logFile, err = os.Create(p.logPath); err != nil {
-			return nil, fmt.Errorf("%s log: %w", spec.name, err)
-		}
-		sink = p.logFile
+		ps.LogPath = filepath.Join(opts.RunDir, name)
+		_ = os.Remove(ps.LogPath) // a fresh log per run, not appended to an old one
 	}
-	// Not CommandContext: the engines must outlive Start's context; Close stops them.
-	p.cmd = exec.Command(node, args...)
-	p.cmd.Dir = opts.Dir
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout = io.MultiWriter(sink, p.out)
-	p.cmd.Stderr = p.cmd.Stdout
-	p.cmd.SysProcAttr = procAttr()
-	// Output is copied through a pipe; do not let a stray holder of it block Wait.
-	p.cmd.WaitDelay = 2 * time.Second
-	if err := p.cmd.Start(); err != nil {
-		if p.logFile != nil {
-			p.logFile.Close()
+	ps.OnExit = func(p *proc.Process) {
+		if p.Stopping() || !e.running.Load() {
+			return // Close stopped it, or Start reports it
 		}
-		return nil, fmt.Errorf("start %s: %w", spec.name, err)
+		e.log.Error("engine exited", "engine", p.Name(), "err", p.Err(), "log", p.LogPath())
+		e.signalDone()
+	}
+	p, err := proc.Start(ps)
+	if err != nil {
+		return nil, err
 	}
 	e.procs = append(e.procs, p)
-	e.log.Debug("engine started", "engine", spec.name, "pid", p.cmd.Process.Pid, "ports", ports, "log", p.logPath)
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		if p.logFile != nil {
-			p.logFile.Close()
-		}
-		close(p.done)
-		select {
-		case <-p.stopped:
-			return
-		default:
-		}
-		if !e.running.Load() {
-			return // Start reports it
-		}
-		e.log.Error("engine exited", "engine", p.name, "err", p.waitErr, "log", p.logPath)
-		e.signalDone()
-	}()
+	e.log.Debug("engine started", "engine", spec.name, "pid", p.Pid(), "ports", ports, "log", p.LogPath())
 	return p, nil
 }
 
 func (e *Engines) signalDone() { e.doneOnce.Do(func() { close(e.done) }) }
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *process) exitError() error {
-	return fmt.Errorf("%s exited (%v); last output:\n%s", p.name, p.waitErr, p.logTail())
-}
-
-func (p *process) logTail() string {
-	t := tail(p.out.Bytes(), 4096)
-	if t == "" {
-		t = "(no output)"
-	}
-	if p.logPath != "" {
-		t += "\n(full log: " + p.logPath + ")"
-	}
-	return t
-}
-
-// stop kills the process group: SIGTERM, then SIGKILL if it lingers.
-func (p *process) stop() error {
-	close(p.stopped)
-	if p.exited() {
-		return nil
-	}
-	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(3 * time.Second):
-	}
-	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("kill %s (pgid %d): %w", p.name, pgid, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(5 * time.Second):
-		return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, pgid)
-	}
-}
-
-// tailBuffer keeps the last max bytes written to it, for error messages.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
-
-func (t *tailBuffer) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, b...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(b), nil
-}
-
-func (t *tailBuffer) Bytes() []byte {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return bytes.Clone(t.buf)
-}
-
-func (t *tailBuffer) String() string { return string(t.Bytes()) }

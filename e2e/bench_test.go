@@ -26,7 +26,7 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
-	"github.com/kds-lease-manager/kds-lease-manager/stream"
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 )
 
 // TestBenchmarks is `make bench`: it measures, on the real local engines with real worker
@@ -211,7 +211,7 @@ func benchReshard(t *testing.T) (time.Duration, int) {
 	}
 	p.bindKeys() // keys on the children, so each child receives records
 	children := map[string]bool{}
-	shards, err := stream.NewKinesis(c.kin, c.stream).ListShards(ctx)
+	shards, err := kinesisstream.New(c.kin, c.stream).ListShards(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,7 +543,7 @@ func fillStream(t *testing.T, c *cluster, n int) {
 // with at least pace between calls on a shard, and returns records/s from 10% to 90%.
 func bareRead(t *testing.T, c *cluster, total, limit int, pace time.Duration) float64 {
 	ctx := context.Background()
-	shards, err := stream.NewKinesis(c.kin, c.stream).ListShards(ctx)
+	shards, err := kinesisstream.New(c.kin, c.stream).ListShards(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,8 @@ import (
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
-	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // TestJoinRebalancesWithoutDuplicates proves scale-out: two workers joining three
@@ -82,7 +82,7 @@ func TestReshardParentsBeforeChildren(t *testing.T) {
 	})
 	p.bindKeys() // keys for the children whose hash range starts a new range
 
-	shards, err := stream.NewKinesis(c.kin, c.stream).ListShards(ctx)
+	shards, err := kinesisstream.New(c.kin, c.stream).ListShards(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

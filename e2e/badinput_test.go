@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/delivery"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
 )
 
@@ -306,7 +307,7 @@ func TestMetaTableDeletedMidRunFences(t *testing.T) {
 	p.putRound(2)
 	time.Sleep(5 * time.Second)
 	recs := c.mustRecords()
-	d := harness.CompareSent(p.Sent()[sentBefore:], recs)
+	d := delivery.Check(p.Sent()[sentBefore:], recs)
 	if processed := len(p.Sent()) - sentBefore - len(d.Lost); processed != 0 {
 		t.Errorf("%d records produced after fencing were processed by a worker that cannot heartbeat", processed)
 	}

@@ -124,7 +124,7 @@ func list(ds []time.Duration) string {
 func duplicates(c *cluster, sent []harness.Sent) int {
 	d, _ := c.waitDelivered(90*time.Second, sent)
 	n := 0
-	for _, times := range d.Duplicates {
+	for _, times := range d.Duplicated {
 		n += times - 1
 	}
 	return n

@@ -151,7 +151,7 @@ func TestWorkerKilledWhileRecordsFlow(t *testing.T) {
 	sent := p.Sent()
 	d, _ := c.waitDelivered(60*time.Second, sent)
 	var foreign []string
-	for k, n := range d.Duplicates {
+	for k, n := range d.Duplicated {
 		if _, ok := victimShards[k.Shard]; !ok {
 			foreign = append(foreign, fmt.Sprintf("%s/%s x%d", k.Shard, k.Seq, n))
 		}
@@ -159,7 +159,7 @@ func TestWorkerKilledWhileRecordsFlow(t *testing.T) {
 	if len(foreign) > 0 {
 		t.Errorf("%d records processed twice on shards the killed worker did not own: %v", len(foreign), foreign)
 	}
-	t.Logf("%d records produced, 0 lost, %d processed twice (all on the killed worker's shards)", len(sent), len(d.Duplicates))
+	t.Logf("%d records produced, 0 lost, %d processed twice (all on the killed worker's shards)", len(sent), len(d.Duplicated))
 }
 
 // TestGracefulShutdownMovesLeasesWithoutDuplicates proves the planned path: on SIGTERM a
@@ -214,8 +214,8 @@ func TestGracefulShutdownMovesLeasesWithoutDuplicates(t *testing.T) {
 	p.stop()
 	sent := p.Sent()
 	d, _ := c.waitDelivered(60*time.Second, sent)
-	if len(d.Duplicates) > 0 {
-		t.Errorf("%d records processed more than once across a graceful shutdown, want 0: %v", len(d.Duplicates), d.Duplicates)
+	if len(d.Duplicated) > 0 {
+		t.Errorf("%d records processed more than once across a graceful shutdown, want 0: %v", len(d.Duplicated), d.Duplicated)
 	}
-	t.Logf("%d records produced, 0 lost, %d duplicates", len(sent), len(d.Duplicates))
+	t.Logf("%d records produced, 0 lost, %d duplicates", len(sent), len(d.Duplicated))
 }

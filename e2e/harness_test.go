@@ -30,6 +30,7 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/delivery"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/kubetest"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/proc"
@@ -431,9 +432,9 @@ func (c *cluster) waitProcessedElsewhere(timeout time.Duration, victim string, p
 
 // waitDelivered waits until every produced record appears in the record logs and returns
 // the final comparison. It fails the test on lost or altered records.
-func (c *cluster) waitDelivered(timeout time.Duration, sent []harness.Sent) (harness.SentDelivery, []harness.Delivery) {
+func (c *cluster) waitDelivered(timeout time.Duration, sent []harness.Sent) (*delivery.Report, []harness.Delivery) {
 	c.t.Helper()
-	var d harness.SentDelivery
+	var d *delivery.Report
 	var recs []harness.Delivery
 	waitFor(c.t, timeout, fmt.Sprintf("all %d produced records in the record logs", len(sent)), func() (bool, string) {
 		var err error
@@ -441,7 +442,7 @@ func (c *cluster) waitDelivered(timeout time.Duration, sent []harness.Sent) (har
 		if err != nil {
 			return false, err.Error()
 		}
-		d = harness.CompareSent(sent, recs)
+		d = delivery.Check(sent, recs)
 		return len(d.Lost) == 0, fmt.Sprintf("%d lost, e.g. %v", len(d.Lost), d.Lost[:min(len(d.Lost), 5)])
 	})
 	if len(d.Mismatched) > 0 {

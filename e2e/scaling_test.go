@@ -35,8 +35,8 @@ func TestJoinRebalancesWithoutDuplicates(t *testing.T) {
 	p.stop()
 	sent := p.Sent()
 	d, recs := c.waitDelivered(60*time.Second, sent)
-	if len(d.Duplicates) > 0 {
-		t.Errorf("%d records processed more than once while workers joined, want 0: %v", len(d.Duplicates), d.Duplicates)
+	if len(d.Duplicated) > 0 {
+		t.Errorf("%d records processed more than once while workers joined, want 0: %v", len(d.Duplicated), d.Duplicated)
 	}
 	var byNew int
 	for _, r := range recs {
@@ -194,5 +194,5 @@ func TestReshardParentsBeforeChildren(t *testing.T) {
 		t.Error("no partition key moved from a parent to a child; the order check proves little")
 	}
 	t.Logf("%d records produced, 0 lost, %d processed twice; %d children checked after their parents, %d keys crossed parent -> child",
-		len(sent), len(d.Duplicates), checked, crossed)
+		len(sent), len(d.Duplicated), checked, crossed)
 }

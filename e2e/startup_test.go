@@ -67,8 +67,8 @@ func TestStartupBalancedWithoutChurn(t *testing.T) {
 	}
 
 	d, _ := c.waitDelivered(30*time.Second, p.Sent())
-	if len(d.Duplicates) != 0 {
-		t.Errorf("%d records processed more than once on a start without failures: %v", len(d.Duplicates), d.Duplicates)
+	if len(d.Duplicated) != 0 {
+		t.Errorf("%d records processed more than once on a start without failures: %v", len(d.Duplicated), d.Duplicated)
 	}
 }
 

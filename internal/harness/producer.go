@@ -10,12 +10,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/kds-lease-manager/kds-lease-manager/internal/delivery"
 )
 
-// Sent is a record Kinesis accepted from a Producer.
-type Sent struct {
-	Shard, Seq, PK, Data string
-}
+// Sent is a record Kinesis accepted from a Producer: its shard, sequence number and
+// content (PK and Data), which delivery.Check compares with every delivery.
+type Sent = delivery.Record
 
 // producerKey is a partition key bound to one hash key for its whole life, so that its
 // records stay in one shard, or move from a parent to a child after a reshard: the order

@@ -16,8 +16,8 @@ import (
 	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
-	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/delivery"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
 )
 

@@ -29,8 +29,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
-	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/delivery"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/kubetest"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/proc"

@@ -23,13 +23,18 @@ var (
 	ErrInvalidSequenceNumber = errors.New("invalid sequence number")
 )
 
-// checkpointer is the fenced Checkpointer of one lease tenure.
+// checkpointer is the fenced Checkpointer of one lease tenure. With a coalescing interval
+// (Config.CheckpointInterval) it writes at most one checkpoint per interval: a checkpoint
+// that comes sooner is accepted and kept pending, written by the next one after the
+// interval, by flush (the consumer calls it on every read), or with the release of the
+// lease (planned moves), so that only a crash or a lost lease loses it.
 type checkpointer struct {
 	store   LeaseStore
 	lease   lease.Lease
 	hooks   Hooks
 	clock   clock.Clock
 	timeout time.Duration // of each write
+	every   time.Duration // coalescing interval; 0: every checkpoint is written
 
 	// writeMu serialises writes so they land in order; mu guards the state and is never
 	// held during I/O, so marking the lease lost never waits for a slow write.
@@ -43,10 +48,15 @@ type checkpointer struct {
 	confirmed time.Time
 	// behind is the lag of the batch being processed, written with its checkpoint.
 	behind atomic.Int64
+	// pending is an accepted checkpoint not written yet; lastWrite is when the last write
+	// started.
+	pending   string
+	lastWrite time.Time
 }
 
-func newCheckpointer(store LeaseStore, held lease.Lease, hooks Hooks, clk clock.Clock, timeout time.Duration) *checkpointer {
-	c := &checkpointer{store: store, lease: held, hooks: hooks, clock: clk, timeout: timeout, last: held.Checkpoint, confirmed: clk.Now()}
+func newCheckpointer(store LeaseStore, held lease.Lease, hooks Hooks, clk clock.Clock, timeout, every time.Duration) *checkpointer {
+	c := &checkpointer{store: store, lease: held, hooks: hooks, clock: clk, timeout: timeout, every: every,
+		last: held.Checkpoint, confirmed: clk.Now()}
 	c.behind.Store(-1)
 	return c
 }
@@ -81,7 +91,51 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 	if f, ok := new(big.Int).SetString(floor, 10); ok && n.Cmp(f) < 0 {
 		return fmt.Errorf("shard %s: %w: %s is before %s, whose write may have applied", c.lease.ShardID, ErrCheckpointBackwards, seq, floor)
 	}
+	if c.every > 0 && c.clock.Now().Sub(c.lastWrite) < c.every {
+		c.mu.Lock()
+		c.last, c.pending = seq, seq
+		c.mu.Unlock()
+		return nil
+	}
+	return c.write(ctx, seq)
+}
+
+// flush writes the pending checkpoint once the interval since the last write passed. Only
+// a lost lease is reported; another error leaves it pending for the next flush.
+func (c *checkpointer) flush(ctx context.Context) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.mu.Lock()
+	pending, lost := c.pending, c.lost
+	c.mu.Unlock()
+	if pending == "" || lost || c.clock.Now().Sub(c.lastWrite) < c.every {
+		return nil
+	}
+	if err := c.write(ctx, pending); errors.Is(err, ErrLeaseLost) {
+		return err
+	}
+	return nil
+}
+
+// takePending returns the pending checkpoint, if any, for the release of the lease to
+// write; from then on it is no longer pending.
+func (c *checkpointer) takePending() string {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.pending
+	c.pending = ""
+	if c.lost {
+		return ""
+	}
+	return p
+}
+
+// write writes seq, with writeMu held.
+func (c *checkpointer) write(ctx context.Context, seq string) error {
 	start := c.clock.Now()
+	c.lastWrite = start
 	wctx, cancel := context.WithTimeout(ctx, c.timeout)
 	err := c.store.Checkpoint(wctx, c.lease, seq, c.behind.Load())
 	cancel()
@@ -105,16 +159,25 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 			return fmt.Errorf("shard %s: checkpoint %s: %w: %w", c.lease.ShardID, seq, ErrLeaseLost, err)
 		}
 		if applied {
-			c.last, c.confirmed = seq, start
+			c.written(seq, start)
 			return nil
 		}
-		// The write may still have applied: never accept a checkpoint below it later.
+		// The write may still have applied: never accept a checkpoint below it later, nor
+		// write an older pending one.
 		c.floor = seq
+		if c.pending != seq {
+			c.pending = ""
+		}
 		return fmt.Errorf("shard %s: checkpoint %s: %w", c.lease.ShardID, seq, err)
 	}
-	c.last = seq
-	c.confirmed = start
+	c.written(seq, start)
 	return nil
+}
+
+// written records, with mu held, that seq was written by a write that started at start.
+// A pending checkpoint is never after seq: checkpoints are accepted in order.
+func (c *checkpointer) written(seq string, start time.Time) {
+	c.last, c.confirmed, c.pending = seq, start, ""
 }
 
 // appliedAnyway reads the lease back after a checkpoint write reported an error (a lost

@@ -445,28 +445,35 @@ func TestJoinRebalancesWithoutDuplicates(t *testing.T) {
 	}
 }
 
+// With coalesced checkpoints too (an interval longer than the test: nothing but the
+// release writes them), a planned move loses nothing and duplicates nothing.
 func TestGracefulShutdownReleasesAndHandsOver(t *testing.T) {
-	c := newCluster(t, 30)
-	c.startEven(3, 10)
-	seqs := c.produce("a", 200)
-	c.waitFor("records", 10*time.Second, c.allProcessed(seqs))
-	c.stop("w1")
-	// Released at once: within the stop, nothing is owned by w1 any more.
-	if counts, _ := c.owners(); counts["w1"] != 0 {
-		t.Fatalf("w1 still owns %d leases after a graceful stop", counts["w1"])
-	}
-	for _, r := range c.meta.Snapshot().Workers {
-		if r.WorkerID == "w1" && r.State != lease.WorkerGone {
-			t.Fatalf("w1 state %q, want gone", r.State)
-		}
-	}
-	c.waitFor("15/15", 5*time.Second, c.balanced(map[string]int{"w0": 15, "w2": 15}))
-	more := c.produce("b", 200)
-	c.waitFor("records after", 10*time.Second, c.allProcessed(more))
-	for seq, n := range c.processedCounts() {
-		if n != 1 {
-			t.Errorf("record %s processed %d times after a graceful shutdown", seq, n)
-		}
+	for _, every := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprintf("checkpoint interval %s", every), func(t *testing.T) {
+			c := newCluster(t, 30)
+			c.base.CheckpointInterval = every
+			c.startEven(3, 10)
+			seqs := c.produce("a", 200)
+			c.waitFor("records", 10*time.Second, c.allProcessed(seqs))
+			c.stop("w1")
+			// Released at once: within the stop, nothing is owned by w1 any more.
+			if counts, _ := c.owners(); counts["w1"] != 0 {
+				t.Fatalf("w1 still owns %d leases after a graceful stop", counts["w1"])
+			}
+			for _, r := range c.meta.Snapshot().Workers {
+				if r.WorkerID == "w1" && r.State != lease.WorkerGone {
+					t.Fatalf("w1 state %q, want gone", r.State)
+				}
+			}
+			c.waitFor("15/15", 5*time.Second, c.balanced(map[string]int{"w0": 15, "w2": 15}))
+			more := c.produce("b", 200)
+			c.waitFor("records after", 10*time.Second, c.allProcessed(more))
+			for seq, n := range c.processedCounts() {
+				if n != 1 {
+					t.Errorf("record %s processed %d times after a graceful shutdown", seq, n)
+				}
+			}
+		})
 	}
 }
 
@@ -498,7 +505,7 @@ func TestCutOffWorkerFencesItselfAndItsCheckpointsAreRefused(t *testing.T) {
 	}
 	// A checkpoint from the stale tenure is refused and does not change the lease.
 	w0.cut.cut.Store(false)
-	stale := newCheckpointer(c.leases, victim, Hooks{}, clock.Real{}, time.Second)
+	stale := newCheckpointer(c.leases, victim, Hooks{}, clock.Real{}, time.Second, 0)
 	err := stale.Checkpoint(context.Background(), "99999999999999999999999")
 	if !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("stale checkpoint: err = %v, want ErrLeaseLost", err)

@@ -24,6 +24,9 @@ const (
 	DefaultMinTimeBetweenReads  = 200 * time.Millisecond // Kinesis allows 5 GetRecords/s per shard.
 	DefaultMaxRecordsPerGet     = 10000
 	DefaultShutdownTimeout      = 20 * time.Second
+	DefaultCleanupInterval      = time.Minute
+	DefaultFinishedLeaseDelay   = 5 * time.Minute
+	DefaultDeadWorkerDelay      = 10 * time.Minute
 )
 
 // WorkerCounter says how many workers the application should have. The coordinator
@@ -51,8 +54,9 @@ func (s StaticWorkers) DesiredWorkers(context.Context) (int, error) { return int
 // LeaseDuration), the margin by which a worker that cannot renew stops early
 // (LeaseDuration/5), the grace after ShutdownTimeout (LeaseDuration/5) and the limits of
 // Worker.Check (3 and 6 x LeaseDuration). ShardSyncInterval, LeaseScanInterval,
-// IdleTimeBetweenReads, MinTimeBetweenReads and ShutdownTimeout are fixed: their defaults
-// stay the same whatever LeaseDuration is.
+// CleanupInterval, FinishedLeaseDelay, DeadWorkerDelay, IdleTimeBetweenReads,
+// MinTimeBetweenReads and ShutdownTimeout are fixed: their defaults stay the same
+// whatever LeaseDuration is.
 type Config struct {
 	// AppName names the application; the lease table is AppName and the metadata table
 	// AppName_meta. Required.
@@ -93,6 +97,19 @@ type Config struct {
 	// shards evenly at once instead of one worker taking everything and giving most of it
 	// back. Default 2*PollInterval.
 	StartupSettle time.Duration
+	// CleanupInterval is how often the coordinator looks for finished leases and dead
+	// workers' records to delete, so that the tables stay as large as the open shards and
+	// the workers, across any number of reshards and restarts. Default 1m, whatever
+	// LeaseDuration is; at least PollInterval.
+	CleanupInterval time.Duration
+	// FinishedLeaseDelay is how long a finished lease stays after every child's lease has
+	// checkpointed past its start (from then on nobody can need it) before it is deleted.
+	// Default 5m.
+	FinishedLeaseDelay time.Duration
+	// DeadWorkerDelay is how long a worker that is gone or expired (on the coordinator's
+	// observations) keeps its record before it is deleted. Default 10m; at least
+	// LeaseDuration.
+	DeadWorkerDelay time.Duration
 
 	// MaxLeasesCap bounds the leases one worker may hold. Default 80.
 	MaxLeasesCap int
@@ -118,6 +135,13 @@ type Config struct {
 	// MinTimeBetweenReads is the least time between two GetRecords calls on one shard.
 	// Default 200ms (Kinesis allows 5 per second per shard); not less than that.
 	MinTimeBetweenReads time.Duration
+	// CheckpointInterval coalesces checkpoints: at most one write per shard per interval.
+	// A checkpoint that comes sooner is accepted and written by the next one after the
+	// interval, by the consumer within the interval even if the processor checkpoints no
+	// more, or with the lease's release, so planned moves (rebalancing, shutdown) still
+	// see no duplicates; a crash or a lost lease replays at most an interval more. Default
+	// 0: every checkpoint is written at once.
+	CheckpointInterval time.Duration
 	// ShutdownTimeout bounds the drain of a graceful shutdown (in-flight batches,
 	// checkpoints, releases). A processor that ignores its cancelled context gets
 	// LeaseDuration/5 more, then its lease is left to expire. Default 20s, whatever
@@ -155,7 +179,8 @@ func (c Config) Validate() error {
 }
 
 // DefaultConfig returns a Config holding every default that does not depend on another
-// field: LeaseDuration, ShardSyncInterval, LeaseScanInterval, MaxLeasesCap,
+// field: LeaseDuration, ShardSyncInterval, LeaseScanInterval, CleanupInterval,
+// FinishedLeaseDelay, DeadWorkerDelay, MaxLeasesCap,
 // InitialPosition, MaxRecordsPerGet, IdleTimeBetweenReads, MinTimeBetweenReads and
 // ShutdownTimeout. The fields whose default is computed from another one
 // (HeartbeatInterval and PollInterval from LeaseDuration, StartupSettle from
@@ -167,6 +192,9 @@ func DefaultConfig() Config {
 		LeaseDuration:        DefaultLeaseDuration,
 		ShardSyncInterval:    DefaultShardSyncInterval,
 		LeaseScanInterval:    DefaultLeaseScanInterval,
+		CleanupInterval:      DefaultCleanupInterval,
+		FinishedLeaseDelay:   DefaultFinishedLeaseDelay,
+		DeadWorkerDelay:      DefaultDeadWorkerDelay,
 		MaxLeasesCap:         lease.DefaultCap,
 		InitialPosition:      lease.TrimHorizon,
 		MaxRecordsPerGet:     DefaultMaxRecordsPerGet,
@@ -185,6 +213,9 @@ func (c Config) withDefaults() (Config, error) {
 	orDefault(&c.ShardSyncInterval, d.ShardSyncInterval)
 	orDefault(&c.LeaseScanInterval, d.LeaseScanInterval)
 	orDefault(&c.StartupSettle, 2*c.PollInterval)
+	orDefault(&c.CleanupInterval, d.CleanupInterval)
+	orDefault(&c.FinishedLeaseDelay, d.FinishedLeaseDelay)
+	orDefault(&c.DeadWorkerDelay, d.DeadWorkerDelay)
 	orDefault(&c.MaxLeasesCap, d.MaxLeasesCap)
 	orDefault(&c.StaticMaxLeases, c.MaxLeasesCap)
 	orDefault(&c.InitialPosition, d.InitialPosition)
@@ -236,6 +267,12 @@ func (c Config) validate() error {
 		return bad("LeaseScanInterval", "%s must be at least PollInterval (%s)", c.LeaseScanInterval, c.PollInterval)
 	case c.StartupSettle < 0:
 		return bad("StartupSettle", "%s must not be negative", c.StartupSettle)
+	case c.CleanupInterval < c.PollInterval:
+		return bad("CleanupInterval", "%s must be at least PollInterval (%s)", c.CleanupInterval, c.PollInterval)
+	case c.FinishedLeaseDelay < 0:
+		return bad("FinishedLeaseDelay", "%s must not be negative", c.FinishedLeaseDelay)
+	case c.DeadWorkerDelay < c.LeaseDuration:
+		return bad("DeadWorkerDelay", "%s must be at least LeaseDuration (%s)", c.DeadWorkerDelay, c.LeaseDuration)
 	case c.MaxLeasesCap < 1:
 		return bad("MaxLeasesCap", "%d must be at least 1", c.MaxLeasesCap)
 	case c.StaticMaxLeases < 1 || c.StaticMaxLeases > c.MaxLeasesCap:
@@ -250,6 +287,8 @@ func (c Config) validate() error {
 		return bad("IdleTimeBetweenReads", "%s must not be negative", c.IdleTimeBetweenReads)
 	case c.MinTimeBetweenReads < DefaultMinTimeBetweenReads:
 		return bad("MinTimeBetweenReads", "%s is below 200ms; Kinesis allows 5 GetRecords per second per shard", c.MinTimeBetweenReads)
+	case c.CheckpointInterval < 0:
+		return bad("CheckpointInterval", "%s must not be negative", c.CheckpointInterval)
 	case c.ShutdownTimeout < time.Second:
 		return bad("ShutdownTimeout", "%s is too short; at least 1s", c.ShutdownTimeout)
 	}

@@ -46,7 +46,7 @@ func (s *consumerSet) start(l lease.Lease) {
 	c := &shardConsumer{
 		env:    s.env,
 		lease:  l,
-		cp:     newCheckpointer(s.env.leases, l, s.env.hooks, s.env.clock, s.env.cfg.callTimeout()),
+		cp:     newCheckpointer(s.env.leases, l, s.env.hooks, s.env.clock, s.env.cfg.callTimeout(), s.env.cfg.CheckpointInterval),
 		lapses: s.env.tenure.generation(),
 		proc:   s.factory(l.ShardID),
 		log:    s.log.With("shard", l.ShardID, "epoch", l.Epoch),

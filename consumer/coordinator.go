@@ -24,7 +24,8 @@ type coordinator struct {
 	corrupt *corruptLog
 	log     *slog.Logger
 
-	role coordinatorRole
+	role  coordinatorRole
+	clean *cleaner
 }
 
 // coordinatorRole is what the coordinator knows while it holds the role; it is reset
@@ -39,10 +40,13 @@ type coordinatorRole struct {
 	shardsKnown    bool
 	leasesAdded    bool   // leases were created since the record was last written
 	countError     string // the last error of the desired worker count, logged once
+	// shards is the stream's last listing, for the cleaner.
+	shards []stream.Shard
 }
 
 func newCoordinator(cfg *Config, leases LeaseStore, meta MetaStore, s Stream, t *tenure, members *membership, corrupt *corruptLog, log *slog.Logger) *coordinator {
-	return &coordinator{cfg: cfg, leases: leases, meta: meta, stream: s, tenure: t, members: members, corrupt: corrupt, log: log}
+	return &coordinator{cfg: cfg, leases: leases, meta: meta, stream: s, tenure: t, members: members, corrupt: corrupt, log: log,
+		clean: newCleaner(cfg, leases, meta, members, corrupt, log)}
 }
 
 // holding reports whether this worker holds the coordinator role.
@@ -61,7 +65,7 @@ func (c *coordinator) coordinate(ctx context.Context, now time.Time, meta lease.
 			if !c.tenure.holding() {
 				return rec
 			}
-			return c.pass(ctx, now, *rec)
+			return c.pass(ctx, now, *rec, meta.Workers)
 		}
 		c.lose("the coordinator item changed hands")
 	}
@@ -92,12 +96,13 @@ func (c *coordinator) coordinate(ctx context.Context, now time.Time, meta lease.
 	c.role.lastSync = time.Time{}
 	c.log.Info("became coordinator", "epoch", claimed.Epoch, "previous", previous)
 	c.cfg.Hooks.coordinatorChanged(true)
-	return c.pass(ctx, now, claimed)
+	return c.pass(ctx, now, claimed, meta.Workers)
 }
 
 func (c *coordinator) lose(why string) {
 	c.log.Warn("no longer coordinator", "reason", why, "epoch", c.role.epoch)
 	c.role = coordinatorRole{}
+	c.clean = newCleaner(c.cfg, c.leases, c.meta, c.members, c.corrupt, c.log)
 	c.cfg.Hooks.coordinatorChanged(false)
 }
 
@@ -113,12 +118,13 @@ func (c *coordinator) resign(ctx context.Context) {
 		c.log.Info("resigned the coordinator role", "epoch", c.role.epoch)
 	}
 	c.role = coordinatorRole{}
+	c.clean = newCleaner(c.cfg, c.leases, c.meta, c.members, c.corrupt, c.log)
 	c.cfg.Hooks.coordinatorChanged(false)
 }
 
 // pass syncs shards when due and recomputes the per-worker maximum; it writes
 // the record only when a value changed.
-func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.CoordinatorRecord) *lease.CoordinatorRecord {
+func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.CoordinatorRecord, workers []lease.WorkerRecord) *lease.CoordinatorRecord {
 	if rec.InitialPosition == "" {
 		// Record where the application starts before the first lease exists, so that
 		// every later sync, by any coordinator, creates leases at the same position.
@@ -140,6 +146,7 @@ func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.Coordin
 	if !c.role.shardsKnown {
 		return &rec
 	}
+	c.clean.run(ctx, now, workers, c.role.shards)
 	live := c.members.liveCount()
 	desired := live
 	if c.cfg.WorkerCounter != nil {
@@ -240,6 +247,7 @@ func (c *coordinator) syncShards(ctx context.Context, start lease.CoordinatorRec
 		}
 		return
 	}
+	c.role.shards = shards
 	open := 0
 	ids := make(map[string]bool, len(shards))
 	for _, s := range shards {
@@ -284,14 +292,17 @@ func (c *coordinator) syncShards(ctx context.Context, start lease.CoordinatorRec
 // rule on the first sync and on every later one, so a later or partly failed sync never
 // reads what the first start skipped. A closed shard at AT_TIMESTAMP is read from that
 // time to its end (records written after it are not lost), then ends like any shard.
+// A closed shard without a lease whose descendants have one was processed and its lease
+// deleted (see cleaner): it is not created again, and counts as present for its children.
 func (c *coordinator) createLeases(ctx context.Context, shards []stream.Shard, have map[string]bool, start lease.CoordinatorRecord) (created int, failed bool) {
 	inStream := make(map[string]bool, len(shards))
 	for _, s := range shards {
 		inStream[s.ID] = true
 	}
+	done := outgrownShards(shards, have)
 	var pending []stream.Shard
 	for _, s := range shards {
-		if !have[s.ID] {
+		if !have[s.ID] && !done[s.ID] {
 			pending = append(pending, s)
 		}
 	}
@@ -303,7 +314,7 @@ func (c *coordinator) createLeases(ctx context.Context, shards []stream.Shard, h
 			ready := true
 			for _, p := range s.Parents() {
 				switch {
-				case have[p]:
+				case have[p] || done[p]:
 					parents = append(parents, p)
 				case inStream[p]:
 					ready = false // create the parent first
@@ -330,6 +341,41 @@ func (c *coordinator) createLeases(ctx context.Context, shards []stream.Shard, h
 		pending = rest
 	}
 	return created, failed || len(pending) > 0
+}
+
+// outgrownShards returns the closed shards without a lease (in have) of which a
+// descendant, through the listing's parent links, has one.
+func outgrownShards(shards []stream.Shard, have map[string]bool) map[string]bool {
+	children := make(map[string][]string)
+	closed := make(map[string]bool)
+	for _, s := range shards {
+		closed[s.ID] = s.Closed
+		for _, p := range s.Parents() {
+			children[p] = append(children[p], s.ID)
+		}
+	}
+	memo := make(map[string]bool)
+	var leased func(id string) bool // a descendant of id has a lease
+	leased = func(id string) bool {
+		if v, ok := memo[id]; ok {
+			return v
+		}
+		memo[id] = false // shard parent links form no cycles; this guards against bad input
+		for _, ch := range children[id] {
+			if have[ch] || leased(ch) {
+				memo[id] = true
+				break
+			}
+		}
+		return memo[id]
+	}
+	done := make(map[string]bool)
+	for _, s := range shards {
+		if closed[s.ID] && !have[s.ID] && leased(s.ID) {
+			done[s.ID] = true
+		}
+	}
+	return done
 }
 
 // configuredPosition is the position this worker's configuration asks for, as the

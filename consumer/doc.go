@@ -73,6 +73,15 @@
 //     LeaseDuration/5 even when a processor ignores its context; such a lease is left to
 //     expire and the worker is not marked gone. A heartbeat write that lands after the
 //     "gone" write carries an older heartbeat and is ignored by observers.
+//   - Cleanup deletes only what no decision can need again, conditionally on what it read.
+//     A finished lease goes once every child's lease checkpointed past its start: a started
+//     child never looks at its parents again, and a missing parent counts as finished. The
+//     shard sync never creates a lease again for a closed shard a descendant of which has
+//     one (it was processed), so a deleted parent is not read twice. A dead worker's
+//     record goes DeadWorkerDelay (at least LeaseDuration) after the coordinator first saw
+//     it gone or expired, conditional on the heartbeat it read: a worker that wrote again
+//     keeps its record, and owners without a record expire by the same rule as silent
+//     ones.
 //   - The alive threshold equals the takeover threshold on purpose: a worker whose leases
 //     may be taken is not counted by the coordinator, so the target always covers the
 //     shards that are free to take; a paused worker that comes back lapsed and starts from
@@ -95,7 +104,8 @@
 //   - membership and liveness (membership.go, liveness.go): every read of the metadata
 //     table and the judgement of which workers are alive;
 //   - coordinator (coordinator.go): the election, shard sync, lease creation and the max
-//     leases per worker;
+//     leases per worker; its cleaner (cleanup.go) deletes finished leases and dead
+//     workers' records;
 //   - balancer (balancer.go): the target, takes, releases, and leases whose take was
 //     ambiguous;
 //   - consumerSet and shardConsumer (consumers.go, shardconsumer.go): one goroutine per

@@ -93,7 +93,7 @@ func TestCheckpointerFencing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := newCheckpointer(store, a, Hooks{}, clock.Real{}, time.Second)
+	cp := newCheckpointer(store, a, Hooks{}, clock.Real{}, time.Second, 0)
 	if err := cp.Checkpoint(ctx, "100"); err != nil {
 		t.Fatal(err)
 	}
@@ -119,5 +119,88 @@ func TestCheckpointerFencing(t *testing.T) {
 	_ = cp.Checkpoint(ctx, "300")
 	if store.Calls()["Checkpoint"] != before {
 		t.Fatal("a lost checkpointer still wrote")
+	}
+}
+
+// With a coalescing interval a checkpointer writes at most once per interval: checkpoints
+// in between are accepted and kept pending, flushed after the interval, handed to the
+// release, and never written below a write that may have applied.
+func TestCheckpointerCoalescesWrites(t *testing.T) {
+	ctx := context.Background()
+	fake := clock.NewFake(time.Unix(7000, 0))
+	store := memstore.NewLeases()
+	if err := store.CreateLease(ctx, lease.Lease{ShardID: "s", Checkpoint: lease.TrimHorizon}); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := store.GetLease(ctx, "s")
+	held, err := store.TakeLease(ctx, l, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := newCheckpointer(store, held, Hooks{}, fake, time.Second, time.Second)
+	stored := func() string { cur, _ := store.GetLease(ctx, "s"); return cur.Checkpoint }
+	writes := func() int { return store.Calls()["Checkpoint"] }
+
+	for _, step := range []struct {
+		advance     time.Duration
+		checkpoint  string // "" : flush instead
+		wantStored  string
+		wantWrites  int
+		wantPending string
+	}{
+		{0, "10", "10", 1, ""},                        // the first one is written at once
+		{100 * time.Millisecond, "20", "10", 1, "20"}, // within the interval: pending
+		{100 * time.Millisecond, "30", "10", 1, "30"},
+		{500 * time.Millisecond, "", "10", 1, "30"}, // flush before the interval: nothing
+		{400 * time.Millisecond, "", "30", 2, ""},   // flush after it: one write
+		{100 * time.Millisecond, "40", "30", 2, "40"},
+	} {
+		fake.Advance(step.advance)
+		if step.checkpoint != "" {
+			if err := cp.Checkpoint(ctx, step.checkpoint); err != nil {
+				t.Fatalf("Checkpoint(%s): %v", step.checkpoint, err)
+			}
+		} else if err := cp.flush(ctx); err != nil {
+			t.Fatalf("flush: %v", err)
+		}
+		if got, n := stored(), writes(); got != step.wantStored || n != step.wantWrites || cp.pending != step.wantPending {
+			t.Fatalf("after %q: stored %s in %d writes, pending %q; want %s in %d, pending %q",
+				step.checkpoint, got, n, cp.pending, step.wantStored, step.wantWrites, step.wantPending)
+		}
+	}
+	if got := cp.LastCheckpoint(); got != "40" {
+		t.Fatalf("LastCheckpoint = %s, want the pending 40: a retried batch starts after it", got)
+	}
+	if err := cp.Checkpoint(ctx, "35"); !errors.Is(err, ErrCheckpointBackwards) {
+		t.Fatalf("checkpoint below the pending one: %v, want ErrCheckpointBackwards", err)
+	}
+	if p := cp.takePending(); p != "40" || cp.takePending() != "" {
+		t.Fatalf("takePending = %q, want 40 once", p)
+	}
+	// A write that failed and may have applied: an older pending one is never written.
+	fake.Advance(2 * time.Second)
+	store.InjectError("Checkpoint", errors.New("timeout"), 1)
+	store.InjectError("GetLease", errors.New("timeout"), 1)
+	if err := cp.Checkpoint(ctx, "50"); err == nil {
+		t.Fatal("a failed write reported success")
+	}
+	fake.Advance(100 * time.Millisecond)
+	if err := cp.Checkpoint(ctx, "45"); !errors.Is(err, ErrCheckpointBackwards) {
+		t.Fatalf("checkpoint below a write that may have applied: %v, want ErrCheckpointBackwards", err)
+	}
+	// A lost lease: the due flush reports it.
+	if err := cp.Checkpoint(ctx, "60"); err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := store.GetLease(ctx, "s")
+	if _, err := store.TakeLease(ctx, cur, "b"); err != nil {
+		t.Fatal(err)
+	}
+	fake.Advance(2 * time.Second)
+	if err := cp.Checkpoint(ctx, "70"); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("checkpoint after the lease was taken: %v, want ErrLeaseLost", err)
+	}
+	if got := stored(); got != "30" && got != "60" {
+		t.Fatalf("stored checkpoint %s after the steal", got)
 	}
 }

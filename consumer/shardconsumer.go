@@ -169,6 +169,9 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 			}
 			lastDelivered = batch.Records[n-1].SequenceNumber
 		}
+		if c.cp.flush(ctx) != nil { // A coalesced checkpoint, due: the lease was lost.
+			return c.stop(ctx, stopLost)
+		}
 		if batch.NextIterator == "" {
 			return c.shardEnded(ctx, batch.ChildShards)
 		}
@@ -349,7 +352,7 @@ func (c *shardConsumer) stop(ctx context.Context, k stopKind) consumerExit {
 	if err := c.proc.ShutdownRequested(ctx, c.cp); err != nil {
 		c.log.Warn("record processor failed at shutdown; the next owner resumes from the last checkpoint", "err", err)
 	}
-	if !c.release(ctx, "") {
+	if !c.release(ctx, c.cp.takePending()) {
 		return consumerExit{reason: exitLost}
 	}
 	return consumerExit{reason: exitReleased}
@@ -358,7 +361,7 @@ func (c *shardConsumer) stop(ctx context.Context, k stopKind) consumerExit {
 func (c *shardConsumer) shardEnded(ctx context.Context, children []stream.ChildShard) consumerExit {
 	if err := c.proc.ShardEnded(ctx, c.cp); err != nil {
 		c.log.Error("record processor failed at shard end; releasing without SHARD_END so the shard is retried", "err", err)
-		c.release(ctx, "")
+		c.release(ctx, c.cp.takePending())
 		return consumerExit{reason: exitFailed}
 	}
 	if !c.release(ctx, lease.ShardEnd) {

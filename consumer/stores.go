@@ -27,6 +27,9 @@ type LeaseStore interface {
 	// Checkpoint records progress, provided the lease still has held's Owner and Epoch,
 	// with the reader's lag behind the tip of the shard (negative: unknown, not written).
 	Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error
+	// DeleteLease removes the lease, provided it still has observed's Owner and Epoch
+	// (lease.ErrConflict otherwise, also when it is already gone).
+	DeleteLease(ctx context.Context, observed lease.Lease) error
 }
 
 // MetaStore keeps the metadata table: one record per worker and the coordinator record.
@@ -47,6 +50,9 @@ type MetaStore interface {
 	// ResignCoordinator clears the coordinator id, provided the stored record still has
 	// rec's CoordinatorID and Epoch, so another worker can claim the role at once.
 	ResignCoordinator(ctx context.Context, rec lease.CoordinatorRecord) error
+	// DeleteWorker removes a worker's record, provided its heartbeat is still
+	// observedHeartbeat (lease.ErrConflict otherwise, also when it is already gone).
+	DeleteWorker(ctx context.Context, workerID string, observedHeartbeat int64) error
 }
 
 // Stream reads one Kinesis stream. Package stream adapts the AWS SDK to it.

@@ -60,6 +60,16 @@ type Lease struct {
 // Finished reports whether the shard was processed to its end.
 func (l Lease) Finished() bool { return l.Checkpoint == ShardEnd }
 
+// Started reports whether the lease's owner checkpointed past the lease's start position:
+// its checkpoint is a sequence number or ShardEnd.
+func (l Lease) Started() bool {
+	switch l.Checkpoint {
+	case "", TrimHorizon, Latest, AtTimestamp:
+		return false
+	}
+	return true
+}
+
 // WorkerState is the life-cycle state a worker publishes.
 type WorkerState string
 
@@ -154,6 +164,7 @@ type Index struct {
 	byID       map[string]Lease
 	corrupt    map[string]bool
 	openParent map[string]bool
+	children   map[string][]string // parent -> the leases that name it
 }
 
 // Index indexes t.
@@ -162,11 +173,13 @@ func (t Table) Index() Index {
 		byID:       make(map[string]Lease, len(t.Leases)),
 		corrupt:    make(map[string]bool, len(t.Corrupt)),
 		openParent: make(map[string]bool),
+		children:   make(map[string][]string),
 	}
 	for _, l := range t.Leases {
 		x.byID[l.ShardID] = l
-		if !l.Finished() {
-			for _, p := range l.ParentShardIDs {
+		for _, p := range l.ParentShardIDs {
+			x.children[p] = append(x.children[p], l.ShardID)
+			if !l.Finished() {
 				x.openParent[p] = true
 			}
 		}
@@ -196,6 +209,29 @@ func (x Index) IsOpenParent(shardID string) bool { return x.openParent[shardID] 
 func (x Index) ParentsFinished(l Lease) bool {
 	for _, p := range l.ParentShardIDs {
 		if pl, ok := x.byID[p]; x.corrupt[p] || ok && !pl.Finished() {
+			return false
+		}
+	}
+	return true
+}
+
+// Outgrown reports whether the lease of shardID can be deleted because nobody can need it
+// again: it finished, it has children (those whose leases name it, and streamChildren,
+// the shards the stream lists as its children), and every child's lease checkpointed past
+// its start. A child that has started never looks at its parents again, and a missing
+// parent counts as finished (see ParentsFinished), so deleting the lease changes no
+// decision. A child without a lease, or with a corrupt one, keeps the parent.
+func (x Index) Outgrown(shardID string, streamChildren []string) bool {
+	l, ok := x.byID[shardID]
+	if !ok || !l.Finished() {
+		return false
+	}
+	kids := append(append([]string(nil), x.children[shardID]...), streamChildren...)
+	if len(kids) == 0 {
+		return false
+	}
+	for _, k := range kids {
+		if kl, ok := x.byID[k]; !ok || x.corrupt[k] || !kl.Started() {
 			return false
 		}
 	}

@@ -208,16 +208,9 @@ func checkpointOp(held lease.Lease, checkpoint string, lag int64) leaseOp {
 
 func deleteOp(observed lease.Lease) leaseOp {
 	return func(ctx context.Context, s consumer.LeaseStore) (*lease.Lease, error) {
-		d, ok := s.(LeaseDeleter)
-		if !ok {
-			return nil, errSkip
-		}
-		return nil, d.DeleteLease(ctx, observed)
+		return nil, s.DeleteLease(ctx, observed)
 	}
 }
-
-// errSkip is returned by an operation the store does not have.
-var errSkip = errors.New("storetest: the store does not implement this operation")
 
 // with returns l changed by f.
 func with[T any](l T, f func(*T)) T {
@@ -299,9 +292,6 @@ func testConditionalWrites[S consumer.LeaseStore](t *testing.T, newStore func(t 
 				tc.change(&s1, &s2)
 			}
 			got, err := tc.op(t.Context(), s)
-			if err == errSkip {
-				t.Skip("the store has no DeleteLease (see LeaseDeleter)")
-			}
 			ok := checkErr(t, "the write", err, tc.err)
 			want := map[string]lease.Lease{}
 			for _, l := range []lease.Lease{s1, s2} {
@@ -402,9 +392,7 @@ func testCorruptLeases[S consumer.LeaseStore](t *testing.T, s S, opts LeaseOptio
 	checkErr(t, "ReleaseLease of a corrupt item", s.ReleaseLease(ctx, held, "1"), lease.ErrConflict)
 	checkErr(t, "Checkpoint of a corrupt item", s.Checkpoint(ctx, held, "1", 1), lease.ErrConflict)
 	checkErr(t, "CreateLease over a corrupt item", s.CreateLease(ctx, free), lease.ErrExists)
-	if d, ok := any(s).(LeaseDeleter); ok {
-		checkErr(t, "DeleteLease of a corrupt item", d.DeleteLease(ctx, free), lease.ErrConflict)
-	}
+	checkErr(t, "DeleteLease of a corrupt item", s.DeleteLease(ctx, free), lease.ErrConflict)
 	if tab, err := s.ListLeases(ctx); err != nil || len(tab.Leases) != len(good) || len(tab.Corrupt) != 2 {
 		t.Errorf("after the refused writes: %+v, %v; want the same table", tab, err)
 	}
@@ -420,9 +408,7 @@ func testMissingLeaseTable(t *testing.T, s consumer.LeaseStore) {
 		"TakeLease":    func() error { _, err := s.TakeLease(ctx, l, "w2"); return err },
 		"ReleaseLease": func() error { return s.ReleaseLease(ctx, l, "") },
 		"Checkpoint":   func() error { return s.Checkpoint(ctx, l, "1", -1) },
-	}
-	if d, ok := s.(LeaseDeleter); ok {
-		calls["DeleteLease"] = func() error { return d.DeleteLease(ctx, l) }
+		"DeleteLease":  func() error { return s.DeleteLease(ctx, l) },
 	}
 	checkAll(t, calls, lease.ErrTableNotFound)
 }

@@ -172,14 +172,11 @@ func testWorkers[S consumer.MetaStore](t *testing.T, newStore func(t *testing.T)
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
 				s := newStore(t)
-				d, ok := any(s).(WorkerDeleter)
-				if !ok {
-					t.Skip("the store has no DeleteWorker (see WorkerDeleter)")
-				}
+
 				w := putWorker(t, s, lease.WorkerRecord{WorkerID: "w1", Incarnation: "i", Heartbeat: 5, State: lease.WorkerActive})
-				if checkErr(t, "DeleteWorker", d.DeleteWorker(t.Context(), tc.id, tc.heartbeat), tc.err) && tc.err == nil {
+				if checkErr(t, "DeleteWorker", s.DeleteWorker(t.Context(), tc.id, tc.heartbeat), tc.err) && tc.err == nil {
 					checkWorkers(t, "after the delete", readMeta(t, s))
-					checkErr(t, "second DeleteWorker", d.DeleteWorker(t.Context(), tc.id, tc.heartbeat), lease.ErrConflict)
+					checkErr(t, "second DeleteWorker", s.DeleteWorker(t.Context(), tc.id, tc.heartbeat), lease.ErrConflict)
 					return
 				}
 				checkWorkers(t, "after the refused delete", readMeta(t, s), w)
@@ -458,9 +455,7 @@ func testCorruptMeta[S consumer.MetaStore](t *testing.T, s S, opts MetaOptions[S
 	_, err = s.UpdateCoordinator(ctx, rec)
 	checkErr(t, "UpdateCoordinator of a corrupt item", err, lease.ErrConflict)
 	checkErr(t, "ResignCoordinator of a corrupt item", s.ResignCoordinator(ctx, rec), lease.ErrConflict)
-	if d, ok := any(s).(WorkerDeleter); ok {
-		checkErr(t, "DeleteWorker of a corrupt item", d.DeleteWorker(ctx, "w0", 0), lease.ErrConflict)
-	}
+	checkErr(t, "DeleteWorker of a corrupt item", s.DeleteWorker(ctx, "w0", 0), lease.ErrConflict)
 
 	// A coordinator item nobody can use would leave the application without coordinator:
 	// a claim that saw no record replaces it, exactly once.
@@ -497,9 +492,7 @@ func testMissingMetaTable(t *testing.T, s consumer.MetaStore) {
 			return err
 		},
 		"ResignCoordinator": func() error { return s.ResignCoordinator(ctx, rec) },
-	}
-	if d, ok := s.(WorkerDeleter); ok {
-		calls["DeleteWorker"] = func() error { return d.DeleteWorker(ctx, "w", 1) }
+		"DeleteWorker":      func() error { return s.DeleteWorker(ctx, "w", 1) },
 	}
 	checkAll(t, calls, lease.ErrTableNotFound)
 }

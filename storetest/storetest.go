@@ -22,16 +22,13 @@
 //
 // The options name what the suite cannot do through the contract itself: planting an
 // undecodable item, or opening a store whose tables do not exist. The tests that need an
-// option the caller left unset are skipped, not passed. DeleteLease and DeleteWorker are
-// not part of the consumer interfaces; the suite tests them when the store has them (see
-// LeaseDeleter and WorkerDeleter).
+// option the caller left unset are skipped, not passed.
 //
 // A store with a large page size should be given a small one (dynamostore's tests limit
 // every Scan to two items): the listing tests write ListSize items, by default 25.
 package storetest
 
 import (
-	"context"
 	"errors"
 	"reflect"
 	"slices"
@@ -40,19 +37,6 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
-
-// LeaseDeleter is implemented by lease stores that can delete a lease, provided it still
-// has the observed Owner and Epoch (lease.ErrConflict otherwise, also when it is gone).
-type LeaseDeleter interface {
-	DeleteLease(ctx context.Context, observed lease.Lease) error
-}
-
-// WorkerDeleter is implemented by metadata stores that can delete a worker record,
-// provided its heartbeat is still observedHeartbeat (lease.ErrConflict otherwise, also
-// when it is gone).
-type WorkerDeleter interface {
-	DeleteWorker(ctx context.Context, workerID string, observedHeartbeat int64) error
-}
 
 // defaultListSize is how many items the listing tests write unless told otherwise.
 const defaultListSize = 25

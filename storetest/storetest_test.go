@@ -23,11 +23,8 @@ type mutant struct {
 }
 
 type (
-	leaseStore interface {
-		consumer.LeaseStore
-		storetest.LeaseDeleter
-	}
-	metaStore = consumer.MetaStore
+	leaseStore = consumer.LeaseStore
+	metaStore  = consumer.MetaStore
 )
 
 // takeAnyEpoch takes a lease whatever its epoch.

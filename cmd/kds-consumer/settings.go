@@ -68,8 +68,12 @@ func table(s *settings) []setting {
 		intervalVar(&c.HeartbeatInterval, "HEARTBEAT_INTERVAL", "heartbeat-interval", "heartbeat renewal interval (0: LEASE_DURATION/4)"),
 		intervalVar(&c.PollInterval, "POLL_INTERVAL", "poll-interval", fmt.Sprintf("metadata poll interval (0: the smaller of %s and LEASE_DURATION/3)", consumer.DefaultPollInterval)),
 		intervalVar(&c.ShardSyncInterval, "SHARD_SYNC_INTERVAL", "shard-sync-interval", "coordinator's shard listing interval"),
+		intervalVar(&c.CleanupInterval, "CLEANUP_INTERVAL", "cleanup-interval", "how often the coordinator deletes finished leases and dead workers' records"),
+		durationVar(&c.FinishedLeaseDelay, "FINISHED_LEASE_DELAY", "finished-lease-delay", "how long a finished lease stays after all its children started, before it is deleted"),
+		durationVar(&c.DeadWorkerDelay, "DEAD_WORKER_DELAY", "dead-worker-delay", "how long a gone or expired worker's record stays before it is deleted (at least LEASE_DURATION)"),
 		durationVar(&c.IdleTimeBetweenReads, "IDLE_TIME_BETWEEN_READS", "idle-time-between-reads", "wait after an empty GetRecords"),
 		intVar(&c.MaxRecordsPerGet, 1, 10000, "MAX_RECORDS_PER_GET", "max-records-per-get", "GetRecords limit per call"),
+		durationVar(&c.CheckpointInterval, "CHECKPOINT_INTERVAL", "checkpoint-interval", "at most one checkpoint write per shard per interval; the rest are kept and written with the next write or the lease's release (0: every checkpoint is written)"),
 		durationVar(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", "shutdown-timeout", "bound on the graceful drain"),
 		upperVar(&c.InitialPosition, "INITIAL_POSITION", "initial-position", "where new leases start: TRIM_HORIZON, LATEST or AT_TIMESTAMP"),
 		timeVar(&c.InitialTimestamp, "INITIAL_TIMESTAMP", "initial-timestamp", "RFC 3339 time for AT_TIMESTAMP").

@@ -18,7 +18,10 @@ running() { # the indexes of running workers, ascending
 
 start_worker() {
   local i=$1 id=kds-consumer-$1
+  # The demo processor checkpoints every batch; the worker writes at most one per second
+  # per shard (releases flush the rest, so planned moves stay duplicate-free).
   WORKER_ID=$id HEALTH_ADDR=127.0.0.1:$((8080 + i)) RECORD_LOG_DIR="$RUN_DIR/records" \
+    CHECKPOINT_INTERVAL="${CHECKPOINT_INTERVAL:-1s}" \
     setsid nohup "$BIN_DIR/kds-consumer" >>"$RUN_DIR/logs/$id.log" 2>&1 &
   echo $! >"$RUN_DIR/pids/$id.pid"
   echo "$id: started"

@@ -335,6 +335,13 @@ func (s faultLeases) Checkpoint(ctx context.Context, h lease.Lease, cp string, b
 	return err
 }
 
+func (s faultLeases) DeleteLease(ctx context.Context, o lease.Lease) error {
+	_, err := call(ctx, s.p, true, true, false, func(c context.Context) (struct{}, error) {
+		return struct{}{}, s.inner.DeleteLease(c, o)
+	})
+	return err
+}
+
 // faultMeta is one process's view of the metadata table.
 type faultMeta struct {
 	p     *proc
@@ -365,6 +372,13 @@ func (s faultMeta) UpdateCoordinator(ctx context.Context, r lease.CoordinatorRec
 func (s faultMeta) ResignCoordinator(ctx context.Context, r lease.CoordinatorRecord) error {
 	_, err := call(ctx, s.p, true, true, false, func(c context.Context) (struct{}, error) {
 		return struct{}{}, s.inner.ResignCoordinator(c, r)
+	})
+	return err
+}
+
+func (s faultMeta) DeleteWorker(ctx context.Context, id string, heartbeat int64) error {
+	_, err := call(ctx, s.p, true, true, false, func(c context.Context) (struct{}, error) {
+		return struct{}{}, s.inner.DeleteWorker(c, id, heartbeat)
 	})
 	return err
 }

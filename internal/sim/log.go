@@ -60,6 +60,7 @@ const (
 	OpTake       = "take"
 	OpRelease    = "release"
 	OpCheckpoint = "checkpoint"
+	OpDelete     = "delete" // a finished lease removed by the coordinator's cleanup
 )
 
 // Produced is one record put on the stream.

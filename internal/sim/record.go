@@ -98,6 +98,17 @@ func (s *recLeases) Checkpoint(ctx context.Context, h lease.Lease, cp string, be
 	return err
 }
 
+func (s *recLeases) DeleteLease(ctx context.Context, o lease.Lease) error {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	err := s.inner.DeleteLease(ctx, o)
+	if err == nil {
+		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpDelete, Shard: o.ShardID,
+			Owner: o.Owner, Counter: o.Epoch, Checkpoint: o.Checkpoint})
+	}
+	return err
+}
+
 // processor is the application: it records the records it processed in every
 // ProcessRecords call and misbehaves now and then, as applications do. A call that
 // fails before processing anything records nothing; a call that processed records

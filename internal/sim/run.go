@@ -288,13 +288,17 @@ func (s *Sim) runInstance(ctx context.Context, in *instance) {
 		p := newProc(s, in.id, s.incs[in.id])
 		s.mu.Unlock()
 		cfg := consumer.Config{
-			AppName:         "simapp",
-			StreamName:      "sim",
-			WorkerID:        in.id,
-			LeaseDuration:   s.sc.LeaseDuration,
-			InitialPosition: s.sc.Position,
-			Logger:          s.opts.Logger.With("inc", p.inc),
-			Clock:           clk{p},
+			AppName:            "simapp",
+			StreamName:         "sim",
+			WorkerID:           in.id,
+			LeaseDuration:      s.sc.LeaseDuration,
+			InitialPosition:    s.sc.Position,
+			CleanupInterval:    s.sc.CleanupInterval,
+			FinishedLeaseDelay: s.sc.FinishedLeaseDelay,
+			DeadWorkerDelay:    s.sc.DeadWorkerDelay,
+			CheckpointInterval: s.sc.CheckpointInterval,
+			Logger:             s.opts.Logger.With("inc", p.inc),
+			Clock:              clk{p},
 		}
 		if s.sc.Position == lease.AtTimestamp {
 			cfg.InitialTimestamp = s.t0.Add(s.sc.InitialTimestamp)

@@ -38,6 +38,12 @@ type Scenario struct {
 	// scenarios: one hang without a deadline can stall a worker for good, which would
 	// hide every other finding).
 	Hangs bool
+	// CleanupInterval, FinishedLeaseDelay and DeadWorkerDelay are the workers' cleanup
+	// settings, short, so that finished leases and dead workers' records are deleted while
+	// the scenario runs.
+	CleanupInterval, FinishedLeaseDelay, DeadWorkerDelay time.Duration
+	// CheckpointInterval coalesces the workers' checkpoint writes (0: none).
+	CheckpointInterval time.Duration
 }
 
 // EventKind is a kind of scheduled fault.
@@ -115,6 +121,14 @@ func Generate(seed uint64, size Size) Scenario {
 		MaxOpen:       size.MaxOpenShards,
 		Hangs:         r.IntN(3) == 0,
 	}
+	// Drawn from a stream of their own, so that every other draw of a seed stays the same.
+	rc := rand.New(rand.NewPCG(seed, 0xc1ea))
+	sc.CleanupInterval = dur(rc, time.Second, 20*time.Second).Round(time.Second)
+	sc.FinishedLeaseDelay = dur(rc, time.Second, 30*time.Second).Round(time.Second)
+	sc.DeadWorkerDelay = dur(rc, sc.LeaseDuration, 3*sc.LeaseDuration).Round(time.Second)
+	if rc.IntN(2) == 0 {
+		sc.CheckpointInterval = dur(rc, 100*time.Millisecond, 5*time.Second).Round(100 * time.Millisecond)
+	}
 	switch r.IntN(3) {
 	case 0:
 		sc.Position = lease.TrimHorizon
@@ -186,6 +200,7 @@ func (sc Scenario) String() string {
 	if sc.Position == lease.AtTimestamp {
 		s += fmt.Sprintf(" t=%s", sc.InitialTimestamp)
 	}
-	return s + fmt.Sprintf(", pre-start %s, put every %s, faults %s, quiet %s, trims %v, hangs %v; events: %s",
-		sc.PreStart, sc.ProduceEvery, sc.FaultPhase, sc.Quiet, sc.Trims, sc.Hangs, strings.Join(ev, " "))
+	return s + fmt.Sprintf(", pre-start %s, put every %s, faults %s, quiet %s, trims %v, hangs %v, cleanup every %s (finished leases after %s, dead workers after %s), checkpoint interval %s; events: %s",
+		sc.PreStart, sc.ProduceEvery, sc.FaultPhase, sc.Quiet, sc.Trims, sc.Hangs,
+		sc.CleanupInterval, sc.FinishedLeaseDelay, sc.DeadWorkerDelay, sc.CheckpointInterval, strings.Join(ev, " "))
 }

@@ -32,6 +32,7 @@ type summary struct {
 	seeds    int
 	failed   []uint64
 	virtual  time.Duration
+	deleted  int // finished leases deleted by the coordinators' cleanup
 	byKind   map[string]int
 	seedKind map[string][]uint64
 }
@@ -41,6 +42,11 @@ func (s *summary) add(seed uint64, l *Log, vs []Violation) {
 	defer s.mu.Unlock()
 	s.seeds++
 	s.virtual += l.End
+	for _, w := range l.Writes {
+		if w.Op == OpDelete {
+			s.deleted++
+		}
+	}
 	for _, v := range vs {
 		if !informational(v.Kind) {
 			s.failed = append(s.failed, seed)
@@ -61,7 +67,8 @@ func (s *summary) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "sim: %d seeds, %s virtual time, %d seeds with violations", s.seeds, s.virtual.Round(time.Second), len(s.failed))
+	fmt.Fprintf(&b, "sim: %d seeds, %s virtual time, %d finished leases deleted by cleanup, %d seeds with violations",
+		s.seeds, s.virtual.Round(time.Second), s.deleted, len(s.failed))
 	kinds := make([]string, 0, len(s.byKind))
 	for k := range s.byKind {
 		kinds = append(kinds, k)

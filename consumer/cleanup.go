@@ -1,0 +1,147 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
+)
+
+// cleaner deletes, for the coordinator, what nobody can need any more, so that the lease
+// table stays as large as the open shards (plus those finished within
+// FinishedLeaseDelay) and the metadata table as large as the workers, across any number
+// of reshards and restarts:
+//   - a finished lease whose children have all checkpointed past their start
+//     (lease.Index.Outgrown), FinishedLeaseDelay after the coordinator first saw it so;
+//   - the record of a worker that is gone or expired on the coordinator's observations,
+//     DeadWorkerDelay after it first saw it so.
+//
+// Both deletions are conditional on what was read (the lease's owner and epoch, the
+// record's heartbeat), so they are idempotent, and one that lost its condition deleted
+// nothing. Being outgrown never ends once it began, and a record written again (a worker
+// that comes back) changes the heartbeat the deletion is conditional on. The delays count
+// on the coordinator's clock from its own observations; a new coordinator starts them
+// again. It is used by the control loop's goroutine only.
+type cleaner struct {
+	cfg     *Config
+	leases  LeaseStore
+	meta    MetaStore
+	members *membership
+	corrupt *corruptLog
+	log     *slog.Logger
+
+	last          time.Time
+	outgrownSince map[string]time.Time // shard -> when first seen outgrown
+	deadSince     map[string]time.Time // worker -> when first seen gone or expired
+}
+
+func newCleaner(cfg *Config, leases LeaseStore, meta MetaStore, members *membership, corrupt *corruptLog, log *slog.Logger) *cleaner {
+	return &cleaner{cfg: cfg, leases: leases, meta: meta, members: members, corrupt: corrupt, log: log,
+		outgrownSince: make(map[string]time.Time), deadSince: make(map[string]time.Time)}
+}
+
+// run deletes what is due, at most once per CleanupInterval. workers are the records of
+// the metadata read this pass; shards is the stream's last listing (nil if unknown).
+func (k *cleaner) run(ctx context.Context, now time.Time, workers []lease.WorkerRecord, shards []stream.Shard) {
+	if !k.last.IsZero() && now.Sub(k.last) < k.cfg.CleanupInterval {
+		return
+	}
+	k.last = now
+	k.workers(ctx, now, workers)
+	k.finishedLeases(ctx, now, shards)
+}
+
+func (k *cleaner) workers(ctx context.Context, now time.Time, workers []lease.WorkerRecord) {
+	seen := make(map[string]bool, len(workers))
+	for _, r := range workers {
+		seen[r.WorkerID] = true
+		if r.WorkerID == k.cfg.WorkerID || !k.members.expired(r.WorkerID) {
+			delete(k.deadSince, r.WorkerID)
+			continue
+		}
+		since, ok := k.deadSince[r.WorkerID]
+		if !ok {
+			k.deadSince[r.WorkerID] = now
+			continue
+		}
+		if now.Sub(since) < k.cfg.DeadWorkerDelay || ctx.Err() != nil {
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, k.cfg.callTimeout())
+		err := k.meta.DeleteWorker(dctx, r.WorkerID, r.Heartbeat)
+		cancel()
+		switch {
+		case err == nil:
+			k.log.Info("deleted the record of a dead worker", "dead_worker", r.WorkerID, "state", r.State, "dead_for", now.Sub(since).Round(time.Second))
+			delete(k.deadSince, r.WorkerID)
+		case errors.Is(err, lease.ErrConflict):
+			delete(k.deadSince, r.WorkerID) // It wrote again: judge it afresh.
+		default:
+			k.log.Warn("cannot delete the record of a dead worker", "dead_worker", r.WorkerID, "err", err)
+		}
+	}
+	for id := range k.deadSince {
+		if !seen[id] {
+			delete(k.deadSince, id)
+		}
+	}
+}
+
+func (k *cleaner) finishedLeases(ctx context.Context, now time.Time, shards []stream.Shard) {
+	lctx, cancel := context.WithTimeout(ctx, k.cfg.callTimeout())
+	table, err := k.leases.ListLeases(lctx)
+	cancel()
+	if err != nil {
+		k.log.Warn("cannot read the lease table for cleanup", "err", err)
+		return
+	}
+	k.corrupt.report(table.Corrupt)
+	idx := table.Index()
+	streamChildren := make(map[string][]string)
+	for _, s := range shards {
+		for _, p := range s.Parents() {
+			streamChildren[p] = append(streamChildren[p], s.ID)
+		}
+	}
+	var deleted []string
+	outgrown := make(map[string]bool)
+	for _, l := range table.Leases {
+		if !idx.Outgrown(l.ShardID, streamChildren[l.ShardID]) {
+			continue
+		}
+		outgrown[l.ShardID] = true
+		since, ok := k.outgrownSince[l.ShardID]
+		if !ok {
+			k.outgrownSince[l.ShardID] = now
+			continue
+		}
+		if now.Sub(since) < k.cfg.FinishedLeaseDelay || ctx.Err() != nil {
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, k.cfg.callTimeout())
+		err := k.leases.DeleteLease(dctx, l)
+		cancel()
+		switch {
+		case err == nil:
+			deleted = append(deleted, l.ShardID)
+			delete(outgrown, l.ShardID)
+		case errors.Is(err, lease.ErrConflict):
+			delete(outgrown, l.ShardID) // Changed or gone since the read: judge it afresh.
+		default:
+			k.log.Warn("cannot delete a finished lease", "shard", l.ShardID, "err", err)
+		}
+	}
+	for id := range k.outgrownSince {
+		if !outgrown[id] {
+			delete(k.outgrownSince, id)
+		}
+	}
+	if len(deleted) > 0 {
+		sort.Strings(deleted)
+		k.log.Info("deleted finished leases whose children have all started", "count", len(deleted), "shards", deleted)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
-	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // cleaner deletes, for the coordinator, what nobody can need any more, so that the lease
@@ -30,6 +29,7 @@ type cleaner struct {
 	cfg     *Config
 	leases  LeaseStore
 	meta    MetaStore
+	stream  Stream
 	members *membership
 	corrupt *corruptLog
 	log     *slog.Logger
@@ -39,20 +39,20 @@ type cleaner struct {
 	deadSince     map[string]time.Time // worker -> when first seen gone or expired
 }
 
-func newCleaner(cfg *Config, leases LeaseStore, meta MetaStore, members *membership, corrupt *corruptLog, log *slog.Logger) *cleaner {
-	return &cleaner{cfg: cfg, leases: leases, meta: meta, members: members, corrupt: corrupt, log: log,
+func newCleaner(cfg *Config, leases LeaseStore, meta MetaStore, s Stream, members *membership, corrupt *corruptLog, log *slog.Logger) *cleaner {
+	return &cleaner{cfg: cfg, leases: leases, meta: meta, stream: s, members: members, corrupt: corrupt, log: log,
 		outgrownSince: make(map[string]time.Time), deadSince: make(map[string]time.Time)}
 }
 
 // run deletes what is due, at most once per CleanupInterval. workers are the records of
-// the metadata read this pass; shards is the stream's last listing (nil if unknown).
-func (k *cleaner) run(ctx context.Context, now time.Time, workers []lease.WorkerRecord, shards []stream.Shard) {
+// the metadata read this pass.
+func (k *cleaner) run(ctx context.Context, now time.Time, workers []lease.WorkerRecord) {
 	if !k.last.IsZero() && now.Sub(k.last) < k.cfg.CleanupInterval {
 		return
 	}
 	k.last = now
 	k.workers(ctx, now, workers)
-	k.finishedLeases(ctx, now, shards)
+	k.finishedLeases(ctx, now)
 }
 
 func (k *cleaner) workers(ctx context.Context, now time.Time, workers []lease.WorkerRecord) {
@@ -91,12 +91,24 @@ func (k *cleaner) workers(ctx context.Context, now time.Time, workers []lease.Wo
 	}
 }
 
-func (k *cleaner) finishedLeases(ctx context.Context, now time.Time, shards []stream.Shard) {
+// finishedLeases deletes the outgrown leases that are due. A lease's children are those
+// of the lease table and those of a listing of the stream made after the table was read:
+// a shard is closed, and its children listed, before its lease can say SHARD_END, so that
+// listing names every child of every finished lease the table showed, even of a reshard
+// the coordinator's shard sync has not seen yet.
+func (k *cleaner) finishedLeases(ctx context.Context, now time.Time) {
 	lctx, cancel := context.WithTimeout(ctx, k.cfg.callTimeout())
 	table, err := k.leases.ListLeases(lctx)
 	cancel()
 	if err != nil {
 		k.log.Warn("cannot read the lease table for cleanup", "err", err)
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, k.cfg.streamTimeout())
+	shards, err := k.stream.ListShards(sctx)
+	cancel()
+	if err != nil {
+		k.log.Warn("cannot list the stream's shards for cleanup", "err", err)
 		return
 	}
 	k.corrupt.report(table.Corrupt)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,9 +14,20 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
-// newTestCleaner returns a cleaner alone for worker "coord", on in-memory stores and a
-// fake clock, with the default delays.
-func newTestCleaner(t *testing.T) (*cleaner, *memstore.Leases, *memstore.Meta, *clock.Fake) {
+// listing is a Stream that only lists its shards.
+type listing struct{ shards *[]stream.Shard }
+
+func (l listing) ListShards(context.Context) ([]stream.Shard, error) { return *l.shards, nil }
+func (listing) GetShardIterator(context.Context, string, stream.Position) (string, error) {
+	return "", stream.ErrStreamNotFound
+}
+func (listing) GetRecords(context.Context, string, int) (stream.Batch, error) {
+	return stream.Batch{}, stream.ErrStreamNotFound
+}
+
+// newTestCleaner returns a cleaner alone for worker "coord", on in-memory stores, a fake
+// clock and a stream listing *shards, with the default delays.
+func newTestCleaner(t *testing.T, shards *[]stream.Shard) (*cleaner, *memstore.Leases, *memstore.Meta, *clock.Fake) {
 	t.Helper()
 	fake := clock.NewFake(time.Unix(50000, 0))
 	cfg, err := Config{AppName: "app", WorkerID: "coord", Clock: fake,
@@ -26,23 +38,27 @@ func newTestCleaner(t *testing.T) (*cleaner, *memstore.Leases, *memstore.Meta, *
 	leases, meta := memstore.NewLeases(), memstore.NewMeta()
 	corrupt := newCorruptLog(cfg.Logger)
 	members := newMembership(meta, fake, cfg.LeaseDuration, cfg.callTimeout(), corrupt)
-	return newCleaner(&cfg, leases, meta, members, corrupt, cfg.Logger), leases, meta, fake
+	return newCleaner(&cfg, leases, meta, listing{shards}, members, corrupt, cfg.Logger), leases, meta, fake
 }
 
 // A finished lease is deleted FinishedLeaseDelay after the coordinator first saw every
 // child started, not before; and a later shard sync does not create it again.
 func TestFinishedLeaseIsDeletedOnceEveryChildStarted(t *testing.T) {
 	ctx := context.Background()
-	k, leases, _, fake := newTestCleaner(t)
+	shards := []stream.Shard{{ID: "p", Closed: true}, {ID: "c1", ParentShardID: "p"}, {ID: "c2", ParentShardID: "p"}, {ID: "open"}}
+	k, leases, _, fake := newTestCleaner(t, &shards)
 	leases.Put(lease.Lease{ShardID: "p", Epoch: 4, Checkpoint: lease.ShardEnd})
 	leases.Put(lease.Lease{ShardID: "c1", Epoch: 2, Owner: "w1", Checkpoint: "17", ParentShardIDs: []string{"p"}})
-	leases.Put(lease.Lease{ShardID: "c2", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{"p"}})
 	leases.Put(lease.Lease{ShardID: "open", Epoch: 1, Owner: "w1", Checkpoint: "9"})
-	shards := []stream.Shard{{ID: "p", Closed: true}, {ID: "c1", ParentShardID: "p"}, {ID: "c2", ParentShardID: "p"}, {ID: "open"}}
 	present := func(id string) bool { _, err := leases.GetLease(ctx, id); return err == nil }
 
-	step := func(d time.Duration) { fake.Advance(d); k.run(ctx, fake.Now(), nil, shards) }
+	step := func(d time.Duration) { fake.Advance(d); k.run(ctx, fake.Now(), nil) }
 	step(0)
+	step(k.cfg.CleanupInterval + k.cfg.FinishedLeaseDelay)
+	if !present("p") {
+		t.Fatal("the parent was deleted while a child the stream lists had no lease yet")
+	}
+	leases.Put(lease.Lease{ShardID: "c2", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{"p"}})
 	step(k.cfg.CleanupInterval + k.cfg.FinishedLeaseDelay)
 	if !present("p") {
 		t.Fatal("the parent was deleted while a child had not started")
@@ -68,36 +84,43 @@ func TestFinishedLeaseIsDeletedOnceEveryChildStarted(t *testing.T) {
 	}
 	// The shard sync does not create the deleted parent again: its children have leases.
 	have := map[string]bool{"c1": true, "c2": true, "open": true}
-	if done := outgrownShards(shards, have); !done["p"] || done["c1"] || done["open"] {
-		t.Fatalf("outgrownShards = %v, want only p", done)
+	if need := unleased(shards, have); len(need) != 0 {
+		t.Fatalf("unleased = %v, want none", need)
 	}
 }
 
-// A closed shard whose children have no lease yet is created (the first sync, or a sync
-// after a failed one): only a processed shard is skipped, also across generations.
-func TestOutgrownShardsNeedALeasedDescendant(t *testing.T) {
+// The shard sync creates leases for the open shards that have none and for their
+// ancestors up to the first one with a lease, never for another closed shard: that one
+// was processed and its lease deleted, even when its children aged out of the stream.
+func TestUnleasedShardsAreOpenOnesAndTheirUnleasedAncestors(t *testing.T) {
 	shards := []stream.Shard{
 		{ID: "a", Closed: true}, {ID: "b", ParentShardID: "a", Closed: true},
 		{ID: "c", ParentShardID: "b"}, {ID: "x", Closed: true}, {ID: "y", ParentShardID: "x"},
+		{ID: "m1", Closed: true}, {ID: "m2", Closed: true}, {ID: "m", ParentShardID: "m1", AdjacentParentShardID: "m2"},
+		{ID: "orphan", Closed: true}, // its children aged out of the listing
 	}
 	for _, tc := range []struct {
 		name string
-		have map[string]bool
-		want []string
+		have []string
+		want string
 	}{
-		{"no leases yet", map[string]bool{}, nil},
-		{"parents created, children not yet", map[string]bool{"a": true, "x": true}, nil},
-		{"grandchild leased, two generations deleted", map[string]bool{"c": true, "x": true, "y": true}, []string{"a", "b"}},
+		{"first sync: every ancestor of an open shard", nil, "a b c x y m1 m2 m"},
+		{"parents created, children not yet", []string{"a", "x", "m1", "m2"}, "b c y m"},
+		{"new children of leased parents", []string{"a", "b", "x", "m1", "m2"}, "c y m"},
+		{"children of a split and a merge", []string{"b", "x", "m1", "m2"}, "c y m"},
+		{"two generations processed and deleted", []string{"c", "y", "m"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := outgrownShards(shards, tc.have)
-			if len(got) != len(tc.want) {
-				t.Fatalf("outgrownShards = %v, want %v", got, tc.want)
+			have := map[string]bool{}
+			for _, id := range tc.have {
+				have[id] = true
 			}
-			for _, id := range tc.want {
-				if !got[id] {
-					t.Fatalf("outgrownShards = %v, want %v", got, tc.want)
-				}
+			var got []string
+			for _, s := range unleased(shards, have) {
+				got = append(got, s.ID)
+			}
+			if strings.Join(got, " ") != tc.want {
+				t.Fatalf("unleased = %q, want %q", strings.Join(got, " "), tc.want)
 			}
 		})
 	}
@@ -107,7 +130,7 @@ func TestOutgrownShardsNeedALeasedDescendant(t *testing.T) {
 // saw it dead; a live one's never, and one that wrote again is judged afresh.
 func TestDeadWorkersRecordsAreDeletedAfterTheDelay(t *testing.T) {
 	ctx := context.Background()
-	k, _, meta, fake := newTestCleaner(t)
+	k, _, meta, fake := newTestCleaner(t, &[]stream.Shard{})
 	put := func(id string, hb int64, st lease.WorkerState) {
 		if err := meta.PutWorker(ctx, lease.WorkerRecord{WorkerID: id, Incarnation: "i", Heartbeat: hb, State: st}); err != nil {
 			t.Fatal(err)
@@ -126,7 +149,7 @@ func TestDeadWorkersRecordsAreDeletedAfterTheDelay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k.run(ctx, fake.Now(), m.Workers, nil)
+		k.run(ctx, fake.Now(), m.Workers)
 	}
 	records := func() map[string]bool {
 		out := map[string]bool{}

@@ -40,13 +40,11 @@ type coordinatorRole struct {
 	shardsKnown    bool
 	leasesAdded    bool   // leases were created since the record was last written
 	countError     string // the last error of the desired worker count, logged once
-	// shards is the stream's last listing, for the cleaner.
-	shards []stream.Shard
 }
 
 func newCoordinator(cfg *Config, leases LeaseStore, meta MetaStore, s Stream, t *tenure, members *membership, corrupt *corruptLog, log *slog.Logger) *coordinator {
 	return &coordinator{cfg: cfg, leases: leases, meta: meta, stream: s, tenure: t, members: members, corrupt: corrupt, log: log,
-		clean: newCleaner(cfg, leases, meta, members, corrupt, log)}
+		clean: newCleaner(cfg, leases, meta, s, members, corrupt, log)}
 }
 
 // holding reports whether this worker holds the coordinator role.
@@ -102,7 +100,7 @@ func (c *coordinator) coordinate(ctx context.Context, now time.Time, meta lease.
 func (c *coordinator) lose(why string) {
 	c.log.Warn("no longer coordinator", "reason", why, "epoch", c.role.epoch)
 	c.role = coordinatorRole{}
-	c.clean = newCleaner(c.cfg, c.leases, c.meta, c.members, c.corrupt, c.log)
+	c.clean = newCleaner(c.cfg, c.leases, c.meta, c.stream, c.members, c.corrupt, c.log)
 	c.cfg.Hooks.coordinatorChanged(false)
 }
 
@@ -118,7 +116,7 @@ func (c *coordinator) resign(ctx context.Context) {
 		c.log.Info("resigned the coordinator role", "epoch", c.role.epoch)
 	}
 	c.role = coordinatorRole{}
-	c.clean = newCleaner(c.cfg, c.leases, c.meta, c.members, c.corrupt, c.log)
+	c.clean = newCleaner(c.cfg, c.leases, c.meta, c.stream, c.members, c.corrupt, c.log)
 	c.cfg.Hooks.coordinatorChanged(false)
 }
 
@@ -146,7 +144,7 @@ func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.Coordin
 	if !c.role.shardsKnown {
 		return &rec
 	}
-	c.clean.run(ctx, now, workers, c.role.shards)
+	c.clean.run(ctx, now, workers)
 	live := c.members.liveCount()
 	desired := live
 	if c.cfg.WorkerCounter != nil {
@@ -247,7 +245,6 @@ func (c *coordinator) syncShards(ctx context.Context, start lease.CoordinatorRec
 		}
 		return
 	}
-	c.role.shards = shards
 	open := 0
 	ids := make(map[string]bool, len(shards))
 	for _, s := range shards {
@@ -287,24 +284,16 @@ func (c *coordinator) syncShards(ctx context.Context, start lease.CoordinatorRec
 	c.role.shardsKnown = true
 }
 
-// createLeases creates a lease for every listed shard that has none, open or closed,
-// parents before children, each at the application's recorded initial position: the same
-// rule on the first sync and on every later one, so a later or partly failed sync never
-// reads what the first start skipped. A closed shard at AT_TIMESTAMP is read from that
-// time to its end (records written after it are not lost), then ends like any shard.
-// A closed shard without a lease whose descendants have one was processed and its lease
-// deleted (see cleaner): it is not created again, and counts as present for its children.
+// createLeases creates the leases the shards that need one lack (see unleased), parents
+// before children, each at the application's recorded initial position: the same rule on
+// the first sync and on every later one, so a later or partly failed sync never reads what
+// the first start skipped. A closed shard at AT_TIMESTAMP is read from that time to its
+// end (records written after it are not lost), then ends like any shard.
 func (c *coordinator) createLeases(ctx context.Context, shards []stream.Shard, have map[string]bool, start lease.CoordinatorRecord) (created int, failed bool) {
-	inStream := make(map[string]bool, len(shards))
-	for _, s := range shards {
-		inStream[s.ID] = true
-	}
-	done := outgrownShards(shards, have)
-	var pending []stream.Shard
-	for _, s := range shards {
-		if !have[s.ID] && !done[s.ID] {
-			pending = append(pending, s)
-		}
+	pending := unleased(shards, have)
+	needed := make(map[string]bool, len(pending))
+	for _, s := range pending {
+		needed[s.ID] = true
 	}
 	for progress := true; progress && len(pending) > 0 && ctx.Err() == nil; {
 		progress = false
@@ -314,9 +303,9 @@ func (c *coordinator) createLeases(ctx context.Context, shards []stream.Shard, h
 			ready := true
 			for _, p := range s.Parents() {
 				switch {
-				case have[p] || done[p]:
+				case have[p]:
 					parents = append(parents, p)
-				case inStream[p]:
+				case needed[p]:
 					ready = false // create the parent first
 				}
 			}
@@ -343,39 +332,41 @@ func (c *coordinator) createLeases(ctx context.Context, shards []stream.Shard, h
 	return created, failed || len(pending) > 0
 }
 
-// outgrownShards returns the closed shards without a lease (in have) of which a
-// descendant, through the listing's parent links, has one.
-func outgrownShards(shards []stream.Shard, have map[string]bool) map[string]bool {
-	children := make(map[string][]string)
-	closed := make(map[string]bool)
+// unleased returns the listed shards that need a lease and have none (in have): every
+// open shard, and every ancestor of such an open shard up to the first one with a lease.
+// Any other closed shard without a lease was processed and its lease deleted (see
+// cleaner: a lease is deleted only after all its children started, so some descendant of
+// it has a lease or finished): it is not created again. On the first sync no shard has a
+// lease, so every ancestor of the open shards gets one.
+func unleased(shards []stream.Shard, have map[string]bool) []stream.Shard {
+	byID := make(map[string]stream.Shard, len(shards))
 	for _, s := range shards {
-		closed[s.ID] = s.Closed
+		byID[s.ID] = s
+	}
+	need := make(map[string]bool)
+	var walk func(id string)
+	walk = func(id string) {
+		s, listed := byID[id]
+		if !listed || have[id] || need[id] {
+			return
+		}
+		need[id] = true
 		for _, p := range s.Parents() {
-			children[p] = append(children[p], s.ID)
+			walk(p)
 		}
 	}
-	memo := make(map[string]bool)
-	var leased func(id string) bool // a descendant of id has a lease
-	leased = func(id string) bool {
-		if v, ok := memo[id]; ok {
-			return v
-		}
-		memo[id] = false // shard parent links form no cycles; this guards against bad input
-		for _, ch := range children[id] {
-			if have[ch] || leased(ch) {
-				memo[id] = true
-				break
-			}
-		}
-		return memo[id]
-	}
-	done := make(map[string]bool)
 	for _, s := range shards {
-		if closed[s.ID] && !have[s.ID] && leased(s.ID) {
-			done[s.ID] = true
+		if !s.Closed {
+			walk(s.ID)
 		}
 	}
-	return done
+	var out []stream.Shard
+	for _, s := range shards {
+		if need[s.ID] {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // configuredPosition is the position this worker's configuration asks for, as the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
@@ -297,39 +298,65 @@ func (c *coordinator) createLeases(ctx context.Context, shards []stream.Shard, h
 	}
 	for progress := true; progress && len(pending) > 0 && ctx.Err() == nil; {
 		progress = false
-		rest := pending[:0]
+		var rest []stream.Shard
+		var ready []lease.Lease
 		for _, s := range pending {
 			var parents []string
-			ready := true
+			isReady := true
 			for _, p := range s.Parents() {
 				switch {
 				case have[p]:
 					parents = append(parents, p)
 				case needed[p]:
-					ready = false // create the parent first
+					isReady = false // create the parent first
 				}
 			}
-			if !ready {
+			if !isReady {
 				rest = append(rest, s)
 				continue
 			}
-			l := lease.Lease{ShardID: s.ID, ParentShardIDs: parents, Checkpoint: start.InitialPosition, StartTimestamp: start.InitialTimestamp}
-			cctx, cancel := context.WithTimeout(ctx, c.cfg.callTimeout())
-			err := c.leases.CreateLease(cctx, l)
-			cancel()
+			ready = append(ready, lease.Lease{ShardID: s.ID, ParentShardIDs: parents,
+				Checkpoint: start.InitialPosition, StartTimestamp: start.InitialTimestamp})
+		}
+		for i, err := range c.createAll(ctx, ready) {
+			id := ready[i].ShardID
 			if err != nil && !errors.Is(err, lease.ErrExists) {
-				c.log.Warn("cannot create lease", "shard", s.ID, "err", err)
+				c.log.Warn("cannot create lease", "shard", id, "err", err)
 				failed = true
 				continue
 			} else if err == nil {
 				created++
 			}
-			have[s.ID] = true
+			have[id] = true
 			progress = true
 		}
 		pending = rest
 	}
 	return created, failed || len(pending) > 0
+}
+
+// createConcurrency bounds the lease creations in flight: a reshard to thousands of shards
+// creates its leases in seconds without a burst the table's capacity would throttle.
+const createConcurrency = 16
+
+// createAll creates ls, at most createConcurrency at once, each with its own deadline,
+// and returns each creation's error.
+func (c *coordinator) createAll(ctx context.Context, ls []lease.Lease) []error {
+	errs := make([]error, len(ls))
+	sem := make(chan struct{}, createConcurrency)
+	var wg sync.WaitGroup
+	for i, l := range ls {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			cctx, cancel := context.WithTimeout(ctx, c.cfg.callTimeout())
+			defer cancel()
+			errs[i] = c.leases.CreateLease(cctx, l)
+		}()
+	}
+	wg.Wait()
+	return errs
 }
 
 // unleased returns the listed shards that need a lease and have none (in have): every

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,5 +85,47 @@ func TestCoordinatorPublishesMaxLeasesForLiveWorkers(t *testing.T) {
 				t.Errorf("a lapsed coordinator wrote the record (%d writes)", after-before)
 			}
 		})
+	}
+}
+
+// inFlight counts the CreateLease calls in flight and remembers the most at once.
+type inFlight struct {
+	*memstore.Leases
+	mu       sync.Mutex
+	now, max int
+}
+
+func (s *inFlight) CreateLease(ctx context.Context, l lease.Lease) error {
+	s.mu.Lock()
+	s.now++
+	s.max = max(s.max, s.now)
+	s.mu.Unlock()
+	time.Sleep(time.Millisecond)
+	defer func() { s.mu.Lock(); s.now--; s.mu.Unlock() }()
+	return s.Leases.CreateLease(ctx, l)
+}
+
+// A shard sync creates many leases concurrently, but never more than createConcurrency
+// at once.
+func TestShardSyncCreatesLeasesWithBoundedConcurrency(t *testing.T) {
+	ctx := context.Background()
+	fake := clock.NewFake(time.Unix(10000, 0))
+	cfg, err := Config{AppName: "app", WorkerID: "w0", Clock: fake, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &inFlight{Leases: memstore.NewLeases()}
+	s := memstore.NewStream(200)
+	tn := newTenure(fake, cfg.LeaseDuration, cfg.fenceMargin())
+	tn.renew(fake.Now())
+	corrupt := newCorruptLog(cfg.Logger)
+	c := newCoordinator(&cfg, store, memstore.NewMeta(), s, tn, newMembership(memstore.NewMeta(), fake, cfg.LeaseDuration, time.Second, corrupt), corrupt, cfg.Logger)
+	c.syncShards(ctx, lease.CoordinatorRecord{InitialPosition: lease.TrimHorizon})
+	table, _ := store.ListLeases(ctx)
+	if len(table.Leases) != 200 {
+		t.Fatalf("%d leases, want 200", len(table.Leases))
+	}
+	if store.max > createConcurrency || store.max < 2 {
+		t.Fatalf("at most %d creations in flight, want between 2 and %d", store.max, createConcurrency)
 	}
 }

@@ -119,5 +119,11 @@
 // At steady state each worker reads the small metadata table once per PollInterval and
 // writes its heartbeat once per HeartbeatInterval; the lease table is read only when the
 // metadata table shows that leases may have become takeable, or rarely as a safety net.
-// DynamoDB requests therefore grow with the number of workers, not shards.
+// DynamoDB requests therefore grow with the number of workers, not shards. The
+// coordinator alone reads the lease table and lists the stream once per CleanupInterval to
+// delete finished leases and dead workers' records, so the tables stay as large as the open
+// shards and the workers. Checkpoint writes, which dominate the bill while records flow,
+// can be coalesced to one per shard per CheckpointInterval (released leases flush theirs).
+// Each worker still reads the whole metadata table every PollInterval, so the items read
+// grow with workers squared: the membership view planned for large fleets removes that.
 package consumer

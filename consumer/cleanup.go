@@ -14,8 +14,8 @@ import (
 // table stays as large as the open shards (plus those finished within
 // FinishedLeaseDelay) and the metadata table as large as the workers, across any number
 // of reshards and restarts:
-//   - a finished lease whose children have all checkpointed past their start
-//     (lease.Index.Outgrown), FinishedLeaseDelay after the coordinator first saw it so;
+//   - a finished lease whose children all have leases (lease.Index.Outgrown),
+//     FinishedLeaseDelay after the coordinator first saw it so;
 //   - the record of a worker that is gone or expired on the coordinator's observations,
 //     DeadWorkerDelay after it first saw it so.
 //
@@ -154,6 +154,6 @@ func (k *cleaner) finishedLeases(ctx context.Context, now time.Time) {
 	}
 	if len(deleted) > 0 {
 		sort.Strings(deleted)
-		k.log.Info("deleted finished leases whose children have all started", "count", len(deleted), "shards", deleted)
+		k.log.Info("deleted finished leases whose children all have leases", "count", len(deleted), "shards", deleted)
 	}
 }

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -41,9 +42,10 @@ func newTestCleaner(t *testing.T, shards *[]stream.Shard) (*cleaner, *memstore.L
 	return newCleaner(&cfg, leases, meta, listing{shards}, members, corrupt, cfg.Logger), leases, meta, fake
 }
 
-// A finished lease is deleted FinishedLeaseDelay after the coordinator first saw every
-// child started, not before; and a later shard sync does not create it again.
-func TestFinishedLeaseIsDeletedOnceEveryChildStarted(t *testing.T) {
+// A finished lease is deleted FinishedLeaseDelay after the coordinator first saw a lease
+// for every child (listed by the stream or named in the table), not before; and a later
+// shard sync does not create it again.
+func TestFinishedLeaseIsDeletedOnceEveryChildHasALease(t *testing.T) {
 	ctx := context.Background()
 	shards := []stream.Shard{{ID: "p", Closed: true}, {ID: "c1", ParentShardID: "p"}, {ID: "c2", ParentShardID: "p"}, {ID: "open"}}
 	k, leases, _, fake := newTestCleaner(t, &shards)
@@ -58,17 +60,13 @@ func TestFinishedLeaseIsDeletedOnceEveryChildStarted(t *testing.T) {
 	if !present("p") {
 		t.Fatal("the parent was deleted while a child the stream lists had no lease yet")
 	}
-	leases.Put(lease.Lease{ShardID: "c2", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{"p"}})
+	leases.PutCorrupt("c2", "leaseCounter: missing")
 	step(k.cfg.CleanupInterval + k.cfg.FinishedLeaseDelay)
 	if !present("p") {
-		t.Fatal("the parent was deleted while a child had not started")
+		t.Fatal("the parent was deleted while a child's lease was unreadable")
 	}
-	c2, _ := leases.GetLease(ctx, "c2")
-	c2, _ = leases.TakeLease(ctx, c2, "w2")
-	if err := leases.Checkpoint(ctx, c2, "3", -1); err != nil {
-		t.Fatal(err)
-	}
-	step(k.cfg.CleanupInterval) // first seen outgrown
+	leases.Put(lease.Lease{ShardID: "c2", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{"p"}})
+	step(k.cfg.CleanupInterval) // first seen outgrown: an idle child that never checkpointed counts
 	step(k.cfg.FinishedLeaseDelay - time.Second)
 	if !present("p") {
 		t.Fatal("the parent was deleted before FinishedLeaseDelay")
@@ -175,5 +173,49 @@ func TestDeadWorkersRecordsAreDeletedAfterTheDelay(t *testing.T) {
 	step(every)
 	if r := records(); !r["silent"] || !r["live"] || !r["coord"] {
 		t.Fatalf("records %v: want silent (it wrote again), live and coord kept", r)
+	}
+}
+
+// Across any number of reshards the lease table holds the open shards' leases and those
+// finished within FinishedLeaseDelay, nothing more; every record is still processed once
+// its parents ended, and no deleted lease comes back.
+func TestLeaseTableStaysAsLargeAsTheOpenShardsAcrossReshards(t *testing.T) {
+	c := newCluster(t, 4)
+	c.base.CleanupInterval = 200 * time.Millisecond
+	c.base.FinishedLeaseDelay = 300 * time.Millisecond
+	c.start("w0")
+	c.start("w1")
+	var all []map[string]bool
+	for i, n := range []int{8, 4, 8, 16, 8, 4} {
+		all = append(all, c.produce(fmt.Sprintf("r%d-", i), 100))
+		if err := c.stream.UpdateShardCount(n); err != nil {
+			t.Fatal(err)
+		}
+		c.waitFor(fmt.Sprintf("%d open shards owned", n), 15*time.Second, func() bool {
+			counts, free := c.owners()
+			return counts["w0"]+counts["w1"] == n && free == 0
+		})
+	}
+	for _, seqs := range all {
+		c.waitFor("every record", 15*time.Second, c.allProcessed(seqs))
+	}
+	open := c.stream.OpenShards()
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, l := range c.leases.Snapshot().Leases {
+				t.Logf("lease %s owner %q checkpoint %s parents %v", l.ShardID, l.Owner, l.Checkpoint, l.ParentShardIDs)
+			}
+		}
+	})
+	c.waitFor("only the open shards' leases", 10*time.Second, func() bool {
+		return len(c.leases.Snapshot().Leases) == open
+	})
+	for _, l := range c.leases.Snapshot().Leases {
+		if l.Finished() {
+			t.Errorf("finished lease %s still in the table", l.ShardID)
+		}
+	}
+	if total := len(c.stream.Shards()); total <= open {
+		t.Fatalf("the stream lists %d shards, %d open: the test resharded nothing", total, open)
 	}
 }

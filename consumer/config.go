@@ -102,9 +102,8 @@ type Config struct {
 	// the workers, across any number of reshards and restarts. Default 1m, whatever
 	// LeaseDuration is; at least PollInterval.
 	CleanupInterval time.Duration
-	// FinishedLeaseDelay is how long a finished lease stays after every child's lease has
-	// checkpointed past its start (from then on nobody can need it) before it is deleted.
-	// Default 5m.
+	// FinishedLeaseDelay is how long a finished lease stays after every child of its shard
+	// has a lease (from then on no decision needs it) before it is deleted. Default 5m.
 	FinishedLeaseDelay time.Duration
 	// DeadWorkerDelay is how long a worker that is gone or expired (on the coordinator's
 	// observations) keeps its record before it is deleted. Default 10m; at least

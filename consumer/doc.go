@@ -74,10 +74,11 @@
 //     expire and the worker is not marked gone. A heartbeat write that lands after the
 //     "gone" write carries an older heartbeat and is ignored by observers.
 //   - Cleanup deletes only what no decision can need again, conditionally on what it read.
-//     A finished lease goes once every child's lease checkpointed past its start: a started
-//     child never looks at its parents again, and a missing parent counts as finished. The
-//     shard sync never creates a lease again for a closed shard a descendant of which has
-//     one (it was processed), so a deleted parent is not read twice. A dead worker's
+//     A finished lease goes once every child of its shard has a lease (the children are
+//     read from the lease table and from a listing of the stream made after it): a
+//     missing parent counts as finished, which it is, and the shard sync creates leases
+//     only for open shards and their ancestors up to the first one with a lease, so a
+//     deleted parent is never created, nor read, again. A dead worker's
 //     record goes DeadWorkerDelay (at least LeaseDuration) after the coordinator first saw
 //     it gone or expired, conditional on the heartbeat it read: a worker that wrote again
 //     keeps its record, and owners without a record expire by the same rule as silent

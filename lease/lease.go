@@ -60,16 +60,6 @@ type Lease struct {
 // Finished reports whether the shard was processed to its end.
 func (l Lease) Finished() bool { return l.Checkpoint == ShardEnd }
 
-// Started reports whether the lease's owner checkpointed past the lease's start position:
-// its checkpoint is a sequence number or ShardEnd.
-func (l Lease) Started() bool {
-	switch l.Checkpoint {
-	case "", TrimHorizon, Latest, AtTimestamp:
-		return false
-	}
-	return true
-}
-
 // WorkerState is the life-cycle state a worker publishes.
 type WorkerState string
 
@@ -215,12 +205,16 @@ func (x Index) ParentsFinished(l Lease) bool {
 	return true
 }
 
-// Outgrown reports whether the lease of shardID can be deleted because nobody can need it
-// again: it finished, it has children (those whose leases name it, and streamChildren,
-// the shards the stream lists as its children), and every child's lease checkpointed past
-// its start. A child that has started never looks at its parents again, and a missing
-// parent counts as finished (see ParentsFinished), so deleting the lease changes no
-// decision. A child without a lease, or with a corrupt one, keeps the parent.
+// Outgrown reports whether the lease of shardID can be deleted because no decision needs
+// it any more: it finished, it has children (those whose leases name it, and
+// streamChildren, the shards the stream lists as its children), and every child has a
+// lease. A missing parent counts as finished (see ParentsFinished), which it is; and a
+// shard sync creates leases only for open shards and their ancestors up to the first one
+// with a lease, so a parent whose children all have leases is never created again. (The
+// KCL waits for every child to checkpoint past its start, because its shard sync could
+// otherwise create the parent again; with this sync rule that would only keep the
+// parents of idle children for good.) A child without a lease, or with a corrupt one,
+// keeps the parent.
 func (x Index) Outgrown(shardID string, streamChildren []string) bool {
 	l, ok := x.byID[shardID]
 	if !ok || !l.Finished() {
@@ -231,7 +225,7 @@ func (x Index) Outgrown(shardID string, streamChildren []string) bool {
 		return false
 	}
 	for _, k := range kids {
-		if kl, ok := x.byID[k]; !ok || x.corrupt[k] || !kl.Started() {
+		if _, ok := x.byID[k]; !ok || x.corrupt[k] {
 			return false
 		}
 	}

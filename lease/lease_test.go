@@ -50,3 +50,34 @@ func TestIndexParentsFinished(t *testing.T) {
 		}
 	}
 }
+
+func TestIndexOutgrown(t *testing.T) {
+	x := Table{
+		Leases: []Lease{
+			{ShardID: "p", Checkpoint: ShardEnd},
+			{ShardID: "c1", Checkpoint: TrimHorizon, ParentShardIDs: []string{"p"}},
+			{ShardID: "c2", Checkpoint: "5", ParentShardIDs: []string{"p"}},
+			{ShardID: "open", Checkpoint: "7"},
+			{ShardID: "leaf-end", Checkpoint: ShardEnd},
+			{ShardID: "q", Checkpoint: ShardEnd},
+		},
+		Corrupt: []CorruptItem{{Key: "bad-child", Reason: "x"}},
+	}.Index()
+	for _, tc := range []struct {
+		name, shard string
+		stream      []string
+		want        bool
+	}{
+		{"every child has a lease, started or not", "p", []string{"c1", "c2"}, true},
+		{"the table's children suffice", "p", nil, true},
+		{"a listed child without a lease", "p", []string{"c1", "c2", "c3"}, false},
+		{"not finished", "open", nil, false},
+		{"finished without any child known", "leaf-end", nil, false},
+		{"a corrupt child", "q", []string{"bad-child"}, false},
+		{"no lease", "gone", []string{"c1"}, false},
+	} {
+		if got := x.Outgrown(tc.shard, tc.stream); got != tc.want {
+			t.Errorf("%s: Outgrown(%s, %v) = %v, want %v", tc.name, tc.shard, tc.stream, got, tc.want)
+		}
+	}
+}

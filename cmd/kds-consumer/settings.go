@@ -69,7 +69,7 @@ func table(s *settings) []setting {
 		intervalVar(&c.PollInterval, "POLL_INTERVAL", "poll-interval", fmt.Sprintf("metadata poll interval (0: the smaller of %s and LEASE_DURATION/3)", consumer.DefaultPollInterval)),
 		intervalVar(&c.ShardSyncInterval, "SHARD_SYNC_INTERVAL", "shard-sync-interval", "coordinator's shard listing interval"),
 		intervalVar(&c.CleanupInterval, "CLEANUP_INTERVAL", "cleanup-interval", "how often the coordinator deletes finished leases and dead workers' records"),
-		durationVar(&c.FinishedLeaseDelay, "FINISHED_LEASE_DELAY", "finished-lease-delay", "how long a finished lease stays after all its children started, before it is deleted"),
+		durationVar(&c.FinishedLeaseDelay, "FINISHED_LEASE_DELAY", "finished-lease-delay", "how long a finished lease stays after all its children have leases, before it is deleted"),
 		durationVar(&c.DeadWorkerDelay, "DEAD_WORKER_DELAY", "dead-worker-delay", "how long a gone or expired worker's record stays before it is deleted (at least LEASE_DURATION)"),
 		durationVar(&c.IdleTimeBetweenReads, "IDLE_TIME_BETWEEN_READS", "idle-time-between-reads", "wait after an empty GetRecords"),
 		intVar(&c.MaxRecordsPerGet, 1, 10000, "MAX_RECORDS_PER_GET", "max-records-per-get", "GetRecords limit per call"),

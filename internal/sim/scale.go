@@ -31,6 +31,8 @@ type ScaleConfig struct {
 	Rolling int
 	// SkipReshard skips phase (f).
 	SkipReshard bool
+	// CostOnly runs the cold start and the steady state only (phases a and b).
+	CostOnly bool
 	// Logger receives the workers' logs (nil: none).
 	Logger *slog.Logger
 	// Progress, when set, is told when each phase starts (virtual time since start).
@@ -173,6 +175,34 @@ func RunScale(c ScaleConfig) ScaleResult {
 	time.Sleep(c.CostWindow)
 	res.Steady = RateOver(meter.Snapshot().Sub(u0), c.CostWindow)
 	s.producing.Store(true)
+	var roll, up, reshard [2]time.Time
+	if !c.CostOnly {
+		roll, up, reshard = r.disrupt(&res, phase)
+	}
+
+	// Drain: no new records, every record delivered, then the checks.
+	phase("drain")
+	time.Sleep(3 * s.sc.LeaseDuration)
+	close(stopProducer)
+	<-producerDone
+	time.Sleep(30 * time.Second)
+	l := s.finish(stopSampler, samplerDone)
+	res.Virtual = l.End
+	for _, w := range []struct {
+		span [2]time.Time
+		dups *int
+	}{{roll, &res.RollingDups}, {up, &res.ScaleUpDups}, {reshard, &res.ReshardDups}} {
+		if !w.span[0].IsZero() {
+			*w.dups = duplicatesIn(l, w.span[0].Sub(s.t0), w.span[1].Sub(s.t0))
+		}
+	}
+	res.Violations = CheckAll(l)
+	return res
+}
+
+// disrupt runs phases (c) to (f) and returns the spans of (d), (e) and (f).
+func (r *scaleRun) disrupt(res *ScaleResult, phase func(string)) (roll, up, reshard [2]time.Time) {
+	s, c := r.Sim, r.cfg
 
 	// (c) kill -9 of 10% of the workers, then the orchestrator starts them again.
 	phase("kill -9")
@@ -289,21 +319,12 @@ func RunScale(c ScaleConfig) ScaleResult {
 		s.extendFault(time.Now())
 	}
 
-	// Drain: no new records, every record delivered, then the checks.
-	phase("drain")
-	time.Sleep(3 * s.sc.LeaseDuration)
-	close(stopProducer)
-	<-producerDone
-	time.Sleep(30 * time.Second)
-	l := s.finish(stopSampler, samplerDone)
-	res.Virtual = l.End
-	res.RollingDups = duplicatesIn(l, rollBegin.Sub(s.t0), rollEnd.Sub(s.t0))
-	res.ScaleUpDups = duplicatesIn(l, upBegin.Sub(s.t0), upEnd.Sub(s.t0))
-	if !c.SkipReshard {
-		res.ReshardDups = duplicatesIn(l, reshardBegin.Sub(s.t0), reshardEnd.Sub(s.t0))
+	roll = [2]time.Time{rollBegin, rollEnd}
+	up = [2]time.Time{upBegin, upEnd}
+	if !reshardBegin.IsZero() {
+		reshard = [2]time.Time{reshardBegin, reshardEnd}
 	}
-	res.Violations = CheckAll(l)
-	return res
+	return roll, up, reshard
 }
 
 // waitFor polls cond every step until it holds or timeout passes.

@@ -17,6 +17,7 @@ var (
 	flagScaleRolling  = flag.Int("sim.scale.rolling", 0, "scale runs: restart at most this many workers in the rolling restart (0: all)")
 	flagScaleReshard  = flag.Bool("sim.scale.reshard", true, "scale runs: include the reshard M -> 2M")
 	flagScaleBaseline = flag.Bool("sim.scale.baseline", true, "scale runs: also run the KCL-style baseline")
+	flagScaleCostOnly = flag.Bool("sim.scale.costonly", false, "scale runs: cold start and steady-state cost only")
 	flagScaleOut      = flag.String("sim.scale.out", "", "scale runs: also write the markdown table to this file")
 )
 
@@ -52,7 +53,7 @@ func TestScale(t *testing.T) {
 	for _, sz := range sizes {
 		t.Run(fmt.Sprintf("%dx%d", sz[0], sz[1]), func(t *testing.T) {
 			progress := func(p string) { t.Logf("%s: %s", time.Now().Format("15:04:05"), p) }
-			cfg := ScaleConfig{Seed: 1, Shards: sz[0], Workers: sz[1], Rolling: *flagScaleRolling, SkipReshard: !*flagScaleReshard}
+			cfg := ScaleConfig{Seed: 1, Shards: sz[0], Workers: sz[1], Rolling: *flagScaleRolling, SkipReshard: !*flagScaleReshard, CostOnly: *flagScaleCostOnly}
 			var res ScaleResult
 			var br *BaselineResult
 			wall := time.Now()
@@ -71,6 +72,8 @@ func TestScale(t *testing.T) {
 				t.Logf("baseline: wall %s", time.Since(wall).Round(time.Second))
 			}
 			t.Logf("kds-lease-manager: wall %s for %s virtual, heap after %d MB (peak sys %d MB)", ours.Round(time.Second), res.Virtual.Round(time.Second), memOurs, sysMB())
+			t.Logf("cold start requests: %s", RateOver(res.ColdUsage, time.Minute).OpsString())
+			t.Logf("cold start failed conditions: %s", conflictsString(res.ColdUsage))
 			for _, v := range res.Violations[:min(len(res.Violations), 20)] {
 				t.Errorf("violation: %s", v)
 			}
@@ -97,4 +100,14 @@ func sysMB() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.Sys >> 20
+}
+
+func conflictsString(u Usage) string {
+	var parts []string
+	for _, op := range u.Ops() {
+		if c := u[op].Conflicts; c > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", op, c))
+		}
+	}
+	return strings.Join(parts, ", ")
 }

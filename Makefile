@@ -27,7 +27,7 @@ include deploy/k8s/k8s.mk
 
 DURATION ?= 90s
 
-.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench fuzz sim \
+.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench fuzz sim sim-scale \
 	status logs logs-worker monitor metadata leases scale-workers test-shards test-workers \
 	restart-worker restart-all clean
 
@@ -62,6 +62,13 @@ sim: ## virtual-time simulation of real workers under seeded faults: SEEDS=2000 
 		set -o pipefail; $(GO) test -count=1 -timeout 120m -run '^TestSimulate$$' -v ./internal/sim -sim.seeds=$(SEEDS) -sim.start=$(START) -sim.size=$(SIZE) \
 			| grep -vE '^\s*--- (FAIL|PASS): TestSimulate/seeds/[0-9]+ |^=== |^\s*--- PASS: TestSimulate/seeds '; \
 	fi
+
+SCALE         ?= 1000x50
+SCALE_ROLLING ?= 0
+SCALE_FLAGS   ?=
+sim-scale: ## virtual-time scale runs of real workers, DynamoDB cost vs a KCL-style baseline: SCALE=1000x50 (SHARDSxWORKERS, comma-separated; big: 10000x500); SCALE_ROLLING=N restarts at most N; SCALE_FLAGS=-sim.scale.costonly
+	@mkdir -p .run; set -o pipefail; $(GO) test -count=1 -timeout 180m -run '^TestScale$$' -v ./internal/sim -sim.scale=$(SCALE) \
+		-sim.scale.rolling=$(SCALE_ROLLING) $(SCALE_FLAGS) -sim.scale.out=$(CURDIR)/.run/sim-scale.md | grep -vE '^(=== |\s*--- PASS)'
 
 bench: build ## benchmarks on the real engines, one table (KDS_BENCH_RUNS=3); record it in docs/BENCHMARKS.md
 	set -o pipefail; KDS_BENCH_OUT=$${KDS_BENCH_OUT:-$(CURDIR)/.run/bench.md} $(GO) test -tags bench -run TestBenchmarks -count=1 -timeout 60m -v ./e2e | grep -v '^{'

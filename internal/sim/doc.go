@@ -86,4 +86,25 @@
 // (every process sees the same virtual time), partial table reads, DynamoDB eventual
 // consistency, iterator expiry and Kinesis read throttling by the stream itself, and
 // CPU time (code between two blocking points takes no virtual time).
+//
+// # Scale runs and cost
+//
+// `make sim-scale SCALE=1000x50` (SHARDSxWORKERS, a comma-separated list; or
+// `go test -run TestScale ./internal/sim -sim.scale=1000x50`) runs N workers over M
+// shards without random faults through a fixed script (scale.go): (a) cold start until
+// every shard is owned and processing, with the failed conditional writes meanwhile;
+// (b) a steady-state window (2 virtual minutes, producer paused) over which every store
+// request is counted; (c) kill -9 of 10% of the workers until each one's shards were
+// taken elsewhere; (d) a rolling restart, one worker at a time (graceful stop, start,
+// wait until ownership is balanced again), with the records delivered twice; (e) N to
+// 1.1N workers; (f) a reshard M to 2M by splits in four steps. The checkers above run on
+// the whole log. The same bubble model of a KCL-style lease manager (baseline.go:
+// renew every lease every 3.3 s, scan the lease table every 20 s, take at most one
+// lease per 10 s pass) runs over the same table with the same accounting.
+//
+// Requests are counted below the fault wrappers, by operation (cost.go), with DynamoDB
+// capacity units computed from the size of the items package dynamostore's codec writes
+// (a Store over a client that captures PutItem items): strongly consistent reads 1 unit
+// per 4 KB (a Scan rounded once per 1 MB page), writes 1 unit per KB of the larger of
+// the item before and after, failed conditions included; priced at on-demand rates.
 package sim

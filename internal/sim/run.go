@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
@@ -21,6 +22,10 @@ import (
 type Options struct {
 	// Logger receives the workers' logs; nil discards them.
 	Logger *slog.Logger
+	// Meter, when set, counts every store request the workers make (see cost.go).
+	Meter *Meter
+	// SampleEvery is the sampler's period (default one second).
+	SampleEvery time.Duration
 }
 
 // Sim is one running simulation. Run creates it; it must run inside a
@@ -37,6 +42,8 @@ type Sim struct {
 	t0     time.Time
 	start  time.Time
 	rng    *rand.Rand // main goroutine only
+	// producing is cleared to pause the producer.
+	producing atomic.Bool
 
 	mu        sync.Mutex
 	faultEnd  time.Time
@@ -67,32 +74,7 @@ type instance struct {
 // Run simulates a scenario and returns its log. It must be called inside a synctest
 // bubble; it returns when every goroutine it started has ended.
 func Run(sc Scenario, opts Options) *Log {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	t0 := time.Now()
-	s := &Sim{
-		sc: sc, seed: sc.Seed, opts: opts,
-		rec:       &recorder{t0: t0, log: &Log{Seed: sc.Seed}},
-		leases:    memstore.NewLeases(),
-		meta:      memstore.NewMeta(),
-		stream:    memstore.NewStream(sc.Shards),
-		t0:        t0,
-		rng:       rand.New(rand.NewPCG(sc.Seed, 0xfa0175)),
-		current:   map[string]*instance{},
-		incs:      map[string]int{},
-		shardInfo: map[string]ShardInfo{},
-		closedAt:  map[string]time.Time{},
-		trimmed:   map[string]bool{},
-	}
-	s.stream.Now = time.Now
-	s.meta.Now = time.Now
-	s.shared = &recLeases{inner: s.leases, r: s.rec}
-	s.noteShards()
-	s.start = t0.Add(sc.PreStart)
-	s.faultEnd = s.start.Add(sc.FaultPhase)
-	s.lastFault = s.faultEnd
-
+	s := newSim(sc, opts)
 	stopProducer := make(chan struct{})
 	producerDone := make(chan struct{})
 	go s.produce(stopProducer, producerDone)
@@ -131,6 +113,45 @@ func Run(sc Scenario, opts Options) *Log {
 	close(stopProducer)
 	<-producerDone
 	time.Sleep(drain)
+	return s.finish(stopSampler, samplerDone)
+}
+
+// newSim creates the simulation of sc: the stores, the stream and the recorder.
+func newSim(sc Scenario, opts Options) *Sim {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	t0 := time.Now()
+	s := &Sim{
+		sc: sc, seed: sc.Seed, opts: opts,
+		rec:       &recorder{t0: t0, log: &Log{Seed: sc.Seed}},
+		leases:    memstore.NewLeases(),
+		meta:      memstore.NewMeta(),
+		stream:    memstore.NewStream(sc.Shards),
+		t0:        t0,
+		rng:       rand.New(rand.NewPCG(sc.Seed, 0xfa0175)),
+		current:   map[string]*instance{},
+		incs:      map[string]int{},
+		shardInfo: map[string]ShardInfo{},
+		closedAt:  map[string]time.Time{},
+		trimmed:   map[string]bool{},
+	}
+	s.stream.Now = time.Now
+	s.meta.Now = time.Now
+	s.shared = &recLeases{inner: s.leases, r: s.rec}
+	s.noteShards()
+	s.start = t0.Add(sc.PreStart)
+	s.faultEnd = s.start.Add(sc.FaultPhase)
+	s.lastFault = s.faultEnd
+	s.producing.Store(true)
+	return s
+}
+
+// finish stops the sampler and every worker, waits for every goroutine of every process
+// and returns the log.
+func (s *Sim) finish(stopSampler, samplerDone chan struct{}) *Log {
+	sc := s.sc
+	t0 := s.t0
 	end := time.Now()
 	close(stopSampler)
 	<-samplerDone
@@ -153,6 +174,9 @@ func Run(sc Scenario, opts Options) *Log {
 	l.LeaseDuration = sc.LeaseDuration
 	l.PollInterval = consumer.DefaultPollInterval
 	l.Cap = lease.DefaultCap
+	if sc.MaxLeasesCap > 0 {
+		l.Cap = sc.MaxLeasesCap
+	}
 	l.Position = sc.Position
 	l.InitialTimestamp = sc.InitialTimestamp
 	l.Hangs = sc.Hangs
@@ -217,6 +241,10 @@ func (s *Sim) produce(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-time.After(time.Until(next)):
 		}
+		if !s.producing.Load() {
+			next = next.Add(s.sc.ProduceEvery)
+			continue
+		}
 		key := fmt.Sprintf("k%d", r.Uint32())
 		shard, seq := s.stream.Put(key, []byte(key))
 		now := time.Now()
@@ -230,11 +258,15 @@ func (s *Sim) produce(stop <-chan struct{}, done chan<- struct{}) {
 // sample snapshots the lease table and the workers once a second until stop.
 func (s *Sim) sample(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
+	every := s.opts.SampleEvery
+	if every <= 0 {
+		every = time.Second
+	}
 	for {
 		select {
 		case <-stop:
 			return
-		case <-time.After(time.Second):
+		case <-time.After(every):
 		}
 		owners := map[string]string{}
 		for _, l := range s.leases.Snapshot().Leases {
@@ -303,7 +335,16 @@ func (s *Sim) runInstance(ctx context.Context, in *instance) {
 		if s.sc.Position == lease.AtTimestamp {
 			cfg.InitialTimestamp = s.t0.Add(s.sc.InitialTimestamp)
 		}
-		w, err := consumer.New(cfg, faultLeases{p, s.shared}, faultMeta{p, s.meta}, faultStream{p, s.stream},
+		if s.sc.MaxLeasesCap > 0 {
+			cfg.MaxLeasesCap = s.sc.MaxLeasesCap
+		}
+		var leases consumer.LeaseStore = s.shared
+		var meta consumer.MetaStore = s.meta
+		if m := s.opts.Meter; m != nil {
+			leases = meterLeases{m: m, table: s.leases, inner: leases}
+			meta = meterMeta{m: m, inner: meta}
+		}
+		w, err := consumer.New(cfg, faultLeases{p, leases}, faultMeta{p, meta}, faultStream{p, s.stream},
 			func(shard string) consumer.RecordProcessor { return &processor{p: p, shard: shard} })
 		if err != nil {
 			panic(fmt.Sprintf("sim: consumer.New: %v", err))

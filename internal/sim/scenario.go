@@ -44,6 +44,8 @@ type Scenario struct {
 	CleanupInterval, FinishedLeaseDelay, DeadWorkerDelay time.Duration
 	// CheckpointInterval coalesces the workers' checkpoint writes (0: none).
 	CheckpointInterval time.Duration
+	// MaxLeasesCap is the workers' MaxLeasesCap (0: the default).
+	MaxLeasesCap int
 }
 
 // EventKind is a kind of scheduled fault.

@@ -1,0 +1,573 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/kds-lease-manager/kds-lease-manager/consumer"
+	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+)
+
+// Request accounting: every store request a worker makes is counted by operation, with
+// the DynamoDB capacity units it would consume, computed from the size of the items the
+// real codec (package dynamostore) writes.
+//
+// DynamoDB rules used (provisioned and on-demand alike):
+//   - item size: the sum of the attribute names' lengths and the values' sizes; strings
+//     and binary by their UTF-8 bytes, numbers about one byte per two significant digits
+//     plus one, booleans and null one byte, sets and lists the sum of their elements
+//     (plus 3 bytes for a list or map);
+//   - strongly consistent GetItem: 1 read unit per 4 KB of the item, at least 1;
+//   - strongly consistent Scan: per request (a page of at most 1 MB), 1 read unit per
+//     4 KB of the items read, rounded up once for the page, at least 1;
+//   - PutItem, UpdateItem, DeleteItem: 1 write unit per KB of the larger of the item
+//     before and after, at least 1; a failed condition still costs the write.
+
+// Prices: DynamoDB on-demand, us-east-1, as the brief gives them (USD per million
+// request units). AWS halved them in November 2024 ($0.625 and $0.125); the ratios
+// between consumers do not depend on the price.
+const (
+	PricePerMillionWRU = 1.25
+	PricePerMillionRRU = 0.25
+	MinutesPerMonth    = 43200
+)
+
+// scanPageBytes is DynamoDB's limit of data read by one Scan request.
+const scanPageBytes = 1 << 20
+
+// ItemSize is the DynamoDB size of an item in bytes.
+func ItemSize(item map[string]types.AttributeValue) int {
+	n := 0
+	for name, v := range item {
+		n += len(name) + valueSize(v)
+	}
+	return n
+}
+
+func valueSize(v types.AttributeValue) int {
+	switch v := v.(type) {
+	case *types.AttributeValueMemberS:
+		return len(v.Value) // Go strings are UTF-8 bytes
+	case *types.AttributeValueMemberN:
+		return numberSize(v.Value)
+	case *types.AttributeValueMemberB:
+		return len(v.Value)
+	case *types.AttributeValueMemberBOOL, *types.AttributeValueMemberNULL:
+		return 1
+	case *types.AttributeValueMemberSS:
+		n := 0
+		for _, s := range v.Value {
+			n += len(s)
+		}
+		return n
+	case *types.AttributeValueMemberNS:
+		n := 0
+		for _, s := range v.Value {
+			n += numberSize(s)
+		}
+		return n
+	case *types.AttributeValueMemberBS:
+		n := 0
+		for _, b := range v.Value {
+			n += len(b)
+		}
+		return n
+	case *types.AttributeValueMemberL:
+		n := 3
+		for _, e := range v.Value {
+			n += 1 + valueSize(e)
+		}
+		return n
+	case *types.AttributeValueMemberM:
+		n := 3
+		for k, e := range v.Value {
+			n += 1 + len(k) + valueSize(e)
+		}
+		return n
+	}
+	return 0
+}
+
+// numberSize is the size of a number: one byte per two significant digits, plus one
+// (the AWS rule: "approximately", up to 21 bytes).
+func numberSize(s string) int {
+	s = strings.TrimLeft(s, "+-")
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		s = s[:i]
+	}
+	s = strings.Replace(s, ".", "", 1)
+	s = strings.TrimLeft(s, "0")
+	s = strings.TrimRight(s, "0")
+	digits := utf8.RuneCountInString(s)
+	return min((digits+1)/2+1, 21)
+}
+
+// ReadUnits is the strongly consistent read units of a read of size bytes.
+func ReadUnits(size int) int64 { return max(1, int64(math.Ceil(float64(size)/4096))) }
+
+// WriteUnits is the write units of a write whose item is size bytes.
+func WriteUnits(size int) int64 { return max(1, int64(math.Ceil(float64(size)/1024))) }
+
+// ScanCost splits a Scan over items of the given sizes into requests (1 MB pages) and
+// returns the requests and the read units.
+func ScanCost(sizes []int) (requests, units int64) {
+	page := 0
+	flush := func() {
+		requests++
+		units += ReadUnits(page)
+		page = 0
+	}
+	for _, s := range sizes {
+		if page > 0 && page+s > scanPageBytes {
+			flush()
+		}
+		page += s
+	}
+	flush()
+	return requests, units
+}
+
+// Monthly is the on-demand cost per month of rru read and wru write units a minute.
+func Monthly(rruPerMin, wruPerMin float64) float64 {
+	return (rruPerMin*PricePerMillionRRU + wruPerMin*PricePerMillionWRU) * MinutesPerMonth / 1e6
+}
+
+// sizer computes item sizes with package dynamostore's encoder: a Store on a client that
+// captures the item of a PutItem and applies nothing.
+type sizer struct {
+	store   *dynamostore.Store
+	mu      sync.Mutex
+	last    map[string]types.AttributeValue
+	leases  map[leaseKey]int
+	workers map[lease.WorkerRecord]int
+}
+
+// captureClient is a DynamoDB client that remembers the last item put.
+type captureClient struct {
+	dynamostore.DynamoDB // nil: any other call panics
+	s                    *sizer
+}
+
+func (c captureClient) PutItem(_ context.Context, in *dynamodb.PutItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	c.s.last = in.Item
+	return &dynamodb.PutItemOutput{}, nil
+}
+
+// Attribute names the codec gives the fields CreateLease and ClaimCoordinator leave at
+// their zero values; sizeLease and sizeCoordinator set them on the captured item (the
+// tests check that the codec writes these names).
+const (
+	attrLeaseOwner   = "leaseOwner"
+	attrLeaseCounter = "leaseCounter"
+	attrMillisBehind = "millisBehindLatest"
+)
+
+var coordinatorNumbers = []string{
+	"max_leases_per_worker", "target_leases_per_worker", "shard_count", "worker_count",
+	"live_workers", "cap", "unowned_shards", "recommended_workers", "lease_generation", "version",
+}
+
+func newSizer() *sizer {
+	s := &sizer{leases: map[leaseKey]int{}, workers: map[lease.WorkerRecord]int{}}
+	st, err := dynamostore.New(captureClient{s: s}, "simapp")
+	if err != nil {
+		panic(err)
+	}
+	s.store = st
+	return s
+}
+
+// leaseItem returns the item the codec writes for l.
+func (s *sizer) leaseItem(l lease.Lease) map[string]types.AttributeValue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cp := l
+	if cp.Checkpoint == "" {
+		cp.Checkpoint = lease.TrimHorizon
+	}
+	if err := s.store.CreateLease(context.Background(), cp); err != nil {
+		panic(fmt.Sprintf("sim: sizing lease %s: %v", l.ShardID, err))
+	}
+	item := s.last
+	// CreateLease writes a free lease at counter 0 without lag.
+	item[attrLeaseCounter] = &types.AttributeValueMemberN{Value: strconv.FormatInt(l.Epoch, 10)}
+	if l.Owner != "" {
+		item[attrLeaseOwner] = &types.AttributeValueMemberS{Value: l.Owner}
+	}
+	if l.MillisBehindLatest > 0 {
+		item[attrMillisBehind] = &types.AttributeValueMemberN{Value: strconv.FormatInt(l.MillisBehindLatest, 10)}
+	}
+	return item
+}
+
+// leaseKey is what a lease's size depends on.
+type leaseKey struct {
+	shard, owner, checkpoint, parents string
+	epoch, behind, start              int64
+}
+
+// lease returns the size of l's item, cached by value.
+func (s *sizer) lease(l lease.Lease) int {
+	k := leaseKey{shard: l.ShardID, owner: l.Owner, checkpoint: l.Checkpoint, epoch: l.Epoch, behind: l.MillisBehindLatest}
+	if !l.StartTimestamp.IsZero() {
+		k.start = l.StartTimestamp.UnixMilli()
+	}
+	if len(l.ParentShardIDs) > 0 {
+		k.parents = strings.Join(l.ParentShardIDs, ",")
+	}
+	s.mu.Lock()
+	n, ok := s.leases[k]
+	s.mu.Unlock()
+	if ok {
+		return n
+	}
+	n = ItemSize(s.leaseItem(l))
+	s.mu.Lock()
+	if len(s.leases) > 1<<20 {
+		clear(s.leases)
+	}
+	s.leases[k] = n
+	s.mu.Unlock()
+	return n
+}
+
+func (s *sizer) workerItem(w lease.WorkerRecord) map[string]types.AttributeValue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.store.PutWorker(context.Background(), w); err != nil {
+		panic(fmt.Sprintf("sim: sizing worker %s: %v", w.WorkerID, err))
+	}
+	return s.last
+}
+
+// worker returns the size of w's item, cached by value.
+func (s *sizer) worker(w lease.WorkerRecord) int {
+	s.mu.Lock()
+	n, ok := s.workers[w]
+	s.mu.Unlock()
+	if ok {
+		return n
+	}
+	n = ItemSize(s.workerItem(w))
+	s.mu.Lock()
+	if len(s.workers) > 1<<18 {
+		clear(s.workers)
+	}
+	s.workers[w] = n
+	s.mu.Unlock()
+	return n
+}
+
+func (s *sizer) coordinatorItem(c lease.CoordinatorRecord) map[string]types.AttributeValue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.store.ClaimCoordinator(context.Background(), "x", nil); err != nil {
+		panic(fmt.Sprintf("sim: sizing the coordinator: %v", err))
+	}
+	item := s.last
+	// The claim writes epoch 1 and zero values; put the record's own.
+	item["epoch"] = &types.AttributeValueMemberN{Value: strconv.FormatInt(c.Epoch, 10)}
+	vals := []int64{int64(c.MaxLeasesPerWorker), int64(c.TargetLeasesPerWorker), int64(c.ShardCount), int64(c.WorkerCount),
+		int64(c.LiveWorkers), int64(c.Cap), int64(c.UnownedShards), int64(c.RecommendedWorkers), c.LeaseGeneration, c.Version}
+	for i, a := range coordinatorNumbers {
+		item[a] = &types.AttributeValueMemberN{Value: strconv.FormatInt(vals[i], 10)}
+	}
+	if c.CoordinatorID == "" {
+		delete(item, "coordinator_id")
+	} else {
+		item["coordinator_id"] = &types.AttributeValueMemberS{Value: c.CoordinatorID}
+	}
+	if c.InitialPosition != "" {
+		item["initial_position"] = &types.AttributeValueMemberS{Value: c.InitialPosition}
+		if !c.InitialTimestamp.IsZero() {
+			item["initial_timestamp"] = &types.AttributeValueMemberS{Value: c.InitialTimestamp.UTC().Format(time.RFC3339Nano)}
+		}
+	}
+	return item
+}
+
+func (s *sizer) coordinator(c lease.CoordinatorRecord) int { return ItemSize(s.coordinatorItem(c)) }
+
+// OpStats is what one operation cost.
+type OpStats struct {
+	Requests   int64
+	Conflicts  int64 // failed conditions (lease.ErrConflict, lease.ErrExists)
+	ReadUnits  int64
+	WriteUnits int64
+}
+
+// Meter counts store requests by operation. It is safe for concurrent use.
+type Meter struct {
+	sz *sizer
+	mu sync.Mutex
+	by map[string]*OpStats
+}
+
+// NewMeter returns an empty meter.
+func NewMeter() *Meter { return &Meter{sz: newSizer(), by: map[string]*OpStats{}} }
+
+func (m *Meter) add(op string, requests, rru, wru int64, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.by[op]
+	if st == nil {
+		st = &OpStats{}
+		m.by[op] = st
+	}
+	st.Requests += requests
+	st.ReadUnits += rru
+	st.WriteUnits += wru
+	if errors.Is(err, lease.ErrConflict) || errors.Is(err, lease.ErrExists) {
+		st.Conflicts++
+	}
+}
+
+// Usage is a meter's counts at one moment, or the difference of two.
+type Usage map[string]OpStats
+
+// Snapshot returns the counts so far.
+func (m *Meter) Snapshot() Usage {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u := Usage{}
+	for k, v := range m.by {
+		u[k] = *v
+	}
+	return u
+}
+
+// Sub returns u - o.
+func (u Usage) Sub(o Usage) Usage {
+	out := Usage{}
+	for k, v := range u {
+		w := o[k]
+		d := OpStats{v.Requests - w.Requests, v.Conflicts - w.Conflicts, v.ReadUnits - w.ReadUnits, v.WriteUnits - w.WriteUnits}
+		if d != (OpStats{}) {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// Total sums every operation.
+func (u Usage) Total() OpStats {
+	var t OpStats
+	for _, v := range u {
+		t.Requests += v.Requests
+		t.Conflicts += v.Conflicts
+		t.ReadUnits += v.ReadUnits
+		t.WriteUnits += v.WriteUnits
+	}
+	return t
+}
+
+// Ops lists the operations by decreasing requests.
+func (u Usage) Ops() []string {
+	ops := make([]string, 0, len(u))
+	for k := range u {
+		ops = append(ops, k)
+	}
+	sort.Slice(ops, func(i, j int) bool {
+		if u[ops[i]].Requests != u[ops[j]].Requests {
+			return u[ops[i]].Requests > u[ops[j]].Requests
+		}
+		return ops[i] < ops[j]
+	})
+	return ops
+}
+
+// Rate is a usage over a window, per minute.
+type Rate struct {
+	Window                          time.Duration
+	Requests, ReadUnits, WriteUnits float64 // per minute
+	Monthly                         float64 // USD
+	ByOp                            Usage
+}
+
+// RateOver turns a usage over window into per-minute figures.
+func RateOver(u Usage, window time.Duration) Rate {
+	t := u.Total()
+	f := float64(time.Minute) / float64(window)
+	r := Rate{Window: window, Requests: float64(t.Requests) * f, ReadUnits: float64(t.ReadUnits) * f,
+		WriteUnits: float64(t.WriteUnits) * f, ByOp: u}
+	r.Monthly = Monthly(r.ReadUnits, r.WriteUnits)
+	return r
+}
+
+// OpsString lists requests per minute by operation.
+func (r Rate) OpsString() string {
+	f := float64(time.Minute) / float64(r.Window)
+	var parts []string
+	for _, op := range r.ByOp.Ops() {
+		parts = append(parts, fmt.Sprintf("%s %.0f", op, float64(r.ByOp[op].Requests)*f))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Operation names: the DynamoDB operation, the table and what it is for.
+const (
+	opScanMeta     = "Scan meta"
+	opPutWorker    = "PutItem worker"
+	opDelWorker    = "DeleteItem worker"
+	opClaimCoord   = "UpdateItem coordinator claim"
+	opCreateCoord  = "PutItem coordinator"
+	opUpdateCoord  = "UpdateItem coordinator"
+	opResignCoord  = "UpdateItem coordinator resign"
+	opScanLeases   = "Scan leases"
+	opGetLease     = "GetItem lease"
+	opCreateLease  = "PutItem lease"
+	opTake         = "UpdateItem take"
+	opRelease      = "UpdateItem release"
+	opCheckpoint   = "UpdateItem checkpoint"
+	opDeleteLease  = "DeleteItem lease"
+	opRenew        = "UpdateItem renew" // the KCL-style baseline
+	opBaselineTake = opTake
+)
+
+// meterLeases counts a process's lease-table requests (faults are injected above it:
+// only requests that reach the table count).
+type meterLeases struct {
+	m     *Meter
+	table interface {
+		Lease(string) (lease.Lease, bool)
+	}
+	inner consumer.LeaseStore
+}
+
+func (s meterLeases) ListLeases(ctx context.Context) (lease.Table, error) {
+	t, err := s.inner.ListLeases(ctx)
+	sizes := make([]int, len(t.Leases))
+	for i, l := range t.Leases {
+		sizes[i] = s.m.sz.lease(l)
+	}
+	req, ru := ScanCost(sizes)
+	s.m.add(opScanLeases, req, ru, 0, err)
+	return t, err
+}
+
+func (s meterLeases) GetLease(ctx context.Context, id string) (lease.Lease, error) {
+	l, err := s.inner.GetLease(ctx, id)
+	size := 0
+	if err == nil {
+		size = s.m.sz.lease(l)
+	}
+	s.m.add(opGetLease, 1, ReadUnits(size), 0, err)
+	return l, err
+}
+
+// write counts one write on a lease: units from the larger of the item before and after.
+func (s meterLeases) write(op, shard string, err error, extra ...lease.Lease) {
+	size := 0
+	for _, l := range extra {
+		size = max(size, s.m.sz.lease(l))
+	}
+	if l, ok := s.table.Lease(shard); ok {
+		size = max(size, s.m.sz.lease(l))
+	}
+	s.m.add(op, 1, 0, WriteUnits(size), err)
+}
+
+func (s meterLeases) CreateLease(ctx context.Context, l lease.Lease) error {
+	err := s.inner.CreateLease(ctx, l)
+	s.write(opCreateLease, l.ShardID, err, l)
+	return err
+}
+
+func (s meterLeases) TakeLease(ctx context.Context, o lease.Lease, owner string) (lease.Lease, error) {
+	l, err := s.inner.TakeLease(ctx, o, owner)
+	s.write(opTake, o.ShardID, err, o)
+	return l, err
+}
+
+func (s meterLeases) ReleaseLease(ctx context.Context, h lease.Lease, cp string) error {
+	err := s.inner.ReleaseLease(ctx, h, cp)
+	s.write(opRelease, h.ShardID, err, h)
+	return err
+}
+
+func (s meterLeases) Checkpoint(ctx context.Context, h lease.Lease, cp string, behind int64) error {
+	err := s.inner.Checkpoint(ctx, h, cp, behind)
+	s.write(opCheckpoint, h.ShardID, err, h)
+	return err
+}
+
+func (s meterLeases) DeleteLease(ctx context.Context, o lease.Lease) error {
+	err := s.inner.DeleteLease(ctx, o)
+	s.write(opDeleteLease, o.ShardID, err, o)
+	return err
+}
+
+// meterMeta counts a process's metadata-table requests.
+type meterMeta struct {
+	m     *Meter
+	inner consumer.MetaStore
+}
+
+func (s meterMeta) ReadMeta(ctx context.Context) (lease.Meta, error) {
+	meta, err := s.inner.ReadMeta(ctx)
+	sizes := make([]int, 0, len(meta.Workers)+1)
+	for _, w := range meta.Workers {
+		sizes = append(sizes, s.m.sz.worker(w))
+	}
+	if meta.Coordinator != nil {
+		sizes = append(sizes, s.m.sz.coordinator(*meta.Coordinator))
+	}
+	req, ru := ScanCost(sizes)
+	s.m.add(opScanMeta, req, ru, 0, err)
+	return meta, err
+}
+
+func (s meterMeta) PutWorker(ctx context.Context, w lease.WorkerRecord) error {
+	err := s.inner.PutWorker(ctx, w)
+	s.m.add(opPutWorker, 1, 0, WriteUnits(s.m.sz.worker(w)), err)
+	return err
+}
+
+func (s meterMeta) coordWrite(op string, r lease.CoordinatorRecord, err error, extra ...lease.CoordinatorRecord) {
+	size := s.m.sz.coordinator(r)
+	for _, e := range extra {
+		size = max(size, s.m.sz.coordinator(e))
+	}
+	s.m.add(op, 1, 0, WriteUnits(size), err)
+}
+
+func (s meterMeta) ClaimCoordinator(ctx context.Context, id string, o *lease.CoordinatorRecord) (lease.CoordinatorRecord, error) {
+	r, err := s.inner.ClaimCoordinator(ctx, id, o)
+	if o == nil {
+		s.coordWrite(opCreateCoord, r, err)
+	} else {
+		s.coordWrite(opClaimCoord, r, err, *o)
+	}
+	return r, err
+}
+
+func (s meterMeta) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecord) (lease.CoordinatorRecord, error) {
+	r, err := s.inner.UpdateCoordinator(ctx, rec)
+	s.coordWrite(opUpdateCoord, r, err, rec)
+	return r, err
+}
+
+func (s meterMeta) ResignCoordinator(ctx context.Context, rec lease.CoordinatorRecord) error {
+	err := s.inner.ResignCoordinator(ctx, rec)
+	s.coordWrite(opResignCoord, rec, err)
+	return err
+}
+
+func (s meterMeta) DeleteWorker(ctx context.Context, id string, heartbeat int64) error {
+	err := s.inner.DeleteWorker(ctx, id, heartbeat)
+	// The item deleted is a worker record; its size barely varies.
+	s.m.add(opDelWorker, 1, 0, WriteUnits(s.m.sz.worker(lease.WorkerRecord{WorkerID: id, Incarnation: "00000000000000000000", Heartbeat: heartbeat, State: lease.WorkerActive})), err)
+	return err
+}

@@ -82,9 +82,9 @@ func TestMonthly(t *testing.T) {
 	for _, c := range []struct {
 		rru, wru, want float64
 	}{
-		{0, 1e6 / MinutesPerMonth, 1.25},
-		{1e6 / MinutesPerMonth, 0, 0.25},
-		{100, 100, (100*0.25 + 100*1.25) * 43200 / 1e6},
+		{0, 1e6 / MinutesPerMonth, 0.625},
+		{1e6 / MinutesPerMonth, 0, 0.125},
+		{100, 100, (100*0.125 + 100*0.625) * 43200 / 1e6},
 	} {
 		if got := Monthly(c.rru, c.wru); math.Abs(got-c.want) > 1e-9 {
 			t.Errorf("Monthly(%v, %v) = %v, want %v", c.rru, c.wru, got, c.want)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -217,5 +218,29 @@ func TestLeaseTableStaysAsLargeAsTheOpenShardsAcrossReshards(t *testing.T) {
 	}
 	if total := len(c.stream.Shards()); total <= open {
 		t.Fatalf("the stream lists %d shards, %d open: the test resharded nothing", total, open)
+	}
+}
+
+// A hung cleanup costs the control loop at most one DynamoDB call's deadline: it runs
+// after the takes and releases of the pass, within a deadline of its own.
+func TestCleanupHasADeadlineOfItsOwn(t *testing.T) {
+	cfg, err := Config{AppName: "app", WorkerID: "coord", LeaseDuration: time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := memstore.NewMeta()
+	tn := newTenure(cfg.Clock, cfg.LeaseDuration, cfg.fenceMargin())
+	tn.renew(cfg.Clock.Now())
+	corrupt := newCorruptLog(cfg.Logger)
+	members := newMembership(meta, cfg.Clock, cfg.LeaseDuration, cfg.callTimeout(), corrupt)
+	var hangs atomic.Int64
+	hangs.Store(1 << 30)
+	c := newCoordinator(&cfg, hangingList{LeaseStore: memstore.NewLeases(), hang: &hangs}, meta, memstore.NewStream(1), tn, members, corrupt, cfg.Logger)
+	c.role.epoch, c.role.shardsKnown = 1, true
+	start := time.Now()
+	c.cleanup(context.Background(), cfg.Clock.Now(), nil)
+	if took := time.Since(start); took > 2*cfg.callTimeout() {
+		t.Fatalf("a hung cleanup held the control loop for %s; want at most %s", took, cfg.callTimeout())
 	}
 }

@@ -51,6 +51,19 @@ func newCoordinator(cfg *Config, leases LeaseStore, meta MetaStore, s Stream, t 
 // holding reports whether this worker holds the coordinator role.
 func (c *coordinator) holding() bool { return c.role.epoch != 0 }
 
+// cleanup runs the cleaner while this worker holds the role, after the rest of the pass
+// (takes, releases, reads back), within a deadline of its own: a slow or hung deletion
+// never holds up the control loop for longer than one DynamoDB call's deadline per
+// CleanupInterval. workers are the records of this pass's metadata read.
+func (c *coordinator) cleanup(ctx context.Context, now time.Time, workers []lease.WorkerRecord) {
+	if !c.holding() || !c.role.shardsKnown || !c.tenure.holding() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.callTimeout())
+	defer cancel()
+	c.clean.run(ctx, now, workers)
+}
+
 // requestSync makes the next pass sync shards (a shard ended: its children may be new).
 func (c *coordinator) requestSync() { c.role.forceSync = true }
 
@@ -64,7 +77,7 @@ func (c *coordinator) coordinate(ctx context.Context, now time.Time, meta lease.
 			if !c.tenure.holding() {
 				return rec
 			}
-			return c.pass(ctx, now, *rec, meta.Workers)
+			return c.pass(ctx, now, *rec)
 		}
 		c.lose("the coordinator item changed hands")
 	}
@@ -95,7 +108,7 @@ func (c *coordinator) coordinate(ctx context.Context, now time.Time, meta lease.
 	c.role.lastSync = time.Time{}
 	c.log.Info("became coordinator", "epoch", claimed.Epoch, "previous", previous)
 	c.cfg.Hooks.coordinatorChanged(true)
-	return c.pass(ctx, now, claimed, meta.Workers)
+	return c.pass(ctx, now, claimed)
 }
 
 func (c *coordinator) lose(why string) {
@@ -123,7 +136,7 @@ func (c *coordinator) resign(ctx context.Context) {
 
 // pass syncs shards when due and recomputes the per-worker maximum; it writes
 // the record only when a value changed.
-func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.CoordinatorRecord, workers []lease.WorkerRecord) *lease.CoordinatorRecord {
+func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.CoordinatorRecord) *lease.CoordinatorRecord {
 	if rec.InitialPosition == "" {
 		// Record where the application starts before the first lease exists, so that
 		// every later sync, by any coordinator, creates leases at the same position.
@@ -145,7 +158,7 @@ func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.Coordin
 	if !c.role.shardsKnown {
 		return &rec
 	}
-	c.clean.run(ctx, now, workers)
+
 	live := c.members.liveCount()
 	desired := live
 	if c.cfg.WorkerCounter != nil {

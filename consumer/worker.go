@@ -311,6 +311,7 @@ func (w *Worker) tick(ctx context.Context) {
 	w.pace.saw(fp, now, w.cfg.PollInterval)
 	w.bal.resolveUnsure(ctx)
 	w.bal.balance(ctx, now, fp, rec)
+	w.coord.cleanup(ctx, now, meta.Workers)
 
 	owned := w.running.len()
 	for _, r := range meta.Workers {

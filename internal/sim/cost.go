@@ -227,19 +227,25 @@ func (s *sizer) lease(l lease.Lease) int {
 	if len(l.ParentShardIDs) > 0 {
 		k.parents = strings.Join(l.ParentShardIDs, ",")
 	}
-	s.mu.Lock()
-	n, ok := s.leases[k]
-	s.mu.Unlock()
+	return cachedSize(&s.mu, s.leases, k, 1<<20, func() int { return ItemSize(s.leaseItem(l)) })
+}
+
+// cachedSize returns m[k], computing it with size (outside mu) when missing; the cache
+// is emptied when it holds more than limit sizes.
+func cachedSize[K comparable](mu *sync.Mutex, m map[K]int, k K, limit int, size func() int) int {
+	mu.Lock()
+	n, ok := m[k]
+	mu.Unlock()
 	if ok {
 		return n
 	}
-	n = ItemSize(s.leaseItem(l))
-	s.mu.Lock()
-	if len(s.leases) > 1<<20 {
-		clear(s.leases)
+	n = size()
+	mu.Lock()
+	if len(m) > limit {
+		clear(m)
 	}
-	s.leases[k] = n
-	s.mu.Unlock()
+	m[k] = n
+	mu.Unlock()
 	return n
 }
 
@@ -254,20 +260,7 @@ func (s *sizer) workerItem(w lease.WorkerRecord) map[string]types.AttributeValue
 
 // worker returns the size of w's item, cached by value.
 func (s *sizer) worker(w lease.WorkerRecord) int {
-	s.mu.Lock()
-	n, ok := s.workers[w]
-	s.mu.Unlock()
-	if ok {
-		return n
-	}
-	n = ItemSize(s.workerItem(w))
-	s.mu.Lock()
-	if len(s.workers) > 1<<18 {
-		clear(s.workers)
-	}
-	s.workers[w] = n
-	s.mu.Unlock()
-	return n
+	return cachedSize(&s.mu, s.workers, w, 1<<18, func() int { return ItemSize(s.workerItem(w)) })
 }
 
 func (s *sizer) coordinatorItem(c lease.CoordinatorRecord) map[string]types.AttributeValue {

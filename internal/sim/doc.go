@@ -35,6 +35,12 @@
 //     UpdateShardCount, and TrimShard of shards closed for at least a minute (as
 //     retention would remove them).
 //
+// Each seed also draws, from a random stream of its own (so that the other draws of a
+// seed stay what they were), short cleanup settings (CleanupInterval 1-20s,
+// FinishedLeaseDelay 1-30s, DeadWorkerDelay 1-3 x LeaseDuration), so that finished leases
+// and dead workers' records are deleted while the scenario runs, and in half the seeds a
+// CheckpointInterval (0.1-5s) that coalesces checkpoint writes.
+//
 // The worker's Config.Clock is a per-process clock over the bubble's virtual time whose
 // After channels do not fire while the process is paused.
 //
@@ -43,7 +49,8 @@
 // recorded; after checkpointing part or all of the batch: what it processed is recorded
 // as a failed delivery), checkpoints the last record most of the time, sometimes
 // ignores ErrLeaseLost, and checkpoints in ShutdownRequested. The shared lease table
-// records every applied write (create, take, release, checkpoint) under the same lock
+// records every applied write (create, take, release, checkpoint, and the coordinator's
+// deletion of finished leases) under the same lock
 // that applies it, so that writes and deliveries are totally ordered. A sampler
 // snapshots the lease table and every running worker's Status().Leases every virtual
 // second.

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -470,14 +473,37 @@ func (c *Cluster) Close(ctx context.Context, grace time.Duration) error {
 	return errors.Join(errs...)
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment ago.
+// FreeAddr returns a loopback address with a port that was free a moment ago, for a
+// process to listen on soon. The port is drawn below the kernel's ephemeral range: a port
+// from that range can be taken meanwhile as the local port of any outgoing connection (and
+// the test processes open many), one below it only by another listener.
 func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("free port: %w", err)
+	lo, hi := belowEphemeral()
+	var err error
+	for range 50 {
+		var l net.Listener
+		l, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(hi-lo))))
+		if err == nil {
+			addr := l.Addr().String()
+			l.Close()
+			return addr, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", fmt.Errorf("free port in [%d, %d): %w", lo, hi, err)
+}
+
+// belowEphemeral returns a port range under the kernel's ephemeral ports (Linux's
+// ip_local_port_range; elsewhere under the usual 32768).
+func belowEphemeral() (lo, hi int) {
+	hi = 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 2048 {
+				hi = n
+			}
+		}
+	}
+	return max(1024, hi-12000), hi
 }
 
 func tailBytes(b []byte, n int) []byte {

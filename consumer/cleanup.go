@@ -44,6 +44,13 @@ func newCleaner(cfg *Config, leases LeaseStore, meta MetaStore, s Stream, member
 		outgrownSince: make(map[string]time.Time), deadSince: make(map[string]time.Time)}
 }
 
+// reset forgets the observations behind the delays (the role was lost).
+func (k *cleaner) reset() {
+	k.last = time.Time{}
+	clear(k.outgrownSince)
+	clear(k.deadSince)
+}
+
 // run deletes what is due, at most once per CleanupInterval. workers are the records of
 // the metadata read this pass.
 func (k *cleaner) run(ctx context.Context, now time.Time, workers []lease.WorkerRecord) {

@@ -113,8 +113,14 @@ func (c *coordinator) coordinate(ctx context.Context, now time.Time, meta lease.
 
 func (c *coordinator) lose(why string) {
 	c.log.Warn("no longer coordinator", "reason", why, "epoch", c.role.epoch)
+	c.endRole()
+}
+
+// endRole forgets everything learnt while holding the role: a later claim starts afresh,
+// its cleanup delays included.
+func (c *coordinator) endRole() {
 	c.role = coordinatorRole{}
-	c.clean = newCleaner(c.cfg, c.leases, c.meta, c.stream, c.members, c.corrupt, c.log)
+	c.clean.reset()
 	c.cfg.Hooks.coordinatorChanged(false)
 }
 
@@ -129,9 +135,7 @@ func (c *coordinator) resign(ctx context.Context) {
 	} else {
 		c.log.Info("resigned the coordinator role", "epoch", c.role.epoch)
 	}
-	c.role = coordinatorRole{}
-	c.clean = newCleaner(c.cfg, c.leases, c.meta, c.stream, c.members, c.corrupt, c.log)
-	c.cfg.Hooks.coordinatorChanged(false)
+	c.endRole()
 }
 
 // pass syncs shards when due and recomputes the per-worker maximum; it writes

@@ -184,6 +184,9 @@ func TestLeaseTableStaysAsLargeAsTheOpenShardsAcrossReshards(t *testing.T) {
 	c := newCluster(t, 4)
 	c.base.CleanupInterval = 200 * time.Millisecond
 	c.base.FinishedLeaseDelay = 300 * time.Millisecond
+	// A child whose parents ended on a worker at its target is taken by the others' lease
+	// scan, at the latest after LeaseScanInterval (30 s by default): shorten it here.
+	c.base.LeaseScanInterval = time.Second
 	c.start("w0")
 	c.start("w1")
 	var all []map[string]bool

@@ -42,6 +42,18 @@ type balancer struct {
 	unsure map[string]bool
 	// startPos is the application's initial position as recorded in the coordinator item.
 	startPos lease.CoordinatorRecord
+	// fromDead holds leases of workers the view listed dead when the lease table was read;
+	// they are taken once the view reaches a version computed after that read.
+	fromDead *deadTakes
+}
+
+// deadTakes are leases read from the lease table whose owners the view listed dead. They
+// may be taken from a view of version minVersion or later that still lists their owner
+// dead, until the deadline (then the table is read again).
+type deadTakes struct {
+	minVersion int64
+	leases     []lease.Lease
+	until      time.Time
 }
 
 func newBalancer(cfg *Config, leases LeaseStore, t *tenure, members *membership, corrupt *corruptLog, running *consumerSet, log *slog.Logger) *balancer {
@@ -84,11 +96,16 @@ func (b *balancer) balance(ctx context.Context, now time.Time, fp string, rec *l
 		if now.Before(b.settleUntil) || !b.tenure.holding() {
 			return
 		}
+		if b.fromDead != nil {
+			// No new scan while leases wait for the view: it would only make them wait longer.
+			b.takeFromDead(ctx, now, rec, target-len(active))
+			return
+		}
 		if !b.forceScan && fp == b.lastFingerprint && now.Sub(b.lastScan) < b.cfg.LeaseScanInterval {
 			return
 		}
 		b.lastFingerprint, b.lastScan, b.forceScan = fp, now, false
-		b.takeLeases(ctx, now, target-len(active))
+		b.takeLeases(ctx, now, target-len(active), rec)
 	}
 }
 
@@ -155,31 +172,22 @@ func (b *balancer) preference(shardID string) uint64 {
 	return h.Sum64()
 }
 
-// fingerprint summarises what in the metadata table may make leases takeable: the
-// coordinator's values and generation, and each other worker's liveness and lease count.
-func (b *balancer) fingerprint(meta lease.Meta, rec *lease.CoordinatorRecord) string {
-	var sb strings.Builder
-	if rec != nil {
-		fmt.Fprintf(&sb, "%s/%d/%d/%d|", rec.CoordinatorID, rec.Epoch, rec.Version, rec.LeaseGeneration)
+// fingerprint summarises what in the membership view may make leases takeable: the
+// coordinator, its values and lease generation, the dead workers and the leases the live
+// ones hold. The version is left out: it changes on every coordinator pass.
+func (b *balancer) fingerprint(rec *lease.CoordinatorRecord) string {
+	if rec == nil {
+		return ""
 	}
-	for _, r := range meta.Workers {
-		if r.WorkerID == b.cfg.WorkerID {
-			continue
-		}
-		if b.members.alive(r.WorkerID) {
-			fmt.Fprintf(&sb, "%s:%s:%d,", r.WorkerID, r.Incarnation, r.LeasesHeld)
-		} else {
-			fmt.Fprintf(&sb, "%s:dead,", r.WorkerID)
-		}
-	}
-	return sb.String()
+	return fmt.Sprintf("%s/%d/%d|%d/%d/%d|%d|%s", rec.CoordinatorID, rec.Epoch, rec.LeaseGeneration,
+		rec.MaxLeasesPerWorker, rec.TargetLeasesPerWorker, rec.ShardCount, rec.OwnedLeases, strings.Join(rec.DeadWorkers, ","))
 }
 
-// takeLeases reads the lease table and takes up to want leases that are free, expired
-// (owner dead on this worker's observations), or left by an earlier run of this worker,
-// whose parents have all finished. Parents of other leases come first: at the cap, a
-// child must never wait on a parent that nobody may take.
-func (b *balancer) takeLeases(ctx context.Context, now time.Time, want int) {
+// takeLeases reads the lease table and takes up to want leases that are free or left by
+// an earlier run of this worker, whose parents have all finished; leases of workers the
+// view lists dead wait for a later view (see takeFromDead). Parents of other leases come
+// first: at the cap, a child must never wait on a parent that nobody may take.
+func (b *balancer) takeLeases(ctx context.Context, now time.Time, want int, rec *lease.CoordinatorRecord) {
 	lctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
 	table, err := b.leases.ListLeases(lctx)
 	cancel()
@@ -188,40 +196,29 @@ func (b *balancer) takeLeases(ctx context.Context, now time.Time, want int) {
 		b.forceScan = true // Below the target: try again next pass, not a scan interval later.
 		return
 	}
-	tableRead := b.clock.Now()
 	b.corrupt.report(table.Corrupt)
-	// Owners that look expired are judged again on a read of the metadata table that
-	// starts after the lease table was read (see liveness.expiredAfter).
-	for _, l := range table.Leases {
-		if l.Owner != "" && l.Owner != b.cfg.WorkerID && !l.Finished() && b.members.expired(l.Owner) {
-			_, _ = b.members.observe(ctx) // A failed read leaves them as they were: not taken.
-			break
+	dead := make(map[string]bool)
+	if rec != nil {
+		for _, id := range rec.DeadWorkers {
+			dead[id] = true
 		}
 	}
 	idx := table.Index()
-	var candidates []lease.Lease
+	var candidates, ofDead []lease.Lease
 	for _, l := range table.Leases {
 		switch {
 		case l.Finished():
 		case b.running.running(l.ShardID):
 		case now.Before(b.cooldown[l.ShardID]):
-		case l.Owner != "" && l.Owner != b.cfg.WorkerID && !b.members.expiredAfter(l.Owner, tableRead):
 		case !idx.ParentsFinished(l):
-		default:
+		case l.Owner == "" || l.Owner == b.cfg.WorkerID:
 			candidates = append(candidates, l)
+		case dead[l.Owner]:
+			ofDead = append(ofDead, l)
 		}
 	}
-	sort.Slice(candidates, func(i, j int) bool {
-		ci, cj := candidates[i], candidates[j]
-		// Leases of an earlier run of this worker first: nobody else is reading them.
-		if mi, mj := ci.Owner == b.cfg.WorkerID, cj.Owner == b.cfg.WorkerID; mi != mj {
-			return mi
-		}
-		if pi, pj := idx.IsOpenParent(ci.ShardID), idx.IsOpenParent(cj.ShardID); pi != pj {
-			return pi
-		}
-		return b.preference(ci.ShardID) < b.preference(cj.ShardID)
-	})
+	b.order(candidates, idx)
+	b.order(ofDead, idx)
 	taken, conflicts := 0, 0
 	for _, l := range candidates {
 		if taken == want || ctx.Err() != nil {
@@ -239,8 +236,83 @@ func (b *balancer) takeLeases(ctx context.Context, now time.Time, want int) {
 	if taken < want && conflicts > 0 {
 		b.forceScan = true // Others raced us; look again next pass.
 	}
+	if taken < want && len(ofDead) > 0 && ctx.Err() == nil {
+		// The view that listed these owners dead may be older than the lease table read:
+		// an owner may have come back and taken the lease since. Wait for a view computed
+		// after the read: two versions after one read after it.
+		v, err := b.members.readVersion(ctx)
+		if err != nil {
+			b.forceScan = true
+		} else {
+			b.fromDead = &deadTakes{minVersion: v + 2, leases: ofDead, until: now.Add(b.cfg.LeaseScanInterval)}
+		}
+	}
+	if taken > 0 || conflicts > 0 || len(ofDead) > 0 {
+		b.log.Debug("lease scan", "taken", taken, "conflicts", conflicts, "candidates", len(candidates),
+			"of_dead_workers", len(ofDead), "wanted", want)
+	}
+}
+
+// order sorts leases in the order this worker takes them: leases of an earlier run of
+// this worker first (nobody else is reading them), then parents of other leases, then by
+// this worker's preference.
+func (b *balancer) order(ls []lease.Lease, idx lease.Index) {
+	sort.Slice(ls, func(i, j int) bool {
+		ci, cj := ls[i], ls[j]
+		if mi, mj := ci.Owner == b.cfg.WorkerID, cj.Owner == b.cfg.WorkerID; mi != mj {
+			return mi
+		}
+		if pi, pj := idx.IsOpenParent(ci.ShardID), idx.IsOpenParent(cj.ShardID); pi != pj {
+			return pi
+		}
+		return b.preference(ci.ShardID) < b.preference(cj.ShardID)
+	})
+}
+
+// takeFromDead takes up to want of the leases that waited for the view, once the view
+// (rec) reached their version, from owners it still lists dead.
+//
+// Why two versions: this worker read version v, strongly consistent, after it read the
+// lease table at t. Version v+1 was therefore written after t, and the coordinator
+// computes version v+2 from a read of the metadata table that started after v+1 was
+// written (see coordinator.pass), so after t. An owner that came back and took a lease
+// before t renewed its heartbeat before it, so that read saw it alive: a version from v+2
+// on lists an owner dead only if it was dead after the lease table was read, and the
+// take, conditional on the owner and epoch read then, cannot take a lease it holds now.
+func (b *balancer) takeFromDead(ctx context.Context, now time.Time, rec *lease.CoordinatorRecord, want int) {
+	d := b.fromDead
+	if now.After(d.until) {
+		b.fromDead, b.forceScan = nil, true
+		return
+	}
+	if rec == nil || rec.Version < d.minVersion {
+		return
+	}
+	b.fromDead = nil
+	dead := make(map[string]bool, len(rec.DeadWorkers))
+	for _, id := range rec.DeadWorkers {
+		dead[id] = true
+	}
+	taken, conflicts := 0, 0
+	for _, l := range d.leases {
+		if taken == want || ctx.Err() != nil {
+			break
+		}
+		if !dead[l.Owner] || b.running.running(l.ShardID) {
+			continue
+		}
+		if b.tryTake(ctx, l) {
+			taken++
+			b.log.Info("took the lease of a dead worker", "shard", l.ShardID, "previous_owner", l.Owner)
+		} else {
+			conflicts++
+		}
+	}
+	if taken < want {
+		b.forceScan = true
+	}
 	if taken > 0 || conflicts > 0 {
-		b.log.Debug("lease scan", "taken", taken, "conflicts", conflicts, "candidates", len(candidates), "wanted", want)
+		b.log.Debug("took leases of dead workers", "taken", taken, "conflicts", conflicts, "waited", len(d.leases), "wanted", want)
 	}
 }
 
@@ -261,9 +333,6 @@ func (b *balancer) tryTake(ctx context.Context, l lease.Lease) bool {
 		return b.running.running(l.ShardID)
 	}
 	delete(b.unsure, l.ShardID)
-	if l.Owner != "" && l.Owner != b.cfg.WorkerID {
-		b.log.Info("took expired lease", "shard", l.ShardID, "previous_owner", l.Owner)
-	}
 	b.running.start(taken)
 	return true
 }

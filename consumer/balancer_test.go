@@ -23,7 +23,7 @@ func newTestBalancer(t *testing.T, cfg Config) *balancer {
 	leases := memstore.NewLeases()
 	tn := newTenure(cfg.Clock, cfg.LeaseDuration, cfg.fenceMargin())
 	corrupt := newCorruptLog(log)
-	members := newMembership(memstore.NewMeta(), cfg.Clock, cfg.LeaseDuration, cfg.callTimeout(), corrupt)
+	members := newMembership(memstore.NewMeta(), cfg.Clock, cfg.LeaseDuration, cfg.callTimeout(), cfg.viewStallAfter(), corrupt)
 	running := newConsumerSet(&consumerEnv{cfg: &cfg, leases: leases, clock: cfg.Clock, tenure: tn,
 		exits: make(chan consumerExit, 8)}, func(string) RecordProcessor { return nil }, log)
 	return newBalancer(&cfg, leases, tn, members, corrupt, running, log)

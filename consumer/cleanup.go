@@ -119,6 +119,14 @@ func (k *cleaner) finishedLeases(ctx context.Context, now time.Time) {
 		return
 	}
 	k.corrupt.report(table.Corrupt)
+	// Owners without a record are judged like silent ones, so the view can list them dead.
+	var owners []string
+	for _, l := range table.Leases {
+		if l.Owner != "" && !l.Finished() {
+			owners = append(owners, l.Owner)
+		}
+	}
+	k.members.watch(owners)
 	idx := table.Index()
 	streamChildren := make(map[string][]string)
 	for _, s := range shards {

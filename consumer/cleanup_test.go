@@ -39,7 +39,7 @@ func newTestCleaner(t *testing.T, shards *[]stream.Shard) (*cleaner, *memstore.L
 	}
 	leases, meta := memstore.NewLeases(), memstore.NewMeta()
 	corrupt := newCorruptLog(cfg.Logger)
-	members := newMembership(meta, fake, cfg.LeaseDuration, cfg.callTimeout(), corrupt)
+	members := newMembership(meta, fake, cfg.LeaseDuration, cfg.callTimeout(), cfg.viewStallAfter(), corrupt)
 	return newCleaner(&cfg, leases, meta, listing{shards}, members, corrupt, cfg.Logger), leases, meta, fake
 }
 
@@ -144,7 +144,7 @@ func TestDeadWorkersRecordsAreDeletedAfterTheDelay(t *testing.T) {
 		fake.Advance(d)
 		live++
 		put("live", live, lease.WorkerActive)
-		m, err := k.members.observe(ctx)
+		m, _, err := k.members.observe(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,7 +236,7 @@ func TestCleanupHasADeadlineOfItsOwn(t *testing.T) {
 	tn := newTenure(cfg.Clock, cfg.LeaseDuration, cfg.fenceMargin())
 	tn.renew(cfg.Clock.Now())
 	corrupt := newCorruptLog(cfg.Logger)
-	members := newMembership(meta, cfg.Clock, cfg.LeaseDuration, cfg.callTimeout(), corrupt)
+	members := newMembership(meta, cfg.Clock, cfg.LeaseDuration, cfg.callTimeout(), cfg.viewStallAfter(), corrupt)
 	var hangs atomic.Int64
 	hangs.Store(1 << 30)
 	c := newCoordinator(&cfg, hangingList{LeaseStore: memstore.NewLeases(), hang: &hangs}, meta, memstore.NewStream(1), tn, members, corrupt, cfg.Logger)

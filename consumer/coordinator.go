@@ -41,6 +41,12 @@ type coordinatorRole struct {
 	shardsKnown    bool
 	leasesAdded    bool   // leases were created since the record was last written
 	countError     string // the last error of the desired worker count, logged once
+	// knownVersion is the coordinator item's version as this worker last knew it for
+	// certain (-1: a write's outcome is unknown), since knownAt: the answer to its own
+	// write, or the end of a read that showed it. Only a read of the metadata table that
+	// started after knownAt may be published as version knownVersion+1 (see pass).
+	knownVersion int64
+	knownAt      time.Time
 }
 
 func newCoordinator(cfg *Config, leases LeaseStore, meta MetaStore, s Stream, t *tenure, members *membership, corrupt *corruptLog, log *slog.Logger) *coordinator {
@@ -69,15 +75,17 @@ func (c *coordinator) requestSync() { c.role.forceSync = true }
 
 // coordinate returns the coordinator record to obey. It claims the role when nobody
 // holds it, or when the holder's heartbeat went stale on this worker's clock, and runs
-// the coordinator's pass while this worker holds it.
-func (c *coordinator) coordinate(ctx context.Context, now time.Time, meta lease.Meta) *lease.CoordinatorRecord {
+// the coordinator's pass while this worker holds it. meta is this pass's read of the
+// metadata table (the whole table while this worker holds the role), which started at
+// readStart.
+func (c *coordinator) coordinate(ctx context.Context, now time.Time, meta lease.Meta, readStart time.Time) *lease.CoordinatorRecord {
 	rec := meta.Coordinator
 	if c.role.epoch != 0 {
 		if rec != nil && rec.CoordinatorID == c.cfg.WorkerID && rec.Epoch == c.role.epoch {
 			if !c.tenure.holding() {
 				return rec
 			}
-			return c.pass(ctx, now, *rec)
+			return c.pass(ctx, now, *rec, readStart)
 		}
 		c.lose("the coordinator item changed hands")
 	}
@@ -106,9 +114,11 @@ func (c *coordinator) coordinate(ctx context.Context, now time.Time, meta lease.
 	}
 	c.role.epoch = claimed.Epoch
 	c.role.lastSync = time.Time{}
+	c.role.knownVersion, c.role.knownAt = claimed.Version, c.cfg.Clock.Now()
 	c.log.Info("became coordinator", "epoch", claimed.Epoch, "previous", previous)
 	c.cfg.Hooks.coordinatorChanged(true)
-	return c.pass(ctx, now, claimed)
+	// This pass's read started before the claim: the first write waits for the next one.
+	return &claimed
 }
 
 func (c *coordinator) lose(why string) {
@@ -138,9 +148,26 @@ func (c *coordinator) resign(ctx context.Context) {
 	c.endRole()
 }
 
-// pass syncs shards when due and recomputes the per-worker maximum; it writes
-// the record only when a value changed.
-func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.CoordinatorRecord) *lease.CoordinatorRecord {
+// pass syncs shards when due, recomputes the per-worker maximum and publishes the
+// membership view: it writes the record on every pass (workers take the version's
+// progress as the sign that the coordinator works). rec is the record as this pass's read
+// of the metadata table, which started at readStart, showed it.
+//
+// Every write is conditional on the version it follows, and publishes only what a read
+// that started after that version was written showed (knownAt): so any version v+2
+// reflects the workers as they were after version v+1 was written. A worker that read
+// version v after it read the lease table relies on exactly that (see
+// balancer.takeFromDead).
+func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.CoordinatorRecord, readStart time.Time) *lease.CoordinatorRecord {
+	if rec.Version != c.role.knownVersion {
+		// A write whose answer was lost applied after all (or did not): this read showed
+		// the version, but may have read the workers before it was written.
+		c.role.knownVersion, c.role.knownAt = rec.Version, c.cfg.Clock.Now()
+		return &rec
+	}
+	if readStart.Before(c.role.knownAt) {
+		return &rec
+	}
 	if rec.InitialPosition == "" {
 		// Record where the application starts before the first lease exists, so that
 		// every later sync, by any coordinator, creates leases at the same position.
@@ -148,7 +175,7 @@ func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.Coordin
 		if !ok {
 			return &rec
 		}
-		rec = written
+		return &written // The next pass, on a read after this write, goes on.
 	}
 	if rec.InitialPosition != c.configuredPosition() && !c.role.positionWarned {
 		c.role.positionWarned = true
@@ -208,15 +235,16 @@ func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.Coordin
 	if c.role.leasesAdded {
 		next.LeaseGeneration++
 	}
-	if sameValues(next, rec) {
-		return &rec
-	}
-	next.UpdatedAt = time.Now().UTC()
+	next.DeadWorkers = c.members.dead(c.cfg.WorkerID)
+	next.OwnedLeases = c.members.leasesHeld()
 	written, ok := c.write(ctx, next, "cannot write the coordinator record")
 	if !ok {
 		return &rec
 	}
 	c.role.leasesAdded = false
+	if sameTarget(written, rec) {
+		return &written
+	}
 	c.log.Info("coordinator computed max leases per worker",
 		"max_leases_per_worker", written.MaxLeasesPerWorker, "target_leases_per_worker", written.TargetLeasesPerWorker,
 		"shard_count", shards, "worker_count", desired, "live_workers", live, "cap", written.Cap)
@@ -228,25 +256,31 @@ func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.Coordin
 	return &written
 }
 
-// write writes the coordinator record; on a lost condition this worker is no
-// longer coordinator, on another error it logs what failed. It reports success.
+// write writes the coordinator record, conditional on the version it read; on a lost
+// condition this worker is no longer coordinator (another worker claimed the role, or an
+// earlier write whose answer was lost applied: the next pass claims it again, with a new
+// epoch), on another error it logs what failed. It reports success.
 func (c *coordinator) write(ctx context.Context, next lease.CoordinatorRecord, what string) (lease.CoordinatorRecord, bool) {
 	uctx, cancel := context.WithTimeout(ctx, c.cfg.callTimeout())
 	written, err := c.meta.UpdateCoordinator(uctx, next)
 	cancel()
 	switch {
+	case err == nil:
+		c.role.knownVersion, c.role.knownAt = written.Version, c.cfg.Clock.Now()
 	case errors.Is(err, lease.ErrConflict):
-		c.lose("another worker claimed the role")
-	case err != nil:
+		c.lose("the coordinator item changed under this worker's write")
+	default:
+		c.role.knownVersion = -1 // It may still apply: learn the version from a later read.
 		c.log.Warn(what, "err", err)
 	}
 	return written, err == nil
 }
 
-func sameValues(a, b lease.CoordinatorRecord) bool {
-	a.UpdatedAt, b.UpdatedAt = time.Time{}, time.Time{}
-	a.Version, b.Version = 0, 0
-	return a == b
+// sameTarget reports whether a and b hold the same values for the workers' targets.
+func sameTarget(a, b lease.CoordinatorRecord) bool {
+	return a.MaxLeasesPerWorker == b.MaxLeasesPerWorker && a.TargetLeasesPerWorker == b.TargetLeasesPerWorker &&
+		a.ShardCount == b.ShardCount && a.WorkerCount == b.WorkerCount && a.LiveWorkers == b.LiveWorkers &&
+		a.Cap == b.Cap && a.UnownedShards == b.UnownedShards && a.RecommendedWorkers == b.RecommendedWorkers
 }
 
 // syncShards lists the stream's shards and creates the leases that are missing, parents

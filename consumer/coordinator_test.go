@@ -41,18 +41,24 @@ func TestCoordinatorPublishesMaxLeasesForLiveWorkers(t *testing.T) {
 			tn := newTenure(fake, cfg.LeaseDuration, cfg.fenceMargin())
 			tn.renew(fake.Now())
 			corrupt := newCorruptLog(cfg.Logger)
-			members := newMembership(meta, fake, cfg.LeaseDuration, cfg.callTimeout(), corrupt)
+			members := newMembership(meta, fake, cfg.LeaseDuration, cfg.callTimeout(), cfg.viewStallAfter(), corrupt)
 			for i := range tc.workers {
 				if err := meta.PutWorker(ctx, lease.WorkerRecord{WorkerID: fmt.Sprintf("w%d", i), Incarnation: "x", Heartbeat: 1, State: lease.WorkerActive}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			m, err := members.observe(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
 			c := newCoordinator(&cfg, leases, meta, s, tn, members, corrupt, cfg.Logger)
-			rec := c.coordinate(ctx, fake.Now(), m)
+			var rec *lease.CoordinatorRecord
+			// The claim, the initial position, then the shard sync and the values: each write
+			// comes from a read made after the one before.
+			for range 3 {
+				m, start, err := members.observe(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rec = c.coordinate(ctx, fake.Now(), m, start)
+				fake.Advance(time.Millisecond)
+			}
 			if !c.holding() || rec == nil || rec.CoordinatorID != "w0" {
 				t.Fatalf("after the first pass: holding %v, record %+v; want w0 to hold the role", c.holding(), rec)
 			}
@@ -80,7 +86,7 @@ func TestCoordinatorPublishesMaxLeasesForLiveWorkers(t *testing.T) {
 				t.Fatal("the first pass wrote no coordinator record")
 			}
 			c.requestSync()
-			c.coordinate(ctx, fake.Now(), lease.Meta{Coordinator: rec})
+			c.coordinate(ctx, fake.Now(), lease.Meta{Coordinator: rec}, fake.Now())
 			if after := meta.Calls()["UpdateCoordinator"]; after != before {
 				t.Errorf("a lapsed coordinator wrote the record (%d writes)", after-before)
 			}
@@ -119,7 +125,7 @@ func TestShardSyncCreatesLeasesWithBoundedConcurrency(t *testing.T) {
 	tn := newTenure(fake, cfg.LeaseDuration, cfg.fenceMargin())
 	tn.renew(fake.Now())
 	corrupt := newCorruptLog(cfg.Logger)
-	c := newCoordinator(&cfg, store, memstore.NewMeta(), s, tn, newMembership(memstore.NewMeta(), fake, cfg.LeaseDuration, time.Second, corrupt), corrupt, cfg.Logger)
+	c := newCoordinator(&cfg, store, memstore.NewMeta(), s, tn, newMembership(memstore.NewMeta(), fake, cfg.LeaseDuration, time.Second, time.Second, corrupt), corrupt, cfg.Logger)
 	c.syncShards(ctx, lease.CoordinatorRecord{InitialPosition: lease.TrimHorizon})
 	table, _ := store.ListLeases(ctx)
 	if len(table.Leases) != 200 {

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"sort"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
@@ -28,8 +29,6 @@ type liveness struct {
 	// missing holds ids asked about or seen before that have no record now, so that owners
 	// that never wrote a heartbeat (or whose record was deleted) expire the same way.
 	missing map[string]*observation
-	// lastRead is when the last successful read returned.
-	lastRead time.Time
 }
 
 type observation struct {
@@ -41,6 +40,8 @@ type observation struct {
 	confirmedStart time.Time
 	// lastRead is when the latest read that returned this record (or its absence) started.
 	lastRead time.Time
+	// pending: asked about, but no read has covered it yet.
+	pending bool
 }
 
 func newLiveness(leaseDuration time.Duration) *liveness {
@@ -51,9 +52,24 @@ func newLiveness(leaseDuration time.Duration) *liveness {
 	}
 }
 
-// observe records a read of the metadata table that started at start and returned at end.
+// observe records a read of the whole metadata table that started at start and returned
+// at end.
 func (l *liveness) observe(start, end time.Time, recs []lease.WorkerRecord) {
-	l.lastRead = end
+	l.observeSome(start, end, nil, recs)
+}
+
+// observeSome records a read of the records of ids (nil: the whole table) that started at
+// start and returned at end; recs are those it found. Workers it did not read are left
+// as they were.
+func (l *liveness) observeSome(start, end time.Time, ids []string, recs []lease.WorkerRecord) {
+	inScope := func(string) bool { return true }
+	if ids != nil {
+		scope := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			scope[id] = true
+		}
+		inScope = func(id string) bool { return scope[id] }
+	}
 	present := make(map[string]bool, len(recs))
 	for _, r := range recs {
 		present[r.WorkerID] = true
@@ -75,16 +91,56 @@ func (l *liveness) observe(start, end time.Time, recs []lease.WorkerRecord) {
 		}
 	}
 	for id := range l.workers {
-		if !present[id] {
+		if !present[id] && inScope(id) {
 			delete(l.workers, id)
 			l.missing[id] = &observation{rec: lease.WorkerRecord{WorkerID: id}, firstSeen: end, lastRead: start}
 		}
 	}
 	for id, o := range l.missing {
-		if !present[id] && start.After(o.firstSeen) {
+		switch {
+		case present[id] || !inScope(id):
+		case o.pending:
+			o.pending, o.firstSeen, o.lastRead = false, end, start
+		case start.After(o.firstSeen):
 			o.confirmedStart, o.lastRead = start, start
 		}
 	}
+}
+
+// watch makes liveness judge ids that have no record (lease owners whose record was
+// deleted, or never written) from the next read that covers them on, and forgets the
+// records missing since before that no longer matter (not in ids).
+func (l *liveness) watch(ids []string) {
+	keep := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		keep[id] = true
+		if _, ok := l.workers[id]; !ok && l.missing[id] == nil {
+			l.missing[id] = &observation{rec: lease.WorkerRecord{WorkerID: id}, pending: true}
+		}
+	}
+	for id := range l.missing {
+		if !keep[id] {
+			delete(l.missing, id)
+		}
+	}
+}
+
+// dead returns, sorted, the workers other than self whose leases may be taken: those with
+// a record that are expired, and those without one that expired while watched.
+func (l *liveness) dead(self string) []string {
+	var out []string
+	for id := range l.workers {
+		if id != self && l.expired(id) {
+			out = append(out, id)
+		}
+	}
+	for id, o := range l.missing {
+		if id != self && o.stale(l.leaseDuration) {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // expired reports whether leases owned by id may be taken: the owner said it is gone, or
@@ -96,8 +152,8 @@ func (l *liveness) expired(id string) bool {
 	}
 	o, ok := l.missing[id]
 	if !ok {
-		// Never seen: start watching for its absence from the last read on.
-		l.missing[id] = &observation{rec: lease.WorkerRecord{WorkerID: id}, firstSeen: l.lastRead}
+		// Never seen: watch for its absence from the next read that covers it on.
+		l.missing[id] = &observation{rec: lease.WorkerRecord{WorkerID: id}, pending: true}
 		return false
 	}
 	return o.stale(l.leaseDuration)
@@ -118,7 +174,7 @@ func (l *liveness) expiredAfter(id string, t time.Time) bool {
 }
 
 func (o *observation) stale(leaseDuration time.Duration) bool {
-	return !o.confirmedStart.IsZero() && o.confirmedStart.Sub(o.firstSeen) >= leaseDuration
+	return !o.pending && !o.confirmedStart.IsZero() && o.confirmedStart.Sub(o.firstSeen) >= leaseDuration
 }
 
 // alive reports whether id is a live worker: it has a record and is not expired. It is
@@ -136,6 +192,17 @@ func (l *liveness) liveCount() int {
 	for id := range l.workers {
 		if l.alive(id) {
 			n++
+		}
+	}
+	return n
+}
+
+// leasesHeld returns the sum of the leases the alive workers report holding.
+func (l *liveness) leasesHeld() int {
+	n := 0
+	for id, o := range l.workers {
+		if l.alive(id) {
+			n += o.rec.LeasesHeld
 		}
 	}
 	return n

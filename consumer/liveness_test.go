@@ -82,8 +82,9 @@ func TestLivenessOwnerWithoutRecordExpiresAfterALeaseOfReads(t *testing.T) {
 		why         string
 	}{
 		{0, nil, "ghost", false, "an owner first asked about now is not expired yet"},
-		{9 * time.Second, nil, "ghost", false, "not before a lease duration"},
-		{10 * time.Second, nil, "ghost", true, "an owner with no record in reads a lease duration apart is expired"},
+		{1 * time.Second, nil, "ghost", false, "its absence counts from the first read after the question"},
+		{10 * time.Second, nil, "ghost", false, "not before a lease duration"},
+		{11 * time.Second, nil, "ghost", true, "an owner with no record in reads a lease duration apart is expired"},
 		// A record that disappears starts the same count.
 		{20 * time.Second, b, "b", false, "a live record"},
 		{21 * time.Second, nil, "b", false, "a deleted record is not expired at once"},

@@ -37,18 +37,26 @@ type MetaStore interface {
 	// ReadMeta reads the whole metadata table in one pass. Items that cannot be decoded are
 	// returned in Meta.Corrupt, not as an error.
 	ReadMeta(ctx context.Context) (lease.Meta, error)
+	// ReadMetaItems reads the coordinator item and the records of workerIDs (absent ones
+	// are left out), strongly consistent or eventually consistent as asked; it is the
+	// cheap read of workers that do not hold the coordinator role. Items that cannot be
+	// decoded are returned in Meta.Corrupt.
+	ReadMetaItems(ctx context.Context, workerIDs []string, consistent bool) (lease.Meta, error)
 	// PutWorker writes the worker's own record (unconditionally: only its worker writes it).
 	PutWorker(ctx context.Context, w lease.WorkerRecord) error
 	// ClaimCoordinator makes workerID the coordinator, provided the coordinator record is
 	// still as observed (nil: it must not exist yet, or be unreadable: without a usable
 	// epoch and coordinator id, which no other claim could match). It increments the epoch
-	// and keeps the stored values. It returns the record as written.
+	// and the version, clears DeadWorkers and keeps the other values. It returns the
+	// record as written.
 	ClaimCoordinator(ctx context.Context, workerID string, observed *lease.CoordinatorRecord) (lease.CoordinatorRecord, error)
 	// UpdateCoordinator writes rec's values, provided the stored record still has rec's
-	// CoordinatorID and Epoch. It increments the version and returns the record as written.
+	// CoordinatorID, Epoch and Version. It increments the version and returns the record
+	// as written.
 	UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecord) (lease.CoordinatorRecord, error)
-	// ResignCoordinator clears the coordinator id, provided the stored record still has
-	// rec's CoordinatorID and Epoch, so another worker can claim the role at once.
+	// ResignCoordinator clears the coordinator id and DeadWorkers and increments the
+	// version, provided the stored record still has rec's CoordinatorID and Epoch, so
+	// another worker can claim the role at once.
 	ResignCoordinator(ctx context.Context, rec lease.CoordinatorRecord) error
 	// DeleteWorker removes a worker's record, provided its heartbeat is still
 	// observedHeartbeat (lease.ErrConflict otherwise, also when it is already gone).

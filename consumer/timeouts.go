@@ -25,3 +25,8 @@ func (c *Config) passTimeout() time.Duration { return 3 * c.LeaseDuration }
 // fenceMargin is how long before others may take its leases a worker stops acting on
 // them: a renewal earns LeaseDuration - fenceMargin of validity (see tenure).
 func (c *Config) fenceMargin() time.Duration { return c.LeaseDuration / 5 }
+
+// viewStallAfter is how long the membership view may keep its version before a worker
+// reads the coordinator's own record with it: the coordinator writes the view on every
+// pass, at least once per PollInterval while it works.
+func (c *Config) viewStallAfter() time.Duration { return 2 * c.PollInterval }

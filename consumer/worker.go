@@ -55,7 +55,8 @@ type Status struct {
 	LiveWorkers        int
 	UnownedShards      int
 	RecommendedWorkers int
-	// OwnedLeases is the sum of the leases live workers report holding.
+	// OwnedLeases is the sum of the leases live workers report holding, as the
+	// coordinator last published it.
 	OwnedLeases   int
 	LastHeartbeat time.Time
 }
@@ -73,7 +74,7 @@ func New(cfg Config, leases LeaseStore, meta MetaStore, s Stream, factory Proces
 	c := &w.cfg
 	w.tenure = newTenure(c.Clock, c.LeaseDuration, c.fenceMargin())
 	corrupt := newCorruptLog(w.log)
-	w.members = newMembership(meta, c.Clock, c.LeaseDuration, c.callTimeout(), corrupt)
+	w.members = newMembership(meta, c.Clock, c.LeaseDuration, c.callTimeout(), c.viewStallAfter(), corrupt)
 	w.running = newConsumerSet(&consumerEnv{cfg: c, leases: leases, stream: s, clock: c.Clock, hooks: c.Hooks,
 		tenure: w.tenure, exits: make(chan consumerExit, 2*c.MaxLeasesCap+16)}, factory, w.log)
 	w.renewal = newRenewer(meta, w.tenure, c.Clock, w.log, c.WorkerID, c.HeartbeatInterval, w.running.len, w.fence)
@@ -171,7 +172,7 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) waitForOtherProcess(ctx context.Context) error {
 	waiting := false
 	for ctx.Err() == nil {
-		_, err := w.members.observe(ctx)
+		_, _, err := w.members.observeWorkers(ctx, []string{w.cfg.WorkerID})
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -290,15 +291,23 @@ func (w *Worker) shutdown(ctx context.Context, hardStop, stopHeartbeat context.C
 	w.log.Info("worker stopped", "took", clk.Now().Sub(start).Round(time.Millisecond))
 }
 
-// tick is one pass of the control loop: read the metadata table, do the coordinator's
-// duty if this worker has the role, then take or release leases. The pass as a whole
-// has a deadline (passTimeout), and each call its own.
+// tick is one pass of the control loop: read the metadata table (all of it while this
+// worker holds the coordinator role, else the membership view), do the coordinator's duty
+// if this worker has the role, then take or release leases. The pass as a whole has a
+// deadline (passTimeout), and each call its own.
 func (w *Worker) tick(ctx context.Context) {
 	ctx, cancelPass := context.WithTimeout(ctx, w.cfg.passTimeout())
 	defer cancelPass()
 	// A pass that ends, even on an error, shows the loop is not stuck.
 	defer func() { w.lastPass.Store(w.cfg.Clock.Now().UnixNano()) }()
-	meta, err := w.members.observe(ctx)
+	var meta lease.Meta
+	var readStart time.Time
+	var err error
+	if w.coord.holding() {
+		meta, readStart, err = w.members.observe(ctx)
+	} else {
+		meta, readStart, err = w.members.readView(ctx, w.cfg.WorkerID)
+	}
 	if err != nil {
 		if ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) {
 			w.log.Warn("cannot read the metadata table", "err", err)
@@ -306,26 +315,20 @@ func (w *Worker) tick(ctx context.Context) {
 		return
 	}
 	now := w.cfg.Clock.Now()
-	rec := w.coord.coordinate(ctx, now, meta)
-	fp := w.bal.fingerprint(meta, rec)
+	rec := w.coord.coordinate(ctx, now, meta, readStart)
+	fp := w.bal.fingerprint(rec)
 	w.pace.saw(fp, now, w.cfg.PollInterval)
 	w.bal.resolveUnsure(ctx)
 	w.bal.balance(ctx, now, fp, rec)
 	w.coord.cleanup(ctx, now, meta.Workers)
 
-	owned := w.running.len()
-	for _, r := range meta.Workers {
-		if r.WorkerID != w.cfg.WorkerID && w.members.alive(r.WorkerID) {
-			owned += r.LeasesHeld
-		}
-	}
 	w.status.set(func(s *Status) {
 		s.Ready = true
 		s.Coordinator = w.coord.holding()
 		s.Target = w.bal.target
 		s.Leases = w.running.shardIDs()
-		s.OwnedLeases = owned
 		if rec != nil {
+			s.OwnedLeases = rec.OwnedLeases
 			s.MaxLeasesPerWorker, s.RecommendedWorkers = rec.MaxLeasesPerWorker, rec.RecommendedWorkers
 			s.ShardCount, s.WorkerCount, s.LiveWorkers, s.UnownedShards = rec.ShardCount, rec.WorkerCount, rec.LiveWorkers, rec.UnownedShards
 		}

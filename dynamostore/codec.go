@@ -46,6 +46,8 @@ const (
 	attrUpdatedAt          = "updated_at"
 	attrInitialPosition    = "initial_position"
 	attrInitialTimestamp   = "initial_timestamp"
+	attrDeadWorkers        = "dead_workers"
+	attrOwnedLeases        = "owned_leases"
 )
 
 // itemVersion is the format this code writes and the newest it can read.
@@ -225,6 +227,12 @@ func (r *reader) checkVersion() {
 
 func strAV(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
 
+// deadWorkersAV is the dead workers as a string set (DynamoDB has no empty set: callers
+// remove the attribute instead).
+func deadWorkersAV(ids []string) types.AttributeValue {
+	return &types.AttributeValueMemberSS{Value: slices.Compact(slices.Sorted(slices.Values(ids)))}
+}
+
 func numAV(v int64) types.AttributeValue {
 	return &types.AttributeValueMemberN{Value: strconv.FormatInt(v, 10)}
 }
@@ -369,6 +377,12 @@ func encodeCoordinator(key string, c lease.CoordinatorRecord) map[string]types.A
 	for _, v := range coordinatorValues(c) {
 		item[v.attr] = numAV(v.val)
 	}
+	if c.OwnedLeases != 0 {
+		item[attrOwnedLeases] = numAV(int64(c.OwnedLeases))
+	}
+	if len(c.DeadWorkers) > 0 {
+		item[attrDeadWorkers] = deadWorkersAV(c.DeadWorkers)
+	}
 	if c.InitialPosition != "" {
 		item[attrInitialPosition] = strAV(c.InitialPosition)
 		if !c.InitialTimestamp.IsZero() {
@@ -421,6 +435,9 @@ func decodeCoordinator(item map[string]types.AttributeValue) (lease.CoordinatorR
 	c.UnownedShards = policy(attrUnownedShards)
 	c.RecommendedWorkers = policy(attrRecommendedWorkers)
 	c.LeaseGeneration = r.int64(attrLeaseGeneration, true)
+	// The membership view: absent in items written before it existed.
+	c.OwnedLeases = int(max(0, r.int64(attrOwnedLeases, false)))
+	c.DeadWorkers = r.strings(attrDeadWorkers)
 	c.UpdatedAt = r.time(attrUpdatedAt)
 	if c.InitialPosition = r.str(attrInitialPosition, false); c.InitialPosition != "" {
 		switch c.InitialPosition {

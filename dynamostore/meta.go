@@ -46,6 +46,42 @@ func (s *Store) ReadMeta(ctx context.Context) (lease.Meta, error) {
 	return m, nil
 }
 
+// ReadMetaItems reads the coordinator item and the records of workerIDs with one GetItem
+// each, consistent or eventually consistent as asked. Absent workers are left out; items
+// that cannot be decoded are returned in Meta.Corrupt.
+func (s *Store) ReadMetaItems(ctx context.Context, workerIDs []string, consistent bool) (lease.Meta, error) {
+	var m lease.Meta
+	for i, key := range append([]string{s.coordinatorKey}, workerIDs...) {
+		out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
+			TableName:      aws.String(s.metaTable),
+			Key:            map[string]types.AttributeValue{attrWorkerID: strAV(key)},
+			ConsistentRead: aws.Bool(consistent),
+		})
+		if err != nil {
+			return lease.Meta{}, wrapErr("GetItem", s.metaTable, err)
+		}
+		if len(out.Item) == 0 {
+			continue
+		}
+		if i == 0 {
+			c, err := decodeCoordinator(out.Item)
+			if err != nil {
+				m.Corrupt = append(m.Corrupt, lease.CorruptItem{Key: key, Reason: err.Error()})
+				continue
+			}
+			m.Coordinator = &c
+			continue
+		}
+		w, err := decodeWorker(out.Item)
+		if err != nil {
+			m.Corrupt = append(m.Corrupt, lease.CorruptItem{Key: key, Reason: err.Error()})
+			continue
+		}
+		m.Workers = append(m.Workers, w)
+	}
+	return m, nil
+}
+
 // PutWorker writes the worker's record unconditionally: only its own worker writes it.
 func (s *Store) PutWorker(ctx context.Context, w lease.WorkerRecord) error {
 	if w.WorkerID == "" {
@@ -109,7 +145,8 @@ func (s *Store) ClaimCoordinator(ctx context.Context, workerID string, observed 
 	}
 	epoch := e.name(attrEpoch)
 	cond := epoch + " = " + e.value(numAV(observed.Epoch)) + " AND " + holder
-	update := "SET " + id + " = " + e.value(strAV(workerID)) + ", " + epoch + " = " + epoch + " + " + e.value(numAV(1))
+	update := "SET " + id + " = " + e.value(strAV(workerID)) + ", " + epoch + " = " + epoch + " + " + e.value(numAV(1)) +
+		", " + bumpVersion(e) + " REMOVE " + e.name(attrDeadWorkers)
 	return s.updateCoordinator(ctx, "ClaimCoordinator", e, cond, update)
 }
 
@@ -139,6 +176,12 @@ func (s *Store) createCoordinator(ctx context.Context, workerID string) (lease.C
 	return rec, nil
 }
 
+// bumpVersion is the update clause that increments the version (absent counts as 0).
+func bumpVersion(e *exprBuilder) string {
+	v := e.name(attrVersion)
+	return v + " = if_not_exists(" + v + ", " + e.value(numAV(0)) + ") + " + e.value(numAV(1))
+}
+
 // holderCondition is true when the stored record still has rec's coordinator and epoch.
 func holderCondition(e *exprBuilder, rec lease.CoordinatorRecord) string {
 	return e.name(attrCoordinatorID) + " = " + e.value(strAV(rec.CoordinatorID)) +
@@ -146,9 +189,9 @@ func holderCondition(e *exprBuilder, rec lease.CoordinatorRecord) string {
 }
 
 // UpdateCoordinator writes rec's values, provided the stored record still has rec's
-// CoordinatorID and Epoch (lease.ErrConflict otherwise). It increments the version, sets
-// updated_at to now and returns the record as written. The initial position is written
-// only if none is stored yet.
+// CoordinatorID, Epoch and Version (lease.ErrConflict otherwise). It increments the
+// version, sets updated_at to now and returns the record as written. The initial position
+// is written only if none is stored yet.
 func (s *Store) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecord) (lease.CoordinatorRecord, error) {
 	if rec.CoordinatorID == "" {
 		return lease.CoordinatorRecord{}, errors.New("dynamostore: UpdateCoordinator: record has no coordinator id")
@@ -162,10 +205,17 @@ func (s *Store) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorReco
 		return lease.CoordinatorRecord{}, errors.New("dynamostore: UpdateCoordinator: initial position AT_TIMESTAMP without a timestamp")
 	}
 	e := newExpr()
-	cond := holderCondition(e, rec)
+	cond := holderCondition(e, rec) + " AND " + e.name(attrVersion) + " = " + e.value(numAV(rec.Version))
 	update := "SET "
 	for _, v := range coordinatorValues(rec) {
 		update += e.name(v.attr) + " = " + e.value(numAV(v.val)) + ", "
+	}
+	update += e.name(attrOwnedLeases) + " = " + e.value(numAV(int64(rec.OwnedLeases))) + ", "
+	remove := ""
+	if len(rec.DeadWorkers) > 0 {
+		update += e.name(attrDeadWorkers) + " = " + e.value(deadWorkersAV(rec.DeadWorkers)) + ", "
+	} else {
+		remove = " REMOVE " + e.name(attrDeadWorkers)
 	}
 	if rec.InitialPosition != "" {
 		// Recorded once: a later write never moves the application's starting point.
@@ -176,15 +226,13 @@ func (s *Store) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorReco
 			update += ts + " = if_not_exists(" + ts + ", " + e.value(strAV(formatTime(rec.InitialTimestamp))) + "), "
 		}
 	}
-	version := e.name(attrVersion)
-	update += version + " = " + version + " + " + e.value(numAV(1)) +
-		", " + e.name(attrUpdatedAt) + " = " + e.value(strAV(formatTime(s.clock.Now())))
+	update += bumpVersion(e) + ", " + e.name(attrUpdatedAt) + " = " + e.value(strAV(formatTime(s.clock.Now()))) + remove
 	return s.updateCoordinator(ctx, "UpdateCoordinator", e, cond, update)
 }
 
-// ResignCoordinator removes the coordinator id, provided the stored record still has rec's
-// CoordinatorID and Epoch (lease.ErrConflict otherwise). The epoch is left alone: the next
-// claim increments it. The attribute is removed rather than set to "" because not every
+// ResignCoordinator removes the coordinator id and the dead workers and increments the
+// version, provided the stored record still has rec's CoordinatorID and Epoch
+// (lease.ErrConflict otherwise). The epoch is left alone: the next claim increments it. The attribute is removed rather than set to "" because not every
 // DynamoDB implementation accepts empty strings.
 func (s *Store) ResignCoordinator(ctx context.Context, rec lease.CoordinatorRecord) error {
 	if rec.CoordinatorID == "" {
@@ -192,7 +240,8 @@ func (s *Store) ResignCoordinator(ctx context.Context, rec lease.CoordinatorReco
 	}
 	e := newExpr()
 	cond := holderCondition(e, rec)
-	_, err := s.updateCoordinator(ctx, "ResignCoordinator", e, cond, "REMOVE "+e.name(attrCoordinatorID))
+	_, err := s.updateCoordinator(ctx, "ResignCoordinator", e, cond,
+		"SET "+bumpVersion(e)+" REMOVE "+e.name(attrCoordinatorID)+", "+e.name(attrDeadWorkers))
 	return err
 }
 

@@ -91,7 +91,7 @@ type CoordinatorRecord struct {
 	CoordinatorID string
 	// Epoch changes whenever the role changes hands.
 	Epoch int64
-	// Version increases with every write of the values below.
+	// Version increases with every write of the record: claims, updates, resignations.
 	Version int64
 	// MaxLeasesPerWorker is min(cap, ceil(ShardCount / WorkerCount)), or the static value
 	// when dynamic max leases is disabled.
@@ -114,6 +114,15 @@ type CoordinatorRecord struct {
 	RecommendedWorkers int
 	// LeaseGeneration increases whenever the coordinator created or removed leases.
 	LeaseGeneration int64
+	// The membership view, published by the coordinator on every pass so that workers
+	// read this one item instead of every worker's record (see package consumer):
+	// DeadWorkers are the workers the coordinator judged gone or expired on its own reads,
+	// sorted; OwnedLeases is the sum of the leases live workers report holding. A claim
+	// or a resignation clears DeadWorkers: every version that lists a dead worker was
+	// computed from a read of the metadata table that started after the version before it
+	// was written.
+	DeadWorkers []string
+	OwnedLeases int
 	// InitialPosition and InitialTimestamp are where the application started reading,
 	// recorded once by the first coordinator and never changed: TrimHorizon, or
 	// AtTimestamp with the timestamp (the application's first start, for Latest). Every

@@ -18,7 +18,7 @@ const CoordinatorKey = "_coordinator"
 // Meta is an in-memory metadata table implementing consumer.MetaStore.
 //
 // Operation names for Calls and InjectError are the method names: "ReadMeta",
-// "PutWorker", "DeleteWorker", "ClaimCoordinator", "UpdateCoordinator",
+// "ReadMetaItems", "PutWorker", "DeleteWorker", "ClaimCoordinator", "UpdateCoordinator",
 // "ResignCoordinator".
 //
 // It mirrors package dynamostore: a conditional write on an item that does not exist fails
@@ -28,14 +28,30 @@ type Meta struct {
 	// Now stamps the coordinator record's UpdatedAt on creation and update. NewMeta sets it
 	// to time.Now; set it before the store is shared.
 	Now func() time.Time
+	// Stale, when set, makes eventually consistent reads (ReadMetaItems) return the
+	// coordinator record as it was Stale() before Now, as a DynamoDB replica that has not
+	// yet applied the latest writes would; nil: such reads are consistent. Set it before
+	// the store is shared.
+	Stale func() time.Duration
 
 	faults
 
 	mu          sync.Mutex
 	workers     map[string]lease.WorkerRecord
 	coordinator *lease.CoordinatorRecord
-	corrupt     map[string]string // key -> reason; shadows the worker or coordinator item
+	// history holds the last coordinator records with the times they were written, for
+	// stale reads.
+	history []versionAt
+	corrupt map[string]string // key -> reason; shadows the worker or coordinator item
 }
+
+type versionAt struct {
+	at  time.Time
+	rec *lease.CoordinatorRecord // nil: absent or corrupt
+}
+
+// staleHistory bounds the coordinator records kept for stale reads.
+const staleHistory = 64
 
 // NewMeta returns an empty metadata table.
 func NewMeta() *Meta {
@@ -55,6 +71,66 @@ func (s *Meta) ReadMeta(ctx context.Context) (lease.Meta, error) {
 		return lease.Meta{}, err
 	}
 	return s.Snapshot(), nil
+}
+
+// ReadMetaItems implements consumer.MetaStore.
+func (s *Meta) ReadMetaItems(ctx context.Context, workerIDs []string, consistent bool) (lease.Meta, error) {
+	if err := s.begin(ctx, "ReadMetaItems"); err != nil {
+		return lease.Meta{}, err
+	}
+	var lag time.Duration
+	if !consistent && s.Stale != nil {
+		lag = s.Stale()
+	}
+	now := s.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var m lease.Meta
+	if reason, ok := s.corrupt[CoordinatorKey]; ok && lag == 0 {
+		m.Corrupt = append(m.Corrupt, lease.CorruptItem{Key: CoordinatorKey, Reason: reason})
+	} else if c := s.coordinatorAtLocked(now.Add(-lag)); c != nil {
+		m.Coordinator = copyCoordinator(c)
+	}
+	for _, id := range workerIDs {
+		if reason, ok := s.corrupt[id]; ok {
+			m.Corrupt = append(m.Corrupt, lease.CorruptItem{Key: id, Reason: reason})
+		} else if w, ok := s.workers[id]; ok {
+			m.Workers = append(m.Workers, w)
+		}
+	}
+	return m, nil
+}
+
+// coordinatorAtLocked returns the coordinator record as it was at t: the current one,
+// or the last one written at or before t among those kept.
+func (s *Meta) coordinatorAtLocked(t time.Time) *lease.CoordinatorRecord {
+	for i := len(s.history) - 1; i >= 0; i-- {
+		if !s.history[i].at.After(t) {
+			return s.history[i].rec
+		}
+	}
+	if len(s.history) > 0 {
+		return s.history[0].rec
+	}
+	return s.coordinator
+}
+
+// setCoordinatorLocked stores rec (nil: none) and remembers it for stale reads.
+func (s *Meta) setCoordinatorLocked(rec *lease.CoordinatorRecord) {
+	s.coordinator = rec
+	if s.Stale == nil {
+		return
+	}
+	s.history = append(s.history, versionAt{at: s.Now(), rec: rec})
+	if len(s.history) > staleHistory {
+		s.history = slices.Delete(s.history, 0, len(s.history)-staleHistory)
+	}
+}
+
+func copyCoordinator(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
+	out := *c
+	out.DeadWorkers = slices.Clone(c.DeadWorkers)
+	return &out
 }
 
 // PutWorker implements consumer.MetaStore. It replaces a corrupt item with the same key.
@@ -96,8 +172,8 @@ func (s *Meta) DeleteWorker(ctx context.Context, workerID string, observedHeartb
 
 // ClaimCoordinator implements consumer.MetaStore. With observed nil it creates the record
 // at epoch 1 with zero values; otherwise the stored epoch and coordinator id must equal
-// observed's (the id may be empty after a resignation). The version, values and UpdatedAt
-// are kept: a claim changes who holds the role, not what it published.
+// observed's (the id may be empty after a resignation). The version is incremented and
+// the dead workers cleared; the other values and UpdatedAt are kept.
 func (s *Meta) ClaimCoordinator(ctx context.Context, workerID string, observed *lease.CoordinatorRecord) (lease.CoordinatorRecord, error) {
 	if workerID == "" {
 		return lease.CoordinatorRecord{}, errors.New("memstore: ClaimCoordinator: empty worker id")
@@ -116,7 +192,7 @@ func (s *Meta) ClaimCoordinator(ctx context.Context, workerID string, observed *
 		}
 		delete(s.corrupt, CoordinatorKey)
 		rec = lease.CoordinatorRecord{CoordinatorID: workerID, Epoch: 1, UpdatedAt: now}
-		s.coordinator = &rec
+		s.setCoordinatorLocked(copyCoordinator(&rec))
 		return rec, nil
 	}
 	switch {
@@ -131,11 +207,13 @@ func (s *Meta) ClaimCoordinator(ctx context.Context, workerID string, observed *
 		return lease.CoordinatorRecord{}, fmt.Errorf("memstore: coordinator is %q at epoch %d, observed %q at %d: %w",
 			s.coordinator.CoordinatorID, s.coordinator.Epoch, observed.CoordinatorID, observed.Epoch, lease.ErrConflict)
 	default:
-		rec = *s.coordinator
+		rec = *copyCoordinator(s.coordinator)
 		rec.CoordinatorID = workerID
 		rec.Epoch++
+		rec.Version++
+		rec.DeadWorkers = nil
 	}
-	s.coordinator = &rec
+	s.setCoordinatorLocked(copyCoordinator(&rec))
 	return rec, nil
 }
 
@@ -160,7 +238,12 @@ func (s *Meta) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecor
 	if err != nil {
 		return lease.CoordinatorRecord{}, err
 	}
+	if stored.Version != rec.Version {
+		return lease.CoordinatorRecord{}, fmt.Errorf("memstore: coordinator at version %d, expected %d: %w",
+			stored.Version, rec.Version, lease.ErrConflict)
+	}
 	rec.Version = stored.Version + 1
+	rec.DeadWorkers = slices.Clone(rec.DeadWorkers)
 	rec.UpdatedAt = now
 	switch {
 	case stored.InitialPosition != "" || rec.InitialPosition == "":
@@ -172,11 +255,12 @@ func (s *Meta) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecor
 		// dynamostore reads a timestamp only with AT_TIMESTAMP.
 		rec.InitialTimestamp = time.Time{}
 	}
-	s.coordinator = &rec
+	s.setCoordinatorLocked(copyCoordinator(&rec))
 	return rec, nil
 }
 
-// ResignCoordinator implements consumer.MetaStore. Epoch, version and values are kept.
+// ResignCoordinator implements consumer.MetaStore. The version is incremented and the
+// dead workers cleared; the epoch and the other values are kept.
 func (s *Meta) ResignCoordinator(ctx context.Context, rec lease.CoordinatorRecord) error {
 	if rec.CoordinatorID == "" {
 		return errors.New("memstore: ResignCoordinator: record has no coordinator id")
@@ -191,7 +275,9 @@ func (s *Meta) ResignCoordinator(ctx context.Context, rec lease.CoordinatorRecor
 		return err
 	}
 	stored.CoordinatorID = ""
-	s.coordinator = &stored
+	stored.Version++
+	stored.DeadWorkers = nil
+	s.setCoordinatorLocked(&stored)
 	return nil
 }
 
@@ -219,12 +305,12 @@ func (s *Meta) PutCoordinator(rec *lease.CoordinatorRecord) {
 	defer s.mu.Unlock()
 	delete(s.corrupt, CoordinatorKey)
 	if rec == nil {
-		s.coordinator = nil
+		s.setCoordinatorLocked(nil)
 		return
 	}
-	c := *rec
+	c := copyCoordinator(rec)
 	c.UpdatedAt = wallTime(c.UpdatedAt)
-	s.coordinator = &c
+	s.setCoordinatorLocked(c)
 }
 
 // PutCorrupt replaces the item at key (a worker id, or CoordinatorKey) with one that
@@ -234,7 +320,7 @@ func (s *Meta) PutCorrupt(key, reason string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if key == CoordinatorKey {
-		s.coordinator = nil
+		s.setCoordinatorLocked(nil)
 	} else {
 		delete(s.workers, key)
 	}
@@ -251,8 +337,7 @@ func (s *Meta) Snapshot() lease.Meta {
 	}
 	slices.SortFunc(m.Workers, func(a, b lease.WorkerRecord) int { return cmp.Compare(a.WorkerID, b.WorkerID) })
 	if s.coordinator != nil {
-		c := *s.coordinator
-		m.Coordinator = &c
+		m.Coordinator = copyCoordinator(s.coordinator)
 	}
 	for k, reason := range s.corrupt {
 		m.Corrupt = append(m.Corrupt, lease.CorruptItem{Key: k, Reason: reason})

@@ -95,6 +95,30 @@ func checkWorkers(t *testing.T, what string, m lease.Meta, want ...lease.WorkerR
 }
 
 func testWorkers[S consumer.MetaStore](t *testing.T, newStore func(t *testing.T) S, opts MetaOptions[S]) {
+	t.Run("ReadMetaItems reads the coordinator and the named workers, leaving absent ones out", func(t *testing.T) {
+		s := newStore(t)
+		w1 := putWorker(t, s, lease.WorkerRecord{WorkerID: "w1", Incarnation: "i", Heartbeat: 4, State: lease.WorkerActive, LeasesHeld: 2})
+		putWorker(t, s, lease.WorkerRecord{WorkerID: "w2", Incarnation: "i", Heartbeat: 1, State: lease.WorkerActive})
+		for _, consistent := range []bool{true, false} {
+			m, err := s.ReadMetaItems(t.Context(), []string{"w1", "nobody"}, consistent)
+			if err != nil {
+				t.Fatalf("ReadMetaItems (consistent %v): %v", consistent, err)
+			}
+			checkWorkers(t, "ReadMetaItems before any coordinator", m, w1)
+			if m.Coordinator != nil || len(m.Corrupt) != 0 {
+				t.Errorf("coordinator %+v, corrupt %v; want none", m.Coordinator, m.Corrupt)
+			}
+		}
+		held := heldCoordinator(t, s)
+		m, err := s.ReadMetaItems(t.Context(), []string{}, true)
+		if err != nil {
+			t.Fatalf("ReadMetaItems: %v", err)
+		}
+		checkWorkers(t, "ReadMetaItems of the coordinator alone", m)
+		if m.Coordinator == nil || !reflect.DeepEqual(*m.Coordinator, held) {
+			t.Errorf("coordinator %+v, want %+v", m.Coordinator, held)
+		}
+	})
 	t.Run("a record follows its worker: registration, heartbeats, gone, restart", func(t *testing.T) {
 		s := newStore(t)
 		local := time.FixedZone("UTC-5", -5*3600)
@@ -189,10 +213,12 @@ func testWorkers[S consumer.MetaStore](t *testing.T, newStore func(t *testing.T)
 var coordinatorValues = lease.CoordinatorRecord{
 	MaxLeasesPerWorker: 4, TargetLeasesPerWorker: 5, ShardCount: 8, WorkerCount: 2, LiveWorkers: 1,
 	Cap: 10, UnownedShards: 0, RecommendedWorkers: 1, LeaseGeneration: 3,
+	DeadWorkers: []string{"w3", "w7"}, OwnedLeases: 6,
 }
 
 // heldCoordinator makes "a" the coordinator at epoch 2 (by a takeover from "z") with
-// coordinatorValues written once (version 1), and returns the record as read.
+// coordinatorValues written once (version 2: the claims wrote 0 and 1), and returns the
+// record as read.
 func heldCoordinator(t *testing.T, s consumer.MetaStore) lease.CoordinatorRecord {
 	t.Helper()
 	ctx := t.Context()
@@ -210,8 +236,8 @@ func heldCoordinator(t *testing.T, s consumer.MetaStore) lease.CoordinatorRecord
 		t.Fatalf("update: %v", err)
 	}
 	c := readMeta(t, s).Coordinator
-	if c == nil || c.CoordinatorID != "a" || c.Epoch != 2 || c.Version != 1 || c.UpdatedAt.IsZero() {
-		t.Fatalf("coordinator fixture %+v, want a at epoch 2, version 1, stamped", c)
+	if c == nil || c.CoordinatorID != "a" || c.Epoch != 2 || c.Version != 2 || c.UpdatedAt.IsZero() {
+		t.Fatalf("coordinator fixture %+v, want a at epoch 2, version 2, stamped", c)
 	}
 	return *c
 }
@@ -293,8 +319,20 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 	newValues := func(c *lease.CoordinatorRecord) {
 		c.MaxLeasesPerWorker, c.TargetLeasesPerWorker, c.ShardCount, c.WorkerCount = 3, 3, 12, 4
 		c.LiveWorkers, c.Cap, c.UnownedShards, c.RecommendedWorkers, c.LeaseGeneration = 4, 3, 0, 4, 4
-		c.Version = 77 // ignored: the store increments the stored version
+		c.DeadWorkers, c.OwnedLeases = []string{"w1", "w2", "w9"}, 9
 	}
+	// claimed and resigned are what a claim and a resignation do to the rest of the record.
+	claimed := func(id string) func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
+		return func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
+			c.CoordinatorID, c.Epoch, c.Version, c.DeadWorkers = id, c.Epoch+1, c.Version+1, nil
+			return c
+		}
+	}
+	resignedRec := func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
+		c.CoordinatorID, c.Version, c.DeadWorkers = "", c.Version+1, nil
+		return c
+	}
+	updated := func(c *lease.CoordinatorRecord) { c.Version, c.UpdatedAt = c.Version+1, stamped }
 	local := time.FixedZone("UTC+9", 9*3600)
 	tests := []struct {
 		name  string
@@ -311,8 +349,8 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 			}},
 		{"a first claim over a held record is a conflict", held, claimOp("b", nil), lease.ErrConflict, nil},
 		{"a first claim over a resigned record is a conflict", resigned, claimOp("b", nil), lease.ErrConflict, nil},
-		{"a claim with the current holder and epoch takes over, keeping version and values", held, claimOp("b", unchanged), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord { c.CoordinatorID, c.Epoch = "b", 3; return c }},
+		{"a claim with the current holder and epoch takes over, keeping the values, clearing the dead workers", held, claimOp("b", unchanged), nil,
+			claimed("b")},
 		{"a claim with a stale epoch is a conflict", held, claimOp("b", func(c *lease.CoordinatorRecord) { c.Epoch = 1 }), lease.ErrConflict, nil},
 		{"a claim with a stale holder is a conflict", held, claimOp("b", func(c *lease.CoordinatorRecord) { c.CoordinatorID = "z" }), lease.ErrConflict, nil},
 		{"a claim with a stale holder and epoch is a conflict", held,
@@ -322,16 +360,24 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 		{"a claim of a record that does not exist is a conflict and creates none", noRecord,
 			claimOp("b", func(c *lease.CoordinatorRecord) { *c = coordinatorValues; asHeld(c) }), lease.ErrConflict, nil},
 		{"a claim after a resignation with the record as read", resigned, claimOp("b", unchanged), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord { c.CoordinatorID, c.Epoch = "b", 3; return c }},
+			claimed("b")},
 		{"a claim after a resignation that still sees the former holder is a conflict", resigned, claimOp("b", asHeld), lease.ErrConflict, nil},
 		{"a claim for an empty worker id is refused", noRecord, claimOp("", nil), errInvalid, nil},
 
 		{"an update by the holder writes every value and increments the version", held, updateOp(newValues), nil,
 			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
 				newValues(c)
-				c.Version, c.UpdatedAt = 2, stamped
+				updated(c)
 				return c
 			}},
+		{"an update without dead workers removes them", held, updateOp(func(c *lease.CoordinatorRecord) { c.DeadWorkers = nil }), nil,
+			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
+				c.DeadWorkers = nil
+				updated(c)
+				return c
+			}},
+		{"an update at a stale version is a conflict", held, updateOp(func(c *lease.CoordinatorRecord) { newValues(c); c.Version-- }), lease.ErrConflict, nil},
+		{"an update at a future version is a conflict", held, updateOp(func(c *lease.CoordinatorRecord) { newValues(c); c.Version++ }), lease.ErrConflict, nil},
 		{"an update at a stale epoch is a conflict", held, updateOp(func(c *lease.CoordinatorRecord) { newValues(c); c.Epoch = 1 }), lease.ErrConflict, nil},
 		{"an update by another worker is a conflict", held, updateOp(func(c *lease.CoordinatorRecord) { newValues(c); c.CoordinatorID = "b" }), lease.ErrConflict, nil},
 		{"an update of a record that does not exist is a conflict and creates none", noRecord,
@@ -339,8 +385,8 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 		{"an update by the holder after its resignation is a conflict", resigned, updateOp(asHeld), lease.ErrConflict, nil},
 		{"an update without a coordinator id is refused", resigned, updateOp(newValues), errInvalid, nil},
 
-		{"a resignation clears the holder, keeping epoch, version and values", held, resignOp(unchanged), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord { c.CoordinatorID = ""; return c }},
+		{"a resignation clears the holder and the dead workers, keeping the epoch and values", held, resignOp(unchanged), nil,
+			resignedRec},
 		{"a resignation by another worker is a conflict", held, resignOp(func(c *lease.CoordinatorRecord) { c.CoordinatorID = "b" }), lease.ErrConflict, nil},
 		{"a resignation at a stale epoch is a conflict", held, resignOp(func(c *lease.CoordinatorRecord) { c.Epoch = 1 }), lease.ErrConflict, nil},
 		{"resigning twice is a conflict", resigned, resignOp(asHeld), lease.ErrConflict, nil},
@@ -351,7 +397,8 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 		{"the first update with TRIM_HORIZON records the initial position", held,
 			updateOp(func(c *lease.CoordinatorRecord) { c.InitialPosition = lease.TrimHorizon }), nil,
 			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				c.InitialPosition, c.Version, c.UpdatedAt = lease.TrimHorizon, 2, stamped
+				c.InitialPosition = lease.TrimHorizon
+				updated(c)
 				return c
 			}},
 		{"the first update with AT_TIMESTAMP records it with its timestamp in UTC", held,
@@ -359,13 +406,15 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 				c.InitialPosition, c.InitialTimestamp = lease.AtTimestamp, initialTS.In(local)
 			}), nil,
 			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				c.InitialPosition, c.InitialTimestamp, c.Version, c.UpdatedAt = lease.AtTimestamp, initialTS, 2, stamped
+				c.InitialPosition, c.InitialTimestamp = lease.AtTimestamp, initialTS
+				updated(c)
 				return c
 			}},
 		{"a timestamp given with TRIM_HORIZON is not recorded", held,
 			updateOp(func(c *lease.CoordinatorRecord) { c.InitialPosition, c.InitialTimestamp = lease.TrimHorizon, initialTS }), nil,
 			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				c.InitialPosition, c.Version, c.UpdatedAt = lease.TrimHorizon, 2, stamped
+				c.InitialPosition = lease.TrimHorizon
+				updated(c)
 				return c
 			}},
 		{"a later update never changes the recorded position", positioned,
@@ -373,25 +422,23 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 				c.InitialPosition, c.InitialTimestamp = lease.TrimHorizon, time.Time{}
 			}), nil,
 			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				c.Version, c.UpdatedAt = 3, stamped
+				updated(c)
 				return c
 			}},
 		{"a later update never changes the recorded timestamp", positioned,
 			updateOp(func(c *lease.CoordinatorRecord) { c.InitialTimestamp = laterTS }), nil,
 			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				c.Version, c.UpdatedAt = 3, stamped
+				updated(c)
 				return c
 			}},
 		{"an update without a position keeps the recorded one", positioned,
 			updateOp(func(c *lease.CoordinatorRecord) { c.InitialPosition, c.InitialTimestamp = "", time.Time{} }), nil,
 			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				c.Version, c.UpdatedAt = 3, stamped
+				updated(c)
 				return c
 			}},
-		{"a claim keeps the recorded position", positioned, claimOp("b", unchanged), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord { c.CoordinatorID, c.Epoch = "b", 3; return c }},
-		{"a resignation keeps the recorded position", positioned, resignOp(unchanged), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord { c.CoordinatorID = ""; return c }},
+		{"a claim keeps the recorded position", positioned, claimOp("b", unchanged), nil, claimed("b")},
+		{"a resignation keeps the recorded position", positioned, resignOp(unchanged), nil, resignedRec},
 		{"AT_TIMESTAMP without a timestamp is refused", held,
 			updateOp(func(c *lease.CoordinatorRecord) { c.InitialPosition = lease.AtTimestamp }), errInvalid, nil},
 		{"an initial position other than TRIM_HORIZON or AT_TIMESTAMP is refused", held,
@@ -448,9 +495,18 @@ func testCorruptMeta[S consumer.MetaStore](t *testing.T, s S, opts MetaOptions[S
 	if m.Coordinator != nil {
 		t.Errorf("a corrupt coordinator item read as %+v", m.Coordinator)
 	}
+	m, err := s.ReadMetaItems(ctx, []string{"w0", "w1"}, true)
+	if err != nil {
+		t.Fatalf("ReadMetaItems: %v", err)
+	}
+	checkWorkers(t, "ReadMetaItems", m, w1)
+	checkCorrupt(t, m.Corrupt, "w0", key)
+	if m.Coordinator != nil {
+		t.Errorf("ReadMetaItems read a corrupt coordinator item as %+v", m.Coordinator)
+	}
 
 	rec := lease.CoordinatorRecord{CoordinatorID: "w1", Epoch: 1}
-	_, err := s.ClaimCoordinator(ctx, "w1", &lease.CoordinatorRecord{})
+	_, err = s.ClaimCoordinator(ctx, "w1", &lease.CoordinatorRecord{})
 	checkErr(t, "ClaimCoordinator of a corrupt item observed as resigned", err, lease.ErrConflict)
 	_, err = s.UpdateCoordinator(ctx, rec)
 	checkErr(t, "UpdateCoordinator of a corrupt item", err, lease.ErrConflict)

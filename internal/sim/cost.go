@@ -297,7 +297,7 @@ func (s *sizer) coordinator(c lease.CoordinatorRecord) int { return ItemSize(s.c
 type OpStats struct {
 	Requests   int64
 	Conflicts  int64 // failed conditions (lease.ErrConflict, lease.ErrExists)
-	ReadUnits  int64
+	ReadUnits  float64 // eventually consistent reads cost half a unit per 4 KB
 	WriteUnits int64
 }
 
@@ -311,7 +311,7 @@ type Meter struct {
 // NewMeter returns an empty meter.
 func NewMeter() *Meter { return &Meter{sz: newSizer(), by: map[string]*OpStats{}} }
 
-func (m *Meter) add(op string, requests, rru, wru int64, err error) {
+func (m *Meter) add(op string, requests int64, rru float64, wru int64, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.by[op]
@@ -412,6 +412,8 @@ func (r Rate) OpsString() string {
 // Operation names: the DynamoDB operation, the table and what it is for.
 const (
 	opScanMeta     = "Scan meta"
+	opGetView      = "GetItem coordinator (eventual)"
+	opGetMeta      = "GetItem meta"
 	opPutWorker    = "PutItem worker"
 	opDelWorker    = "DeleteItem worker"
 	opClaimCoord   = "UpdateItem coordinator claim"
@@ -446,7 +448,7 @@ func (s meterLeases) ListLeases(ctx context.Context) (lease.Table, error) {
 		sizes[i] = s.m.sz.lease(l)
 	}
 	req, ru := ScanCost(sizes)
-	s.m.add(opScanLeases, req, ru, 0, err)
+	s.m.add(opScanLeases, req, float64(ru), 0, err)
 	return t, err
 }
 
@@ -456,7 +458,7 @@ func (s meterLeases) GetLease(ctx context.Context, id string) (lease.Lease, erro
 	if err == nil {
 		size = s.m.sz.lease(l)
 	}
-	s.m.add(opGetLease, 1, ReadUnits(size), 0, err)
+	s.m.add(opGetLease, 1, float64(ReadUnits(size)), 0, err)
 	return l, err
 }
 
@@ -518,7 +520,35 @@ func (s meterMeta) ReadMeta(ctx context.Context) (lease.Meta, error) {
 		sizes = append(sizes, s.m.sz.coordinator(*meta.Coordinator))
 	}
 	req, ru := ScanCost(sizes)
-	s.m.add(opScanMeta, req, ru, 0, err)
+	s.m.add(opScanMeta, req, float64(ru), 0, err)
+	return meta, err
+}
+
+func (s meterMeta) ReadMetaItems(ctx context.Context, ids []string, consistent bool) (lease.Meta, error) {
+	meta, err := s.inner.ReadMetaItems(ctx, ids, consistent)
+	op, units := opGetMeta, 0.0
+	if !consistent {
+		op = opGetView
+	}
+	add := func(size int) {
+		u := float64(ReadUnits(size))
+		if !consistent {
+			u /= 2
+		}
+		units += u
+	}
+	if meta.Coordinator != nil {
+		add(s.m.sz.coordinator(*meta.Coordinator))
+	} else {
+		add(0)
+	}
+	for _, w := range meta.Workers {
+		add(s.m.sz.worker(w))
+	}
+	for range len(ids) - len(meta.Workers) {
+		add(0) // a read of an absent item costs a unit too
+	}
+	s.m.add(op, int64(1+len(ids)), units, 0, err)
 	return meta, err
 }
 

@@ -352,6 +352,10 @@ func (s faultMeta) ReadMeta(ctx context.Context) (lease.Meta, error) {
 	return call(ctx, s.p, false, false, false, func(c context.Context) (lease.Meta, error) { return s.inner.ReadMeta(c) })
 }
 
+func (s faultMeta) ReadMetaItems(ctx context.Context, ids []string, consistent bool) (lease.Meta, error) {
+	return call(ctx, s.p, false, false, false, func(c context.Context) (lease.Meta, error) { return s.inner.ReadMetaItems(c, ids, consistent) })
+}
+
 func (s faultMeta) PutWorker(ctx context.Context, w lease.WorkerRecord) error {
 	_, err := call(ctx, s.p, true, false, false, func(c context.Context) (struct{}, error) { return struct{}{}, s.inner.PutWorker(c, w) })
 	return err

@@ -138,6 +138,15 @@ func newSim(sc Scenario, opts Options) *Sim {
 	}
 	s.stream.Now = time.Now
 	s.meta.Now = time.Now
+	if sc.ViewLag > 0 {
+		var mu sync.Mutex
+		lag := rand.New(rand.NewPCG(sc.Seed, 0x1a90))
+		s.meta.Stale = func() time.Duration {
+			mu.Lock()
+			defer mu.Unlock()
+			return time.Duration(lag.Int64N(int64(sc.ViewLag) + 1))
+		}
+	}
 	s.shared = &recLeases{inner: s.leases, r: s.rec}
 	s.noteShards()
 	s.start = t0.Add(sc.PreStart)

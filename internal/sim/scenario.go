@@ -44,6 +44,9 @@ type Scenario struct {
 	CleanupInterval, FinishedLeaseDelay, DeadWorkerDelay time.Duration
 	// CheckpointInterval coalesces the workers' checkpoint writes (0: none).
 	CheckpointInterval time.Duration
+	// ViewLag is how stale an eventually consistent read of the coordinator item may be
+	// (each such read draws a lag up to it; 0: such reads are consistent).
+	ViewLag time.Duration
 	// MaxLeasesCap is the workers' MaxLeasesCap (0: the default).
 	MaxLeasesCap int
 }
@@ -131,6 +134,9 @@ func Generate(seed uint64, size Size) Scenario {
 	if rc.IntN(2) == 0 {
 		sc.CheckpointInterval = dur(rc, 100*time.Millisecond, 5*time.Second).Round(100 * time.Millisecond)
 	}
+	if rv := rand.New(rand.NewPCG(seed, 0x1a9)); rv.IntN(3) != 0 {
+		sc.ViewLag = dur(rv, 100*time.Millisecond, 3*time.Second).Round(100 * time.Millisecond)
+	}
 	switch r.IntN(3) {
 	case 0:
 		sc.Position = lease.TrimHorizon
@@ -202,7 +208,7 @@ func (sc Scenario) String() string {
 	if sc.Position == lease.AtTimestamp {
 		s += fmt.Sprintf(" t=%s", sc.InitialTimestamp)
 	}
-	return s + fmt.Sprintf(", pre-start %s, put every %s, faults %s, quiet %s, trims %v, hangs %v, cleanup every %s (finished leases after %s, dead workers after %s), checkpoint interval %s; events: %s",
+	return s + fmt.Sprintf(", pre-start %s, put every %s, faults %s, quiet %s, trims %v, hangs %v, cleanup every %s (finished leases after %s, dead workers after %s), checkpoint interval %s, view lag %s; events: %s",
 		sc.PreStart, sc.ProduceEvery, sc.FaultPhase, sc.Quiet, sc.Trims, sc.Hangs,
-		sc.CleanupInterval, sc.FinishedLeaseDelay, sc.DeadWorkerDelay, sc.CheckpointInterval, strings.Join(ev, " "))
+		sc.CleanupInterval, sc.FinishedLeaseDelay, sc.DeadWorkerDelay, sc.CheckpointInterval, sc.ViewLag, strings.Join(ev, " "))
 }

@@ -289,24 +289,31 @@ func (c *Cluster) process(id string) (*proc.Process, error) {
 	return nil, fmt.Errorf("worker %s never started", id)
 }
 
+// act returns worker id's latest process and records an event of kind for it.
+func (c *Cluster) act(kind EventKind, id string) (*proc.Process, error) {
+	p, err := c.process(id)
+	if err == nil {
+		c.Record(Event{Kind: kind, Worker: id})
+	}
+	return p, err
+}
+
 // Kill kills the worker with SIGKILL and waits for the process to exit.
 func (c *Cluster) Kill(ctx context.Context, id string) error {
-	p, err := c.process(id)
+	p, err := c.act(EventKill, id)
 	if err != nil {
 		return err
 	}
-	c.Record(Event{Kind: EventKill, Worker: id})
 	return p.Kill(ctx)
 }
 
 // Terminate sends SIGTERM and waits for the graceful drain; after grace it kills. It
 // fails unless the worker exited with status 0 within grace.
 func (c *Cluster) Terminate(ctx context.Context, id string, grace time.Duration) error {
-	p, err := c.process(id)
+	p, err := c.act(EventTerm, id)
 	if err != nil {
 		return err
 	}
-	c.Record(Event{Kind: EventTerm, Worker: id})
 	if err := p.Stop(ctx, grace); err != nil {
 		return err
 	}
@@ -319,11 +326,10 @@ func (c *Cluster) Terminate(ctx context.Context, id string, grace time.Duration)
 
 // Pause stops the process with SIGSTOP; Resume continues it.
 func (c *Cluster) Pause(id string) error {
-	p, err := c.process(id)
+	p, err := c.act(EventPause, id)
 	if err != nil {
 		return err
 	}
-	c.Record(Event{Kind: EventPause, Worker: id})
 	return p.Pause()
 }
 

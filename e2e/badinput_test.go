@@ -216,7 +216,6 @@ func TestStreamDeletedMidRun(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 4, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(3)
 	ws, _ := c.startWorkers("w1", "w2")
 	c.waitBalanced(60*time.Second, 4, 2, ids(ws)...)
@@ -281,7 +280,6 @@ func TestMetaTableDeletedMidRunFences(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 2, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(2)
 	w := c.startWorker("w1")
 	c.waitBalanced(60*time.Second, 2, 2, "w1")
@@ -338,7 +336,6 @@ func TestLeaseTableDeletedMidRunIsReported(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 2, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	w := c.startWorker("w1")
 	c.waitBalanced(60*time.Second, 2, 2, "w1")
 	ddb := enginetest.DynamoDB(t)
@@ -386,7 +383,6 @@ func TestCorruptMetadataItems(t *testing.T) {
 		}
 	}
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(3)
 	ws, _ := c.startWorkers("w1", "w2")
 	c.waitBalanced(90*time.Second, 6, 3, ids(ws)...)
@@ -519,7 +515,6 @@ func TestNoSecretsInLogsOrEndpoints(t *testing.T) {
 	)
 	c := newCluster(t, 2, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(2)
 	w := c.startWorker("w1", "AWS_ACCESS_KEY_ID="+keyID, "AWS_SECRET_ACCESS_KEY="+secret, "AWS_SESSION_TOKEN="+token,
 		"LOG_LEVEL=debug", "KUBE_BEARER_TOKEN="+kubeTok)

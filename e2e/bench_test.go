@@ -133,7 +133,6 @@ func duplicates(c *cluster, sent []harness.Sent) int {
 func benchStartup(t *testing.T) (time.Duration, int) {
 	c := newCluster(t, 30, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(1) // a record on every shard: "processing" is seeing it processed
 	_, last := c.startWorkers(names(3)...)
 	var done time.Time

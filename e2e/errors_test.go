@@ -40,7 +40,6 @@ func TestCorruptLeaseItemsAreSkipped(t *testing.T) {
 		}
 	}
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(3)
 
 	ws, _ := c.startWorkers("w1", "w2")

@@ -22,7 +22,6 @@ func balancedWithRecords(t *testing.T, names ...string) (*cluster, *producer, []
 	t.Helper()
 	c := newCluster(t, 30, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.Start(5)
 	return c, p, startBalanced(t, c, names...)
 }

@@ -526,6 +526,7 @@ type producer struct {
 	t *testing.T
 }
 
+// newProducer returns a producer on c's stream with a key bound to every open shard.
 func newProducer(t *testing.T, c *cluster) *producer {
 	p := &producer{harness.NewProducer(c.kin, c.stream), t}
 	t.Cleanup(func() {
@@ -533,6 +534,7 @@ func newProducer(t *testing.T, c *cluster) *producer {
 			p.stop()
 		}
 	})
+	p.bindKeys()
 	return p
 }
 

@@ -15,7 +15,6 @@ func TestStartupBalancedWithoutChurn(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 30, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(3) // 3 records on every shard
 
 	ws, lastStart := c.startWorkers("w1", "w2", "w3")

@@ -111,7 +111,6 @@ func TestPausedWorkerIsFenced(t *testing.T) {
 	c := newCluster(t, 12, leaseDuration)
 	watch := watchCheckpoints(c)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.Start(5)
 	ws := []*worker{c.startWorker("w1"), c.startWorker("w2"), c.startWorker("zombie")}
 	zombie := ws[2]
@@ -253,7 +252,6 @@ func fenceWhenCut(t *testing.T, rule harness.Rule, fenceTimeout time.Duration) (
 	t.Helper()
 	c = newCluster(t, 12, defaultLeaseDuration)
 	p = newProducer(t, c)
-	p.bindKeys()
 	p.Start(5)
 	ws := []*worker{c.startWorker("w1"), c.startWorker("w2"), c.startWorker("cut", "LEASE_DURATION=3s")}
 	cut := ws[2]

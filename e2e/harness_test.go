@@ -451,6 +451,20 @@ func (c *cluster) waitDelivered(timeout time.Duration, sent []harness.Sent) (*de
 	return d, recs
 }
 
+// drain lets background production run for settle more and stops it, then waits up to
+// timeout until every record sent was processed (see waitDelivered); it returns the
+// records sent, the comparison and the processed records.
+func (c *cluster) drain(p *producer, settle, timeout time.Duration) ([]harness.Sent, *delivery.Report, []harness.Delivery) {
+	c.t.Helper()
+	time.Sleep(settle)
+	if p.Running() {
+		p.stop()
+	}
+	sent := p.Sent()
+	d, recs := c.waitDelivered(timeout, sent)
+	return sent, d, recs
+}
+
 // ---- Worker logs. ----
 
 // logEntry is one JSON line of a worker's log.

@@ -104,27 +104,18 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 	t.Run("nothing listening", func(t *testing.T) {
 		c := newCluster(t, 0, defaultLeaseDuration)
 		ep := "http://" + freeAddr(t)
-		w, took := c.runWorker("w1", 60*time.Second, "AWS_ENDPOINT_URL="+ep)
-		stderr := w.Output()
-		if w.ExitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.State())
-		}
+		stderr, took := c.runFailing(60*time.Second, "AWS_ENDPOINT_URL="+ep)
 		if !strings.Contains(stderr, "cannot reach DynamoDB at endpoint "+ep) || !strings.Contains(stderr, "AWS_ENDPOINT_URL") {
 			t.Errorf("stderr does not name the endpoint %s:\n%s", ep, stderr)
 		}
 		if took > 30*time.Second {
 			t.Errorf("took %s to give up on a closed port", took)
 		}
-		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 	t.Run("kinesis endpoint wrong", func(t *testing.T) {
 		c := newCluster(t, 1, defaultLeaseDuration)
 		ep := "http://" + freeAddr(t)
-		w, took := c.runWorker("w1", 60*time.Second, "AWS_ENDPOINT_URL_KINESIS="+ep)
-		stderr := w.Output()
-		if w.ExitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.State())
-		}
+		stderr, took := c.runFailing(60*time.Second, "AWS_ENDPOINT_URL_KINESIS="+ep)
 		if !strings.Contains(stderr, ep) || !strings.Contains(stderr, c.stream) {
 			t.Errorf("stderr does not name the Kinesis endpoint %s and stream:\n%s", ep, stderr)
 		}
@@ -134,17 +125,12 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 	})
 	t.Run("wrong region", func(t *testing.T) {
 		c := newCluster(t, 1, defaultLeaseDuration)
-		w, took := c.runWorker("w1", 60*time.Second, "AWS_REGION=eu-west-3")
-		stderr := w.Output()
-		if w.ExitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.State())
-		}
+		stderr, _ := c.runFailing(60*time.Second, "AWS_REGION=eu-west-3")
 		for _, want := range []string{c.stream, "not found", "region eu-west-3", "STREAM_NAME"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("stderr lacks %q:\n%s", want, stderr)
 			}
 		}
-		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 	t.Run("endpoint never answers", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -172,15 +158,10 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 		})
 		c := newCluster(t, 0, defaultLeaseDuration)
 		ep := "http://" + l.Addr().String()
-		w, took := c.runWorker("w1", 120*time.Second, "AWS_ENDPOINT_URL="+ep)
-		stderr := w.Output()
-		if w.ExitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.State())
-		}
+		stderr, _ := c.runFailing(120*time.Second, "AWS_ENDPOINT_URL="+ep)
 		if !strings.Contains(stderr, ep) || !strings.Contains(stderr, "no answer within") {
 			t.Errorf("stderr does not say that endpoint %s did not answer:\n%s", ep, stderr)
 		}
-		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 }
 
@@ -190,14 +171,10 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 func TestMissingCredentialsAreExplained(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 1, defaultLeaseDuration)
-	w, took := c.runWorker("w1", 60*time.Second,
+	stderr, took := c.runFailing(60*time.Second,
 		"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_SESSION_TOKEN=", "AWS_PROFILE=",
 		"AWS_SHARED_CREDENTIALS_FILE=/nonexistent/credentials", "AWS_CONFIG_FILE=/nonexistent/config",
 		"AWS_EC2_METADATA_DISABLED=true")
-	stderr := w.Output()
-	if w.ExitCode() <= 0 {
-		t.Errorf("exit %s, want a non-zero status", w.State())
-	}
 	for _, want := range []string{"no usable AWS credentials", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
@@ -206,7 +183,6 @@ func TestMissingCredentialsAreExplained(t *testing.T) {
 	if took > 30*time.Second {
 		t.Errorf("took %s to notice missing credentials", took)
 	}
-	t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 }
 
 // The stream deleted while workers run: they keep running and answering /health, keep

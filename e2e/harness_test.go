@@ -199,6 +199,20 @@ func (c *cluster) runWorker(id string, timeout time.Duration, env ...string) (*w
 	return c.worker(id), time.Since(start)
 }
 
+// runFailing runs worker w1 until it exits (within timeout) and fails the test unless it
+// exited with a non-zero status; it logs the exit and returns the worker's standard error
+// and how long it ran.
+func (c *cluster) runFailing(timeout time.Duration, env ...string) (stderr string, took time.Duration) {
+	c.t.Helper()
+	w, took := c.runWorker("w1", timeout, env...)
+	stderr = w.Output()
+	if w.ExitCode() <= 0 {
+		c.t.Errorf("exit %s, want a non-zero status", w.State())
+	}
+	c.t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
+	return stderr, took
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	addr, err := harness.FreeAddr()

@@ -337,34 +337,23 @@ func TestLeaseTableDeletedMidRunIsReported(t *testing.T) {
 func TestCorruptMetadataItems(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 6, defaultLeaseDuration)
-	if err := c.store.EnsureTables(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	s := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberS{Value: v} }
-	n := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberN{Value: v} }
-	now := s(time.Now().UTC().Format(time.RFC3339Nano))
+	now := avS(time.Now().UTC().Format(time.RFC3339Nano))
 	items := map[string]map[string]dtypes.AttributeValue{
-		"corrupt-worker": {"incarnation": s("x"), "heartbeat": s("many"), "state": s("active"), "leases_held": n("0"), "last_seen": now, "started_at": now},
-		"future-worker":  {"itemVersion": n("99"), "incarnation": s("x"), "heartbeat": n("5"), "state": s("active"), "leases_held": n("0"), "last_seen": now, "started_at": now},
-		c.store.CoordinatorKey(): {"coordinator_id": s("ghost"), "epoch": n("3"), "version": n("7"),
-			"max_leases_per_worker": s("10"), "target_leases_per_worker": n("10"), "shard_count": n("6"), "worker_count": n("2"),
-			"live_workers": n("2"), "cap": n("80"), "unowned_shards": n("0"), "recommended_workers": n("1"),
-			"lease_generation": n("1"), "updated_at": now, "itemVersion": n("1")},
+		"corrupt-worker": {"incarnation": avS("x"), "heartbeat": avS("many"), "state": avS("active"), "leases_held": avN("0"), "last_seen": now, "started_at": now},
+		"future-worker":  {"itemVersion": avN("99"), "incarnation": avS("x"), "heartbeat": avN("5"), "state": avS("active"), "leases_held": avN("0"), "last_seen": now, "started_at": now},
+		c.store.CoordinatorKey(): {"coordinator_id": avS("ghost"), "epoch": avN("3"), "version": avN("7"),
+			"max_leases_per_worker": avS("10"), "target_leases_per_worker": avN("10"), "shard_count": avN("6"), "worker_count": avN("2"),
+			"live_workers": avN("2"), "cap": avN("80"), "unowned_shards": avN("0"), "recommended_workers": avN("1"),
+			"lease_generation": avN("1"), "updated_at": now, "itemVersion": avN("1")},
 	}
-	ddb := enginetest.DynamoDB(t)
-	for key, item := range items {
-		item["worker_id"] = s(key)
-		if _, err := ddb.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(c.store.MetaTable()), Item: item}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putRawItems(t, c, c.store.MetaTable(), "worker_id", items)
 	p := newProducer(t, c)
 	p.putRound(3)
 	ws, _ := c.startWorkers("w1", "w2")
 	c.waitBalanced(90*time.Second, 6, 3, ids(ws)...)
 	c.waitDelivered(30*time.Second, p.Sent())
-	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: aws.String(c.store.MetaTable()),
-		Key: map[string]dtypes.AttributeValue{"worker_id": s(c.store.CoordinatorKey())}, ConsistentRead: aws.Bool(true)})
+	out, err := enginetest.DynamoDB(t).GetItem(t.Context(), &dynamodb.GetItemInput{TableName: aws.String(c.store.MetaTable()),
+		Key: map[string]dtypes.AttributeValue{"worker_id": avS(c.store.CoordinatorKey())}, ConsistentRead: aws.Bool(true)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,12 +382,11 @@ func TestImpossibleCoordinatorValuesOnEngines(t *testing.T) {
 	ws := []*worker{c.startWorker("w1", "MAX_LEASES_CAP=4"), c.startWorker("w2", "MAX_LEASES_CAP=4")}
 	c.waitConverged(60*time.Second, 10, 2, 4, 2)
 	ddb := enginetest.DynamoDB(t)
-	n := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberN{Value: v} }
 	if _, err := ddb.UpdateItem(t.Context(), &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(c.store.MetaTable()),
-		Key:                       map[string]dtypes.AttributeValue{"worker_id": &dtypes.AttributeValueMemberS{Value: c.store.CoordinatorKey()}},
+		Key:                       map[string]dtypes.AttributeValue{"worker_id": avS(c.store.CoordinatorKey())},
 		UpdateExpression:          aws.String("SET max_leases_per_worker = :m, target_leases_per_worker = :t, shard_count = :z, worker_count = :z"),
-		ExpressionAttributeValues: map[string]dtypes.AttributeValue{":m": n("-3"), ":t": n("100000"), ":z": n("0")},
+		ExpressionAttributeValues: map[string]dtypes.AttributeValue{":m": avN("-3"), ":t": avN("100000"), ":z": avN("0")},
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -21,24 +21,13 @@ import (
 func TestCorruptLeaseItemsAreSkipped(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 6, defaultLeaseDuration)
-	if err := c.store.EnsureTables(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	s := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberS{Value: v} }
-	n := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberN{Value: v} }
 	corrupt := map[string]map[string]dtypes.AttributeValue{
-		"corrupt-missing-counter":  {"leaseOwner": s("ghost"), "checkpoint": s("TRIM_HORIZON")},
-		"corrupt-counter-string":   {"leaseCounter": s("7"), "checkpoint": s("TRIM_HORIZON")},
-		"corrupt-owner-number":     {"leaseOwner": n("42"), "leaseCounter": n("3"), "checkpoint": s("TRIM_HORIZON")},
-		"corrupt-future-version99": {"itemVersion": n("99"), "leaseCounter": n("0"), "checkpoint": s("TRIM_HORIZON")},
+		"corrupt-missing-counter":  {"leaseOwner": avS("ghost"), "checkpoint": avS("TRIM_HORIZON")},
+		"corrupt-counter-string":   {"leaseCounter": avS("7"), "checkpoint": avS("TRIM_HORIZON")},
+		"corrupt-owner-number":     {"leaseOwner": avN("42"), "leaseCounter": avN("3"), "checkpoint": avS("TRIM_HORIZON")},
+		"corrupt-future-version99": {"itemVersion": avN("99"), "leaseCounter": avN("0"), "checkpoint": avS("TRIM_HORIZON")},
 	}
-	ddb := enginetest.DynamoDB(t)
-	for key, item := range corrupt {
-		item["leaseKey"] = s(key)
-		if _, err := ddb.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(c.store.LeaseTable()), Item: item}); err != nil {
-			t.Fatalf("put corrupt item %s: %v", key, err)
-		}
-	}
+	putRawItems(t, c, c.store.LeaseTable(), "leaseKey", corrupt)
 	p := newProducer(t, c)
 	p.putRound(3)
 
@@ -127,4 +116,24 @@ func TestStartupErrorsAreClear(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// avS and avN are DynamoDB string and number values.
+func avS(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberS{Value: v} }
+func avN(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberN{Value: v} }
+
+// putRawItems creates c's tables and writes items into table as they are, past the
+// store's checks and encoding, each under its key in attribute keyAttr.
+func putRawItems(t *testing.T, c *cluster, table, keyAttr string, items map[string]map[string]dtypes.AttributeValue) {
+	t.Helper()
+	if err := c.store.EnsureTables(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ddb := enginetest.DynamoDB(t)
+	for key, item := range items {
+		item[keyAttr] = avS(key)
+		if _, err := ddb.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: item}); err != nil {
+			t.Fatalf("put item %s: %v", key, err)
+		}
+	}
 }

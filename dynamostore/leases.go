@@ -80,11 +80,8 @@ func (s *Store) decodeLeaseItem(shardID string, item map[string]types.AttributeV
 // CreateLease creates a free lease at epoch 0 with l's checkpoint, start timestamp and
 // parents (l's Owner and Epoch are ignored): lease.ErrExists if the shard has a lease.
 func (s *Store) CreateLease(ctx context.Context, l lease.Lease) error {
-	if l.ShardID == "" {
-		return errors.New("dynamostore: CreateLease: empty shard id")
-	}
-	if l.Checkpoint == "" {
-		return fmt.Errorf("dynamostore: CreateLease %q: empty checkpoint", l.ShardID)
+	if err := lease.CheckCreate(l); err != nil {
+		return fmt.Errorf("dynamostore: %w", err)
 	}
 	l.Owner, l.Epoch = "", 0
 	e := newExpr()
@@ -116,8 +113,8 @@ func heldCondition(e *exprBuilder, l lease.Lease) string {
 // TakeLease makes owner the owner, provided the stored lease still has observed's Owner and
 // Epoch (lease.ErrConflict otherwise). It increments the epoch and returns the new lease.
 func (s *Store) TakeLease(ctx context.Context, observed lease.Lease, owner string) (lease.Lease, error) {
-	if owner == "" {
-		return lease.Lease{}, fmt.Errorf("dynamostore: TakeLease %q: empty owner", observed.ShardID)
+	if err := lease.CheckTake(observed, owner); err != nil {
+		return lease.Lease{}, fmt.Errorf("dynamostore: %w", err)
 	}
 	e := newExpr()
 	cond := heldCondition(e, observed)
@@ -135,8 +132,8 @@ func (s *Store) TakeLease(ctx context.Context, observed lease.Lease, owner strin
 // (lease.ErrConflict otherwise). It increments the epoch and, when checkpoint is not
 // empty, writes it in the same operation.
 func (s *Store) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint string) error {
-	if held.Owner == "" {
-		return fmt.Errorf("dynamostore: ReleaseLease %q: lease has no owner", held.ShardID)
+	if err := lease.CheckRelease(held); err != nil {
+		return fmt.Errorf("dynamostore: %w", err)
 	}
 	e := newExpr()
 	cond := heldCondition(e, held)
@@ -153,11 +150,8 @@ func (s *Store) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint s
 // Checkpoint records progress, provided the lease still has held's Owner and Epoch
 // (lease.ErrConflict otherwise).
 func (s *Store) Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error {
-	if held.Owner == "" {
-		return fmt.Errorf("dynamostore: Checkpoint %q: lease has no owner", held.ShardID)
-	}
-	if checkpoint == "" {
-		return fmt.Errorf("dynamostore: Checkpoint %q: empty checkpoint", held.ShardID)
+	if err := lease.CheckCheckpoint(held, checkpoint); err != nil {
+		return fmt.Errorf("dynamostore: %w", err)
 	}
 	e := newExpr()
 	cond := heldCondition(e, held)

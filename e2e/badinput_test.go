@@ -104,27 +104,18 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 	t.Run("nothing listening", func(t *testing.T) {
 		c := newCluster(t, 0, defaultLeaseDuration)
 		ep := "http://" + freeAddr(t)
-		w, took := c.runWorker("w1", 60*time.Second, "AWS_ENDPOINT_URL="+ep)
-		stderr := w.Output()
-		if w.ExitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.State())
-		}
+		stderr, took := c.runFailing(60*time.Second, "AWS_ENDPOINT_URL="+ep)
 		if !strings.Contains(stderr, "cannot reach DynamoDB at endpoint "+ep) || !strings.Contains(stderr, "AWS_ENDPOINT_URL") {
 			t.Errorf("stderr does not name the endpoint %s:\n%s", ep, stderr)
 		}
 		if took > 30*time.Second {
 			t.Errorf("took %s to give up on a closed port", took)
 		}
-		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 	t.Run("kinesis endpoint wrong", func(t *testing.T) {
 		c := newCluster(t, 1, defaultLeaseDuration)
 		ep := "http://" + freeAddr(t)
-		w, took := c.runWorker("w1", 60*time.Second, "AWS_ENDPOINT_URL_KINESIS="+ep)
-		stderr := w.Output()
-		if w.ExitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.State())
-		}
+		stderr, took := c.runFailing(60*time.Second, "AWS_ENDPOINT_URL_KINESIS="+ep)
 		if !strings.Contains(stderr, ep) || !strings.Contains(stderr, c.stream) {
 			t.Errorf("stderr does not name the Kinesis endpoint %s and stream:\n%s", ep, stderr)
 		}
@@ -134,17 +125,12 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 	})
 	t.Run("wrong region", func(t *testing.T) {
 		c := newCluster(t, 1, defaultLeaseDuration)
-		w, took := c.runWorker("w1", 60*time.Second, "AWS_REGION=eu-west-3")
-		stderr := w.Output()
-		if w.ExitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.State())
-		}
+		stderr, _ := c.runFailing(60*time.Second, "AWS_REGION=eu-west-3")
 		for _, want := range []string{c.stream, "not found", "region eu-west-3", "STREAM_NAME"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("stderr lacks %q:\n%s", want, stderr)
 			}
 		}
-		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 	t.Run("endpoint never answers", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -172,15 +158,10 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 		})
 		c := newCluster(t, 0, defaultLeaseDuration)
 		ep := "http://" + l.Addr().String()
-		w, took := c.runWorker("w1", 120*time.Second, "AWS_ENDPOINT_URL="+ep)
-		stderr := w.Output()
-		if w.ExitCode() <= 0 {
-			t.Errorf("exit %s, want a non-zero status", w.State())
-		}
+		stderr, _ := c.runFailing(120*time.Second, "AWS_ENDPOINT_URL="+ep)
 		if !strings.Contains(stderr, ep) || !strings.Contains(stderr, "no answer within") {
 			t.Errorf("stderr does not say that endpoint %s did not answer:\n%s", ep, stderr)
 		}
-		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 }
 
@@ -190,14 +171,10 @@ func TestWrongEndpointFailsNamingIt(t *testing.T) {
 func TestMissingCredentialsAreExplained(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 1, defaultLeaseDuration)
-	w, took := c.runWorker("w1", 60*time.Second,
+	stderr, took := c.runFailing(60*time.Second,
 		"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_SESSION_TOKEN=", "AWS_PROFILE=",
 		"AWS_SHARED_CREDENTIALS_FILE=/nonexistent/credentials", "AWS_CONFIG_FILE=/nonexistent/config",
 		"AWS_EC2_METADATA_DISABLED=true")
-	stderr := w.Output()
-	if w.ExitCode() <= 0 {
-		t.Errorf("exit %s, want a non-zero status", w.State())
-	}
 	for _, want := range []string{"no usable AWS credentials", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
@@ -206,7 +183,6 @@ func TestMissingCredentialsAreExplained(t *testing.T) {
 	if took > 30*time.Second {
 		t.Errorf("took %s to notice missing credentials", took)
 	}
-	t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 }
 
 // The stream deleted while workers run: they keep running and answering /health, keep
@@ -216,7 +192,6 @@ func TestStreamDeletedMidRun(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 4, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(3)
 	ws, _ := c.startWorkers("w1", "w2")
 	c.waitBalanced(60*time.Second, 4, 2, ids(ws)...)
@@ -281,7 +256,6 @@ func TestMetaTableDeletedMidRunFences(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 2, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(2)
 	w := c.startWorker("w1")
 	c.waitBalanced(60*time.Second, 2, 2, "w1")
@@ -338,7 +312,6 @@ func TestLeaseTableDeletedMidRunIsReported(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 2, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	w := c.startWorker("w1")
 	c.waitBalanced(60*time.Second, 2, 2, "w1")
 	ddb := enginetest.DynamoDB(t)
@@ -364,35 +337,23 @@ func TestLeaseTableDeletedMidRunIsReported(t *testing.T) {
 func TestCorruptMetadataItems(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 6, defaultLeaseDuration)
-	if err := c.store.EnsureTables(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	s := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberS{Value: v} }
-	n := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberN{Value: v} }
-	now := s(time.Now().UTC().Format(time.RFC3339Nano))
+	now := avS(time.Now().UTC().Format(time.RFC3339Nano))
 	items := map[string]map[string]dtypes.AttributeValue{
-		"corrupt-worker": {"incarnation": s("x"), "heartbeat": s("many"), "state": s("active"), "leases_held": n("0"), "last_seen": now, "started_at": now},
-		"future-worker":  {"itemVersion": n("99"), "incarnation": s("x"), "heartbeat": n("5"), "state": s("active"), "leases_held": n("0"), "last_seen": now, "started_at": now},
-		c.store.CoordinatorKey(): {"coordinator_id": s("ghost"), "epoch": n("3"), "version": n("7"),
-			"max_leases_per_worker": s("10"), "target_leases_per_worker": n("10"), "shard_count": n("6"), "worker_count": n("2"),
-			"live_workers": n("2"), "cap": n("80"), "unowned_shards": n("0"), "recommended_workers": n("1"),
-			"lease_generation": n("1"), "updated_at": now, "itemVersion": n("1")},
+		"corrupt-worker": {"incarnation": avS("x"), "heartbeat": avS("many"), "state": avS("active"), "leases_held": avN("0"), "last_seen": now, "started_at": now},
+		"future-worker":  {"itemVersion": avN("99"), "incarnation": avS("x"), "heartbeat": avN("5"), "state": avS("active"), "leases_held": avN("0"), "last_seen": now, "started_at": now},
+		c.store.CoordinatorKey(): {"coordinator_id": avS("ghost"), "epoch": avN("3"), "version": avN("7"),
+			"max_leases_per_worker": avS("10"), "target_leases_per_worker": avN("10"), "shard_count": avN("6"), "worker_count": avN("2"),
+			"live_workers": avN("2"), "cap": avN("80"), "unowned_shards": avN("0"), "recommended_workers": avN("1"),
+			"lease_generation": avN("1"), "updated_at": now, "itemVersion": avN("1")},
 	}
-	ddb := enginetest.DynamoDB(t)
-	for key, item := range items {
-		item["worker_id"] = s(key)
-		if _, err := ddb.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(c.store.MetaTable()), Item: item}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putRawItems(t, c, c.store.MetaTable(), "worker_id", items)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(3)
 	ws, _ := c.startWorkers("w1", "w2")
 	c.waitBalanced(90*time.Second, 6, 3, ids(ws)...)
 	c.waitDelivered(30*time.Second, p.Sent())
-	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: aws.String(c.store.MetaTable()),
-		Key: map[string]dtypes.AttributeValue{"worker_id": s(c.store.CoordinatorKey())}, ConsistentRead: aws.Bool(true)})
+	out, err := enginetest.DynamoDB(t).GetItem(t.Context(), &dynamodb.GetItemInput{TableName: aws.String(c.store.MetaTable()),
+		Key: map[string]dtypes.AttributeValue{"worker_id": avS(c.store.CoordinatorKey())}, ConsistentRead: aws.Bool(true)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,12 +382,11 @@ func TestImpossibleCoordinatorValuesOnEngines(t *testing.T) {
 	ws := []*worker{c.startWorker("w1", "MAX_LEASES_CAP=4"), c.startWorker("w2", "MAX_LEASES_CAP=4")}
 	c.waitConverged(60*time.Second, 10, 2, 4, 2)
 	ddb := enginetest.DynamoDB(t)
-	n := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberN{Value: v} }
 	if _, err := ddb.UpdateItem(t.Context(), &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(c.store.MetaTable()),
-		Key:                       map[string]dtypes.AttributeValue{"worker_id": &dtypes.AttributeValueMemberS{Value: c.store.CoordinatorKey()}},
+		Key:                       map[string]dtypes.AttributeValue{"worker_id": avS(c.store.CoordinatorKey())},
 		UpdateExpression:          aws.String("SET max_leases_per_worker = :m, target_leases_per_worker = :t, shard_count = :z, worker_count = :z"),
-		ExpressionAttributeValues: map[string]dtypes.AttributeValue{":m": n("-3"), ":t": n("100000"), ":z": n("0")},
+		ExpressionAttributeValues: map[string]dtypes.AttributeValue{":m": avN("-3"), ":t": avN("100000"), ":z": avN("0")},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +479,6 @@ func TestNoSecretsInLogsOrEndpoints(t *testing.T) {
 	)
 	c := newCluster(t, 2, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(2)
 	w := c.startWorker("w1", "AWS_ACCESS_KEY_ID="+keyID, "AWS_SECRET_ACCESS_KEY="+secret, "AWS_SESSION_TOKEN="+token,
 		"LOG_LEVEL=debug", "KUBE_BEARER_TOKEN="+kubeTok)

@@ -120,9 +120,10 @@ func list(ds []time.Duration) string {
 	return strings.Join(parts, ", ")
 }
 
-// duplicates counts records processed more than once.
-func duplicates(c *cluster, sent []harness.Sent) int {
-	d, _ := c.waitDelivered(90*time.Second, sent)
+// duplicates stops background production, waits until every record sent was processed and counts
+// the records processed more than once.
+func duplicates(c *cluster, p *producer) int {
+	_, d, _ := c.drain(p, 0, 90*time.Second)
 	n := 0
 	for _, times := range d.Duplicated {
 		n += times - 1
@@ -133,7 +134,6 @@ func duplicates(c *cluster, sent []harness.Sent) int {
 func benchStartup(t *testing.T) (time.Duration, int) {
 	c := newCluster(t, 30, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(1) // a record on every shard: "processing" is seeing it processed
 	_, last := c.startWorkers(names(3)...)
 	var done time.Time
@@ -146,7 +146,7 @@ func benchStartup(t *testing.T) (time.Duration, int) {
 		}
 		return len(first) == 30, fmt.Sprintf("%d of 30 shards processed", len(first))
 	})
-	return done.Sub(last), duplicates(c, p.Sent())
+	return done.Sub(last), duplicates(c, p)
 }
 
 func benchJoin(t *testing.T) (time.Duration, int) {
@@ -154,34 +154,37 @@ func benchJoin(t *testing.T) (time.Duration, int) {
 	_, started := c.startWorkers(names(5)[3:]...)
 	balanced := c.waitBalanced(60*time.Second, 30, 6, names(5)...)
 	time.Sleep(time.Second)
-	p.stop()
-	return balanced.Sub(started), duplicates(c, p.Sent())
+	return balanced.Sub(started), duplicates(c, p)
 }
 
 func benchKill(t *testing.T) (time.Duration, int) {
-	c, p, ws := balancedWithRecords(t, names(3)...)
-	victim, _, held := pickVictim(t, c, ws)
-	c.kill9(victim)
-	killed := time.Now()
-	p.putRound(1)
-	resumed := c.waitProcessedElsewhere(60*time.Second, victim.ID, held)
-	p.stop()
-	return resumed.Sub(killed), duplicates(c, p.Sent())
+	return benchVictim(t, func(c *cluster, victim *worker) time.Time {
+		c.kill9(victim)
+		return time.Now()
+	})
 }
 
 func benchSigterm(t *testing.T) (time.Duration, int) {
+	return benchVictim(t, func(c *cluster, victim *worker) time.Time {
+		signalled := time.Now()
+		go func() {
+			if err := c.Terminate(context.Background(), victim.ID, 30*time.Second); err != nil {
+				t.Error(err)
+			}
+		}()
+		return signalled
+	})
+}
+
+// benchVictim stops a non-coordinator worker of three with stop, which returns the time
+// to measure from, and measures until every shard it held is processing elsewhere.
+func benchVictim(t *testing.T, stop func(c *cluster, victim *worker) time.Time) (time.Duration, int) {
 	c, p, ws := balancedWithRecords(t, names(3)...)
 	victim, _, held := pickVictim(t, c, ws)
-	signalled := time.Now()
-	go func() {
-		if err := c.Terminate(context.Background(), victim.ID, 30*time.Second); err != nil {
-			t.Error(err)
-		}
-	}()
+	stopped := stop(c, victim)
 	p.putRound(1)
 	resumed := c.waitProcessedElsewhere(60*time.Second, victim.ID, held)
-	p.stop()
-	return resumed.Sub(signalled), duplicates(c, p.Sent())
+	return resumed.Sub(stopped), duplicates(c, p)
 }
 
 func benchCoordinatorKill(t *testing.T) (time.Duration, int) {
@@ -196,8 +199,7 @@ func benchCoordinatorKill(t *testing.T) (time.Duration, int) {
 		}
 		return r.CoordinatorID != old.CoordinatorID && r.Epoch > old.Epoch && r.WorkerCount == 2 && r.MaxLeasesPerWorker == 15, coordString(r)
 	})
-	p.stop()
-	return written.Sub(killed), duplicates(c, p.Sent())
+	return written.Sub(killed), duplicates(c, p)
 }
 
 func benchReshard(t *testing.T) (time.Duration, int) {
@@ -230,8 +232,7 @@ func benchReshard(t *testing.T) (time.Duration, int) {
 		}
 		return len(first) == len(children), fmt.Sprintf("%d of %d children processed", len(first), len(children))
 	})
-	p.stop()
-	return done.Sub(resharded), duplicates(c, p.Sent())
+	return done.Sub(resharded), duplicates(c, p)
 }
 
 // ---- 8. DynamoDB cost. ----

@@ -21,26 +21,14 @@ import (
 func TestCorruptLeaseItemsAreSkipped(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 6, defaultLeaseDuration)
-	if err := c.store.EnsureTables(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	s := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberS{Value: v} }
-	n := func(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberN{Value: v} }
 	corrupt := map[string]map[string]dtypes.AttributeValue{
-		"corrupt-missing-counter":  {"leaseOwner": s("ghost"), "checkpoint": s("TRIM_HORIZON")},
-		"corrupt-counter-string":   {"leaseCounter": s("7"), "checkpoint": s("TRIM_HORIZON")},
-		"corrupt-owner-number":     {"leaseOwner": n("42"), "leaseCounter": n("3"), "checkpoint": s("TRIM_HORIZON")},
-		"corrupt-future-version99": {"itemVersion": n("99"), "leaseCounter": n("0"), "checkpoint": s("TRIM_HORIZON")},
+		"corrupt-missing-counter":  {"leaseOwner": avS("ghost"), "checkpoint": avS("TRIM_HORIZON")},
+		"corrupt-counter-string":   {"leaseCounter": avS("7"), "checkpoint": avS("TRIM_HORIZON")},
+		"corrupt-owner-number":     {"leaseOwner": avN("42"), "leaseCounter": avN("3"), "checkpoint": avS("TRIM_HORIZON")},
+		"corrupt-future-version99": {"itemVersion": avN("99"), "leaseCounter": avN("0"), "checkpoint": avS("TRIM_HORIZON")},
 	}
-	ddb := enginetest.DynamoDB(t)
-	for key, item := range corrupt {
-		item["leaseKey"] = s(key)
-		if _, err := ddb.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(c.store.LeaseTable()), Item: item}); err != nil {
-			t.Fatalf("put corrupt item %s: %v", key, err)
-		}
-	}
+	putRawItems(t, c, c.store.LeaseTable(), "leaseKey", corrupt)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.putRound(3)
 
 	ws, _ := c.startWorkers("w1", "w2")
@@ -87,26 +75,17 @@ func TestStartupErrorsAreClear(t *testing.T) {
 	t.Parallel()
 	t.Run("missing stream", func(t *testing.T) {
 		c := newCluster(t, 0, defaultLeaseDuration) // names a stream that is never created
-		w, took := c.runWorker("w1", 30*time.Second)
-		stderr := w.Output()
-		if w.ExitCode() == 0 || w.ExitCode() == -1 {
-			t.Errorf("exit %s, want a non-zero status", w.State())
-		}
+		stderr, took := c.runFailing(30 * time.Second)
 		if took > 15*time.Second {
 			t.Errorf("took %s to give up, want seconds", took)
 		}
 		if !strings.Contains(stderr, c.stream) || !strings.Contains(stderr, "not found") {
 			t.Errorf("stderr does not name stream %s as not found:\n%s", c.stream, stderr)
 		}
-		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 	t.Run("missing tables", func(t *testing.T) {
 		c := newCluster(t, 1, defaultLeaseDuration)
-		w, took := c.runWorker("w1", 30*time.Second, "CREATE_TABLES=false")
-		stderr := w.Output()
-		if w.ExitCode() == 0 || w.ExitCode() == -1 {
-			t.Errorf("exit %s, want a non-zero status", w.State())
-		}
+		stderr, took := c.runFailing(30*time.Second, "CREATE_TABLES=false")
 		if took > 15*time.Second {
 			t.Errorf("took %s to give up, want seconds", took)
 		}
@@ -114,7 +93,6 @@ func TestStartupErrorsAreClear(t *testing.T) {
 		if !named || !strings.Contains(stderr, "not found") {
 			t.Errorf("stderr does not name the missing table %s or %s as not found:\n%s", c.store.LeaseTable(), c.store.MetaTable(), stderr)
 		}
-		t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
 	})
 	for _, tc := range []struct{ env, value string }{
 		{"LEASE_DURATION", "abc"},
@@ -138,4 +116,24 @@ func TestStartupErrorsAreClear(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// avS and avN are DynamoDB string and number values.
+func avS(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberS{Value: v} }
+func avN(v string) dtypes.AttributeValue { return &dtypes.AttributeValueMemberN{Value: v} }
+
+// putRawItems creates c's tables and writes items into table as they are, past the
+// store's checks and encoding, each under its key in attribute keyAttr.
+func putRawItems(t *testing.T, c *cluster, table, keyAttr string, items map[string]map[string]dtypes.AttributeValue) {
+	t.Helper()
+	if err := c.store.EnsureTables(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ddb := enginetest.DynamoDB(t)
+	for key, item := range items {
+		item[keyAttr] = avS(key)
+		if _, err := ddb.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: item}); err != nil {
+			t.Fatalf("put item %s: %v", key, err)
+		}
+	}
 }

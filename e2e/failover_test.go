@@ -22,7 +22,6 @@ func balancedWithRecords(t *testing.T, names ...string) (*cluster, *producer, []
 	t.Helper()
 	c := newCluster(t, 30, defaultLeaseDuration)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.Start(5)
 	return c, p, startBalanced(t, c, names...)
 }
@@ -146,10 +145,7 @@ func TestWorkerKilledWhileRecordsFlow(t *testing.T) {
 	t.Logf("MEASURED kill -9 -> survivors own 15/15: %s", since(killed, balanced))
 	t.Logf("MEASURED kill -9 -> every shard of the victim processing on a survivor: %s", since(killed, resumed))
 
-	time.Sleep(time.Second)
-	p.stop()
-	sent := p.Sent()
-	d, _ := c.waitDelivered(60*time.Second, sent)
+	sent, d, _ := c.drain(p, time.Second, 60*time.Second)
 	var foreign []string
 	for k, n := range d.Duplicated {
 		if _, ok := victimShards[k.Shard]; !ok {
@@ -210,10 +206,7 @@ func TestGracefulShutdownMovesLeasesWithoutDuplicates(t *testing.T) {
 	t.Logf("MEASURED SIGTERM -> survivors own 15/15 and max 15: %s", since(termAt, balanced))
 	t.Logf("MEASURED SIGTERM -> every shard of the stopped worker processing elsewhere: %s", since(termAt, resumed))
 
-	time.Sleep(time.Second)
-	p.stop()
-	sent := p.Sent()
-	d, _ := c.waitDelivered(60*time.Second, sent)
+	sent, d, _ := c.drain(p, time.Second, 60*time.Second)
 	if len(d.Duplicated) > 0 {
 		t.Errorf("%d records processed more than once across a graceful shutdown, want 0: %v", len(d.Duplicated), d.Duplicated)
 	}

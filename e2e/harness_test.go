@@ -199,6 +199,20 @@ func (c *cluster) runWorker(id string, timeout time.Duration, env ...string) (*w
 	return c.worker(id), time.Since(start)
 }
 
+// runFailing runs worker w1 until it exits (within timeout) and fails the test unless it
+// exited with a non-zero status; it logs the exit and returns the worker's standard error
+// and how long it ran.
+func (c *cluster) runFailing(timeout time.Duration, env ...string) (stderr string, took time.Duration) {
+	c.t.Helper()
+	w, took := c.runWorker("w1", timeout, env...)
+	stderr = w.Output()
+	if w.ExitCode() <= 0 {
+		c.t.Errorf("exit %s, want a non-zero status", w.State())
+	}
+	c.t.Logf("exit %d after %s: %s", w.ExitCode(), took.Round(time.Millisecond), lastLine(stderr))
+	return stderr, took
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	addr, err := harness.FreeAddr()
@@ -451,6 +465,20 @@ func (c *cluster) waitDelivered(timeout time.Duration, sent []harness.Sent) (*de
 	return d, recs
 }
 
+// drain lets background production run for settle more and stops it, then waits up to
+// timeout until every record sent was processed (see waitDelivered); it returns the
+// records sent, the comparison and the processed records.
+func (c *cluster) drain(p *producer, settle, timeout time.Duration) ([]harness.Sent, *delivery.Report, []harness.Delivery) {
+	c.t.Helper()
+	time.Sleep(settle)
+	if p.Running() {
+		p.stop()
+	}
+	sent := p.Sent()
+	d, recs := c.waitDelivered(timeout, sent)
+	return sent, d, recs
+}
+
 // ---- Worker logs. ----
 
 // logEntry is one JSON line of a worker's log.
@@ -526,6 +554,7 @@ type producer struct {
 	t *testing.T
 }
 
+// newProducer returns a producer on c's stream with a key bound to every open shard.
 func newProducer(t *testing.T, c *cluster) *producer {
 	p := &producer{harness.NewProducer(c.kin, c.stream), t}
 	t.Cleanup(func() {
@@ -533,6 +562,7 @@ func newProducer(t *testing.T, c *cluster) *producer {
 			p.stop()
 		}
 	})
+	p.bindKeys()
 	return p
 }
 

@@ -31,10 +31,7 @@ func TestJoinRebalancesWithoutDuplicates(t *testing.T) {
 	t.Logf("MEASURED join of 2 workers -> 6/6/6/6/6 and max 6: %s", since(joined, balanced))
 
 	p.putRound(1)
-	time.Sleep(2 * time.Second)
-	p.stop()
-	sent := p.Sent()
-	d, recs := c.waitDelivered(60*time.Second, sent)
+	sent, d, recs := c.drain(p, 2*time.Second, 60*time.Second)
 	if len(d.Duplicated) > 0 {
 		t.Errorf("%d records processed more than once while workers joined, want 0: %v", len(d.Duplicated), d.Duplicated)
 	}
@@ -129,10 +126,7 @@ func TestReshardParentsBeforeChildren(t *testing.T) {
 	t.Logf("MEASURED reshard -> 20/20/20 on the children: %s", since(resharded, balanced))
 
 	p.putRound(1)
-	time.Sleep(2 * time.Second)
-	p.stop()
-	sent := p.Sent()
-	d, recs := c.waitDelivered(90*time.Second, sent)
+	sent, d, recs := c.drain(p, 2*time.Second, 90*time.Second)
 
 	// Parents before children: a child's first record after each parent's last.
 	first, last := map[string]int64{}, map[string]int64{}

@@ -111,7 +111,6 @@ func TestPausedWorkerIsFenced(t *testing.T) {
 	c := newCluster(t, 12, leaseDuration)
 	watch := watchCheckpoints(c)
 	p := newProducer(t, c)
-	p.bindKeys()
 	p.Start(5)
 	ws := []*worker{c.startWorker("w1"), c.startWorker("w2"), c.startWorker("zombie")}
 	zombie := ws[2]
@@ -156,10 +155,7 @@ func TestPausedWorkerIsFenced(t *testing.T) {
 	// It comes back as a healthy worker and gets its share again.
 	rejoined := c.waitBalanced(60*time.Second, 12, 4, ids(ws)...)
 	t.Logf("MEASURED SIGCONT -> zombie rejoined, 4/4/4: %s", since(resumed, rejoined))
-	time.Sleep(2 * time.Second)
-	p.stop()
-	sent := p.Sent()
-	_, recs := c.waitDelivered(60*time.Second, sent)
+	sent, _, recs := c.drain(p, 2*time.Second, 60*time.Second)
 
 	samples, errs := watch.stop()
 	if samples < 50 {
@@ -253,7 +249,6 @@ func fenceWhenCut(t *testing.T, rule harness.Rule, fenceTimeout time.Duration) (
 	t.Helper()
 	c = newCluster(t, 12, defaultLeaseDuration)
 	p = newProducer(t, c)
-	p.bindKeys()
 	p.Start(5)
 	ws := []*worker{c.startWorker("w1"), c.startWorker("w2"), c.startWorker("cut", "LEASE_DURATION=3s")}
 	cut := ws[2]
@@ -324,6 +319,5 @@ func TestHeartbeatOutageRecovers(t *testing.T) {
 		return len(idle) == 0, fmt.Sprintf("idle shards %v; lease table: %s", idle, o)
 	})
 	t.Logf("MEASURED heartbeat back -> every shard of the fenced worker processing again: %s", since(restored, time.Unix(0, last)))
-	p.stop()
-	c.waitDelivered(60*time.Second, p.Sent())
+	c.drain(p, 0, 60*time.Second)
 }

@@ -35,6 +35,48 @@ var (
 	ErrTableNotFound = errors.New("table not found")
 )
 
+// Argument checks that every store makes before any request: an error from one is none
+// of the store errors above (the caller passed a wrong argument); a store prefixes its name.
+
+// CheckCreate checks the arguments of CreateLease: a shard id and a checkpoint.
+func CheckCreate(l Lease) error {
+	if l.ShardID == "" {
+		return errors.New("CreateLease: empty shard id")
+	}
+	if l.Checkpoint == "" {
+		return fmt.Errorf("CreateLease %q: empty checkpoint", l.ShardID)
+	}
+	return nil
+}
+
+// CheckTake checks the arguments of TakeLease: an owner.
+func CheckTake(observed Lease, owner string) error {
+	if owner == "" {
+		return fmt.Errorf("TakeLease %q: empty owner", observed.ShardID)
+	}
+	return nil
+}
+
+// CheckRelease checks the arguments of ReleaseLease: a held lease has an owner.
+func CheckRelease(held Lease) error {
+	if held.Owner == "" {
+		return fmt.Errorf("ReleaseLease %q: lease has no owner", held.ShardID)
+	}
+	return nil
+}
+
+// CheckCheckpoint checks the arguments of Checkpoint: a held lease has an owner, and the
+// checkpoint is not empty.
+func CheckCheckpoint(held Lease, checkpoint string) error {
+	if held.Owner == "" {
+		return fmt.Errorf("Checkpoint %q: lease has no owner", held.ShardID)
+	}
+	if checkpoint == "" {
+		return fmt.Errorf("Checkpoint %q: empty checkpoint", held.ShardID)
+	}
+	return nil
+}
+
 // Lease is one shard's lease.
 type Lease struct {
 	// ShardID is the lease key.

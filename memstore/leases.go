@@ -74,11 +74,8 @@ func (s *Leases) GetLease(ctx context.Context, shardID string) (lease.Lease, err
 // CreateLease implements consumer.LeaseStore. It creates a free lease at epoch 0 with
 // l's checkpoint, start timestamp and parents; l's Owner and Epoch are ignored.
 func (s *Leases) CreateLease(ctx context.Context, l lease.Lease) error {
-	if l.ShardID == "" {
-		return errors.New("memstore: CreateLease: empty shard id")
-	}
-	if l.Checkpoint == "" {
-		return fmt.Errorf("memstore: CreateLease %q: empty checkpoint", l.ShardID)
+	if err := lease.CheckCreate(l); err != nil {
+		return fmt.Errorf("memstore: %w", err)
 	}
 	if err := s.begin(ctx, "CreateLease"); err != nil {
 		return err
@@ -99,8 +96,8 @@ func (s *Leases) CreateLease(ctx context.Context, l lease.Lease) error {
 
 // TakeLease implements consumer.LeaseStore.
 func (s *Leases) TakeLease(ctx context.Context, observed lease.Lease, owner string) (lease.Lease, error) {
-	if owner == "" {
-		return lease.Lease{}, fmt.Errorf("memstore: TakeLease %q: empty owner", observed.ShardID)
+	if err := lease.CheckTake(observed, owner); err != nil {
+		return lease.Lease{}, fmt.Errorf("memstore: %w", err)
 	}
 	return s.update(ctx, "TakeLease", observed, func(l *lease.Lease) {
 		l.Owner = owner
@@ -110,8 +107,8 @@ func (s *Leases) TakeLease(ctx context.Context, observed lease.Lease, owner stri
 
 // ReleaseLease implements consumer.LeaseStore.
 func (s *Leases) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint string) error {
-	if held.Owner == "" {
-		return fmt.Errorf("memstore: ReleaseLease %q: lease has no owner", held.ShardID)
+	if err := lease.CheckRelease(held); err != nil {
+		return fmt.Errorf("memstore: %w", err)
 	}
 	_, err := s.update(ctx, "ReleaseLease", held, func(l *lease.Lease) {
 		l.Owner = ""
@@ -125,11 +122,8 @@ func (s *Leases) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint 
 
 // Checkpoint implements consumer.LeaseStore. The epoch is unchanged.
 func (s *Leases) Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error {
-	if held.Owner == "" {
-		return fmt.Errorf("memstore: Checkpoint %q: lease has no owner", held.ShardID)
-	}
-	if checkpoint == "" {
-		return fmt.Errorf("memstore: Checkpoint %q: empty checkpoint", held.ShardID)
+	if err := lease.CheckCheckpoint(held, checkpoint); err != nil {
+		return fmt.Errorf("memstore: %w", err)
 	}
 	_, err := s.update(ctx, "Checkpoint", held, func(l *lease.Lease) {
 		l.Checkpoint = checkpoint

@@ -156,11 +156,7 @@ func expect(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&x.unowned, "unowned", 0, "leases expected to stay unowned (shards beyond workers x cap)")
 	timeout := fs.Duration("timeout", 120*time.Second, "give up and FAIL after this long")
 	interval := fs.Duration("interval", time.Second, "poll interval")
-	pos, err := e.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("expect", pos, 0, 0); err != nil {
+	if err := e.parseNone(fs, args); err != nil {
 		return err
 	}
 	set := flagsSet(fs)

@@ -242,6 +242,15 @@ func (e *env) parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	return pos, e.checkOutput()
 }
 
+// parseNone is parse for a command that takes no positional arguments.
+func (e *env) parseNone(fs *flag.FlagSet, args []string) error {
+	pos, err := e.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	return wantArgs(fs.Name(), pos, 0, 0)
+}
+
 // isGlobalFlag reports whether register adds the flag.
 func isGlobalFlag(name string) bool {
 	switch name {

@@ -29,6 +29,16 @@ func kdsctl(t *testing.T, args ...string) result {
 	return kdsctlCtx(t.Context(), t, args...)
 }
 
+// kdsctlOK is kdsctl that fails the test unless the command exits with status 0.
+func kdsctlOK(t *testing.T, args ...string) result {
+	t.Helper()
+	r := kdsctl(t, args...)
+	if r.code != 0 {
+		t.Fatalf("kdsctl %s: exit %d", strings.Join(args, " "), r.code)
+	}
+	return r
+}
+
 func kdsctlCtx(ctx context.Context, t *testing.T, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer

@@ -71,11 +71,7 @@ func produce(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&o.count, "count", 0, "produce this many records")
 	fs.IntVar(&o.keys, "keys", 1000, "distinct partition keys, pk-0000 and up, used round-robin")
 	fs.StringVar(&o.run, "run", "", "run id written into every record (default: a new one)")
-	pos, err := e.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("produce", pos, 0, 0); err != nil {
+	if err := e.parseNone(fs, args); err != nil {
 		return err
 	}
 	switch {

@@ -84,10 +84,7 @@ func TestStreamLifecycleAndScaling(t *testing.T) {
 		{20, []int{8, 16, 20}},
 		{5, []int{10, 5}},
 	} {
-		r := kdsctl(t, "--stream", name, "scale-shards", "-o", "json", strconv.Itoa(step.to))
-		if r.code != 0 {
-			t.Fatalf("scale-shards %d: exit %d", step.to, r.code)
-		}
+		r := kdsctlOK(t, "--stream", name, "scale-shards", "-o", "json", strconv.Itoa(step.to))
 		var res streamResult
 		mustJSON(t, r, &res)
 		if !slices.Equal(res.Steps, step.steps) || res.OpenShards != step.to || res.Status != "ACTIVE" {
@@ -124,10 +121,7 @@ func TestScaleShardsTenfold(t *testing.T) {
 	name := enginetest.UniqueName(t, "tenfold")
 	enginetest.CreateStream(t, name, 30)
 	for _, n := range []int{300, 30} {
-		r := kdsctl(t, "--stream", name, "scale-shards", strconv.Itoa(n))
-		if r.code != 0 {
-			t.Fatalf("scale-shards %d: exit %d", n, r.code)
-		}
+		kdsctlOK(t, "--stream", name, "scale-shards", strconv.Itoa(n))
 		if got := openShards(t, name); got != n {
 			t.Errorf("after scale-shards %d: %d open shards", n, got)
 		}

@@ -130,11 +130,7 @@ func (v metaView) print(w io.Writer) {
 }
 
 func metadata(ctx context.Context, e *env, args []string) error {
-	pos, err := e.parse(e.flags("metadata"), args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("metadata", pos, 0, 0); err != nil {
+	if err := e.parseNone(e.flags("metadata"), args); err != nil {
 		return err
 	}
 	st, err := e.store(ctx)
@@ -283,11 +279,7 @@ func short(cp string) string {
 }
 
 func leases(ctx context.Context, e *env, args []string) error {
-	pos, err := e.parse(e.flags("leases"), args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("leases", pos, 0, 0); err != nil {
+	if err := e.parseNone(e.flags("leases"), args); err != nil {
 		return err
 	}
 	v, err := e.readLeases(ctx)
@@ -331,11 +323,7 @@ type monitorFrame struct {
 func monitor(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("monitor")
 	interval := fs.Duration("interval", 10*time.Second, "refresh interval")
-	pos, err := e.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("monitor", pos, 0, 0); err != nil {
+	if err := e.parseNone(fs, args); err != nil {
 		return err
 	}
 	if *interval < 500*time.Millisecond {

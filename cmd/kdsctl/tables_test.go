@@ -88,10 +88,7 @@ func TestMetadataAndLeases(t *testing.T) {
 	}
 
 	t.Run("metadata", func(t *testing.T) {
-		r := kdsctl(t, "--app", app, "metadata")
-		if r.code != 0 {
-			t.Fatalf("exit %d", r.code)
-		}
+		r := kdsctlOK(t, "--app", app, "metadata")
 		for _, want := range []string{"WARNING", "1 of 5 shards are UNOWNED", "run 3 workers", "worker count (desired)",
 			"2 (cap 2)", "epoch / version"} {
 			if !strings.Contains(r.stdout, want) {
@@ -103,10 +100,7 @@ func TestMetadataAndLeases(t *testing.T) {
 		}
 	})
 	t.Run("metadata json", func(t *testing.T) {
-		r := kdsctl(t, "--app", app, "metadata", "-o", "json")
-		if r.code != 0 {
-			t.Fatalf("exit %d", r.code)
-		}
+		r := kdsctlOK(t, "--app", app, "metadata", "-o", "json")
 		var v metaView
 		mustJSON(t, r, &v)
 		c := v.Coordinator
@@ -122,10 +116,7 @@ func TestMetadataAndLeases(t *testing.T) {
 		}
 	})
 	t.Run("leases", func(t *testing.T) {
-		r := kdsctl(t, "--app", app, "leases")
-		if r.code != 0 {
-			t.Fatalf("exit %d", r.code)
-		}
+		r := kdsctlOK(t, "--app", app, "leases")
 		for _, want := range []string{"LAG", "1.5s", "waiting for parent", "7 leases: 3 active, 2 unowned, 1 waiting for parent, 1 finished"} {
 			if !strings.Contains(r.stdout, want) {
 				t.Errorf("output lacks %q", want)
@@ -133,10 +124,7 @@ func TestMetadataAndLeases(t *testing.T) {
 		}
 	})
 	t.Run("leases json", func(t *testing.T) {
-		r := kdsctl(t, "--app", app, "-o", "json", "leases")
-		if r.code != 0 {
-			t.Fatalf("exit %d", r.code)
-		}
+		r := kdsctlOK(t, "--app", app, "-o", "json", "leases")
 		var v leaseView
 		mustJSON(t, r, &v)
 		want := map[string]string{"s0": "finished", "s1": "active", "s2": "active", "s3": "active",

@@ -24,11 +24,7 @@ func verify(ctx context.Context, e *env, args []string) error {
 	run := fs.String("run", "", "verify only this run id (default: every run found in the stream)")
 	maxDup := fs.Int("max-duplicates", -1, "fail when a run has more extra deliveries than this (-1: never)")
 	worst := fs.Int("worst", 10, "list this many of the worst keys")
-	pos, err := e.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs("verify", pos, 0, 0); err != nil {
+	if err := e.parseNone(fs, args); err != nil {
 		return err
 	}
 	kc, err := e.kinesis(ctx)

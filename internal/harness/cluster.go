@@ -242,23 +242,14 @@ func (c *Cluster) start(id string, stderrOnly bool, extraEnv []string) (*Worker,
 	if err != nil {
 		return nil, err
 	}
-	env := append([]string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + c.cfg.Dir, // no ~/.aws of the developer's
-		"AWS_ENDPOINT_URL=" + w.Edge.URL(),
-		"AWS_ACCESS_KEY_ID=test",
-		"AWS_SECRET_ACCESS_KEY=test",
-		"AWS_REGION=" + c.cfg.Region,
-		"AWS_EC2_METADATA_DISABLED=true",
-		"STREAM_NAME=" + c.cfg.Stream,
-		"APP_NAME=" + c.cfg.App,
-		"WORKER_ID=" + id,
-		"HEALTH_ADDR=" + healthAddr,
-		"RECORD_LOG_DIR=" + c.cfg.RecordDir(),
+	env := append(c.baseEnv(w.Edge.URL()),
+		"WORKER_ID="+id,
+		"HEALTH_ADDR="+healthAddr,
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=info",
-		"LEASE_DURATION=" + c.cfg.LeaseDuration.String(),
-	}, c.cfg.WorkerEnv...)
+		"LEASE_DURATION="+c.cfg.LeaseDuration.String(),
+	)
+	env = append(env, c.cfg.WorkerEnv...)
 	spec := proc.Spec{
 		Name: "worker " + id, Path: c.cfg.WorkerBin, Env: append(env, extraEnv...),
 		LogPath: filepath.Join(c.cfg.LogDir(), id+".log"), StderrOnly: stderrOnly,
@@ -289,24 +280,31 @@ func (c *Cluster) process(id string) (*proc.Process, error) {
 	return nil, fmt.Errorf("worker %s never started", id)
 }
 
+// act returns worker id's latest process and records an event of kind for it.
+func (c *Cluster) act(kind EventKind, id string) (*proc.Process, error) {
+	p, err := c.process(id)
+	if err == nil {
+		c.Record(Event{Kind: kind, Worker: id})
+	}
+	return p, err
+}
+
 // Kill kills the worker with SIGKILL and waits for the process to exit.
 func (c *Cluster) Kill(ctx context.Context, id string) error {
-	p, err := c.process(id)
+	p, err := c.act(EventKill, id)
 	if err != nil {
 		return err
 	}
-	c.Record(Event{Kind: EventKill, Worker: id})
 	return p.Kill(ctx)
 }
 
 // Terminate sends SIGTERM and waits for the graceful drain; after grace it kills. It
 // fails unless the worker exited with status 0 within grace.
 func (c *Cluster) Terminate(ctx context.Context, id string, grace time.Duration) error {
-	p, err := c.process(id)
+	p, err := c.act(EventTerm, id)
 	if err != nil {
 		return err
 	}
-	c.Record(Event{Kind: EventTerm, Worker: id})
 	if err := p.Stop(ctx, grace); err != nil {
 		return err
 	}
@@ -319,11 +317,10 @@ func (c *Cluster) Terminate(ctx context.Context, id string, grace time.Duration)
 
 // Pause stops the process with SIGSTOP; Resume continues it.
 func (c *Cluster) Pause(id string) error {
-	p, err := c.process(id)
+	p, err := c.act(EventPause, id)
 	if err != nil {
 		return err
 	}
-	c.Record(Event{Kind: EventPause, Worker: id})
 	return p.Pause()
 }
 
@@ -407,7 +404,7 @@ func (c *Cluster) Ctl(ctx context.Context, args ...string) ([]byte, error) {
 // CtlOutput is Ctl that returns standard error (warnings) too.
 func (c *Cluster) CtlOutput(ctx context.Context, args ...string) (stdout, stderr []byte, err error) {
 	cmd := exec.CommandContext(ctx, c.cfg.CtlBin, args...)
-	cmd.Env = c.ctlEnv()
+	cmd.Env = c.baseEnv(c.cfg.Upstream)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	cmd.SysProcAttr = proc.SysProcAttr()
@@ -417,11 +414,13 @@ func (c *Cluster) CtlOutput(ctx context.Context, args ...string) (stdout, stderr
 	return out.Bytes(), errOut.Bytes(), nil
 }
 
-func (c *Cluster) ctlEnv() []string {
+// baseEnv is the environment of the workers and kdsctl: the run's stream, application
+// and record directory, test credentials, and endpoint as the AWS endpoint.
+func (c *Cluster) baseEnv(endpoint string) []string {
 	return []string{
 		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + c.cfg.Dir,
-		"AWS_ENDPOINT_URL=" + c.cfg.Upstream,
+		"HOME=" + c.cfg.Dir, // no ~/.aws of the developer's
+		"AWS_ENDPOINT_URL=" + endpoint,
 		"AWS_ACCESS_KEY_ID=test",
 		"AWS_SECRET_ACCESS_KEY=test",
 		"AWS_REGION=" + c.cfg.Region,

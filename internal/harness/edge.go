@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"sync"
@@ -89,11 +90,7 @@ func (e *WorkerEdge) Stats() localengines.Stats { return e.edge.Stats() }
 func (e *WorkerEdge) Accesses() map[Access]int64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make(map[Access]int64, len(e.accesses))
-	for k, v := range e.accesses {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(e.accesses)
 }
 
 // CutOff makes every request of the worker hang until its client gives up, and returns

@@ -3,6 +3,7 @@ package harness
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -153,11 +154,7 @@ func (in *Injector) Close() { in.once.Do(func() { close(in.closed) }) }
 func (in *Injector) Injected() map[Injection]int64 {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	out := make(map[Injection]int64, len(in.injected))
-	for k, v := range in.injected {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(in.injected)
 }
 
 // pick returns the latency to add and the terminal fault (nil: none) for one request.

@@ -75,25 +75,35 @@ func TestFaultsAsTheSDKSeesThem(t *testing.T) {
 	}
 	ctx := t.Context()
 	inj := e.Injector()
+	// attempts calls call with rule in place and returns how many requests for op the
+	// edge saw meanwhile, and the call's error.
+	attempts := func(rule Rule, op string, call func() error) (int64, error) {
+		remove := inj.Add(rule)
+		defer remove()
+		before := calls(e, rule.Service, op)
+		err := call()
+		return calls(e, rule.Service, op) - before, err
+	}
+	listShards := func() error {
+		_, err := kin.ListShards(ctx)
+		return err
+	}
 
 	t.Run("kinesis throttling", func(t *testing.T) {
-		remove := inj.Add(Rule{Service: localengines.Kinesis, Operation: "ListShards", Kind: FaultThrottle})
-		defer remove()
-		before := calls(e, localengines.Kinesis, "ListShards")
-		_, err := kin.ListShards(ctx)
+		n, err := attempts(Rule{Service: localengines.Kinesis, Operation: "ListShards", Kind: FaultThrottle}, "ListShards", listShards)
 		if !errors.Is(err, stream.ErrThrottled) {
 			t.Fatalf("ListShards: %v, want stream.ErrThrottled", err)
 		}
-		if n := calls(e, localengines.Kinesis, "ListShards") - before; n != testAttempts {
+		if n != testAttempts {
 			t.Errorf("edge saw %d ListShards attempts, want %d (the SDK retries throttling)", n, testAttempts)
 		}
 	})
 	for _, code := range []string{CodeProvisionedThroughputExceeded, CodeThrottling} {
 		t.Run("dynamodb "+code, func(t *testing.T) {
-			remove := inj.Add(Rule{Service: localengines.DynamoDB, Operation: "Scan", Kind: FaultThrottle, Code: code})
-			defer remove()
-			before := calls(e, localengines.DynamoDB, "Scan")
-			_, err := store.ListLeases(ctx)
+			n, err := attempts(Rule{Service: localengines.DynamoDB, Operation: "Scan", Kind: FaultThrottle, Code: code}, "Scan", func() error {
+				_, err := store.ListLeases(ctx)
+				return err
+			})
 			if !errors.Is(err, dynamostore.ErrThrottled) {
 				t.Fatalf("ListLeases: %v, want dynamostore.ErrThrottled", err)
 			}
@@ -101,47 +111,42 @@ func TestFaultsAsTheSDKSeesThem(t *testing.T) {
 			if !errors.As(err, &apiErr) || apiErr.ErrorCode() != code {
 				t.Errorf("error code %v, want %s", err, code)
 			}
-			if n := calls(e, localengines.DynamoDB, "Scan") - before; n != testAttempts {
+			if n != testAttempts {
 				t.Errorf("edge saw %d Scan attempts, want %d", n, testAttempts)
 			}
 		})
 	}
 	t.Run("http 500", func(t *testing.T) {
-		remove := inj.Add(Rule{Service: localengines.DynamoDB, Kind: FaultServerError})
-		defer remove()
-		before := calls(e, localengines.DynamoDB, "DescribeTable")
-		_, err := dc.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String("x-table")})
+		n, err := attempts(Rule{Service: localengines.DynamoDB, Kind: FaultServerError}, "DescribeTable", func() error {
+			_, err := dc.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String("x-table")})
+			return err
+		})
 		var re *awshttp.ResponseError
 		var apiErr smithy.APIError
 		if !errors.As(err, &re) || re.HTTPStatusCode() != http.StatusInternalServerError ||
 			!errors.As(err, &apiErr) || apiErr.ErrorFault() != smithy.FaultServer {
 			t.Fatalf("DescribeTable: %v, want a server fault with status 500", err)
 		}
-		if n := calls(e, localengines.DynamoDB, "DescribeTable") - before; n != testAttempts {
+		if n != testAttempts {
 			t.Errorf("edge saw %d attempts, want %d (the SDK retries 500s)", n, testAttempts)
 		}
 	})
 	t.Run("dropped connection", func(t *testing.T) {
-		remove := inj.Add(Rule{Service: localengines.Kinesis, Kind: FaultDrop})
-		defer remove()
-		before := calls(e, localengines.Kinesis, "ListShards")
-		_, err := kin.ListShards(ctx)
+		n, err := attempts(Rule{Service: localengines.Kinesis, Kind: FaultDrop}, "ListShards", listShards)
 		var apiErr smithy.APIError
 		if err == nil || errors.As(err, &apiErr) {
 			t.Fatalf("ListShards: %v, want a transport error", err)
 		}
-		if n := calls(e, localengines.Kinesis, "ListShards") - before; n != testAttempts {
+		if n != testAttempts {
 			t.Errorf("edge saw %d attempts, want %d (the SDK retries connection errors)", n, testAttempts)
 		}
 	})
 	t.Run("count", func(t *testing.T) {
-		remove := inj.Add(Rule{Service: localengines.Kinesis, Kind: FaultThrottle, Count: 2})
-		defer remove()
-		before := calls(e, localengines.Kinesis, "ListShards")
-		if _, err := kin.ListShards(ctx); err != nil {
+		n, err := attempts(Rule{Service: localengines.Kinesis, Kind: FaultThrottle, Count: 2}, "ListShards", listShards)
+		if err != nil {
 			t.Fatalf("ListShards after 2 throttles within %d attempts: %v", testAttempts, err)
 		}
-		if n := calls(e, localengines.Kinesis, "ListShards") - before; n != 3 {
+		if n != 3 {
 			t.Errorf("edge saw %d attempts, want 3 (two throttled, one through)", n)
 		}
 		if got := inj.Injected()[Injection{FaultThrottle, localengines.Call{Service: localengines.Kinesis, Operation: "ListShards"}}]; got < 3 {

@@ -122,29 +122,37 @@ func CheckOrder(produced []Produced, deliveries []Delivery) Result {
 // counter ever moved backwards, per shard, within and across epochs.
 func CheckCheckpoints(samples []Sample) Result {
 	r := Result{Name: "no checkpoint moved backwards"}
-	prev := map[string]lease.Lease{}
 	changes := 0
+	shards := eachStep(samples, func(at string, p, l lease.Lease) {
+		if l.Checkpoint != p.Checkpoint {
+			changes++
+		}
+		if CompareCheckpoints(l.Checkpoint, p.Checkpoint) < 0 {
+			r.fail("shard %s at %s: checkpoint %s (owner %s epoch %d) after %s (owner %s epoch %d)",
+				l.ShardID, at, l.Checkpoint, l.Owner, l.Epoch, p.Checkpoint, p.Owner, p.Epoch)
+		}
+		if l.Epoch < p.Epoch {
+			r.fail("shard %s at %s: lease counter %d after %d", l.ShardID, at, l.Epoch, p.Epoch)
+		}
+	})
+	r.Checked = fmt.Sprintf("%d samples, %d shards, %d checkpoint changes", len(samples), shards, changes)
+	return r
+}
+
+// eachStep calls step for every two successive samples of a shard's lease, p before l,
+// with the time l was sampled at; it returns how many shards the samples hold.
+func eachStep(samples []Sample, step func(at string, p, l lease.Lease)) (shards int) {
+	prev := map[string]lease.Lease{}
 	for _, s := range samples {
 		for _, l := range s.Leases {
 			p, ok := prev[l.ShardID]
 			prev[l.ShardID] = l
-			if !ok {
-				continue
-			}
-			if l.Checkpoint != p.Checkpoint {
-				changes++
-			}
-			if CompareCheckpoints(l.Checkpoint, p.Checkpoint) < 0 {
-				r.fail("shard %s at %s: checkpoint %s (owner %s epoch %d) after %s (owner %s epoch %d)",
-					l.ShardID, s.At.Format("15:04:05.000"), l.Checkpoint, l.Owner, l.Epoch, p.Checkpoint, p.Owner, p.Epoch)
-			}
-			if l.Epoch < p.Epoch {
-				r.fail("shard %s at %s: lease counter %d after %d", l.ShardID, s.At.Format("15:04:05.000"), l.Epoch, p.Epoch)
+			if ok {
+				step(s.At.Format("15:04:05.000"), p, l)
 			}
 		}
 	}
-	r.Checked = fmt.Sprintf("%d samples, %d shards, %d checkpoint changes", len(samples), len(prev), changes)
-	return r
+	return len(prev)
 }
 
 // CheckFencing proves that no checkpoint written by a stale owner was accepted. Between
@@ -159,41 +167,35 @@ func CheckFencing(samples []Sample, deliveries []Delivery) Result {
 		k := d.Shard + "/" + d.Seq
 		epochsOf[k] = append(epochsOf[k], d.Epoch)
 	}
-	prev := map[string]lease.Lease{}
 	checked := 0
-	for _, s := range samples {
-		for _, l := range s.Leases {
-			p, ok := prev[l.ShardID]
-			prev[l.ShardID] = l
-			if !ok || l.Checkpoint == p.Checkpoint {
-				continue
-			}
-			checked++
-			at := s.At.Format("15:04:05.000")
-			if l.Epoch < p.Epoch || (l.Epoch == p.Epoch && l.Owner != p.Owner) {
-				r.fail("shard %s at %s: checkpoint %s came with owner %q epoch %d after owner %q epoch %d",
-					l.ShardID, at, l.Checkpoint, l.Owner, l.Epoch, p.Owner, p.Epoch)
-				continue
-			}
-			if rank, _ := rankCheckpoint(l.Checkpoint); rank != 1 {
-				continue // SHARD_END: written by the owner at the end, tied to no record
-			}
-			es, ok := epochsOf[l.ShardID+"/"+l.Checkpoint]
-			if !ok {
-				r.fail("shard %s at %s: checkpoint %s (owner %q epoch %d) is a record nobody processed",
-					l.ShardID, at, l.Checkpoint, l.Owner, l.Epoch)
-				continue
-			}
-			valid := false
-			for _, e := range es {
-				valid = valid || (e >= p.Epoch && e <= l.Epoch)
-			}
-			if !valid {
-				r.fail("shard %s at %s: checkpoint %s was processed under epochs %v only, but the lease was already at epoch %d",
-					l.ShardID, at, l.Checkpoint, es, p.Epoch)
-			}
+	eachStep(samples, func(at string, p, l lease.Lease) {
+		if l.Checkpoint == p.Checkpoint {
+			return
 		}
-	}
+		checked++
+		if l.Epoch < p.Epoch || (l.Epoch == p.Epoch && l.Owner != p.Owner) {
+			r.fail("shard %s at %s: checkpoint %s came with owner %q epoch %d after owner %q epoch %d",
+				l.ShardID, at, l.Checkpoint, l.Owner, l.Epoch, p.Owner, p.Epoch)
+			return
+		}
+		if rank, _ := rankCheckpoint(l.Checkpoint); rank != 1 {
+			return // SHARD_END: written by the owner at the end, tied to no record
+		}
+		es, ok := epochsOf[l.ShardID+"/"+l.Checkpoint]
+		if !ok {
+			r.fail("shard %s at %s: checkpoint %s (owner %q epoch %d) is a record nobody processed",
+				l.ShardID, at, l.Checkpoint, l.Owner, l.Epoch)
+			return
+		}
+		valid := false
+		for _, e := range es {
+			valid = valid || (e >= p.Epoch && e <= l.Epoch)
+		}
+		if !valid {
+			r.fail("shard %s at %s: checkpoint %s was processed under epochs %v only, but the lease was already at epoch %d",
+				l.ShardID, at, l.Checkpoint, es, p.Epoch)
+		}
+	})
 	r.Checked = fmt.Sprintf("%d checkpoint changes checked against owner, epoch and record logs", checked)
 	return r
 }

@@ -27,8 +27,7 @@ func (r *Report) Print(w io.Writer) {
 	tw.Flush()
 
 	fmt.Fprintln(w, "\n-- events --")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "AT\tUNTIL\tEVENT\tCLASS")
+	tw = newTable(w, "AT\tUNTIL\tEVENT\tCLASS")
 	for _, e := range r.Events {
 		class := "planned"
 		if e.Kind.Unplanned() {
@@ -43,8 +42,7 @@ func (r *Report) Print(w io.Writer) {
 	tw.Flush()
 
 	fmt.Fprintln(w, "\n-- injected at the workers' edges --")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tFAULT\tCALL\tCOUNT")
+	tw = newTable(w, "WORKER\tFAULT\tCALL\tCOUNT")
 	total := 0
 	for _, id := range sortedKeys(r.Injected) {
 		inj := r.Injected[id]
@@ -107,8 +105,7 @@ func (r *Report) Print(w io.Writer) {
 	if len(r.Causes) == 0 {
 		fmt.Fprintln(w, "(none attributed)")
 	} else {
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "EVENT\tAT\tDUPLICATES")
+		tw = newTable(w, "EVENT\tAT\tDUPLICATES")
 		for _, c := range r.Causes {
 			fmt.Fprintf(tw, "%s\t%.1fs\t%d\n", c.Event, c.Event.From.Sub(r.Started).Seconds(), c.Count)
 		}
@@ -116,8 +113,7 @@ func (r *Report) Print(w io.Writer) {
 	}
 
 	fmt.Fprintln(w, "\n-- invariants --")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "INVARIANT\tVERDICT\tEVIDENCE")
+	tw = newTable(w, "INVARIANT\tVERDICT\tEVIDENCE")
 	for _, res := range r.Results {
 		verdict := "PASS"
 		if !res.OK() {
@@ -148,4 +144,11 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// newTable returns a tab writer on w for a table, its header row written.
+func newTable(w io.Writer, header string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	return tw
 }

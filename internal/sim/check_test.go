@@ -75,6 +75,13 @@ func base() *Log {
 	}
 }
 
+// w1DeliversA appends a delivery of record n of shard A by w1 (incarnation 1) at epoch
+// 1 and time at, and returns it for a case to change.
+func w1DeliversA(l *Log, at float64, n int) *Delivery {
+	l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(at), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(n)})
+	return &l.Deliveries[len(l.Deliveries)-1]
+}
+
 func samples(from, to int, f func(t int) Sample) []Sample {
 	var out []Sample
 	for t := from; t <= to; t++ {
@@ -132,20 +139,21 @@ func runCases(t *testing.T, check func(*Log) []Violation, cases []checkerCase) {
 func TestCheckExclusive(t *testing.T) {
 	runCases(t, CheckExclusive, []checkerCase{
 		{"stale owner delivers after the new take", func(l *Log) {
-			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(16.5), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(4)})
+			w1DeliversA(l, 16.5, 4)
 		}, KindExclusive, "after w2 took the lease at counter 3"},
 		{"stale delivery while paused", func(l *Log) {
-			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(16.5), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(4), Paused: true})
+			w1DeliversA(l, 16.5, 4).Paused = true
 		}, KindExclusivePause, "took the lease"},
 		{"paused, but the call came after the new take", func(l *Log) {
-			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(16.5), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(4), Paused: true, Call: st(16.4)})
+			d := w1DeliversA(l, 16.5, 4)
+			d.Paused, d.Call = true, st(16.4)
 		}, KindExclusive, "after w2 took the lease at counter 3"},
 		{"epochs interleave without a recorded take", func(l *Log) {
 			l.Writes = l.Writes[:4] // drop w2's take: only the deliveries show the overlap
-			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(18), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(4)})
+			w1DeliversA(l, 18, 4)
 		}, KindExclusive, "after w2#1 delivered at epoch 3"},
 		{"old epoch delivered just before the take is fine", func(l *Log) {
-			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(15.9), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(4)})
+			w1DeliversA(l, 15.9, 4)
 		}, "", ""},
 	})
 }
@@ -158,7 +166,7 @@ func TestCheckAtLeastOnce(t *testing.T) {
 		{"LATEST does not require records before the start", func(l *Log) {
 			l.Position = lease.Latest
 			l.Deliveries = l.Deliveries[1:]
-			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(12.1), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(2)})
+			w1DeliversA(l, 12.1, 2)
 		}, "", ""},
 		{"LATEST requires records after start plus a poll", func(l *Log) {
 			l.Position = lease.Latest
@@ -211,13 +219,13 @@ func TestCheckOrder(t *testing.T) {
 			l.Deliveries[0].Seqs = seqs(2, 1)
 		}, KindOrder, "delivered 1 after 2"},
 		{"a failed call is retried", func(l *Log) {
-			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(12.2), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(3), Failed: true})
+			w1DeliversA(l, 12.2, 3).Failed = true
 		}, "", ""},
 		{"a new tenure may repeat", func(l *Log) {
 			l.Deliveries[2].Seqs = seqs(3, 4)
 		}, "", ""},
 		{"a new incarnation may repeat", func(l *Log) {
-			l.Deliveries = append(l.Deliveries, Delivery{Stamp: st(12.7), Worker: "w1", Inc: 2, Shard: "A", Epoch: 1, Seqs: seqs(3)})
+			w1DeliversA(l, 12.7, 3).Inc = 2
 		}, "", ""},
 	})
 }

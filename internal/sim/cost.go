@@ -293,7 +293,7 @@ func (s *sizer) coordinator(c lease.CoordinatorRecord) int { return ItemSize(s.c
 // OpStats is what one operation cost.
 type OpStats struct {
 	Requests   int64
-	Conflicts  int64 // failed conditions (lease.ErrConflict, lease.ErrExists)
+	Conflicts  int64   // failed conditions (lease.ErrConflict, lease.ErrExists)
 	ReadUnits  float64 // eventually consistent reads cost half a unit per 4 KB
 	WriteUnits int64
 }

@@ -1,10 +1,13 @@
 package consumer
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
+	"github.com/kds-lease-manager/kds-lease-manager/clock"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 	"github.com/kds-lease-manager/kds-lease-manager/memstore"
 )
@@ -55,6 +58,83 @@ func TestTargetObeysTheRecordWithinTheCap(t *testing.T) {
 			got, known := b.targetFrom(tc.rec)
 			if got != tc.want || known != tc.wantKnown {
 				t.Fatalf("targetFrom = %d, %v; want %d, %v", got, known, tc.want, tc.wantKnown)
+			}
+		})
+	}
+}
+
+// idleProcessor processes nothing and checkpoints nothing.
+type idleProcessor struct{}
+
+func (idleProcessor) Initialize(context.Context, InitializeInput) error         { return nil }
+func (idleProcessor) ProcessRecords(context.Context, ProcessRecordsInput) error { return nil }
+func (idleProcessor) ShardEnded(context.Context, Checkpointer) error            { return nil }
+func (idleProcessor) ShutdownRequested(context.Context, Checkpointer) error     { return nil }
+func (idleProcessor) LeaseLost(context.Context)                                 {}
+
+// A lease of a worker the view lists dead is taken only from a view two versions after
+// the one read after the lease table: an older view may list dead an owner that came back
+// and took the lease again since, which the lease table already shows.
+func TestLeasesOfDeadWorkersWaitForAViewComputedAfterTheLeaseRead(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// views are the records the balancer obeys on the passes after its scan (the
+		// stored version at the scan is 5).
+		views    []lease.CoordinatorRecord
+		wantTake bool
+	}{
+		{"the next version still lists the owner dead: not yet", []lease.CoordinatorRecord{{Version: 6, DeadWorkers: []string{"x"}}}, false},
+		{"two versions later the owner is alive again: never", []lease.CoordinatorRecord{
+			{Version: 6, DeadWorkers: []string{"x"}}, {Version: 7}}, false},
+		{"two versions later the owner is still dead: taken", []lease.CoordinatorRecord{
+			{Version: 6, DeadWorkers: []string{"x"}}, {Version: 7, DeadWorkers: []string{"x"}}}, true},
+		{"a later version that lists it dead: taken", []lease.CoordinatorRecord{{Version: 12, DeadWorkers: []string{"y", "x"}}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			fake := clock.NewFake(time.Unix(10000, 0))
+			cfg, err := Config{AppName: "app", WorkerID: "w0", Clock: fake, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}.withDefaults()
+			if err != nil {
+				t.Fatal(err)
+			}
+			leases, meta, s := memstore.NewLeases(), memstore.NewMeta(), memstore.NewStream(1)
+			shard := s.Shards()[0].ID
+			if err := leases.CreateLease(ctx, lease.Lease{ShardID: shard, Checkpoint: lease.TrimHorizon}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := leases.TakeLease(ctx, lease.Lease{ShardID: shard}, "x"); err != nil {
+				t.Fatal(err)
+			}
+			view := lease.CoordinatorRecord{CoordinatorID: "c", Epoch: 1, Version: 5, MaxLeasesPerWorker: 1, Cap: 80, DeadWorkers: []string{"x"}}
+			meta.PutCoordinator(&view)
+			tn := newTenure(fake, cfg.LeaseDuration, cfg.fenceMargin())
+			tn.renew(fake.Now())
+			corrupt := newCorruptLog(cfg.Logger)
+			members := newMembership(meta, fake, cfg.LeaseDuration, cfg.callTimeout(), cfg.viewStallAfter(), corrupt)
+			running := newConsumerSet(&consumerEnv{cfg: &cfg, leases: leases, stream: s, clock: fake, tenure: tn,
+				exits: make(chan consumerExit, 8)}, func(string) RecordProcessor { return idleProcessor{} }, cfg.Logger)
+			stop := running.open(ctx)
+			defer func() { stop(); running.stopAll(stopLost) }()
+			b := newBalancer(&cfg, leases, tn, members, corrupt, running, cfg.Logger)
+
+			b.balance(ctx, fake.Now(), b.fingerprint(&view), &view)
+			if running.running(shard) {
+				t.Fatal("took the lease of a worker listed dead in a view read before the lease table")
+			}
+			for _, v := range tc.views {
+				v.CoordinatorID, v.Epoch, v.MaxLeasesPerWorker, v.Cap = "c", 1, 1, 80
+				fake.Advance(cfg.PollInterval)
+				b.balance(ctx, fake.Now(), b.fingerprint(&v), &v)
+			}
+			if got := running.running(shard); got != tc.wantTake {
+				t.Fatalf("taken = %v, want %v", got, tc.wantTake)
+			}
+			l, err := leases.GetLease(ctx, shard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wantOwner := map[bool]string{true: "w0", false: "x"}[tc.wantTake]; l.Owner != wantOwner {
+				t.Fatalf("lease owner %q, want %q", l.Owner, wantOwner)
 			}
 		})
 	}

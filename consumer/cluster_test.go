@@ -85,6 +85,12 @@ func (s cutMeta) ReadMeta(ctx context.Context) (lease.Meta, error) {
 	}
 	return s.MetaStore.ReadMeta(ctx)
 }
+func (s cutMeta) ReadMetaItems(ctx context.Context, ids []string, consistent bool) (lease.Meta, error) {
+	if err := s.c.check(ctx); err != nil {
+		return lease.Meta{}, err
+	}
+	return s.MetaStore.ReadMetaItems(ctx, ids, consistent)
+}
 func (s cutMeta) PutWorker(ctx context.Context, w lease.WorkerRecord) error {
 	if err := s.c.check(ctx); err != nil {
 		return err
@@ -401,6 +407,60 @@ func TestThreeWorkersSplitThirtyShardsEvenlyWithoutChurn(t *testing.T) {
 	}
 	if takes != 30 || rels != 0 {
 		t.Fatalf("takes=%d releases=%d: want exactly 30 takes and no releases (no churn)", takes, rels)
+	}
+}
+
+// countReads counts a worker's reads of the metadata table.
+type countReads struct {
+	MetaStore
+	scans, items atomic.Int64
+}
+
+func (s *countReads) ReadMeta(ctx context.Context) (lease.Meta, error) {
+	s.scans.Add(1)
+	return s.MetaStore.ReadMeta(ctx)
+}
+
+func (s *countReads) ReadMetaItems(ctx context.Context, ids []string, consistent bool) (lease.Meta, error) {
+	s.items.Add(1)
+	return s.MetaStore.ReadMetaItems(ctx, ids, consistent)
+}
+
+// At steady state only the coordinator reads the whole metadata table; the other workers
+// read the coordinator item alone, so that reads grow with workers, not workers squared.
+func TestOnlyTheCoordinatorScansTheMetadataTable(t *testing.T) {
+	c := newCluster(t, 12)
+	var counters []*countReads
+	c.wrapMeta = func(m MetaStore) MetaStore {
+		cr := &countReads{MetaStore: m}
+		counters = append(counters, cr)
+		return cr
+	}
+	ws := c.startEven(3, 4)
+	time.Sleep(2 * c.base.PollInterval)
+	scans, items := make([]int64, 3), make([]int64, 3)
+	for i, cr := range counters {
+		scans[i], items[i] = cr.scans.Load(), cr.items.Load()
+	}
+	time.Sleep(10 * c.base.PollInterval)
+	scanners := 0
+	for i, cr := range counters {
+		ds, di := cr.scans.Load()-scans[i], cr.items.Load()-items[i]
+		coordinator := ws[i].w.Status().Coordinator
+		switch {
+		case coordinator && ds == 0:
+			t.Errorf("the coordinator w%d did not read the metadata table", i)
+		case !coordinator && ds > 0:
+			t.Errorf("w%d, not coordinator, scanned the metadata table %d times", i, ds)
+		case !coordinator && di == 0:
+			t.Errorf("w%d, not coordinator, did not read the membership view", i)
+		}
+		if ds > 0 {
+			scanners++
+		}
+	}
+	if scanners != 1 {
+		t.Errorf("%d workers scanned the metadata table, want only the coordinator", scanners)
 	}
 }
 

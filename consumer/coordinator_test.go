@@ -2,9 +2,11 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -133,5 +135,84 @@ func TestShardSyncCreatesLeasesWithBoundedConcurrency(t *testing.T) {
 	}
 	if store.max > createConcurrency || store.max < 2 {
 		t.Fatalf("at most %d creations in flight, want between 2 and %d", store.max, createConcurrency)
+	}
+}
+
+// lostAnswer applies UpdateCoordinator but reports an error while lose is positive: the
+// answer of a write that did apply was lost.
+type lostAnswer struct {
+	*memstore.Meta
+	lose int
+}
+
+func (s *lostAnswer) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecord) (lease.CoordinatorRecord, error) {
+	w, err := s.Meta.UpdateCoordinator(ctx, rec)
+	if err == nil && s.lose > 0 {
+		s.lose--
+		return lease.CoordinatorRecord{}, errors.New("timeout: the answer was lost")
+	}
+	return w, err
+}
+
+// The coordinator publishes the membership view on every pass, but only from a read of
+// the metadata table that started after it knew the version it writes over: not from the
+// read before its claim, and not from the read after a write whose answer was lost (that
+// read may have read the workers before the write applied). Workers rely on it to take a
+// dead worker's leases (see TestLeasesOfDeadWorkersWaitForAViewComputedAfterTheLeaseRead).
+func TestCoordinatorPublishesTheViewOnlyFromReadsAfterItsLastWrite(t *testing.T) {
+	ctx := context.Background()
+	fake := clock.NewFake(time.Unix(10000, 0))
+	cfg, err := Config{AppName: "app", WorkerID: "w0", Clock: fake, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := &lostAnswer{Meta: memstore.NewMeta()}
+	tn := newTenure(fake, cfg.LeaseDuration, cfg.fenceMargin())
+	corrupt := newCorruptLog(cfg.Logger)
+	members := newMembership(meta, fake, cfg.LeaseDuration, cfg.callTimeout(), cfg.viewStallAfter(), corrupt)
+	c := newCoordinator(&cfg, memstore.NewLeases(), meta, memstore.NewStream(4), tn, members, corrupt, cfg.Logger)
+	put := func(id string, hb int64) {
+		if err := meta.PutWorker(ctx, lease.WorkerRecord{WorkerID: id, Incarnation: "i", Heartbeat: hb, State: lease.WorkerActive}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("x", 1) // never heard from again
+	hb := int64(0)
+	pass := func() (*lease.CoordinatorRecord, int) {
+		t.Helper()
+		fake.Advance(cfg.LeaseDuration / 4)
+		hb++
+		put("w0", hb)
+		tn.renew(fake.Now())
+		before := meta.Calls()["UpdateCoordinator"]
+		m, start, err := members.observe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := c.coordinate(ctx, fake.Now(), m, start)
+		return rec, meta.Calls()["UpdateCoordinator"] - before
+	}
+	if _, writes := pass(); writes != 0 || !c.holding() {
+		t.Fatalf("the claiming pass wrote %d times (holding %v): its read started before the claim", writes, c.holding())
+	}
+	for i := range 3 { // the initial position, then the values, then the view
+		if _, writes := pass(); writes != 1 {
+			t.Fatalf("pass %d after the claim wrote %d times, want 1", i+1, writes)
+		}
+	}
+	meta.lose = 1
+	if _, writes := pass(); writes != 1 {
+		t.Fatalf("wrote %d times, want 1 (whose answer is lost)", writes)
+	}
+	applied := meta.Snapshot().Coordinator.Version
+	if _, writes := pass(); writes != 0 || !c.holding() {
+		t.Fatalf("after a lost answer: wrote %d times (holding %v); want no write from a read that may predate it, and the role kept", writes, c.holding())
+	}
+	rec, writes := pass()
+	if writes != 1 || rec == nil || rec.Version != applied+1 {
+		t.Fatalf("the next pass wrote %d times, record %+v; want one write over version %d", writes, rec, applied)
+	}
+	if !slices.Equal(rec.DeadWorkers, []string{"x"}) {
+		t.Errorf("dead workers %v, want [x]: silent for more than a lease duration", rec.DeadWorkers)
 	}
 }

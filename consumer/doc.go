@@ -17,7 +17,36 @@
 //     returned that heartbeat. News is dated when the read that brought it returned, never
 //     earlier (a heartbeat written while a slow read was in flight is not dated back), and
 //     expiry always needs a fresh confirming read, so stale observations (failed reads)
-//     expire nobody. Reads of the metadata table are strongly consistent for this reason.
+//     expire nobody. Reads of worker records are strongly consistent for this reason.
+//     The coordinator judges every worker this way, from its reads of the whole metadata
+//     table; the other workers judge only the coordinator (below).
+//   - The membership view. The coordinator publishes what it judged in its own item on
+//     every pass: the dead workers (gone, or expired on its reads, and lease owners
+//     without a record that expired while watched) and the leases the live ones hold. The
+//     other workers read that one item, eventually consistent, instead of every worker's
+//     record. Every write of the item increments its version, and the coordinator writes
+//     version v+1 only conditional on version v and only from a read of the metadata
+//     table that started after it knew v was written (its own write's answer, or the end
+//     of a read that showed v; a write whose answer was lost is learnt from a later read,
+//     and the read it was made from is not used). A claim or a resignation clears the dead
+//     workers. So version v+2 reflects the workers as they were after v+1 was written.
+//     A worker that wants a dead worker's lease reads the lease table (at t), then the
+//     item's version v, strongly consistent, and takes the lease only from a view of
+//     version v+2 or later that still lists its owner dead, conditional on the owner and
+//     epoch read at t. v+1 was written after that read of v, so after t, and v+2 comes
+//     from a read that started later still: an owner that came back (renewed, then took
+//     the lease at a new epoch before t) is alive in it, and an owner still listed dead
+//     in it was dead after t, so the epoch read at t is not one it holds now.
+//     Eventually consistent reads of the view are safe because a stale view only delays:
+//     the target and the lease counts are advice (every change of owner is conditional),
+//     claims of the role are conditional on the epoch read, the version a take waits from
+//     is read strongly, and a dead set is used only from a version at or past it.
+//   - A new coordinator starts its judgement from scratch (a claim clears the dead
+//     workers), so nobody's leases are taken on fewer than LeaseDuration of the new
+//     coordinator's own observations. The role is claimed only when the holder is expired
+//     on the claimer's own strongly consistent reads of the holder's record, which a
+//     worker makes while the view's version has stopped advancing (the coordinator writes
+//     it on every pass): so the new coordinator can list the old one dead at once.
 //   - Tenure: a heartbeat write that started at s and returned before the worker's
 //     current deadline extends it to s + LeaseDuration - LeaseDuration/5. Any observer
 //     dates that heartbeat after s, so no confirming read can start before s +
@@ -47,8 +76,8 @@
 //     bound and gets LeaseLost, even if its processor never checkpoints or ignores
 //     ErrLeaseLost. Idle shards that nobody took cost one read per two minutes each.
 //   - Exactly one worker is coordinator, by a conditional write on the coordinator item's
-//     epoch; it is replaced when it expires by the rule above, and its writes are
-//     conditional on its epoch. It records the application's initial position once
+//     epoch; it is replaced when it expires by the rules above, and its writes are
+//     conditional on its epoch (and the view's on its version). It records the application's initial position once
 //     (TRIM_HORIZON, or AT_TIMESTAMP with LATEST's start time) before any lease exists and
 //     creates every lease at that position, open and closed shards alike, parents before
 //     children: every later sync by any coordinator does the same, so nothing skipped at the
@@ -103,7 +132,8 @@
 //   - tenure (tenure.go): validity, lapse generations and the fencing timer;
 //   - renewer (renewal.go): the heartbeat writes that earn the tenure its validity;
 //   - membership and liveness (membership.go, liveness.go): every read of the metadata
-//     table and the judgement of which workers are alive;
+//     table (the whole table for the coordinator, the membership view for the others)
+//     and the judgement of which workers are alive;
 //   - coordinator (coordinator.go): the election, shard sync, lease creation and the max
 //     leases per worker; its cleaner (cleanup.go) deletes finished leases and dead
 //     workers' records;
@@ -117,14 +147,17 @@
 // # Cost
 //
 // Leases are not renewed one by one: a worker's single heartbeat keeps all of its leases.
-// At steady state each worker reads the small metadata table once per PollInterval and
-// writes its heartbeat once per HeartbeatInterval; the lease table is read only when the
-// metadata table shows that leases may have become takeable, or rarely as a safety net.
-// DynamoDB requests therefore grow with the number of workers, not shards. The
+// At steady state each worker reads the membership view once per PollInterval and writes
+// its heartbeat once per HeartbeatInterval; the lease table is read only when the view
+// shows that leases may have become takeable, or rarely as a safety net. DynamoDB
+// requests therefore grow with the number of workers, not shards. The
 // coordinator alone reads the lease table and lists the stream once per CleanupInterval to
 // delete finished leases and dead workers' records, so the tables stay as large as the open
 // shards and the workers. Checkpoint writes, which dominate the bill while records flow,
 // can be coalesced to one per shard per CheckpointInterval (released leases flush theirs).
-// Each worker still reads the whole metadata table every PollInterval, so the items read
-// grow with workers squared: the membership view planned for large fleets removes that.
+// Only the coordinator reads the whole metadata table each PollInterval (and writes its
+// item, the membership view); every other worker reads that one item, eventually
+// consistent (half a read unit), and the lease table only when the view changed or as a
+// rare safety net. Read units therefore grow linearly with workers, not with workers
+// squared as when every worker read every other's heartbeat.
 package consumer

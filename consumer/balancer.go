@@ -414,7 +414,7 @@ func (b *balancer) takeChildren(ctx context.Context, e consumerExit) {
 			continue
 		}
 		if l.Owner != "" && l.Owner != b.cfg.WorkerID {
-			continue // Taking from an expired owner is the lease scan's job (expiredAfter).
+			continue // Taking from a dead owner is the lease scan's job (takeFromDead).
 		}
 		done := true
 		for _, p := range l.ParentShardIDs {

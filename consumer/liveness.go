@@ -38,8 +38,6 @@ type observation struct {
 	firstSeen time.Time
 	// confirmedStart is when the latest read that returned the same started.
 	confirmedStart time.Time
-	// lastRead is when the latest read that returned this record (or its absence) started.
-	lastRead time.Time
 	// pending: asked about, but no read has covered it yet.
 	pending bool
 }
@@ -80,29 +78,28 @@ func (l *liveness) observeSome(start, end time.Time, ids []string, recs []lease.
 			// A new value: a sign of life (or, with state gone, of a clean exit). Every write
 			// increments the heartbeat, so a state change alone (an older write that landed
 			// late, an "active" after "gone") is not one.
-			l.workers[r.WorkerID] = &observation{rec: r, firstSeen: end, lastRead: start}
+			l.workers[r.WorkerID] = &observation{rec: r, firstSeen: end}
 		case r.Heartbeat == o.rec.Heartbeat:
-			o.confirmedStart, o.lastRead = start, start
+			o.confirmedStart = start
 			o.rec.LeasesHeld = r.LeasesHeld
 		default:
 			// An older heartbeat of the same incarnation (a write that landed late): neither
 			// a sign of life nor a confirmation.
-			o.lastRead = start
 		}
 	}
 	for id := range l.workers {
 		if !present[id] && inScope(id) {
 			delete(l.workers, id)
-			l.missing[id] = &observation{rec: lease.WorkerRecord{WorkerID: id}, firstSeen: end, lastRead: start}
+			l.missing[id] = &observation{rec: lease.WorkerRecord{WorkerID: id}, firstSeen: end}
 		}
 	}
 	for id, o := range l.missing {
 		switch {
 		case present[id] || !inScope(id):
 		case o.pending:
-			o.pending, o.firstSeen, o.lastRead = false, end, start
+			o.pending, o.firstSeen = false, end
 		case start.After(o.firstSeen):
-			o.confirmedStart, o.lastRead = start, start
+			o.confirmedStart = start
 		}
 	}
 }
@@ -157,20 +154,6 @@ func (l *liveness) expired(id string) bool {
 		return false
 	}
 	return o.stale(l.leaseDuration)
-}
-
-// expiredAfter is expired judged only on reads that started at or after t. A lease read
-// at t may show an owner that came back to life (renewed after a lapse, or restarted)
-// after older reads made it look expired; only a read that started after the lease was
-// read can see that renewal, which the owner made before it took the lease.
-func (l *liveness) expiredAfter(id string, t time.Time) bool {
-	if !l.expired(id) {
-		return false
-	}
-	if o, ok := l.workers[id]; ok {
-		return !o.lastRead.Before(t)
-	}
-	return !l.missing[id].lastRead.Before(t)
 }
 
 func (o *observation) stale(leaseDuration time.Duration) bool {

@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
@@ -179,8 +178,8 @@ func (b *balancer) fingerprint(rec *lease.CoordinatorRecord) string {
 	if rec == nil {
 		return ""
 	}
-	return fmt.Sprintf("%s/%d/%d|%d/%d/%d|%d|%s", rec.CoordinatorID, rec.Epoch, rec.LeaseGeneration,
-		rec.MaxLeasesPerWorker, rec.TargetLeasesPerWorker, rec.ShardCount, rec.OwnedLeases, strings.Join(rec.DeadWorkers, ","))
+	return fmt.Sprintf("%s/%d/%d|%d/%d/%d|%d|%v", rec.CoordinatorID, rec.Epoch, rec.LeaseGeneration,
+		rec.MaxLeasesPerWorker, rec.TargetLeasesPerWorker, rec.ShardCount, rec.OwnedLeases, rec.DeadWorkers)
 }
 
 // takeLeases reads the lease table and takes up to want leases that are free or left by
@@ -197,11 +196,9 @@ func (b *balancer) takeLeases(ctx context.Context, now time.Time, want int, rec 
 		return
 	}
 	b.corrupt.report(table.Corrupt)
-	dead := make(map[string]bool)
+	dead := map[string]bool{}
 	if rec != nil {
-		for _, id := range rec.DeadWorkers {
-			dead[id] = true
-		}
+		dead = rec.DeadWorkerIDs()
 	}
 	idx := table.Index()
 	var candidates, ofDead []lease.Lease
@@ -289,10 +286,7 @@ func (b *balancer) takeFromDead(ctx context.Context, now time.Time, rec *lease.C
 		return
 	}
 	b.fromDead = nil
-	dead := make(map[string]bool, len(rec.DeadWorkers))
-	for _, id := range rec.DeadWorkers {
-		dead[id] = true
-	}
+	dead := rec.DeadWorkerIDs()
 	taken, conflicts := 0, 0
 	for _, l := range d.leases {
 		if taken == want || ctx.Err() != nil {

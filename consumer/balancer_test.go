@@ -83,12 +83,12 @@ func TestLeasesOfDeadWorkersWaitForAViewComputedAfterTheLeaseRead(t *testing.T) 
 		views    []lease.CoordinatorRecord
 		wantTake bool
 	}{
-		{"the next version still lists the owner dead: not yet", []lease.CoordinatorRecord{{Version: 6, DeadWorkers: []string{"x"}}}, false},
+		{"the next version still lists the owner dead: not yet", []lease.CoordinatorRecord{{Version: 6, DeadWorkers: dead("x")}}, false},
 		{"two versions later the owner is alive again: never", []lease.CoordinatorRecord{
-			{Version: 6, DeadWorkers: []string{"x"}}, {Version: 7}}, false},
+			{Version: 6, DeadWorkers: dead("x")}, {Version: 7}}, false},
 		{"two versions later the owner is still dead: taken", []lease.CoordinatorRecord{
-			{Version: 6, DeadWorkers: []string{"x"}}, {Version: 7, DeadWorkers: []string{"x"}}}, true},
-		{"a later version that lists it dead: taken", []lease.CoordinatorRecord{{Version: 12, DeadWorkers: []string{"y", "x"}}}, true},
+			{Version: 6, DeadWorkers: dead("x")}, {Version: 7, DeadWorkers: dead("x")}}, true},
+		{"a later version that lists it dead: taken", []lease.CoordinatorRecord{{Version: 12, DeadWorkers: dead("y", "x")}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
@@ -105,7 +105,7 @@ func TestLeasesOfDeadWorkersWaitForAViewComputedAfterTheLeaseRead(t *testing.T) 
 			if _, err := leases.TakeLease(ctx, lease.Lease{ShardID: shard}, "x"); err != nil {
 				t.Fatal(err)
 			}
-			view := lease.CoordinatorRecord{CoordinatorID: "c", Epoch: 1, Version: 5, MaxLeasesPerWorker: 1, Cap: 80, DeadWorkers: []string{"x"}}
+			view := lease.CoordinatorRecord{CoordinatorID: "c", Epoch: 1, Version: 5, MaxLeasesPerWorker: 1, Cap: 80, DeadWorkers: dead("x")}
 			meta.PutCoordinator(&view)
 			tn := newTenure(fake, cfg.LeaseDuration, cfg.fenceMargin())
 			tn.renew(fake.Now())
@@ -138,4 +138,13 @@ func TestLeasesOfDeadWorkersWaitForAViewComputedAfterTheLeaseRead(t *testing.T) 
 			}
 		})
 	}
+}
+
+// dead lists ids as dead workers without records.
+func dead(ids ...string) []lease.DeadWorker {
+	out := make([]lease.DeadWorker, len(ids))
+	for i, id := range ids {
+		out[i] = lease.DeadWorker{WorkerID: id}
+	}
+	return out
 }

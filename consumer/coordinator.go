@@ -114,6 +114,10 @@ func (c *coordinator) coordinate(ctx context.Context, now time.Time, meta lease.
 	}
 	c.role.epoch = claimed.Epoch
 	c.role.lastSync = time.Time{}
+	if rec != nil {
+		// Its dead workers stay dead while their records show no renewal (see inherit).
+		c.members.inherit(rec.DeadWorkers)
+	}
 	c.role.knownVersion, c.role.knownAt = claimed.Version, c.cfg.Clock.Now()
 	c.log.Info("became coordinator", "epoch", claimed.Epoch, "previous", previous)
 	c.cfg.Hooks.coordinatorChanged(true)

@@ -212,7 +212,7 @@ func TestCoordinatorPublishesTheViewOnlyFromReadsAfterItsLastWrite(t *testing.T)
 	if writes != 1 || rec == nil || rec.Version != applied+1 {
 		t.Fatalf("the next pass wrote %d times, record %+v; want one write over version %d", writes, rec, applied)
 	}
-	if !slices.Equal(rec.DeadWorkers, []string{"x"}) {
-		t.Errorf("dead workers %v, want [x]: silent for more than a lease duration", rec.DeadWorkers)
+	if want := []lease.DeadWorker{{WorkerID: "x", Incarnation: "i", Heartbeat: 1}}; !slices.Equal(rec.DeadWorkers, want) {
+		t.Errorf("dead workers %v, want %v: silent for more than a lease duration", rec.DeadWorkers, want)
 	}
 }

@@ -29,6 +29,9 @@ type liveness struct {
 	// missing holds ids asked about or seen before that have no record now, so that owners
 	// that never wrote a heartbeat (or whose record was deleted) expire the same way.
 	missing map[string]*observation
+	// inherited are the dead workers of the coordinator this worker succeeded, checked on
+	// the next read that covers them (see inherit).
+	inherited map[string]lease.DeadWorker
 }
 
 type observation struct {
@@ -69,6 +72,7 @@ func (l *liveness) observeSome(start, end time.Time, ids []string, recs []lease.
 		inScope = func(id string) bool { return scope[id] }
 	}
 	present := make(map[string]bool, len(recs))
+	defer l.checkInherited(start, inScope, present, recs)
 	for _, r := range recs {
 		present[r.WorkerID] = true
 		delete(l.missing, r.WorkerID)
@@ -104,6 +108,45 @@ func (l *liveness) observeSome(start, end time.Time, ids []string, recs []lease.
 	}
 }
 
+// inherit takes the dead workers another coordinator judged: each is dead as soon as a
+// read shows its record as the judgement saw it (or no record at all). The judgement said
+// that the worker's tenure from that heartbeat had ended; a strongly consistent read that
+// still returns it shows the worker has not renewed since, so it is still dead, and no
+// lease duration of new observation is needed. Any other record is judged afresh.
+func (l *liveness) inherit(dead []lease.DeadWorker) {
+	l.inherited = make(map[string]lease.DeadWorker, len(dead))
+	for _, d := range dead {
+		l.inherited[d.WorkerID] = d
+	}
+}
+
+// checkInherited settles the inherited judgements of the workers a read covered.
+func (l *liveness) checkInherited(start time.Time, inScope func(string) bool, present map[string]bool, recs []lease.WorkerRecord) {
+	if len(l.inherited) == 0 {
+		return
+	}
+	// Dated so that the read confirms it: stale on this read, as on the judging one.
+	deadAt := func(rec lease.WorkerRecord) *observation {
+		return &observation{rec: rec, firstSeen: start.Add(-l.leaseDuration), confirmedStart: start}
+	}
+	for _, r := range recs {
+		if d, ok := l.inherited[r.WorkerID]; ok && d.Incarnation == r.Incarnation && d.Heartbeat == r.Heartbeat && d.Incarnation != "" {
+			l.workers[r.WorkerID] = deadAt(r)
+		}
+	}
+	for id := range l.inherited {
+		if !inScope(id) {
+			continue
+		}
+		if !present[id] {
+			// No record: it did not renew (a renewal writes the record).
+			delete(l.workers, id)
+			l.missing[id] = deadAt(lease.WorkerRecord{WorkerID: id})
+		}
+		delete(l.inherited, id)
+	}
+}
+
 // watch makes liveness judge ids that have no record (lease owners whose record was
 // deleted, or never written) from the next read that covers them on, and forgets the
 // records missing since before that no longer matter (not in ids).
@@ -122,21 +165,22 @@ func (l *liveness) watch(ids []string) {
 	}
 }
 
-// dead returns, sorted, the workers other than self whose leases may be taken: those with
-// a record that are expired, and those without one that expired while watched.
-func (l *liveness) dead(self string) []string {
-	var out []string
-	for id := range l.workers {
+// dead returns, sorted by id, the workers other than self whose leases may be taken, with
+// their records as last read: those with a record that are expired, and those without one
+// that expired while watched.
+func (l *liveness) dead(self string) []lease.DeadWorker {
+	var out []lease.DeadWorker
+	for id, o := range l.workers {
 		if id != self && l.expired(id) {
-			out = append(out, id)
+			out = append(out, lease.DeadWorker{WorkerID: id, Incarnation: o.rec.Incarnation, Heartbeat: o.rec.Heartbeat})
 		}
 	}
 	for id, o := range l.missing {
 		if id != self && o.stale(l.leaseDuration) {
-			out = append(out, id)
+			out = append(out, lease.DeadWorker{WorkerID: id})
 		}
 	}
-	sort.Strings(out)
+	sort.Slice(out, func(i, j int) bool { return out[i].WorkerID < out[j].WorkerID })
 	return out
 }
 

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -99,5 +100,43 @@ func TestLivenessOwnerWithoutRecordExpiresAfterALeaseOfReads(t *testing.T) {
 	}
 	if n := l.liveCount(); n != 0 {
 		t.Fatalf("liveCount = %d, want 0", n)
+	}
+}
+
+// A new coordinator takes over its predecessor's judgement of a dead worker only while
+// that worker's record is exactly as judged (or still absent): any other record, a
+// renewal since, is judged afresh over a lease duration.
+func TestLivenessInheritsDeadWorkersOnlyWhileTheirRecordIsUnchanged(t *testing.T) {
+	l := newLiveness(10 * time.Second)
+	l.inherit([]lease.DeadWorker{
+		{WorkerID: "same", Incarnation: "i", Heartbeat: 5},
+		{WorkerID: "renewed", Incarnation: "i", Heartbeat: 5},
+		{WorkerID: "restarted", Incarnation: "i", Heartbeat: 5},
+		{WorkerID: "deleted", Incarnation: "i", Heartbeat: 5},
+		{WorkerID: "never", Incarnation: ""},
+	})
+	t0 := time.Unix(100, 0)
+	l.observe(t0, t0, []lease.WorkerRecord{
+		{WorkerID: "same", Incarnation: "i", Heartbeat: 5},
+		{WorkerID: "renewed", Incarnation: "i", Heartbeat: 6},
+		{WorkerID: "restarted", Incarnation: "j", Heartbeat: 1},
+	})
+	for id, want := range map[string]bool{"same": true, "renewed": false, "restarted": false, "deleted": true, "never": true} {
+		if got := l.expired(id); got != want {
+			t.Errorf("expired(%s) = %v, want %v", id, got, want)
+		}
+	}
+	var ids []string
+	for _, d := range l.dead("self") {
+		ids = append(ids, d.WorkerID)
+	}
+	if got := strings.Join(ids, ","); got != "deleted,never,same" {
+		t.Errorf("dead = %s, want deleted,never,same", got)
+	}
+	// Inherited judgements are settled by the first read; later ones judge as usual.
+	t1 := t0.Add(time.Second)
+	l.observe(t1, t1, []lease.WorkerRecord{{WorkerID: "same", Incarnation: "i", Heartbeat: 5}, {WorkerID: "renewed", Incarnation: "i", Heartbeat: 6}})
+	if !l.expired("same") || l.expired("renewed") {
+		t.Errorf("after a second read: expired(same) = %v, expired(renewed) = %v; want true, false", l.expired("same"), l.expired("renewed"))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -227,10 +228,49 @@ func (r *reader) checkVersion() {
 
 func strAV(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
 
-// deadWorkersAV is the dead workers as a string set (DynamoDB has no empty set: callers
-// remove the attribute instead).
-func deadWorkersAV(ids []string) types.AttributeValue {
-	return &types.AttributeValueMemberSS{Value: slices.Compact(slices.Sorted(slices.Values(ids)))}
+// deadWorkersAV is the dead workers as a map from worker id to its incarnation (absent
+// for a worker without a record) and heartbeat.
+func deadWorkersAV(ds []lease.DeadWorker) types.AttributeValue {
+	m := make(map[string]types.AttributeValue, len(ds))
+	for _, d := range ds {
+		rec := map[string]types.AttributeValue{attrHeartbeat: numAV(d.Heartbeat)}
+		if d.Incarnation != "" {
+			rec[attrIncarnation] = strAV(d.Incarnation)
+		}
+		m[d.WorkerID] = &types.AttributeValueMemberM{Value: rec}
+	}
+	return &types.AttributeValueMemberM{Value: m}
+}
+
+// deadWorkers reads the dead workers written by deadWorkersAV, sorted by id. Absent is
+// none.
+func (r *reader) deadWorkers(attr string) []lease.DeadWorker {
+	v, ok := r.item[attr]
+	if !ok {
+		return nil
+	}
+	m, ok := v.(*types.AttributeValueMemberM)
+	if !ok {
+		r.fail(wrongType(attr, v, "a map (M)"))
+		return nil
+	}
+	var out []lease.DeadWorker
+	for id, e := range m.Value {
+		em, ok := e.(*types.AttributeValueMemberM)
+		if !ok {
+			r.fail(&decodeError{attr, fmt.Sprintf("entry %q is %s, expected a map (M)", id, typeName(e))})
+			return nil
+		}
+		sub := reader{item: em.Value}
+		d := lease.DeadWorker{WorkerID: id, Incarnation: sub.str(attrIncarnation, false), Heartbeat: sub.int64(attrHeartbeat, true)}
+		if sub.err != nil {
+			r.fail(&decodeError{attr, fmt.Sprintf("entry %q: %v", id, sub.err)})
+			return nil
+		}
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b lease.DeadWorker) int { return strings.Compare(a.WorkerID, b.WorkerID) })
+	return out
 }
 
 func numAV(v int64) types.AttributeValue {
@@ -437,7 +477,7 @@ func decodeCoordinator(item map[string]types.AttributeValue) (lease.CoordinatorR
 	c.LeaseGeneration = r.int64(attrLeaseGeneration, true)
 	// The membership view: absent in items written before it existed.
 	c.OwnedLeases = int(max(0, r.int64(attrOwnedLeases, false)))
-	c.DeadWorkers = r.strings(attrDeadWorkers)
+	c.DeadWorkers = r.deadWorkers(attrDeadWorkers)
 	c.UpdatedAt = r.time(attrUpdatedAt)
 	if c.InitialPosition = r.str(attrInitialPosition, false); c.InitialPosition != "" {
 		switch c.InitialPosition {

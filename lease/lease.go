@@ -159,11 +159,11 @@ type CoordinatorRecord struct {
 	// The membership view, published by the coordinator on every pass so that workers
 	// read this one item instead of every worker's record (see package consumer):
 	// DeadWorkers are the workers the coordinator judged gone or expired on its own reads,
-	// sorted; OwnedLeases is the sum of the leases live workers report holding. A claim
-	// or a resignation clears DeadWorkers: every version that lists a dead worker was
-	// computed from a read of the metadata table that started after the version before it
-	// was written.
-	DeadWorkers []string
+	// sorted by id; OwnedLeases is the sum of the leases live workers report holding. A
+	// claim or a resignation clears DeadWorkers: every version that lists a dead worker
+	// was computed from a read of the metadata table that started after the version
+	// before it was written.
+	DeadWorkers []DeadWorker
 	OwnedLeases int
 	// InitialPosition and InitialTimestamp are where the application started reading,
 	// recorded once by the first coordinator and never changed: TrimHorizon, or
@@ -175,6 +175,24 @@ type CoordinatorRecord struct {
 	InitialTimestamp time.Time
 	// UpdatedAt is a wall-clock time for people; no decision uses it.
 	UpdatedAt time.Time
+}
+
+// DeadWorker is a worker the coordinator judged dead, with its record as the judging read
+// returned it (Incarnation empty: it had no record). A record still the same on a later
+// read shows the worker has not renewed since: it is still dead.
+type DeadWorker struct {
+	WorkerID    string
+	Incarnation string
+	Heartbeat   int64
+}
+
+// DeadWorkerIDs returns the ids of r's dead workers as a set.
+func (r *CoordinatorRecord) DeadWorkerIDs() map[string]bool {
+	ids := make(map[string]bool, len(r.DeadWorkers))
+	for _, d := range r.DeadWorkers {
+		ids[d.WorkerID] = true
+	}
+	return ids
 }
 
 // CorruptItem describes a stored item that could not be decoded. Stores report such items

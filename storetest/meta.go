@@ -213,7 +213,7 @@ func testWorkers[S consumer.MetaStore](t *testing.T, newStore func(t *testing.T)
 var coordinatorValues = lease.CoordinatorRecord{
 	MaxLeasesPerWorker: 4, TargetLeasesPerWorker: 5, ShardCount: 8, WorkerCount: 2, LiveWorkers: 1,
 	Cap: 10, UnownedShards: 0, RecommendedWorkers: 1, LeaseGeneration: 3,
-	DeadWorkers: []string{"w3", "w7"}, OwnedLeases: 6,
+	DeadWorkers: []lease.DeadWorker{{WorkerID: "w3", Incarnation: "i3", Heartbeat: 30}, {WorkerID: "w7"}}, OwnedLeases: 6,
 }
 
 // heldCoordinator makes "a" the coordinator at epoch 2 (by a takeover from "z") with
@@ -319,7 +319,8 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 	newValues := func(c *lease.CoordinatorRecord) {
 		c.MaxLeasesPerWorker, c.TargetLeasesPerWorker, c.ShardCount, c.WorkerCount = 3, 3, 12, 4
 		c.LiveWorkers, c.Cap, c.UnownedShards, c.RecommendedWorkers, c.LeaseGeneration = 4, 3, 0, 4, 4
-		c.DeadWorkers, c.OwnedLeases = []string{"w1", "w2", "w9"}, 9
+		c.DeadWorkers = []lease.DeadWorker{{WorkerID: "w1", Incarnation: "a", Heartbeat: 1}, {WorkerID: "w2"}, {WorkerID: "w9", Incarnation: "b", Heartbeat: 1 << 40}}
+		c.OwnedLeases = 9
 	}
 	// claimed and resigned are what a claim and a resignation do to the rest of the record.
 	claimed := func(id string) func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {

@@ -43,10 +43,13 @@
 //     is read strongly, and a dead set is used only from a version at or past it.
 //   - A new coordinator starts its judgement from scratch (a claim clears the dead
 //     workers), so nobody's leases are taken on fewer than LeaseDuration of the new
-//     coordinator's own observations. The role is claimed only when the holder is expired
-//     on the claimer's own strongly consistent reads of the holder's record, which a
-//     worker makes while the view's version has stopped advancing (the coordinator writes
-//     it on every pass): so the new coordinator can list the old one dead at once.
+//     coordinator's own observations, except that it keeps its predecessor's judgement of
+//     a worker whose record it reads exactly as judged (no renewal since, so still dead).
+//     The role is claimed only when the holder is expired on the claimer's own strongly
+//     consistent reads of the whole metadata table, which a worker makes while the view's
+//     version has stopped advancing (the coordinator writes it on every pass): so the new
+//     coordinator has watched every worker since the old one stopped, and lists dead at
+//     once those that died with it.
 //   - Tenure: a heartbeat write that started at s and returned before the worker's
 //     current deadline extends it to s + LeaseDuration - LeaseDuration/5. Any observer
 //     dates that heartbeat after s, so no confirming read can start before s +

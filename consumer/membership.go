@@ -15,17 +15,19 @@ import (
 //
 // The coordinator reads the whole table (observe) and publishes what it judged in the
 // coordinator item: the membership view (lease.CoordinatorRecord.DeadWorkers). The other
-// workers read only that item, eventually consistent (readView), and the coordinator's own
-// record, strongly consistent, only while the view stalls: to judge, as the coordinator
-// would, whether the role may be claimed. It is used by the control loop's goroutine only.
+// workers read only that item, eventually consistent (readView), and the whole table only
+// while the view stalls: to judge, as the coordinator would, whether the role may be
+// claimed, and so that the worker that claims it has watched every other worker since the
+// coordinator stopped (workers that died with the coordinator are not judged a lease
+// duration later). It is used by the control loop's goroutine only.
 type membership struct {
 	*liveness
 	meta    MetaStore
 	clock   clock.Clock
 	timeout time.Duration
 	corrupt *corruptLog
-	// stallAfter is how long the view's version may stay the same before the coordinator's
-	// own record is read along with it.
+	// stallAfter is how long the view's version may stay the same before the whole table
+	// is read instead.
 	stallAfter time.Duration
 
 	coordinatorID string    // as last read
@@ -53,12 +55,12 @@ func (m *membership) observeWorkers(ctx context.Context, ids []string) (lease.Me
 
 // readView reads the coordinator item, eventually consistent: the cheap read of workers
 // that do not hold the coordinator role. When its version has not changed for stallAfter
-// (the coordinator writes it on every pass), the coordinator's record is read with it,
-// strongly consistent, so that this worker can judge whether the coordinator expired.
+// (the coordinator writes it on every pass), the whole table is read instead, strongly
+// consistent, so that this worker can judge whether the coordinator expired.
 func (m *membership) readView(ctx context.Context, self string) (lease.Meta, time.Time, error) {
 	if !m.versionSeen.IsZero() && m.clock.Now().Sub(m.versionSeen) >= m.stallAfter {
 		if id := m.coordinatorID; id != "" && id != self {
-			return m.read(ctx, []string{id}, true)
+			return m.read(ctx, nil, true)
 		}
 	}
 	return m.read(ctx, []string{}, false)

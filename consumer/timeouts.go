@@ -27,6 +27,6 @@ func (c *Config) passTimeout() time.Duration { return 3 * c.LeaseDuration }
 func (c *Config) fenceMargin() time.Duration { return c.LeaseDuration / 5 }
 
 // viewStallAfter is how long the membership view may keep its version before a worker
-// reads the coordinator's own record with it: the coordinator writes the view on every
-// pass, at least once per PollInterval while it works.
-func (c *Config) viewStallAfter() time.Duration { return 2 * c.PollInterval }
+// reads the whole metadata table instead: the coordinator writes the view on every pass,
+// at least once per PollInterval while it works.
+func (c *Config) viewStallAfter() time.Duration { return 5 * c.PollInterval / 2 }

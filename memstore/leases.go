@@ -117,7 +117,7 @@ func (s *Leases) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint 
 		l.Owner = ""
 		l.Epoch++
 		if checkpoint != "" {
-			l.Checkpoint = checkpoint
+			l.Checkpoint, l.CheckpointSubSequence = lease.SplitCheckpoint(checkpoint)
 		}
 	})
 	return err
@@ -132,7 +132,7 @@ func (s *Leases) Checkpoint(ctx context.Context, held lease.Lease, checkpoint st
 		return fmt.Errorf("memstore: Checkpoint %q: empty checkpoint", held.ShardID)
 	}
 	_, err := s.update(ctx, "Checkpoint", held, func(l *lease.Lease) {
-		l.Checkpoint = checkpoint
+		l.Checkpoint, l.CheckpointSubSequence = lease.SplitCheckpoint(checkpoint)
 		if millisBehindLatest >= 0 {
 			l.MillisBehindLatest = millisBehindLatest
 		}

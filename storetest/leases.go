@@ -260,7 +260,9 @@ func testConditionalWrites[S consumer.LeaseStore](t *testing.T, newStore func(t 
 		{"release with a checkpoint frees the lease, increments the epoch and writes it", releaseOp(held, "200"), nil,
 			func(s1, _ *lease.Lease) { s1.Owner, s1.Epoch, s1.Checkpoint = "", 2, "200" }},
 		{"release with a checkpoint inside an aggregate writes its sub-sequence number", releaseOp(held, "200:3"), nil,
-			func(s1, _ *lease.Lease) { s1.Owner, s1.Epoch, s1.Checkpoint, s1.CheckpointSubSequence = "", 2, "200", 3 }},
+			func(s1, _ *lease.Lease) {
+				s1.Owner, s1.Epoch, s1.Checkpoint, s1.CheckpointSubSequence = "", 2, "200", 3
+			}},
 		{"release without a checkpoint keeps the stored one", releaseOp(held, ""), nil,
 			func(s1, _ *lease.Lease) { s1.Owner, s1.Epoch = "", 2 }},
 		{"release at SHARD_END", releaseOp(held, lease.ShardEnd), nil,

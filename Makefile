@@ -50,7 +50,7 @@ proto: ## regenerate kpl/kplpb/kpl.pb.go (needs protoc; installs protoc-gen-go $
 	GOBIN=$(CURDIR)/$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	cd kpl/kplpb && PATH=$(CURDIR)/$(BIN):$$PATH protoc --go_out=. --go_opt=paths=source_relative kpl.proto
 
-fuzz: ## every fuzz target for a fixed execution count (FUZZ_SCALE=10 for ten times more): item decoding, settings, config
+fuzz: ## every fuzz target for a fixed execution count (FUZZ_SCALE=10 for ten times more): item decoding, settings, config, KPL de-aggregation
 	deploy/scripts/fuzz.sh
 
 chaos: build ## chaos run: kill/stop/cut/pause/throttle workers, shards 30->60->30, workers 3->5->2, prove the invariants (DURATION=90s; long form e.g. DURATION=30m)

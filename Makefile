@@ -27,7 +27,7 @@ include deploy/k8s/k8s.mk
 
 DURATION ?= 90s
 
-.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench fuzz sim sim-scale \
+.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench fuzz proto sim sim-scale \
 	status logs logs-worker monitor metadata leases scale-workers test-shards test-workers \
 	restart-worker restart-all clean
 
@@ -44,7 +44,13 @@ test: vet fmt-check k8s-tools ## every test: unit, real engines, real kube-apise
 test-all: vet fmt-check k8s-tools ## `make test` plus the seed's five scenarios end to end
 	$(GO) test $(TEST_FLAGS) -tags scenarios ./...
 
-fuzz: ## every fuzz target for a fixed execution count (FUZZ_SCALE=10 for ten times more): item decoding, settings, config
+PROTOC_GEN_GO_VERSION ?= v1.36.12
+proto: ## regenerate kpl/kplpb/kpl.pb.go (needs protoc; installs protoc-gen-go $(PROTOC_GEN_GO_VERSION) from google.golang.org/protobuf)
+	@command -v protoc >/dev/null || { echo "protoc is missing: apt-get install protobuf-compiler (or see protobuf.dev/installation)"; exit 2; }
+	GOBIN=$(CURDIR)/$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	cd kpl/kplpb && PATH=$(CURDIR)/$(BIN):$$PATH protoc --go_out=. --go_opt=paths=source_relative kpl.proto
+
+fuzz: ## every fuzz target for a fixed execution count (FUZZ_SCALE=10 for ten times more): item decoding, settings, config, KPL de-aggregation
 	deploy/scripts/fuzz.sh
 
 chaos: build ## chaos run: kill/stop/cut/pause/throttle workers, shards 30->60->30, workers 3->5->2, prove the invariants (DURATION=90s; long form e.g. DURATION=30m)

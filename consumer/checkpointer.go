@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 var (
@@ -36,6 +38,9 @@ type checkpointer struct {
 	timeout time.Duration // of each write
 	every   time.Duration // coalescing interval; 0: every checkpoint is written
 
+	// Checkpoints (last, floor, pending) are kept as lease.JoinCheckpoint writes them: a
+	// sequence number with the sub-sequence number of a user record of a KPL aggregate.
+	//
 	// writeMu serialises writes so they land in order; mu guards the state and is never
 	// held during I/O, so marking the lease lost never waits for a slow write.
 	writeMu sync.Mutex
@@ -52,26 +57,138 @@ type checkpointer struct {
 	// started.
 	pending   string
 	lastWrite time.Time
+	// aggregates are the KPL aggregates delivered after the last checkpoint, in order.
+	aggregates []aggregateEnd
 }
 
 func newCheckpointer(store LeaseStore, held lease.Lease, hooks Hooks, clk clock.Clock, timeout, every time.Duration) *checkpointer {
 	c := &checkpointer{store: store, lease: held, hooks: hooks, clock: clk, timeout: timeout, every: every,
-		last: held.Checkpoint, confirmed: clk.Now()}
+		last: held.CheckpointValue(), confirmed: clk.Now()}
 	c.behind.Store(-1)
 	return c
 }
 
 func (c *checkpointer) LastCheckpoint() string {
+	seq, _ := c.LastCheckpointPosition()
+	return seq
+}
+
+func (c *checkpointer) LastCheckpointPosition() (string, int64) {
+	return lease.SplitCheckpoint(c.lastValue())
+}
+
+// lastValue returns the last checkpoint as lease.JoinCheckpoint writes it.
+func (c *checkpointer) lastValue() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.last
 }
 
-func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
+// maxAggregates bounds the aggregates remembered for Checkpoint: a processor that never
+// checkpoints must not make the list grow forever. An aggregate forgotten this way and
+// checkpointed later by sequence number is checkpointed at its first user record: its
+// other user records are delivered again after a restart, never lost.
+const maxAggregates = 100_000
+
+// aggregateEnd is a KPL aggregate handed to the processor: its sequence number and the
+// sub-sequence number of its last user record.
+type aggregateEnd struct {
+	seq     *big.Int
+	lastSub int64
+}
+
+// delivering records the aggregates of a batch about to be handed to the processor, so
+// that Checkpoint of an aggregate's sequence number covers all its user records.
+func (c *checkpointer) delivering(aggs []aggregateEnd) {
+	if len(aggs) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.aggregates = append(c.aggregates, aggs...)
+	if n := len(c.aggregates) - maxAggregates; n > 0 {
+		c.aggregates = slices.Delete(c.aggregates, 0, n)
+	}
+}
+
+// aggregateLastSub returns the last sub-sequence number of the aggregate at n delivered
+// in this tenure, or 0 (a plain record, or an aggregate not delivered or forgotten).
+func (c *checkpointer) aggregateLastSub(n *big.Int) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := len(c.aggregates) - 1; i >= 0; i-- {
+		if c.aggregates[i].seq.Cmp(n) == 0 {
+			return c.aggregates[i].lastSub
+		}
+	}
+	return 0
+}
+
+// forgetAggregatesLocked drops, with mu held, the aggregates before the sequence number of
+// the checkpoint v: a later checkpoint can no longer name them (the one at it still can:
+// the checkpoint may be inside it).
+func (c *checkpointer) forgetAggregatesLocked(v string) {
+	seq, _ := lease.SplitCheckpoint(v)
 	n, ok := new(big.Int).SetString(seq, 10)
-	if !ok || n.Sign() < 0 {
+	if !ok {
+		return
+	}
+	i := 0
+	for i < len(c.aggregates) && c.aggregates[i].seq.Cmp(n) < 0 {
+		i++
+	}
+	c.aggregates = c.aggregates[i:]
+}
+
+// parseSeq parses a Kinesis sequence number: a non-negative decimal number.
+func parseSeq(seq string) (*big.Int, bool) {
+	n, ok := new(big.Int).SetString(seq, 10)
+	if !ok || n.Sign() < 0 || seq[0] == '+' {
+		return nil, false
+	}
+	return n, true
+}
+
+// compareCheckpoints orders two checkpoint values in lease.JoinCheckpoint form by
+// (sequence number, sub-sequence number), like the KCL's ExtendedSequenceNumber. ok is
+// false when either is not a sequence number.
+func compareCheckpoints(a, b string) (cmp int, ok bool) {
+	sa, suba := lease.SplitCheckpoint(a)
+	sb, subb := lease.SplitCheckpoint(b)
+	na, oka := parseSeq(sa)
+	nb, okb := parseSeq(sb)
+	if !oka || !okb {
+		return 0, false
+	}
+	if c := na.Cmp(nb); c != 0 {
+		return c, true
+	}
+	switch {
+	case suba < subb:
+		return -1, true
+	case suba > subb:
+		return 1, true
+	}
+	return 0, true
+}
+
+func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
+	n, ok := parseSeq(seq)
+	if !ok {
 		return fmt.Errorf("shard %s: %w: %q", c.lease.ShardID, ErrInvalidSequenceNumber, seq)
 	}
+	return c.checkpoint(ctx, lease.JoinCheckpoint(seq, c.aggregateLastSub(n)))
+}
+
+func (c *checkpointer) CheckpointRecord(ctx context.Context, rec stream.Record) error {
+	if _, ok := parseSeq(rec.SequenceNumber); !ok || rec.SubSequenceNumber < 0 {
+		return fmt.Errorf("shard %s: %w: %q sub-sequence %d", c.lease.ShardID, ErrInvalidSequenceNumber, rec.SequenceNumber, rec.SubSequenceNumber)
+	}
+	return c.checkpoint(ctx, lease.JoinCheckpoint(rec.SequenceNumber, rec.SubSequenceNumber))
+}
+
+// checkpoint accepts the checkpoint v (lease.JoinCheckpoint form of a sequence number).
+func (c *checkpointer) checkpoint(ctx context.Context, v string) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
@@ -80,24 +197,25 @@ func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
 	if lost {
 		return fmt.Errorf("shard %s epoch %d: %w", c.lease.ShardID, c.lease.Epoch, ErrLeaseLost)
 	}
-	if prev, ok := new(big.Int).SetString(last, 10); ok {
-		switch n.Cmp(prev) {
+	if cmp, ok := compareCheckpoints(v, last); ok {
+		switch cmp {
 		case 0:
 			return nil // Nothing new: save the write.
 		case -1:
-			return fmt.Errorf("shard %s: %w: %s is before %s", c.lease.ShardID, ErrCheckpointBackwards, seq, last)
+			return fmt.Errorf("shard %s: %w: %s is before %s", c.lease.ShardID, ErrCheckpointBackwards, v, last)
 		}
 	}
-	if f, ok := new(big.Int).SetString(floor, 10); ok && n.Cmp(f) < 0 {
-		return fmt.Errorf("shard %s: %w: %s is before %s, whose write may have applied", c.lease.ShardID, ErrCheckpointBackwards, seq, floor)
+	if cmp, ok := compareCheckpoints(v, floor); ok && cmp < 0 {
+		return fmt.Errorf("shard %s: %w: %s is before %s, whose write may have applied", c.lease.ShardID, ErrCheckpointBackwards, v, floor)
 	}
 	if c.every > 0 && c.clock.Now().Sub(c.lastWrite) < c.every {
 		c.mu.Lock()
-		c.last, c.pending = seq, seq
+		c.last, c.pending = v, v
+		c.forgetAggregatesLocked(v)
 		c.mu.Unlock()
 		return nil
 	}
-	return c.write(ctx, seq)
+	return c.write(ctx, v)
 }
 
 // flush writes the pending checkpoint once the interval since the last write passed. Only
@@ -178,6 +296,7 @@ func (c *checkpointer) write(ctx context.Context, seq string) error {
 // A pending checkpoint is never after seq: checkpoints are accepted in order.
 func (c *checkpointer) written(seq string, start time.Time) {
 	c.last, c.confirmed, c.pending = seq, start, ""
+	c.forgetAggregatesLocked(seq)
 }
 
 // appliedAnyway reads the lease back after a checkpoint write reported an error (a lost
@@ -186,7 +305,7 @@ func (c *checkpointer) appliedAnyway(ctx context.Context, seq string) bool {
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	cur, err := c.store.GetLease(rctx, c.lease.ShardID)
-	return err == nil && cur.Owner == c.lease.Owner && cur.Epoch == c.lease.Epoch && cur.Checkpoint == seq
+	return err == nil && cur.Owner == c.lease.Owner && cur.Epoch == c.lease.Epoch && cur.CheckpointValue() == seq
 }
 
 // confirm records that the lease was read as ours at t.

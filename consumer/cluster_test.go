@@ -191,10 +191,8 @@ func (c *cluster) start(id string, edit ...func(*Config)) *runningWorker {
 		e(&cfg)
 	}
 	rw := &runningWorker{cut: &cutoff{}, done: make(chan error, 1)}
-	cfg.Hooks = Hooks{
-		LeaseTaken:    func(string, int64) { rw.takes.Add(1) },
-		LeaseReleased: func(string) { rw.rels.Add(1) },
-	}
+	cfg.Hooks.LeaseTaken = func(string, int64) { rw.takes.Add(1) }
+	cfg.Hooks.LeaseReleased = func(string) { rw.rels.Add(1) }
 	var (
 		leases LeaseStore = cutLeases{c.leases, rw.cut}
 		meta   MetaStore  = cutMeta{c.meta, rw.cut}

@@ -128,6 +128,32 @@
 // Liveness assumes that clocks advance at about the same rate (within the
 // LeaseDuration/5 margin), not that they agree.
 //
+// # KPL aggregation and checkpoints
+//
+// Records in the Kinesis Producer Library's aggregated format (package kpl: the magic
+// prefix, a protobuf AggregatedRecord, an MD5 trailer) are split into their user records
+// before the processor sees them, each with the Kinesis record's sequence number and its
+// own SubSequenceNumber (plain records have 0). A record that only looks aggregated (bad
+// MD5, truncated, bad protobuf, an index outside its table) is delivered whole, with a
+// warning and the MalformedAggregate hook (metric kds_kpl_malformed_aggregates_total);
+// it is never dropped. After the split, an aggregate with a user record whose effective
+// hash key (its explicit hash key, else the MD5 of its partition key) is outside the
+// shard's hash key range is discarded whole, as the KCL does (AggregatorUtil.deaggregate
+// with the shard's starting and ending hash keys), with a warning and the
+// AggregateDiscarded hook (kds_kpl_discarded_user_records_total). The shard's range comes
+// from one ListShards call per tenure, made only when the shard holds an aggregate.
+//
+// A checkpoint is a (sequence number, sub-sequence number) pair, stored like the KCL's:
+// checkpoint and checkpointSubSequenceNumber in the lease item; fencing and "checkpoint
+// would move backwards" compare the pair. Checkpointer.Checkpoint(seq) covers the whole
+// Kinesis record seq, all user records of an aggregate (the aggregate's last
+// sub-sequence number is stored); CheckpointRecord(rec) covers the user records up to and
+// including rec. A new owner resumes like the KCL: AT_SEQUENCE_NUMBER of the checkpoint,
+// dropping the user records at or before it, so a checkpoint in the middle of an
+// aggregate resumes at the aggregate's next user record (a plain record's checkpoint is
+// read once more and dropped). A lease table written before sub-sequence numbers existed
+// reads as sub-sequence 0.
+//
 // # Structure
 //
 // Worker wires parts that each do one job and can be tested alone under a fake clock:

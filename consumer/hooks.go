@@ -17,6 +17,12 @@ type Hooks struct {
 	RecordsProcessed func(shardID string, records int, millisBehindLatest int64)
 	// Checkpointed is called after every checkpoint write, with its error (nil on success).
 	Checkpointed func(shardID string, err error)
+	// MalformedAggregate is called for a record that has the KPL aggregate prefix but is
+	// not a valid aggregate (err says why, a *kpl.MalformedError): it is delivered whole.
+	MalformedAggregate func(shardID, sequenceNumber string, err error)
+	// AggregateDiscarded is called for a KPL aggregate with a user record whose hash key
+	// is outside the shard's range: as the KCL does, none of its userRecords is delivered.
+	AggregateDiscarded func(shardID, sequenceNumber string, userRecords int)
 }
 
 func (h Hooks) targetChanged(old, new int) {
@@ -58,5 +64,17 @@ func (h Hooks) recordsProcessed(shardID string, n int, behind int64) {
 func (h Hooks) checkpointed(shardID string, err error) {
 	if h.Checkpointed != nil {
 		h.Checkpointed(shardID, err)
+	}
+}
+
+func (h Hooks) malformedAggregate(shardID, seq string, err error) {
+	if h.MalformedAggregate != nil {
+		h.MalformedAggregate(shardID, seq, err)
+	}
+}
+
+func (h Hooks) aggregateDiscarded(shardID, seq string, n int) {
+	if h.AggregateDiscarded != nil {
+		h.AggregateDiscarded(shardID, seq, n)
 	}
 }

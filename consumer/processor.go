@@ -38,6 +38,10 @@ type InitializeInput struct {
 	// Checkpoint is where processing starts: a sequence number (processing starts after
 	// it), TRIM_HORIZON, LATEST or AT_TIMESTAMP.
 	Checkpoint string
+	// CheckpointSubSequenceNumber is, with a sequence number, the last user record of a
+	// KPL aggregate processed: processing starts at the aggregate's next user record (0
+	// for a plain record).
+	CheckpointSubSequenceNumber int64
 	// Epoch changes whenever the lease changes hands. Applications that write
 	// elsewhere can store it with their writes and refuse writes from an older epoch, the
 	// same fencing the worker applies to checkpoints.
@@ -45,7 +49,9 @@ type InitializeInput struct {
 	ParentShardIDs []string
 }
 
-// ProcessRecordsInput is one batch of records.
+// ProcessRecordsInput is one batch of records. Records in the Kinesis Producer Library's
+// aggregated format arrive split into their user records (package kpl), each with the
+// Kinesis record's sequence number and its own SubSequenceNumber.
 type ProcessRecordsInput struct {
 	ShardID            string
 	Epoch              int64
@@ -56,12 +62,27 @@ type ProcessRecordsInput struct {
 
 // Checkpointer records a shard's progress, fenced by the lease: a checkpoint is accepted
 // only while this worker still holds the lease at the epoch it was taken with.
+//
+// A checkpoint is a position (sequence number, sub-sequence number), stored like the
+// KCL's (checkpoint and checkpointSubSequenceNumber in the lease item) and ordered like
+// its ExtendedSequenceNumber. The next owner resumes right after it: a checkpoint in the
+// middle of a KPL aggregate resumes at the aggregate's next user record.
 type Checkpointer interface {
-	// Checkpoint records that every record up to and including sequenceNumber was
-	// processed. It returns an error matching ErrLeaseLost when the lease was lost, and
-	// ErrCheckpointBackwards when sequenceNumber is before the last checkpoint.
+	// Checkpoint records that every record up to and including the Kinesis record
+	// sequenceNumber was processed: for an aggregate delivered to this processor, all
+	// its user records (the aggregate's last sub-sequence number is stored, so that the
+	// KCL reading the table resumes after it too). It returns an error matching
+	// ErrLeaseLost when the lease was lost, and ErrCheckpointBackwards when the
+	// checkpoint is before the last one.
 	Checkpoint(ctx context.Context, sequenceNumber string) error
-	// LastCheckpoint returns the last checkpoint written by this lease holder, or the
-	// one the lease was taken at.
+	// CheckpointRecord records that every record up to and including rec was processed:
+	// for a user record of an aggregate, the user records before it and itself, not the
+	// ones after it. For a plain record it is Checkpoint(rec.SequenceNumber). Errors as
+	// for Checkpoint.
+	CheckpointRecord(ctx context.Context, rec stream.Record) error
+	// LastCheckpoint returns the sequence number (or special value) of the last
+	// checkpoint written by this lease holder, or of the one the lease was taken at.
 	LastCheckpoint() string
+	// LastCheckpointPosition returns the last checkpoint with its sub-sequence number.
+	LastCheckpointPosition() (sequenceNumber string, subSequenceNumber int64)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
+	"github.com/kds-lease-manager/kds-lease-manager/kpl"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
@@ -78,6 +79,10 @@ type shardConsumer struct {
 	done   chan struct{}
 	// nextCheck delays the next lease check after a failed one (consumer goroutine only).
 	nextCheck time.Time
+	// hashRange is the shard's hash key range, for KPL aggregates (consumer goroutine
+	// only; known once listed).
+	hashRange      *kpl.HashKeyRange
+	hashRangeKnown bool
 
 	releasing bool // owned by the worker's control loop
 }
@@ -107,10 +112,11 @@ func (c *shardConsumer) run(ctx context.Context) {
 func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 	env, cfg := c.env, c.env.cfg
 	err := c.proc.Initialize(ctx, InitializeInput{
-		ShardID:        c.lease.ShardID,
-		Checkpoint:     c.lease.Checkpoint,
-		Epoch:          c.lease.Epoch,
-		ParentShardIDs: c.lease.ParentShardIDs,
+		ShardID:                     c.lease.ShardID,
+		Checkpoint:                  c.lease.Checkpoint,
+		CheckpointSubSequenceNumber: c.lease.CheckpointSubSequence,
+		Epoch:                       c.lease.Epoch,
+		ParentShardIDs:              c.lease.ParentShardIDs,
 	})
 	if err != nil {
 		c.log.Error("record processor failed to initialize; releasing the lease", "err", err)
@@ -121,8 +127,11 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 	var (
 		iterator      string
 		lastDelivered string
-		backoff       time.Duration
-		next          = env.clock.Now()
+		// floor is the checkpoint an iterator was taken at: user records at or before it
+		// were processed and are not delivered again.
+		floor   string
+		backoff time.Duration
+		next    = env.clock.Now()
 	)
 	for {
 		if k, stopped := c.waitUntil(ctx, next); stopped {
@@ -136,7 +145,9 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 		}
 		start := env.clock.Now()
 		if iterator == "" {
-			iterator, err = c.getIterator(ctx, c.resumePosition(lastDelivered))
+			var pos stream.Position
+			pos, floor = c.resumePosition(lastDelivered)
+			iterator, err = c.getIterator(ctx, pos)
 			if err != nil {
 				if c.pastRetention(ctx, err) {
 					return c.shardEnded(ctx, nil)
@@ -162,13 +173,26 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 			next = start.Add(backoff)
 			continue
 		}
-		backoff = 0
 		if n := len(batch.Records); n > 0 {
-			if k, stopped := c.process(ctx, batch); stopped {
-				return c.stop(ctx, k)
+			users, aggs, err := c.split(ctx, batch.Records, floor)
+			if err != nil {
+				// The same batch is read again with the same iterator.
+				backoff = c.failed("list shards for the shard's hash key range (to de-aggregate KPL records)", err, backoff)
+				next = start.Add(backoff)
+				continue
 			}
-			lastDelivered = batch.Records[n-1].SequenceNumber
+			if len(users) > 0 {
+				b := batch
+				b.Records = users
+				c.cp.delivering(aggs)
+				if k, stopped := c.process(ctx, b); stopped {
+					return c.stop(ctx, k)
+				}
+			}
+			// Later records are after the last one read, so after the floor too.
+			lastDelivered, floor = batch.Records[n-1].SequenceNumber, ""
 		}
+		backoff = 0
 		if c.cp.flush(ctx) != nil { // A coalesced checkpoint, due: the lease was lost.
 			return c.stop(ctx, stopLost)
 		}
@@ -269,7 +293,7 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 		if errors.Is(err, ErrLeaseLost) || ctx.Err() != nil {
 			return stopLost, true
 		}
-		records = after(records, c.cp.LastCheckpoint())
+		records = after(records, c.cp.lastValue())
 		if len(records) == 0 {
 			return 0, false // Everything was checkpointed before the error.
 		}
@@ -280,14 +304,15 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 	}
 }
 
-// after returns the records after sequence number seq, or all when seq is not in them.
-func after(records []stream.Record, seq string) []stream.Record {
+// after returns the records after the checkpoint cp (lease.JoinCheckpoint form), by
+// (sequence number, sub-sequence number); all when cp is not a sequence number.
+func after(records []stream.Record, cp string) []stream.Record {
 	for i, r := range records {
-		if r.SequenceNumber == seq {
-			return records[i+1:]
+		if c, ok := compareCheckpoints(lease.JoinCheckpoint(r.SequenceNumber, r.SubSequenceNumber), cp); !ok || c > 0 {
+			return records[i:]
 		}
 	}
-	return records
+	return nil
 }
 
 // failed logs a failed call and returns the next back-off: exponential with jitter,
@@ -302,24 +327,114 @@ func (c *shardConsumer) failed(what string, err error, prev time.Duration) time.
 	return d/2 + rand.N(d/2+1)
 }
 
-// resumePosition returns where to read from: after the last delivered record, else the
-// lease's checkpoint.
-func (c *shardConsumer) resumePosition(lastDelivered string) stream.Position {
+// resumePosition returns where to read from: after the last delivered Kinesis record,
+// else at the checkpoint, with the checkpoint as the floor at and below which user records
+// are not delivered. Like the KCL, a checkpoint resumes AT_SEQUENCE_NUMBER and drops what
+// it covers: a checkpoint may be inside a KPL aggregate, whose other user records are
+// still to be delivered (for a plain record this only reads the record once more).
+func (c *shardConsumer) resumePosition(lastDelivered string) (pos stream.Position, floor string) {
 	if lastDelivered != "" {
-		return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: lastDelivered}
+		return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: lastDelivered}, ""
 	}
-	if last := c.cp.LastCheckpoint(); last != c.lease.Checkpoint {
-		return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: last}
-	}
-	switch c.lease.Checkpoint {
+	cp := c.cp.lastValue()
+	switch seq, _ := lease.SplitCheckpoint(cp); seq {
 	case lease.TrimHorizon, "":
-		return stream.Position{Type: stream.TrimHorizon}
+		return stream.Position{Type: stream.TrimHorizon}, ""
 	case lease.Latest:
-		return stream.Position{Type: stream.Latest}
+		return stream.Position{Type: stream.Latest}, ""
 	case lease.AtTimestamp:
-		return stream.Position{Type: stream.AtTimestamp, Timestamp: c.lease.StartTimestamp}
+		return stream.Position{Type: stream.AtTimestamp, Timestamp: c.lease.StartTimestamp}, ""
+	default:
+		return stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: seq}, cp
 	}
-	return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: c.lease.Checkpoint}
+}
+
+// split de-aggregates the KPL aggregates of a batch (package kpl) and drops the user
+// records at or before floor. It returns the user records to deliver and the aggregates
+// among them. A record that only looks aggregated is delivered whole, with a warning and
+// the MalformedAggregate hook; an aggregate with a hash key outside the shard's range is
+// discarded whole, as the KCL does. The error is a failure to learn the shard's hash key
+// range, needed only when the batch holds an aggregate.
+func (c *shardConsumer) split(ctx context.Context, records []stream.Record, floor string) ([]stream.Record, []aggregateEnd, error) {
+	aggregated := false
+	for _, r := range records {
+		if kpl.IsAggregated(r.Data) {
+			aggregated = true
+			break
+		}
+	}
+	if !aggregated && floor == "" {
+		return records, nil, nil // The common case: plain records, nothing to drop.
+	}
+	var rng *kpl.HashKeyRange
+	if aggregated {
+		var err error
+		if rng, err = c.hashKeyRange(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	out := make([]stream.Record, 0, len(records))
+	var aggs []aggregateEnd
+	for _, r := range records {
+		users, err := kpl.Deaggregate(r)
+		if err != nil {
+			c.log.Warn("record has the KPL aggregate prefix but is not a valid aggregate: delivering it whole", "seq", r.SequenceNumber, "err", err)
+			c.env.hooks.malformedAggregate(c.lease.ShardID, r.SequenceNumber, err)
+			users = []stream.Record{r}
+		} else if len(users) > 0 && users[0].Aggregated {
+			if rng != nil {
+				if u, ok := rng.Admits(users); !ok {
+					c.log.Warn("KPL aggregate has a user record whose hash key is outside the shard's range: discarding the aggregate, as the KCL does",
+						"seq", r.SequenceNumber, "sub_seq", u.SubSequenceNumber, "partition_key", u.PartitionKey,
+						"explicit_hash_key", u.ExplicitHashKey, "user_records", len(users))
+					c.env.hooks.aggregateDiscarded(c.lease.ShardID, r.SequenceNumber, len(users))
+					continue
+				}
+			}
+			if n, ok := parseSeq(r.SequenceNumber); ok {
+				aggs = append(aggs, aggregateEnd{seq: n, lastSub: users[len(users)-1].SubSequenceNumber})
+			}
+		}
+		for _, u := range users {
+			if floor != "" {
+				if cmp, ok := compareCheckpoints(lease.JoinCheckpoint(u.SequenceNumber, u.SubSequenceNumber), floor); ok && cmp <= 0 {
+					continue
+				}
+			}
+			out = append(out, u)
+		}
+	}
+	return out, aggs, nil
+}
+
+// hashKeyRange returns the shard's hash key range, listing the shards the first time
+// (once per tenure, and only for a shard that holds KPL aggregates). nil when the stream
+// does not report a usable range: aggregates are then delivered without the check.
+func (c *shardConsumer) hashKeyRange(ctx context.Context) (*kpl.HashKeyRange, error) {
+	if c.hashRangeKnown {
+		return c.hashRange, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, c.env.cfg.streamTimeout())
+	shards, err := c.env.stream.ListShards(lctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	c.hashRangeKnown = true
+	for _, s := range shards {
+		if s.ID != c.lease.ShardID {
+			continue
+		}
+		r, err := kpl.ParseHashKeyRange(s.StartingHashKey, s.EndingHashKey)
+		if err != nil {
+			c.log.Warn("the shard's hash key range is unknown: KPL user records are delivered without checking their hash keys", "err", err)
+			return nil, nil
+		}
+		c.hashRange = &r
+		return c.hashRange, nil
+	}
+	c.log.Warn("the shard is not listed: KPL user records are delivered without checking their hash keys")
+	return nil, nil
 }
 
 // waitUntil sleeps until t, returning early with a stop request.

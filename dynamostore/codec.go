@@ -20,6 +20,7 @@ const (
 	attrLeaseOwner     = "leaseOwner"
 	attrLeaseCounter   = "leaseCounter"
 	attrCheckpoint     = "checkpoint"
+	attrCheckpointSub  = "checkpointSubSequenceNumber"
 	attrMillisBehind   = "millisBehindLatest"
 	attrStartTimestamp = "startTimestamp"
 	attrParentShardIDs = "parentShardIds"
@@ -309,6 +310,10 @@ func encodeLease(l lease.Lease) map[string]types.AttributeValue {
 	if l.MillisBehindLatest > 0 {
 		item[attrMillisBehind] = numAV(l.MillisBehindLatest)
 	}
+	// Absent means 0, for the KCL too; every checkpoint write sets it.
+	if l.CheckpointSubSequence != 0 {
+		item[attrCheckpointSub] = numAV(l.CheckpointSubSequence)
+	}
 	// A string set must not be empty nor hold duplicates.
 	if len(l.ParentShardIDs) > 0 {
 		parents := slices.Clone(l.ParentShardIDs)
@@ -332,6 +337,12 @@ func decodeLease(item map[string]types.AttributeValue) (lease.Lease, error) {
 	}
 	l.Epoch = r.int64(attrLeaseCounter, true)
 	l.Checkpoint = r.nonEmpty(attrCheckpoint)
+	if _, ok := item[attrCheckpointSub]; ok {
+		l.CheckpointSubSequence = r.int64(attrCheckpointSub, true)
+		if r.err == nil && l.CheckpointSubSequence < 0 {
+			r.fail(&decodeError{attrCheckpointSub, "is negative, expected a sub-sequence number >= 0"})
+		}
+	}
 	if _, ok := item[attrStartTimestamp]; ok {
 		if ms := r.int64(attrStartTimestamp, true); r.err == nil {
 			l.StartTimestamp = time.UnixMilli(ms).UTC()

@@ -16,7 +16,7 @@ import (
 
 // fuzzAttrs are the attribute names the decoders read, plus one they do not.
 var fuzzAttrs = []string{
-	attrItemVersion, attrLeaseKey, attrLeaseOwner, attrLeaseCounter, attrCheckpoint, attrMillisBehind,
+	attrItemVersion, attrLeaseKey, attrLeaseOwner, attrLeaseCounter, attrCheckpoint, attrCheckpointSub, attrMillisBehind,
 	attrStartTimestamp, attrParentShardIDs, attrWorkerID, attrIncarnation, attrHeartbeat, attrState,
 	attrLeasesHeld, attrLastSeen, attrStartedAt, attrCoordinatorID, attrEpoch, attrVersion, attrMaxLeases,
 	attrTargetLeases, attrShardCount, attrWorkerCount, attrLiveWorkers, attrCap, attrUnownedShards,
@@ -125,13 +125,13 @@ func bytesFromItem(item map[string]types.AttributeValue) []byte {
 
 // Valid leases round-trip exactly through their item.
 func FuzzLeaseRoundTrip(f *testing.F) {
-	f.Add("shardId-000000000001", "w-1", int64(3), "49590338271490256608559692538361571095921575989136588898", int64(1700000000000), "shardId-0,shardId-1", int64(250))
-	f.Add("s", "", int64(0), lease.TrimHorizon, int64(0), "", int64(0))
-	f.Fuzz(func(t *testing.T, shard, owner string, counter int64, checkpoint string, startMs int64, parents string, behind int64) {
+	f.Add("shardId-000000000001", "w-1", int64(3), "49590338271490256608559692538361571095921575989136588898", int64(4), int64(1700000000000), "shardId-0,shardId-1", int64(250))
+	f.Add("s", "", int64(0), lease.TrimHorizon, int64(0), int64(0), "", int64(0))
+	f.Fuzz(func(t *testing.T, shard, owner string, counter int64, checkpoint string, sub, startMs int64, parents string, behind int64) {
 		if shard == "" || checkpoint == "" {
 			shard, checkpoint = "k"+shard, "c"+checkpoint // the decoder requires both
 		}
-		in := lease.Lease{ShardID: shard, Owner: owner, Epoch: counter, Checkpoint: checkpoint}
+		in := lease.Lease{ShardID: shard, Owner: owner, Epoch: counter, Checkpoint: checkpoint, CheckpointSubSequence: max(sub, 0)}
 		if startMs != 0 {
 			in.StartTimestamp = time.UnixMilli(startMs).UTC()
 		}

@@ -140,7 +140,7 @@ func (s *Store) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint s
 	counter := e.name(attrLeaseCounter)
 	update := "SET " + counter + " = " + counter + " + " + e.value(numAV(1))
 	if checkpoint != "" {
-		update += ", " + e.name(attrCheckpoint) + " = " + e.value(strAV(checkpoint))
+		update += ", " + checkpointUpdate(e, checkpoint)
 	}
 	update += " REMOVE " + e.name(attrLeaseOwner)
 	_, err := s.update(ctx, "ReleaseLease", held.ShardID, e, cond, update, types.ReturnValueNone)
@@ -155,12 +155,20 @@ func (s *Store) Checkpoint(ctx context.Context, held lease.Lease, checkpoint str
 	}
 	e := newExpr()
 	cond := heldCondition(e, held)
-	update := "SET " + e.name(attrCheckpoint) + " = " + e.value(strAV(checkpoint))
+	update := "SET " + checkpointUpdate(e, checkpoint)
 	if millisBehindLatest >= 0 {
 		update += ", " + e.name(attrMillisBehind) + " = " + e.value(numAV(millisBehindLatest))
 	}
 	_, err := s.update(ctx, "Checkpoint", held.ShardID, e, cond, update, types.ReturnValueNone)
 	return err
+}
+
+// checkpointUpdate sets the checkpoint and its sub-sequence number (lease.SplitCheckpoint)
+// as the KCL stores them: checkpoint and checkpointSubSequenceNumber, the latter 0 for a
+// plain record.
+func checkpointUpdate(e *exprBuilder, checkpoint string) string {
+	seq, sub := lease.SplitCheckpoint(checkpoint)
+	return e.name(attrCheckpoint) + " = " + e.value(strAV(seq)) + ", " + e.name(attrCheckpointSub) + " = " + e.value(numAV(sub))
 }
 
 // DeleteLease removes the lease, provided it still has observed's Owner and Epoch

@@ -51,12 +51,16 @@ func (k *Kinesis) ListShards(ctx context.Context) ([]stream.Shard, error) {
 			return nil, k.wrap("ListShards", err)
 		}
 		for _, s := range out.Shards {
-			shards = append(shards, stream.Shard{
+			sh := stream.Shard{
 				ID:                    aws.ToString(s.ShardId),
 				ParentShardID:         aws.ToString(s.ParentShardId),
 				AdjacentParentShardID: aws.ToString(s.AdjacentParentShardId),
 				Closed:                s.SequenceNumberRange != nil && s.SequenceNumberRange.EndingSequenceNumber != nil,
-			})
+			}
+			if r := s.HashKeyRange; r != nil {
+				sh.StartingHashKey, sh.EndingHashKey = aws.ToString(r.StartingHashKey), aws.ToString(r.EndingHashKey)
+			}
+			shards = append(shards, sh)
 		}
 		if aws.ToString(out.NextToken) == "" {
 			return shards, nil

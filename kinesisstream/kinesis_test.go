@@ -368,7 +368,8 @@ func TestKinesisListShardsPaginates(t *testing.T) {
 	f := &fakeAPI{listPages: []*kinesis.ListShardsOutput{
 		{Shards: []types.Shard{{ShardId: aws.String("s0"), SequenceNumberRange: closed}}, NextToken: aws.String("tok1")},
 		{Shards: []types.Shard{
-			{ShardId: aws.String("s1"), ParentShardId: aws.String("s0"), SequenceNumberRange: open},
+			{ShardId: aws.String("s1"), ParentShardId: aws.String("s0"), SequenceNumberRange: open,
+				HashKeyRange: &types.HashKeyRange{StartingHashKey: aws.String("0"), EndingHashKey: aws.String("99")}},
 			{ShardId: aws.String("s2"), ParentShardId: aws.String("s0"), AdjacentParentShardId: aws.String("sx"), SequenceNumberRange: open},
 		}},
 	}}
@@ -378,7 +379,7 @@ func TestKinesisListShardsPaginates(t *testing.T) {
 	}
 	want := []stream.Shard{
 		{ID: "s0", Closed: true},
-		{ID: "s1", ParentShardID: "s0"},
+		{ID: "s1", ParentShardID: "s0", StartingHashKey: "0", EndingHashKey: "99"},
 		{ID: "s2", ParentShardID: "s0", AdjacentParentShardID: "sx"},
 	}
 	if !slices.Equal(shards, want) {

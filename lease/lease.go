@@ -10,6 +10,8 @@ package lease
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -89,6 +91,12 @@ type Lease struct {
 	Epoch int64
 	// Checkpoint is a sequence number, or TrimHorizon, Latest, AtTimestamp or ShardEnd.
 	Checkpoint string
+	// CheckpointSubSequence is, with a sequence number in Checkpoint, the sub-sequence
+	// number of the last user record processed of a KPL aggregate (package kpl): the
+	// checkpoint is the pair, ordered like the KCL's ExtendedSequenceNumber, and
+	// everything up to and including it was processed. 0 for a plain record. DynamoDB
+	// stores it as checkpointSubSequenceNumber, the KCL's attribute name.
+	CheckpointSubSequence int64
 	// StartTimestamp is the position for a lease created at AtTimestamp.
 	StartTimestamp time.Time
 	// ParentShardIDs are the shards that must reach ShardEnd before this one is processed
@@ -98,6 +106,38 @@ type Lease struct {
 	// checkpoint (0 also before the first one). For operators; no decision uses it.
 	MillisBehindLatest int64
 }
+
+// SubSequenceSeparator joins a sequence number and a sub-sequence number in the checkpoint
+// value that LeaseStore.Checkpoint and ReleaseLease take (see JoinCheckpoint).
+const SubSequenceSeparator = ":"
+
+// JoinCheckpoint returns the checkpoint value for the pair (checkpoint, sub) as stores
+// take it: checkpoint alone when sub is 0 (a plain record, or the first user record of an
+// aggregate, which resume the same way), else "checkpoint:sub". Stores split it again
+// with SplitCheckpoint into Lease.Checkpoint and Lease.CheckpointSubSequence.
+func JoinCheckpoint(checkpoint string, sub int64) string {
+	if sub == 0 {
+		return checkpoint
+	}
+	return checkpoint + SubSequenceSeparator + strconv.FormatInt(sub, 10)
+}
+
+// SplitCheckpoint splits a checkpoint value made by JoinCheckpoint. A value without a
+// valid sub-sequence suffix is a checkpoint with sub-sequence 0.
+func SplitCheckpoint(v string) (checkpoint string, sub int64) {
+	i := strings.LastIndex(v, SubSequenceSeparator)
+	if i <= 0 {
+		return v, 0
+	}
+	n, err := strconv.ParseInt(v[i+1:], 10, 64)
+	if err != nil || n < 0 || v[i+1] == '+' {
+		return v, 0
+	}
+	return v[:i], n
+}
+
+// CheckpointValue returns the lease's checkpoint as JoinCheckpoint writes it.
+func (l Lease) CheckpointValue() string { return JoinCheckpoint(l.Checkpoint, l.CheckpointSubSequence) }
 
 // Finished reports whether the shard was processed to its end.
 func (l Lease) Finished() bool { return l.Checkpoint == ShardEnd }

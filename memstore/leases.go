@@ -114,7 +114,7 @@ func (s *Leases) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint 
 		l.Owner = ""
 		l.Epoch++
 		if checkpoint != "" {
-			l.Checkpoint = checkpoint
+			l.Checkpoint, l.CheckpointSubSequence = lease.SplitCheckpoint(checkpoint)
 		}
 	})
 	return err
@@ -126,7 +126,7 @@ func (s *Leases) Checkpoint(ctx context.Context, held lease.Lease, checkpoint st
 		return fmt.Errorf("memstore: %w", err)
 	}
 	_, err := s.update(ctx, "Checkpoint", held, func(l *lease.Lease) {
-		l.Checkpoint = checkpoint
+		l.Checkpoint, l.CheckpointSubSequence = lease.SplitCheckpoint(checkpoint)
 		if millisBehindLatest >= 0 {
 			l.MillisBehindLatest = millisBehindLatest
 		}

@@ -91,6 +91,7 @@ func NewStream(n int) *Stream {
 // addLocked creates a shard with the next id.
 func (s *Stream) addLocked(info stream.Shard, start, end *big.Int) *shard {
 	info.ID = fmt.Sprintf("shardId-%012d", s.created)
+	info.StartingHashKey, info.EndingHashKey = start.String(), end.String()
 	s.created++
 	sh := &shard{info: info, start: start, end: end}
 	s.shards[info.ID] = sh
@@ -116,7 +117,12 @@ func (s *Stream) ShardCalls(shardID string) map[string]int { return s.keyCalls(s
 // partitionKey, as Kinesis PutRecord does, and returns the shard and sequence number.
 func (s *Stream) Put(partitionKey string, data []byte) (shardID, seq string) {
 	sum := md5.Sum([]byte(partitionKey))
-	h := new(big.Int).SetBytes(sum[:])
+	return s.PutHashKey(partitionKey, new(big.Int).SetBytes(sum[:]), data)
+}
+
+// PutHashKey is Put with an explicit hash key h (in [0, 2^128)), as PutRecord with
+// ExplicitHashKey does: the record goes to the open shard whose range holds h.
+func (s *Stream) PutHashKey(partitionKey string, h *big.Int, data []byte) (shardID, seq string) {
 	now := wallTime(s.Now())
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -205,10 +205,11 @@ func TestStreamSplitAndReadThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	shards := s.Shards()
+	const half, top = "170141183460469231731687303715884105728", "340282366920938463463374607431768211455"
 	want := []stream.Shard{
-		{ID: parent, Closed: true},
-		{ID: shardID(1), ParentShardID: parent},
-		{ID: shardID(2), ParentShardID: parent},
+		{ID: parent, Closed: true, StartingHashKey: "0", EndingHashKey: top},
+		{ID: shardID(1), ParentShardID: parent, StartingHashKey: "0", EndingHashKey: "170141183460469231731687303715884105727"},
+		{ID: shardID(2), ParentShardID: parent, StartingHashKey: half, EndingHashKey: top},
 	}
 	if !reflect.DeepEqual(shards, want) {
 		t.Fatalf("shards %+v, want %+v", shards, want)
@@ -259,8 +260,10 @@ func TestStreamMerge(t *testing.T) {
 	}
 	got := s.Shards()[4:]
 	want := []stream.Shard{
-		{ID: shardID(4), ParentShardID: shardID(0), AdjacentParentShardID: shardID(1)},
-		{ID: shardID(5), ParentShardID: shardID(2), AdjacentParentShardID: shardID(3)},
+		{ID: shardID(4), ParentShardID: shardID(0), AdjacentParentShardID: shardID(1),
+			StartingHashKey: "0", EndingHashKey: "170141183460469231731687303715884105727"},
+		{ID: shardID(5), ParentShardID: shardID(2), AdjacentParentShardID: shardID(3),
+			StartingHashKey: "170141183460469231731687303715884105728", EndingHashKey: "340282366920938463463374607431768211455"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("children %+v, want %+v", got, want)

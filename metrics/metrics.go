@@ -22,6 +22,7 @@ const namespace = "kds"
 type Metrics struct {
 	takes, releases, losses prometheus.Counter
 	records, batches        prometheus.Counter
+	malformed, discarded    prometheus.Counter
 	targetChanges           prometheus.Counter
 	checkpoints             *prometheus.CounterVec
 	lag                     *prometheus.GaugeVec
@@ -41,6 +42,10 @@ func New(reg prometheus.Registerer, status func() consumer.Status) (*Metrics, er
 		records:       counter("records_processed_total", "Records processed."),
 		batches:       counter("batches_processed_total", "Non-empty GetRecords batches processed."),
 		targetChanges: counter("max_leases_changes_total", "Changes of the max leases per worker this worker obeys."),
+		malformed: counter("kpl_malformed_aggregates_total",
+			"Records with the KPL aggregate prefix that are not valid aggregates (bad MD5, truncated, bad protobuf): delivered whole."),
+		discarded: counter("kpl_discarded_user_records_total",
+			"User records of KPL aggregates not delivered because a hash key of the aggregate is outside the shard's range (as the KCL does)."),
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "checkpoint_writes_total",
 			Help: "Checkpoint writes by result: ok, lease_lost or error."}, []string{"result"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "millis_behind_latest",
@@ -50,7 +55,7 @@ func New(reg prometheus.Registerer, status func() consumer.Status) (*Metrics, er
 		awsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "aws_request_errors_total",
 			Help: "AWS API requests that failed, by service, operation and error code."}, []string{"service", "operation", "code"}),
 	}
-	for _, c := range []prometheus.Collector{m.takes, m.releases, m.losses, m.records, m.batches, m.targetChanges,
+	for _, c := range []prometheus.Collector{m.takes, m.releases, m.losses, m.records, m.batches, m.targetChanges, m.malformed, m.discarded,
 		m.checkpoints, m.lag, m.awsRequests, m.awsErrors, statusCollector{status}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -72,6 +77,8 @@ func (m *Metrics) Hooks() consumer.Hooks {
 			m.batches.Inc()
 			m.lag.WithLabelValues(shard).Set(float64(behind))
 		},
+		MalformedAggregate: func(string, string, error) { m.malformed.Inc() },
+		AggregateDiscarded: func(_, _ string, n int) { m.discarded.Add(float64(n)) },
 		Checkpointed: func(_ string, err error) {
 			switch {
 			case err == nil:

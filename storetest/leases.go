@@ -40,6 +40,7 @@ func TestLeaseStore[S consumer.LeaseStore](t *testing.T, newStore func(t *testin
 	})
 	t.Run("ConditionalWrites", func(t *testing.T) { testConditionalWrites(t, newStore) })
 	t.Run("a taken lease fences its former owner until released", func(t *testing.T) { testFencing(t, newStore(t)) })
+	t.Run("a checkpoint inside a KPL aggregate keeps its sub-sequence number", func(t *testing.T) { testSubSequence(t, newStore(t)) })
 	t.Run("of concurrent takes with one observation exactly one wins", func(t *testing.T) {
 		s := newStore(t)
 		free := create(t, s, lease.Lease{ShardID: "s1", Checkpoint: lease.TrimHorizon})
@@ -120,6 +121,11 @@ func testCreate[S consumer.LeaseStore](t *testing.T, newStore func(t *testing.T)
 				StartTimestamp: time.Date(2026, 1, 2, 3, 4, 5, 6_789_123, local), ParentShardIDs: []string{"p2", "p1", "p2"}},
 			want: &lease.Lease{ShardID: "s1", Checkpoint: lease.AtTimestamp,
 				StartTimestamp: time.Date(2026, 1, 2, 2, 4, 5, 6_000_000, time.UTC), ParentShardIDs: []string{"p1", "p2"}},
+		},
+		{
+			name: "keeps a checkpoint's sub-sequence number",
+			in:   lease.Lease{ShardID: "s1", Checkpoint: "49590338271490256608559692538361571095921575989136588898", CheckpointSubSequence: 3},
+			want: &lease.Lease{ShardID: "s1", Checkpoint: "49590338271490256608559692538361571095921575989136588898", CheckpointSubSequence: 3},
 		},
 		{
 			name: "stores empty parents as none",
@@ -253,6 +259,10 @@ func testConditionalWrites[S consumer.LeaseStore](t *testing.T, newStore func(t 
 
 		{"release with a checkpoint frees the lease, increments the epoch and writes it", releaseOp(held, "200"), nil,
 			func(s1, _ *lease.Lease) { s1.Owner, s1.Epoch, s1.Checkpoint = "", 2, "200" }},
+		{"release with a checkpoint inside an aggregate writes its sub-sequence number", releaseOp(held, "200:3"), nil,
+			func(s1, _ *lease.Lease) {
+				s1.Owner, s1.Epoch, s1.Checkpoint, s1.CheckpointSubSequence = "", 2, "200", 3
+			}},
 		{"release without a checkpoint keeps the stored one", releaseOp(held, ""), nil,
 			func(s1, _ *lease.Lease) { s1.Owner, s1.Epoch = "", 2 }},
 		{"release at SHARD_END", releaseOp(held, lease.ShardEnd), nil,
@@ -265,6 +275,8 @@ func testConditionalWrites[S consumer.LeaseStore](t *testing.T, newStore func(t 
 
 		{"checkpoint by the owner writes the sequence number and lag, keeping owner and epoch", checkpointOp(held, seq, 1234), nil,
 			func(s1, _ *lease.Lease) { s1.Checkpoint, s1.MillisBehindLatest = seq, 1234 }},
+		{"checkpoint inside an aggregate writes the sequence and sub-sequence numbers", checkpointOp(held, seq+":4", 7), nil,
+			func(s1, _ *lease.Lease) { s1.Checkpoint, s1.CheckpointSubSequence, s1.MillisBehindLatest = seq, 4, 7 }},
 		{"checkpoint at SHARD_END", checkpointOp(held, lease.ShardEnd, 0), nil,
 			func(s1, _ *lease.Lease) { s1.Checkpoint, s1.MillisBehindLatest = lease.ShardEnd, 0 }},
 		{"checkpoint with an unknown lag keeps the stored lag", checkpointOp(held, "150", -1), nil,
@@ -307,6 +319,29 @@ func testConditionalWrites[S consumer.LeaseStore](t *testing.T, newStore func(t 
 				t.Errorf("returned %+v, stored %+v", *got, stored[got.ShardID])
 			}
 		})
+	}
+}
+
+// testSubSequence: a checkpoint's sub-sequence number (lease.JoinCheckpoint) is stored with
+// it, survives a take, and a later checkpoint without one sets it back to 0.
+func testSubSequence(t *testing.T, s consumer.LeaseStore) {
+	ctx := t.Context()
+	a := take(t, s, create(t, s, lease.Lease{ShardID: "s1", Checkpoint: lease.TrimHorizon}), "a")
+	checkErr(t, "checkpoint of user record 2", s.Checkpoint(ctx, a, lease.JoinCheckpoint("5", 2), -1), nil)
+	if l := get(t, s, "s1"); l.Checkpoint != "5" || l.CheckpointSubSequence != 2 || l.CheckpointValue() != "5:2" {
+		t.Errorf("lease %+v, want checkpoint 5 sub-sequence 2", l)
+	}
+	b := take(t, s, a, "b")
+	if b.Checkpoint != "5" || b.CheckpointSubSequence != 2 {
+		t.Errorf("taken lease %+v, want checkpoint 5 sub-sequence 2", b)
+	}
+	checkErr(t, "plain checkpoint", s.Checkpoint(ctx, b, "9", -1), nil)
+	if l := get(t, s, "s1"); l.Checkpoint != "9" || l.CheckpointSubSequence != 0 {
+		t.Errorf("lease %+v, want checkpoint 9 sub-sequence 0", l)
+	}
+	checkErr(t, "release inside an aggregate", s.ReleaseLease(ctx, b, "12:1"), nil)
+	if l := get(t, s, "s1"); l.Checkpoint != "12" || l.CheckpointSubSequence != 1 || l.Owner != "" {
+		t.Errorf("released lease %+v, want checkpoint 12 sub-sequence 1", l)
 	}
 }
 

@@ -29,6 +29,10 @@ type Shard struct {
 	AdjacentParentShardID string
 	// Closed is true when the shard has an ending sequence number (it was split or merged).
 	Closed bool
+	// StartingHashKey and EndingHashKey are the shard's range of hash keys (decimal
+	// strings, both included), as ListShards returns them; empty when unknown.
+	StartingHashKey string
+	EndingHashKey   string
 }
 
 // Parents returns the shard's parent ids (zero, one or two).
@@ -42,12 +46,22 @@ func (s Shard) Parents() []string {
 	return p
 }
 
-// Record is one Kinesis record.
+// Record is one Kinesis record, or one user record of a Kinesis record in the Kinesis
+// Producer Library's aggregated format (package kpl): the consumer splits aggregates
+// before a processor sees them. (SequenceNumber, SubSequenceNumber) orders user records
+// like the KCL's ExtendedSequenceNumber.
 type Record struct {
 	SequenceNumber              string
 	PartitionKey                string
 	Data                        []byte
 	ApproximateArrivalTimestamp time.Time
+	// SubSequenceNumber is a user record's place in its aggregate (0, 1, ...); 0 for a
+	// plain record.
+	SubSequenceNumber int64
+	// ExplicitHashKey is a user record's explicit hash key from its aggregate, if any.
+	ExplicitHashKey string
+	// Aggregated is true for a user record taken out of an aggregate.
+	Aggregated bool
 }
 
 // ChildShard is a shard that follows a closed shard, as GetRecords reports at the shard's end.

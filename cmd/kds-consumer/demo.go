@@ -3,41 +3,73 @@ package main
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
-// demoProcessor counts and logs records and checkpoints after every batch. With a record
-// log it first appends each record (shard, sequence number, partition key, epoch) so that
-// tests and `kdsctl verify` can prove nothing was lost or processed twice.
+// demoProcessor counts and logs records and checkpoints after every batch, or with
+// perRecord after every record (CheckpointRecord: KPL user records one by one). With a
+// record log it first appends each record (shard, sequence and sub-sequence number,
+// partition key, epoch) so that tests and `kdsctl verify` can prove nothing was lost or
+// processed twice. delay pauses after each record, as slow processing would.
 type demoProcessor struct {
-	log      *slog.Logger
-	recorder *recordlog.Writer
-	shardID  string
-	epoch    int64
-	count    int64
+	log       *slog.Logger
+	recorder  *recordlog.Writer
+	shardID   string
+	epoch     int64
+	count     int64
+	perRecord bool
+	delay     time.Duration
 }
 
-func demoFactory(log *slog.Logger, workerID string, rec *recordlog.Writer) consumer.ProcessorFactory {
+func demoFactory(log *slog.Logger, workerID string, rec *recordlog.Writer, perRecord bool, delay time.Duration) consumer.ProcessorFactory {
 	return func(shardID string) consumer.RecordProcessor {
-		return &demoProcessor{log: log.With("shard", shardID), recorder: rec, shardID: shardID}
+		return &demoProcessor{log: log.With("shard", shardID), recorder: rec, shardID: shardID, perRecord: perRecord, delay: delay}
 	}
 }
 
 func (p *demoProcessor) Initialize(_ context.Context, in consumer.InitializeInput) error {
 	p.epoch = in.Epoch
-	p.log.Debug("processor initialized", "checkpoint", in.Checkpoint, "epoch", in.Epoch)
+	p.log.Debug("processor initialized", "checkpoint", in.Checkpoint, "checkpoint_sub_seq", in.CheckpointSubSequenceNumber, "epoch", in.Epoch)
 	return nil
 }
 
 func (p *demoProcessor) ProcessRecords(ctx context.Context, in consumer.ProcessRecordsInput) error {
+	if p.perRecord || p.delay > 0 {
+		for _, r := range in.Records {
+			if err := p.recorder.Append(in.ShardID, in.Epoch, []stream.Record{r}); err != nil {
+				return err
+			}
+			p.count++
+			if p.perRecord {
+				if err := in.Checkpointer.CheckpointRecord(ctx, r); err != nil {
+					return err
+				}
+			}
+			if p.delay > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(p.delay):
+				}
+			}
+		}
+		p.log.Debug("processed batch", "records", len(in.Records), "total", p.count, "millis_behind_latest", in.MillisBehindLatest)
+		if p.perRecord {
+			return nil
+		}
+		return in.Checkpointer.Checkpoint(ctx, in.Records[len(in.Records)-1].SequenceNumber)
+	}
 	if err := p.recorder.Append(in.ShardID, in.Epoch, in.Records); err != nil {
 		return err
 	}
 	p.count += int64(len(in.Records))
 	last := in.Records[len(in.Records)-1].SequenceNumber
 	p.log.Debug("processed batch", "records", len(in.Records), "total", p.count, "millis_behind_latest", in.MillisBehindLatest)
+	// For a KPL aggregate, all its user records.
 	return in.Checkpointer.Checkpoint(ctx, last)
 }
 

@@ -171,7 +171,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		}
 		cfg.WorkerCounter = counter
 	}
-	w, err = consumer.New(cfg, store, store, source, demoFactory(log, s.WorkerID, recorder))
+	w, err = consumer.New(cfg, store, store, source, demoFactory(log, s.WorkerID, recorder, s.DemoCheckpoint == "record", s.DemoRecordDelay))
 	if err != nil {
 		return err
 	}

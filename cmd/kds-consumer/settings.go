@@ -31,6 +31,9 @@ type settings struct {
 	WorkerCountSource, StatefulSetName, PodNamespace string
 	HealthAddr, LogFormat, LogLevel, RecordLogDir    string
 	CreateTables                                     bool
+	// DemoCheckpoint and DemoRecordDelay shape the demo processor (demo.go).
+	DemoCheckpoint  string
+	DemoRecordDelay time.Duration
 }
 
 // defaultSettings holds every default: the library's (consumer.DefaultConfig; the fields
@@ -38,7 +41,7 @@ type settings struct {
 // default worker id (the pod name in Kubernetes).
 func defaultSettings(hostname string) settings {
 	s := settings{Config: consumer.DefaultConfig(), Region: "us-east-1", HealthAddr: ":8080",
-		LogFormat: "text", LogLevel: "info", CreateTables: true}
+		LogFormat: "text", LogLevel: "info", CreateTables: true, DemoCheckpoint: "batch"}
 	s.StreamName, s.AppName, s.WorkerID = "test-stream", "kds-consumer-app", hostname
 	return s
 }
@@ -83,6 +86,8 @@ func table(s *settings) []setting {
 		choiceVar(&s.LogLevel, "LOG_LEVEL", "log-level", "debug, info, warn or error", "debug", "info", "warn", "error"),
 		stringVar(&s.RecordLogDir, "RECORD_LOG_DIR", "record-log-dir", "demo processor: append every processed record to <dir>/<worker>.jsonl (for verification)"),
 		boolVar(&s.CreateTables, "CREATE_TABLES", "create-tables", "create the lease and metadata tables when missing"),
+		choiceVar(&s.DemoCheckpoint, "DEMO_CHECKPOINT", "demo-checkpoint", "demo processor: checkpoint after every batch (Checkpoint of its last sequence number) or after every record (CheckpointRecord: inside KPL aggregates too)", "batch", "record"),
+		durationVar(&s.DemoRecordDelay, "DEMO_RECORD_DELAY", "demo-record-delay", "demo processor: pause after each record (and its checkpoint), to simulate slow processing"),
 	}
 }
 

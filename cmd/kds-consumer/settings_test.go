@@ -88,7 +88,7 @@ var sampleValue = map[string]string{
 	"IDLE_TIME_BETWEEN_READS": "2s", "MAX_RECORDS_PER_GET": "500", "SHUTDOWN_TIMEOUT": "30s",
 	"CLEANUP_INTERVAL": "2m", "FINISHED_LEASE_DELAY": "1m", "DEAD_WORKER_DELAY": "20m", "CHECKPOINT_INTERVAL": "2s",
 	"INITIAL_POSITION": "LATEST", "HEALTH_ADDR": ":9090", "LOG_FORMAT": "json", "LOG_LEVEL": "debug",
-	"RECORD_LOG_DIR": "/var/records", "CREATE_TABLES": "false",
+	"RECORD_LOG_DIR": "/var/records", "CREATE_TABLES": "false", "DEMO_CHECKPOINT": "record", "DEMO_RECORD_DELAY": "250ms",
 	// Read only with AT_TIMESTAMP (the sample of INITIAL_POSITION is LATEST).
 	"INITIAL_TIMESTAMP": "2026-01-02T15:04:05Z",
 }

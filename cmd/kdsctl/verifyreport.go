@@ -41,13 +41,16 @@ func analyze(stream []streamRecord, logs []recordlog.Line, only string, worst in
 	r := verifyReport{StreamRecords: len(stream), LogLines: len(logs), Runs: []runReport{}, WorstKeys: []keyReport{}}
 	var recs []delivery.Record
 	for _, s := range stream {
-		rec, ok := delivery.FromStream(s.shard, s.Record)
-		if !ok {
+		// A KPL aggregate carries several records, each delivered on its own.
+		got := delivery.FromStreamRecords(s.shard, s.Record)
+		if len(got) == 0 {
 			r.Foreign++
 			continue
 		}
-		if only == "" || rec.Run == only {
-			recs = append(recs, rec)
+		for _, rec := range got {
+			if only == "" || rec.Run == only {
+				recs = append(recs, rec)
+			}
 		}
 	}
 	c := delivery.Check(recs, logs)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a fixed number of executions: the item decoders of
-# dynamostore, the worker's settings parsing and the library's configuration validation.
+# dynamostore, the worker's settings parsing, the library's configuration validation and
+# the KPL de-aggregator.
 # Budgets are execution counts (-fuzztime=Nx), not durations: a duration budget trips Go's
 # fuzz-coordinator race at the deadline (golang/go#75804, "context deadline exceeded" with
 # no crasher), which would fail a run for nothing.
@@ -22,6 +23,7 @@ targets=(
 	"./cmd/kds-consumer FuzzParseSettings 20000"
 	"./cmd/kds-consumer FuzzSettingsAgreeWithLibrary 5000"
 	"./consumer FuzzConfigValidate 20000"
+	"./kpl FuzzDeaggregate 20000"
 )
 crashers() { { find "$1/testdata/fuzz/$2" -type f 2>/dev/null || true; } | sort; }
 findings=0

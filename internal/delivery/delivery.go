@@ -14,6 +14,7 @@ import (
 	"slices"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
+	"github.com/kds-lease-manager/kds-lease-manager/kpl"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
@@ -34,9 +35,11 @@ func ParsePayload(data []byte) (p Payload, ok bool) {
 	return p, true
 }
 
-// Record is a record written to the stream.
+// Record is a record written to the stream: a Kinesis record, or one user record of a
+// KPL aggregate (Sub its sub-sequence number).
 type Record struct {
 	Shard, Seq string
+	Sub        int64
 	// Run, Key and N are the producer's payload. Records without a Key are checked for
 	// loss and duplicates, not for order.
 	Run, Key string
@@ -52,13 +55,34 @@ func FromStream(shard string, r stream.Record) (Record, bool) {
 	if !ok {
 		return Record{}, false
 	}
-	return Record{Shard: shard, Seq: r.SequenceNumber, Run: p.Run, Key: p.Key, N: p.N}, true
+	return Record{Shard: shard, Seq: r.SequenceNumber, Sub: r.SubSequenceNumber, Run: p.Run, Key: p.Key, N: p.N}, true
 }
 
-// Ref names a record by shard and sequence number.
-type Ref struct{ Shard, Seq string }
+// FromStreamRecords returns the records of shard carried by one Kinesis record read from
+// the stream, as a worker delivers them: the user records of a KPL aggregate (package
+// kpl; a record that only looks aggregated is one record), each if it carries produce's
+// payload.
+func FromStreamRecords(shard string, r stream.Record) []Record {
+	users, err := kpl.Deaggregate(r)
+	if err != nil {
+		users = []stream.Record{r}
+	}
+	var out []Record
+	for _, u := range users {
+		if rec, ok := FromStream(shard, u); ok {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
 
-func (r Record) ref() Ref { return Ref{r.Shard, r.Seq} }
+// Ref names a record by shard, sequence number and sub-sequence number.
+type Ref struct {
+	Shard, Seq string
+	Sub        int64
+}
+
+func (r Record) ref() Ref { return Ref{r.Shard, r.Seq, r.Sub} }
 
 // Run counts one run's records (and is `kdsctl verify -o json`'s "runs" entry).
 type Run struct {
@@ -153,8 +177,8 @@ type Report struct {
 	SpanShards   int
 }
 
-// Check matches the record logs' lines with the records written, by shard and sequence
-// number (a payload the producer wrote twice is two records). Processing order is the
+// Check matches the record logs' lines with the records written, by shard, sequence
+// number and sub-sequence number (a payload the producer wrote twice is two records). Processing order is the
 // lines' Before: time, then place in the logs.
 func Check(records []Record, lines []recordlog.Line) *Report {
 	r := &Report{Runs: []Run{}, Keys: []Key{}, Duplicated: map[Ref]int{}}
@@ -165,7 +189,7 @@ func Check(records []Record, lines []recordlog.Line) *Report {
 	deliveries := make([][]recordlog.Line, len(records))
 	times := map[Ref]int{}
 	for _, l := range lines {
-		ref := Ref{l.Shard, l.Seq}
+		ref := Ref{l.Shard, l.Seq, l.Sub}
 		times[ref]++
 		if i, ok := byRef[ref]; ok {
 			deliveries[i] = append(deliveries[i], l)

@@ -1,10 +1,12 @@
 package delivery
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
+	"github.com/kds-lease-manager/kds-lease-manager/kpl"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
@@ -88,7 +90,7 @@ func TestCheckDetails(t *testing.T) {
 	if !reflect.DeepEqual(c.Lost, []Record{b0}) {
 		t.Errorf("lost %+v", c.Lost)
 	}
-	wantDup := map[Ref]int{{"p", "1"}: 2, {"p", "3"}: 2, {"x", "1"}: 2}
+	wantDup := map[Ref]int{{"p", "1", 0}: 2, {"p", "3", 0}: 2, {"x", "1", 0}: 2}
 	if !reflect.DeepEqual(c.Duplicated, wantDup) {
 		t.Errorf("duplicated %v, want %v", c.Duplicated, wantDup)
 	}
@@ -165,5 +167,32 @@ func TestFromStream(t *testing.T) {
 		if ok != tt.ok || got != tt.want {
 			t.Errorf("FromStream(%q) = %+v, %v; want %+v, %v", tt.data, got, ok, tt.want, tt.ok)
 		}
+	}
+}
+
+// The user records of a KPL aggregate are records of their own: each must be delivered,
+// matched by its sub-sequence number.
+func TestCheckKPLUserRecords(t *testing.T) {
+	users := make([]kpl.UserRecord, 3)
+	for i := range users {
+		users[i] = kpl.UserRecord{PartitionKey: "k", Data: fmt.Appendf(nil, `{"run":"r","key":"k","n":%d}`, i)}
+	}
+	kinesisRec := stream.Record{SequenceNumber: "7", Data: kpl.Aggregate(users)}
+	recs := FromStreamRecords("s", kinesisRec)
+	if len(recs) != 3 || recs[2].Sub != 2 || recs[2].N != 2 || recs[2].Seq != "7" {
+		t.Fatalf("FromStreamRecords = %+v", recs)
+	}
+	if got := FromStreamRecords("s", stream.Record{SequenceNumber: "8", Data: []byte("not a payload")}); len(got) != 0 {
+		t.Fatalf("foreign record gave %+v", got)
+	}
+	line := func(sub int64, epoch, t int64) recordlog.Line {
+		return recordlog.Line{Worker: "w", Shard: "s", Seq: "7", Sub: sub, Epoch: epoch, T: t}
+	}
+	c := Check(recs, ordered(line(0, 1, 1), line(1, 1, 2), line(1, 2, 3)))
+	if c.Runs[0].Lost != 1 || c.Runs[0].Processed != 2 || c.Runs[0].Duplicates != 1 || c.Runs[0].DupOlderEpoch != 1 {
+		t.Errorf("run %+v, want 2 processed, user record 2 lost, user record 1 twice", c.Runs[0])
+	}
+	if !reflect.DeepEqual(c.Duplicated, map[Ref]int{{"s", "7", 1}: 2}) || c.Lost[0].Sub != 2 {
+		t.Errorf("duplicated %v, lost %+v", c.Duplicated, c.Lost)
 	}
 }

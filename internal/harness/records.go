@@ -43,8 +43,10 @@ func ReadStream(ctx context.Context, k *kinesisstream.Kinesis, run string) ([]Pr
 			return nil, fmt.Errorf("read shard %s: %w", sh.ID, err)
 		}
 		for _, r := range recs {
-			if p, ok := delivery.FromStream(sh.ID, r); ok && (run == "" || p.Run == run) {
-				out = append(out, p)
+			for _, p := range delivery.FromStreamRecords(sh.ID, r) {
+				if run == "" || p.Run == run {
+					out = append(out, p)
+				}
 			}
 		}
 	}

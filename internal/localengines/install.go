@@ -43,6 +43,13 @@ func DefaultDir() string {
 // Install installs the pinned engines into dir with npm unless they are already there.
 // Concurrent installers (parallel test binaries) serialize on a lock file in dir.
 func Install(ctx context.Context, dir string) error {
+	return npmInstall(ctx, dir, "kds-lease-manager-engines", "Local Kinesis and DynamoDB engines for kds-lease-manager tests",
+		map[string]string{"kinesis-local": KinesisLocalVersion, "dynalite": DynaliteVersion}, installed)
+}
+
+// npmInstall installs the pinned deps into dir with npm unless installed(dir) says they
+// are there, under a lock file in dir.
+func npmInstall(ctx context.Context, dir, name, description string, deps map[string]string, installed func(string) bool) error {
 	if _, err := exec.LookPath("node"); err != nil {
 		return ErrNodeMissing
 	}
@@ -54,7 +61,7 @@ func Install(ctx context.Context, dir string) error {
 		return ErrNodeMissing
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create engine dir: %w", err)
+		return fmt.Errorf("create install dir: %w", err)
 	}
 	unlock, err := lockFile(ctx, filepath.Join(dir, ".install.lock"))
 	if err != nil {
@@ -65,7 +72,7 @@ func Install(ctx context.Context, dir string) error {
 	if installed(dir) {
 		return nil
 	}
-	if err := writePackageJSON(dir); err != nil {
+	if err := writePackageJSON(dir, name, description, deps); err != nil {
 		return err
 	}
 	cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund")
@@ -77,22 +84,19 @@ func Install(ctx context.Context, dir string) error {
 		return fmt.Errorf("npm install in %s failed: %w\n%s", dir, err, tail(out.Bytes(), 4096))
 	}
 	if !installed(dir) {
-		return fmt.Errorf("npm install in %s succeeded but the engines are still missing or at the wrong version\n%s",
+		return fmt.Errorf("npm install in %s succeeded but the packages are still missing or at the wrong version\n%s",
 			dir, tail(out.Bytes(), 4096))
 	}
 	return nil
 }
 
 // writePackageJSON pins the versions so a plain `npm install` in dir reproduces them.
-func writePackageJSON(dir string) error {
+func writePackageJSON(dir, name, description string, deps map[string]string) error {
 	pkg := map[string]any{
-		"name":        "kds-lease-manager-engines",
-		"private":     true,
-		"description": "Local Kinesis and DynamoDB engines for kds-lease-manager tests",
-		"dependencies": map[string]string{
-			"kinesis-local": KinesisLocalVersion,
-			"dynalite":      DynaliteVersion,
-		},
+		"name":         name,
+		"private":      true,
+		"description":  description,
+		"dependencies": deps,
 	}
 	b, err := json.MarshalIndent(pkg, "", "  ")
 	if err != nil {

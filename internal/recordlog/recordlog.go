@@ -6,6 +6,9 @@
 //
 //	{"worker":"w1","shard":"shardId-000000000000","epoch":3,"seq":"4959...","pk":"pk-0001","data":"...","t":1767322245000000000}
 //
+// A user record of a KPL aggregate (package kpl) also has its sub-sequence number,
+// "sub":3, after "seq"; a plain record (sub-sequence 0) has none, as before.
+//
 // A line is written and flushed before the batch it belongs to is checkpointed. A worker
 // killed mid-write leaves its file's last line without its newline; readers skip such a
 // torn last line (and count it), since it may also be a line still being written.
@@ -38,7 +41,9 @@ type Line struct {
 	// Epoch is the lease epoch the record was processed under.
 	Epoch int64  `json:"epoch"`
 	Seq   string `json:"seq"`
-	PK    string `json:"pk"`
+	// Sub is a KPL user record's sub-sequence number (0 for a plain record).
+	Sub int64  `json:"sub,omitempty"`
+	PK  string `json:"pk"`
 	// Data is the record's data as a string (invalid UTF-8 replaced by U+FFFD).
 	Data string `json:"data"`
 	// T is when the record was processed (Unix nanoseconds), to order processing across
@@ -135,7 +140,7 @@ func (w *Writer) Append(shard string, epoch int64, recs []stream.Record) error {
 	now := time.Now().UnixNano()
 	for _, rec := range recs {
 		line := Line{Worker: w.worker, Shard: shard, Epoch: epoch,
-			Seq: rec.SequenceNumber, PK: rec.PartitionKey, Data: string(rec.Data), T: now}
+			Seq: rec.SequenceNumber, Sub: rec.SubSequenceNumber, PK: rec.PartitionKey, Data: string(rec.Data), T: now}
 		if err := enc.Encode(line); err != nil {
 			return fmt.Errorf("record log: %w", err)
 		}

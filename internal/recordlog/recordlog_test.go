@@ -50,6 +50,21 @@ func TestLineFormat(t *testing.T) {
 	}
 }
 
+// A KPL user record's line has its sub-sequence number after the sequence number.
+func TestLineFormatUserRecord(t *testing.T) {
+	dir := t.TempDir()
+	recs := []stream.Record{{SequenceNumber: "5", SubSequenceNumber: 3, Aggregated: true, PartitionKey: "pk-1", Data: []byte("x")}}
+	data := writeLog(t, dir, "s", 7, recs)
+	logs, err := ReadDir(dir)
+	if err != nil || len(logs.Lines) != 1 || logs.Lines[0].Sub != 3 {
+		t.Fatalf("read back: %v, %+v", err, logs)
+	}
+	want := `{"worker":"w1","shard":"s","epoch":7,"seq":"5","sub":3,"pk":"pk-1","data":"x","t":` + strconv.FormatInt(logs.Lines[0].T, 10) + "}\n"
+	if string(data) != want {
+		t.Errorf("line\n got %s\nwant %s", data, want)
+	}
+}
+
 // Records of any size and any bytes leave every record log line valid JSON.
 func TestRecordLogStaysValidJSONForLargeAndBinaryRecords(t *testing.T) {
 	big := bytes.Repeat([]byte("x"), 1<<20)

@@ -326,7 +326,7 @@ func TestCheckOrphans(t *testing.T) {
 }
 
 func TestCmpCheckpoint(t *testing.T) {
-	order := []string{lease.TrimHorizon, "9", "10", "000000000000000000011", lease.ShardEnd}
+	order := []string{lease.TrimHorizon, "9", "10", "10:1", "10:12", "000000000000000000011", lease.ShardEnd}
 	for i := range order {
 		for j := range order {
 			got := cmpCheckpoint(order[i], order[j])

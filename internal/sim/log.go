@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"fmt"
 	"math/big"
 	"sort"
@@ -183,7 +184,13 @@ func cmpCheckpoint(a, b string) int {
 		return ra - rb
 	}
 	if ra == 1 {
-		return cmpSeq(a, b)
+		// A checkpoint inside a KPL aggregate carries its sub-sequence number.
+		sa, suba := lease.SplitCheckpoint(a)
+		sb, subb := lease.SplitCheckpoint(b)
+		if c := cmpSeq(sa, sb); c != 0 {
+			return c
+		}
+		return cmp.Compare(suba, subb)
 	}
 	return 0
 }

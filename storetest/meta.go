@@ -334,6 +334,14 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 		return c
 	}
 	updated := func(c *lease.CoordinatorRecord) { c.Version, c.UpdatedAt = c.Version+1, stamped }
+	// updatedWith is the record after an update that changed what change changes.
+	updatedWith := func(change func(c *lease.CoordinatorRecord)) func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
+		return func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
+			change(c)
+			updated(c)
+			return c
+		}
+	}
 	local := time.FixedZone("UTC+9", 9*3600)
 	tests := []struct {
 		name  string
@@ -366,17 +374,9 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 		{"a claim for an empty worker id is refused", noRecord, claimOp("", nil), errInvalid, nil},
 
 		{"an update by the holder writes every value and increments the version", held, updateOp(newValues), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				newValues(c)
-				updated(c)
-				return c
-			}},
+			updatedWith(func(c *lease.CoordinatorRecord) { newValues(c) })},
 		{"an update without dead workers removes them", held, updateOp(func(c *lease.CoordinatorRecord) { c.DeadWorkers = nil }), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				c.DeadWorkers = nil
-				updated(c)
-				return c
-			}},
+			updatedWith(func(c *lease.CoordinatorRecord) { c.DeadWorkers = nil })},
 		{"an update at a stale version is a conflict", held, updateOp(func(c *lease.CoordinatorRecord) { newValues(c); c.Version-- }), lease.ErrConflict, nil},
 		{"an update at a future version is a conflict", held, updateOp(func(c *lease.CoordinatorRecord) { newValues(c); c.Version++ }), lease.ErrConflict, nil},
 		{"an update at a stale epoch is a conflict", held, updateOp(func(c *lease.CoordinatorRecord) { newValues(c); c.Epoch = 1 }), lease.ErrConflict, nil},
@@ -397,47 +397,26 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 
 		{"the first update with TRIM_HORIZON records the initial position", held,
 			updateOp(func(c *lease.CoordinatorRecord) { c.InitialPosition = lease.TrimHorizon }), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				c.InitialPosition = lease.TrimHorizon
-				updated(c)
-				return c
-			}},
+			updatedWith(func(c *lease.CoordinatorRecord) { c.InitialPosition = lease.TrimHorizon })},
 		{"the first update with AT_TIMESTAMP records it with its timestamp in UTC", held,
 			updateOp(func(c *lease.CoordinatorRecord) {
 				c.InitialPosition, c.InitialTimestamp = lease.AtTimestamp, initialTS.In(local)
 			}), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				c.InitialPosition, c.InitialTimestamp = lease.AtTimestamp, initialTS
-				updated(c)
-				return c
-			}},
+			updatedWith(func(c *lease.CoordinatorRecord) { c.InitialPosition, c.InitialTimestamp = lease.AtTimestamp, initialTS })},
 		{"a timestamp given with TRIM_HORIZON is not recorded", held,
 			updateOp(func(c *lease.CoordinatorRecord) { c.InitialPosition, c.InitialTimestamp = lease.TrimHorizon, initialTS }), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				c.InitialPosition = lease.TrimHorizon
-				updated(c)
-				return c
-			}},
+			updatedWith(func(c *lease.CoordinatorRecord) { c.InitialPosition = lease.TrimHorizon })},
 		{"a later update never changes the recorded position", positioned,
 			updateOp(func(c *lease.CoordinatorRecord) {
 				c.InitialPosition, c.InitialTimestamp = lease.TrimHorizon, time.Time{}
 			}), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				updated(c)
-				return c
-			}},
+			updatedWith(func(*lease.CoordinatorRecord) {})},
 		{"a later update never changes the recorded timestamp", positioned,
 			updateOp(func(c *lease.CoordinatorRecord) { c.InitialTimestamp = laterTS }), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				updated(c)
-				return c
-			}},
+			updatedWith(func(*lease.CoordinatorRecord) {})},
 		{"an update without a position keeps the recorded one", positioned,
 			updateOp(func(c *lease.CoordinatorRecord) { c.InitialPosition, c.InitialTimestamp = "", time.Time{} }), nil,
-			func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
-				updated(c)
-				return c
-			}},
+			updatedWith(func(*lease.CoordinatorRecord) {})},
 		{"a claim keeps the recorded position", positioned, claimOp("b", unchanged), nil, claimed("b")},
 		{"a resignation keeps the recorded position", positioned, resignOp(unchanged), nil, resignedRec},
 		{"AT_TIMESTAMP without a timestamp is refused", held,

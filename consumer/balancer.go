@@ -371,7 +371,7 @@ func (b *balancer) resolve(ctx context.Context, shardID string) {
 		return // On an error it stays unsure: read it again next pass.
 	}
 	rctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
-	err = b.leases.ReleaseLease(rctx, cur, "")
+	err = b.leases.ReleaseLease(rctx, cur, lease.ExtendedSequenceNumber{})
 	cancel()
 	if err == nil || errors.Is(err, lease.ErrConflict) {
 		delete(b.unsure, shardID)

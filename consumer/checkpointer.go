@@ -38,24 +38,21 @@ type checkpointer struct {
 	timeout time.Duration // of each write
 	every   time.Duration // coalescing interval; 0: every checkpoint is written
 
-	// Checkpoints (last, floor, pending) are kept as lease.JoinCheckpoint writes them: a
-	// sequence number with the sub-sequence number of a user record of a KPL aggregate.
-	//
 	// writeMu serialises writes so they land in order; mu guards the state and is never
 	// held during I/O, so marking the lease lost never waits for a slow write.
 	writeMu sync.Mutex
 	mu      sync.Mutex
-	last    string
+	last    lease.ExtendedSequenceNumber
 	lost    bool
 	// floor is a checkpoint whose write reported an error but may have applied.
-	floor string
+	floor lease.ExtendedSequenceNumber
 	// confirmed is when the last accepted write started: the lease was ours then.
 	confirmed time.Time
 	// behind is the lag of the batch being processed, written with its checkpoint.
 	behind atomic.Int64
-	// pending is an accepted checkpoint not written yet; lastWrite is when the last write
-	// started.
-	pending   string
+	// pending is an accepted checkpoint not written yet (zero: none); lastWrite is when
+	// the last write started.
+	pending   lease.ExtendedSequenceNumber
 	lastWrite time.Time
 	// aggregates are the KPL aggregates delivered after the last checkpoint, in order.
 	aggregates []aggregateEnd
@@ -63,22 +60,16 @@ type checkpointer struct {
 
 func newCheckpointer(store LeaseStore, held lease.Lease, hooks Hooks, clk clock.Clock, timeout, every time.Duration) *checkpointer {
 	c := &checkpointer{store: store, lease: held, hooks: hooks, clock: clk, timeout: timeout, every: every,
-		last: held.CheckpointValue(), confirmed: clk.Now()}
+		last: held.ExtendedSequenceNumber(), confirmed: clk.Now()}
 	c.behind.Store(-1)
 	return c
 }
 
 func (c *checkpointer) LastCheckpoint() string {
-	seq, _ := c.LastCheckpointPosition()
-	return seq
+	return c.LastExtendedSequenceNumber().SequenceNumber
 }
 
-func (c *checkpointer) LastCheckpointPosition() (string, int64) {
-	return lease.SplitCheckpoint(c.lastValue())
-}
-
-// lastValue returns the last checkpoint as lease.JoinCheckpoint writes it.
-func (c *checkpointer) lastValue() string {
+func (c *checkpointer) LastExtendedSequenceNumber() lease.ExtendedSequenceNumber {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.last
@@ -125,11 +116,10 @@ func (c *checkpointer) aggregateLastSub(n *big.Int) int64 {
 }
 
 // forgetAggregatesLocked drops, with mu held, the aggregates before the sequence number of
-// the checkpoint v: a later checkpoint can no longer name them (the one at it still can:
+// the checkpoint cp: a later checkpoint can no longer name them (the one at it still can:
 // the checkpoint may be inside it).
-func (c *checkpointer) forgetAggregatesLocked(v string) {
-	seq, _ := lease.SplitCheckpoint(v)
-	n, ok := new(big.Int).SetString(seq, 10)
+func (c *checkpointer) forgetAggregatesLocked(cp lease.ExtendedSequenceNumber) {
+	n, ok := new(big.Int).SetString(cp.SequenceNumber, 10)
 	if !ok {
 		return
 	}
@@ -140,55 +130,28 @@ func (c *checkpointer) forgetAggregatesLocked(v string) {
 	c.aggregates = c.aggregates[i:]
 }
 
-// parseSeq parses a Kinesis sequence number: a non-negative decimal number.
-func parseSeq(seq string) (*big.Int, bool) {
-	n, ok := new(big.Int).SetString(seq, 10)
-	if !ok || n.Sign() < 0 || seq[0] == '+' {
-		return nil, false
-	}
-	return n, true
-}
-
-// compareCheckpoints orders two checkpoint values in lease.JoinCheckpoint form by
-// (sequence number, sub-sequence number), like the KCL's ExtendedSequenceNumber. ok is
-// false when either is not a sequence number.
-func compareCheckpoints(a, b string) (cmp int, ok bool) {
-	sa, suba := lease.SplitCheckpoint(a)
-	sb, subb := lease.SplitCheckpoint(b)
-	na, oka := parseSeq(sa)
-	nb, okb := parseSeq(sb)
-	if !oka || !okb {
-		return 0, false
-	}
-	if c := na.Cmp(nb); c != 0 {
-		return c, true
-	}
-	switch {
-	case suba < subb:
-		return -1, true
-	case suba > subb:
-		return 1, true
-	}
-	return 0, true
+// recordCheckpoint returns the checkpoint that covers r and the records before it.
+func recordCheckpoint(r stream.Record) lease.ExtendedSequenceNumber {
+	return lease.ExtendedSequenceNumber{SequenceNumber: r.SequenceNumber, SubSequenceNumber: r.SubSequenceNumber}
 }
 
 func (c *checkpointer) Checkpoint(ctx context.Context, seq string) error {
-	n, ok := parseSeq(seq)
+	n, ok := lease.ParseSequenceNumber(seq)
 	if !ok {
 		return fmt.Errorf("shard %s: %w: %q", c.lease.ShardID, ErrInvalidSequenceNumber, seq)
 	}
-	return c.checkpoint(ctx, lease.JoinCheckpoint(seq, c.aggregateLastSub(n)))
+	return c.checkpoint(ctx, lease.ExtendedSequenceNumber{SequenceNumber: seq, SubSequenceNumber: c.aggregateLastSub(n)})
 }
 
 func (c *checkpointer) CheckpointRecord(ctx context.Context, rec stream.Record) error {
-	if _, ok := parseSeq(rec.SequenceNumber); !ok || rec.SubSequenceNumber < 0 {
+	if _, ok := lease.ParseSequenceNumber(rec.SequenceNumber); !ok || rec.SubSequenceNumber < 0 {
 		return fmt.Errorf("shard %s: %w: %q sub-sequence %d", c.lease.ShardID, ErrInvalidSequenceNumber, rec.SequenceNumber, rec.SubSequenceNumber)
 	}
-	return c.checkpoint(ctx, lease.JoinCheckpoint(rec.SequenceNumber, rec.SubSequenceNumber))
+	return c.checkpoint(ctx, recordCheckpoint(rec))
 }
 
-// checkpoint accepts the checkpoint v (lease.JoinCheckpoint form of a sequence number).
-func (c *checkpointer) checkpoint(ctx context.Context, v string) error {
+// checkpoint accepts the checkpoint v, at a sequence number.
+func (c *checkpointer) checkpoint(ctx context.Context, v lease.ExtendedSequenceNumber) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
@@ -197,7 +160,7 @@ func (c *checkpointer) checkpoint(ctx context.Context, v string) error {
 	if lost {
 		return fmt.Errorf("shard %s epoch %d: %w", c.lease.ShardID, c.lease.Epoch, ErrLeaseLost)
 	}
-	if cmp, ok := compareCheckpoints(v, last); ok {
+	if cmp, ok := v.Compare(last); ok {
 		switch cmp {
 		case 0:
 			return nil // Nothing new: save the write.
@@ -205,7 +168,7 @@ func (c *checkpointer) checkpoint(ctx context.Context, v string) error {
 			return fmt.Errorf("shard %s: %w: %s is before %s", c.lease.ShardID, ErrCheckpointBackwards, v, last)
 		}
 	}
-	if cmp, ok := compareCheckpoints(v, floor); ok && cmp < 0 {
+	if cmp, ok := v.Compare(floor); ok && cmp < 0 {
 		return fmt.Errorf("shard %s: %w: %s is before %s, whose write may have applied", c.lease.ShardID, ErrCheckpointBackwards, v, floor)
 	}
 	if c.every > 0 && c.clock.Now().Sub(c.lastWrite) < c.every {
@@ -226,7 +189,7 @@ func (c *checkpointer) flush(ctx context.Context) error {
 	c.mu.Lock()
 	pending, lost := c.pending, c.lost
 	c.mu.Unlock()
-	if pending == "" || lost || c.clock.Now().Sub(c.lastWrite) < c.every {
+	if pending.IsZero() || lost || c.clock.Now().Sub(c.lastWrite) < c.every {
 		return nil
 	}
 	if err := c.write(ctx, pending); errors.Is(err, ErrLeaseLost) {
@@ -235,23 +198,23 @@ func (c *checkpointer) flush(ctx context.Context) error {
 	return nil
 }
 
-// takePending returns the pending checkpoint, if any, for the release of the lease to
-// write; from then on it is no longer pending.
-func (c *checkpointer) takePending() string {
+// takePending returns the pending checkpoint (zero: none) for the release of the lease
+// to write; from then on it is no longer pending.
+func (c *checkpointer) takePending() lease.ExtendedSequenceNumber {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.pending
-	c.pending = ""
+	c.pending = lease.ExtendedSequenceNumber{}
 	if c.lost {
-		return ""
+		return lease.ExtendedSequenceNumber{}
 	}
 	return p
 }
 
 // write writes seq, with writeMu held.
-func (c *checkpointer) write(ctx context.Context, seq string) error {
+func (c *checkpointer) write(ctx context.Context, seq lease.ExtendedSequenceNumber) error {
 	start := c.clock.Now()
 	c.lastWrite = start
 	wctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -284,7 +247,7 @@ func (c *checkpointer) write(ctx context.Context, seq string) error {
 		// write an older pending one.
 		c.floor = seq
 		if c.pending != seq {
-			c.pending = ""
+			c.pending = lease.ExtendedSequenceNumber{}
 		}
 		return fmt.Errorf("shard %s: checkpoint %s: %w", c.lease.ShardID, seq, err)
 	}
@@ -294,18 +257,18 @@ func (c *checkpointer) write(ctx context.Context, seq string) error {
 
 // written records, with mu held, that seq was written by a write that started at start.
 // A pending checkpoint is never after seq: checkpoints are accepted in order.
-func (c *checkpointer) written(seq string, start time.Time) {
-	c.last, c.confirmed, c.pending = seq, start, ""
+func (c *checkpointer) written(seq lease.ExtendedSequenceNumber, start time.Time) {
+	c.last, c.confirmed, c.pending = seq, start, lease.ExtendedSequenceNumber{}
 	c.forgetAggregatesLocked(seq)
 }
 
 // appliedAnyway reads the lease back after a checkpoint write reported an error (a lost
 // response, a timeout): it reports whether the write did apply.
-func (c *checkpointer) appliedAnyway(ctx context.Context, seq string) bool {
+func (c *checkpointer) appliedAnyway(ctx context.Context, seq lease.ExtendedSequenceNumber) bool {
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	cur, err := c.store.GetLease(rctx, c.lease.ShardID)
-	return err == nil && cur.Owner == c.lease.Owner && cur.Epoch == c.lease.Epoch && cur.CheckpointValue() == seq
+	return err == nil && cur.Owner == c.lease.Owner && cur.Epoch == c.lease.Epoch && cur.ExtendedSequenceNumber() == seq
 }
 
 // confirm records that the lease was read as ours at t.

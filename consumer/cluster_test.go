@@ -61,13 +61,13 @@ func (s cutLeases) TakeLease(ctx context.Context, l lease.Lease, owner string) (
 	}
 	return s.LeaseStore.TakeLease(ctx, l, owner)
 }
-func (s cutLeases) ReleaseLease(ctx context.Context, l lease.Lease, cp string) error {
+func (s cutLeases) ReleaseLease(ctx context.Context, l lease.Lease, cp lease.ExtendedSequenceNumber) error {
 	if err := s.c.check(ctx); err != nil {
 		return err
 	}
 	return s.LeaseStore.ReleaseLease(ctx, l, cp)
 }
-func (s cutLeases) Checkpoint(ctx context.Context, l lease.Lease, cp string, behind int64) error {
+func (s cutLeases) Checkpoint(ctx context.Context, l lease.Lease, cp lease.ExtendedSequenceNumber, behind int64) error {
 	if err := s.c.check(ctx); err != nil {
 		return err
 	}

@@ -146,7 +146,7 @@ func TestCheckpointerCoalescesWrites(t *testing.T) {
 		checkpoint  string // "" : flush instead
 		wantStored  string
 		wantWrites  int
-		wantPending string
+		wantPending string // "": none
 	}{
 		{0, "10", "10", 1, ""},                        // the first one is written at once
 		{100 * time.Millisecond, "20", "10", 1, "20"}, // within the interval: pending
@@ -163,7 +163,7 @@ func TestCheckpointerCoalescesWrites(t *testing.T) {
 		} else if err := cp.flush(ctx); err != nil {
 			t.Fatalf("flush: %v", err)
 		}
-		if got, n := stored(), writes(); got != step.wantStored || n != step.wantWrites || cp.pending != step.wantPending {
+		if got, n := stored(), writes(); got != step.wantStored || n != step.wantWrites || cp.pending != (lease.ExtendedSequenceNumber{SequenceNumber: step.wantPending}) {
 			t.Fatalf("after %q: stored %s in %d writes, pending %q; want %s in %d, pending %q",
 				step.checkpoint, got, n, cp.pending, step.wantStored, step.wantWrites, step.wantPending)
 		}
@@ -174,7 +174,7 @@ func TestCheckpointerCoalescesWrites(t *testing.T) {
 	if err := cp.Checkpoint(ctx, "35"); !errors.Is(err, ErrCheckpointBackwards) {
 		t.Fatalf("checkpoint below the pending one: %v, want ErrCheckpointBackwards", err)
 	}
-	if p := cp.takePending(); p != "40" || cp.takePending() != "" {
+	if p := cp.takePending(); p != (lease.ExtendedSequenceNumber{SequenceNumber: "40"}) || !cp.takePending().IsZero() {
 		t.Fatalf("takePending = %q, want 40 once", p)
 	}
 	// A write that failed and may have applied: an older pending one is never written.

@@ -223,30 +223,33 @@ func TestCheckpointerSubSequence(t *testing.T) {
 	rec := func(seq string, sub int64) stream.Record {
 		return stream.Record{SequenceNumber: seq, SubSequenceNumber: sub, Aggregated: true}
 	}
-	stored := func() string {
+	stored := func() lease.ExtendedSequenceNumber {
 		l, _ := store.GetLease(ctx, "s")
-		return l.CheckpointValue()
+		return l.ExtendedSequenceNumber()
+	}
+	at := func(seq string, sub int64) lease.ExtendedSequenceNumber {
+		return lease.ExtendedSequenceNumber{SequenceNumber: seq, SubSequenceNumber: sub}
 	}
 	cp.delivering([]aggregateEnd{{seq: big.NewInt(100), lastSub: 4}, {seq: big.NewInt(200), lastSub: 1}})
 	steps := []struct {
 		do      func() error
 		wantErr error
-		want    string
+		want    lease.ExtendedSequenceNumber
 	}{
-		{func() error { return cp.CheckpointRecord(ctx, rec("100", 1)) }, nil, "100:1"},
-		{func() error { return cp.CheckpointRecord(ctx, rec("100", 1)) }, nil, "100:1"},
-		{func() error { return cp.CheckpointRecord(ctx, rec("100", 0)) }, ErrCheckpointBackwards, "100:1"},
-		{func() error { return cp.CheckpointRecord(ctx, rec("99", 7)) }, ErrCheckpointBackwards, "100:1"},
-		{func() error { return cp.CheckpointRecord(ctx, rec("100", -1)) }, ErrInvalidSequenceNumber, "100:1"},
-		{func() error { return cp.CheckpointRecord(ctx, rec("x", 1)) }, ErrInvalidSequenceNumber, "100:1"},
-		{func() error { return cp.Checkpoint(ctx, "100:3") }, ErrInvalidSequenceNumber, "100:1"},
+		{func() error { return cp.CheckpointRecord(ctx, rec("100", 1)) }, nil, at("100", 1)},
+		{func() error { return cp.CheckpointRecord(ctx, rec("100", 1)) }, nil, at("100", 1)},
+		{func() error { return cp.CheckpointRecord(ctx, rec("100", 0)) }, ErrCheckpointBackwards, at("100", 1)},
+		{func() error { return cp.CheckpointRecord(ctx, rec("99", 7)) }, ErrCheckpointBackwards, at("100", 1)},
+		{func() error { return cp.CheckpointRecord(ctx, rec("100", -1)) }, ErrInvalidSequenceNumber, at("100", 1)},
+		{func() error { return cp.CheckpointRecord(ctx, rec("x", 1)) }, ErrInvalidSequenceNumber, at("100", 1)},
+		{func() error { return cp.Checkpoint(ctx, "100:3") }, ErrInvalidSequenceNumber, at("100", 1)},
 		// Checkpoint of the aggregate's sequence number: all its user records.
-		{func() error { return cp.Checkpoint(ctx, "100") }, nil, "100:4"},
-		{func() error { return cp.CheckpointRecord(ctx, rec("100", 4)) }, nil, "100:4"},
-		{func() error { return cp.Checkpoint(ctx, "150") }, nil, "150"},
-		{func() error { return cp.CheckpointRecord(ctx, rec("200", 0)) }, nil, "200"},
-		{func() error { return cp.Checkpoint(ctx, "200") }, nil, "200:1"},
-		{func() error { return cp.CheckpointRecord(ctx, stream.Record{SequenceNumber: "300"}) }, nil, "300"},
+		{func() error { return cp.Checkpoint(ctx, "100") }, nil, at("100", 4)},
+		{func() error { return cp.CheckpointRecord(ctx, rec("100", 4)) }, nil, at("100", 4)},
+		{func() error { return cp.Checkpoint(ctx, "150") }, nil, at("150", 0)},
+		{func() error { return cp.CheckpointRecord(ctx, rec("200", 0)) }, nil, at("200", 0)},
+		{func() error { return cp.Checkpoint(ctx, "200") }, nil, at("200", 1)},
+		{func() error { return cp.CheckpointRecord(ctx, stream.Record{SequenceNumber: "300"}) }, nil, at("300", 0)},
 	}
 	for i, s := range steps {
 		err := s.do()
@@ -254,11 +257,11 @@ func TestCheckpointerSubSequence(t *testing.T) {
 			t.Fatalf("step %d: %v, want %v", i, err, s.wantErr)
 		}
 		if got := stored(); got != s.want {
-			t.Fatalf("step %d: stored %q, want %q", i, got, s.want)
+			t.Fatalf("step %d: stored %v, want %v", i, got, s.want)
 		}
 	}
-	if seq, sub := cp.LastCheckpointPosition(); seq != "300" || sub != 0 || cp.LastCheckpoint() != "300" {
-		t.Errorf("LastCheckpointPosition = %s, %d", seq, sub)
+	if last := cp.LastExtendedSequenceNumber(); last != at("300", 0) || cp.LastCheckpoint() != "300" {
+		t.Errorf("LastExtendedSequenceNumber = %v", last)
 	}
 	if len(cp.aggregates) != 0 {
 		t.Errorf("aggregates at or before the checkpoint are still remembered: %v", cp.aggregates)
@@ -269,11 +272,14 @@ func TestAfterCheckpoint(t *testing.T) {
 	recs := []stream.Record{{SequenceNumber: "5"}, {SequenceNumber: "7", SubSequenceNumber: 0, Aggregated: true},
 		{SequenceNumber: "7", SubSequenceNumber: 1, Aggregated: true}, {SequenceNumber: "9"}}
 	for _, tc := range []struct {
-		cp   string
+		cp   lease.ExtendedSequenceNumber
 		want int
-	}{{lease.TrimHorizon, 4}, {"4", 4}, {"5", 3}, {"7", 2}, {"7:1", 1}, {"9", 0}, {"10", 0}} {
+	}{{lease.ExtendedSequenceNumber{SequenceNumber: lease.TrimHorizon}, 4}, {lease.ExtendedSequenceNumber{SequenceNumber: "4"}, 4},
+		{lease.ExtendedSequenceNumber{SequenceNumber: "5"}, 3}, {lease.ExtendedSequenceNumber{SequenceNumber: "7"}, 2},
+		{lease.ExtendedSequenceNumber{SequenceNumber: "7", SubSequenceNumber: 1}, 1}, {lease.ExtendedSequenceNumber{SequenceNumber: "9"}, 0},
+		{lease.ExtendedSequenceNumber{SequenceNumber: "10"}, 0}, {lease.ExtendedSequenceNumber{}, 4}} {
 		if got := after(recs, tc.cp); len(got) != tc.want {
-			t.Errorf("after(%s) = %d records, want %d", tc.cp, len(got), tc.want)
+			t.Errorf("after(%v) = %d records, want %d", tc.cp, len(got), tc.want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
@@ -83,6 +84,7 @@ type Checkpointer interface {
 	// LastCheckpoint returns the sequence number (or special value) of the last
 	// checkpoint written by this lease holder, or of the one the lease was taken at.
 	LastCheckpoint() string
-	// LastCheckpointPosition returns the last checkpoint with its sub-sequence number.
-	LastCheckpointPosition() (sequenceNumber string, subSequenceNumber int64)
+	// LastExtendedSequenceNumber returns the last checkpoint (as LastCheckpoint) with its
+	// sub-sequence number.
+	LastExtendedSequenceNumber() lease.ExtendedSequenceNumber
 }

@@ -120,7 +120,7 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 	})
 	if err != nil {
 		c.log.Error("record processor failed to initialize; releasing the lease", "err", err)
-		c.release(ctx, "")
+		c.release(ctx, lease.ExtendedSequenceNumber{})
 		return consumerExit{reason: exitFailed}
 	}
 
@@ -129,7 +129,7 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 		lastDelivered string
 		// floor is the checkpoint an iterator was taken at: user records at or before it
 		// were processed and are not delivered again.
-		floor   string
+		floor   lease.ExtendedSequenceNumber
 		backoff time.Duration
 		next    = env.clock.Now()
 	)
@@ -190,7 +190,7 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 				}
 			}
 			// Later records are after the last one read, so after the floor too.
-			lastDelivered, floor = batch.Records[n-1].SequenceNumber, ""
+			lastDelivered, floor = batch.Records[n-1].SequenceNumber, lease.ExtendedSequenceNumber{}
 		}
 		backoff = 0
 		if c.cp.flush(ctx) != nil { // A coalesced checkpoint, due: the lease was lost.
@@ -293,7 +293,7 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 		if errors.Is(err, ErrLeaseLost) || ctx.Err() != nil {
 			return stopLost, true
 		}
-		records = after(records, c.cp.lastValue())
+		records = after(records, c.cp.LastExtendedSequenceNumber())
 		if len(records) == 0 {
 			return 0, false // Everything was checkpointed before the error.
 		}
@@ -304,11 +304,11 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 	}
 }
 
-// after returns the records after the checkpoint cp (lease.JoinCheckpoint form), by
-// (sequence number, sub-sequence number); all when cp is not a sequence number.
-func after(records []stream.Record, cp string) []stream.Record {
+// after returns the records after the checkpoint cp, by (sequence number, sub-sequence
+// number); all when cp is not a sequence number.
+func after(records []stream.Record, cp lease.ExtendedSequenceNumber) []stream.Record {
 	for i, r := range records {
-		if c, ok := compareCheckpoints(lease.JoinCheckpoint(r.SequenceNumber, r.SubSequenceNumber), cp); !ok || c > 0 {
+		if c, ok := recordCheckpoint(r).Compare(cp); !ok || c > 0 {
 			return records[i:]
 		}
 	}
@@ -332,20 +332,20 @@ func (c *shardConsumer) failed(what string, err error, prev time.Duration) time.
 // are not delivered. Like the KCL, a checkpoint resumes AT_SEQUENCE_NUMBER and drops what
 // it covers: a checkpoint may be inside a KPL aggregate, whose other user records are
 // still to be delivered (for a plain record this only reads the record once more).
-func (c *shardConsumer) resumePosition(lastDelivered string) (pos stream.Position, floor string) {
+func (c *shardConsumer) resumePosition(lastDelivered string) (pos stream.Position, floor lease.ExtendedSequenceNumber) {
 	if lastDelivered != "" {
-		return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: lastDelivered}, ""
+		return stream.Position{Type: stream.AfterSequenceNumber, SequenceNumber: lastDelivered}, floor
 	}
-	cp := c.cp.lastValue()
-	switch seq, _ := lease.SplitCheckpoint(cp); seq {
+	cp := c.cp.LastExtendedSequenceNumber()
+	switch cp.SequenceNumber {
 	case lease.TrimHorizon, "":
-		return stream.Position{Type: stream.TrimHorizon}, ""
+		return stream.Position{Type: stream.TrimHorizon}, floor
 	case lease.Latest:
-		return stream.Position{Type: stream.Latest}, ""
+		return stream.Position{Type: stream.Latest}, floor
 	case lease.AtTimestamp:
-		return stream.Position{Type: stream.AtTimestamp, Timestamp: c.lease.StartTimestamp}, ""
+		return stream.Position{Type: stream.AtTimestamp, Timestamp: c.lease.StartTimestamp}, floor
 	default:
-		return stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: seq}, cp
+		return stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: cp.SequenceNumber}, cp
 	}
 }
 
@@ -355,7 +355,7 @@ func (c *shardConsumer) resumePosition(lastDelivered string) (pos stream.Positio
 // the MalformedAggregate hook; an aggregate with a hash key outside the shard's range is
 // discarded whole, as the KCL does. The error is a failure to learn the shard's hash key
 // range, needed only when the batch holds an aggregate.
-func (c *shardConsumer) split(ctx context.Context, records []stream.Record, floor string) ([]stream.Record, []aggregateEnd, error) {
+func (c *shardConsumer) split(ctx context.Context, records []stream.Record, floor lease.ExtendedSequenceNumber) ([]stream.Record, []aggregateEnd, error) {
 	aggregated := false
 	for _, r := range records {
 		if kpl.IsAggregated(r.Data) {
@@ -363,7 +363,7 @@ func (c *shardConsumer) split(ctx context.Context, records []stream.Record, floo
 			break
 		}
 	}
-	if !aggregated && floor == "" {
+	if !aggregated && floor.IsZero() {
 		return records, nil, nil // The common case: plain records, nothing to drop.
 	}
 	var rng *kpl.HashKeyRange
@@ -391,15 +391,13 @@ func (c *shardConsumer) split(ctx context.Context, records []stream.Record, floo
 					continue
 				}
 			}
-			if n, ok := parseSeq(r.SequenceNumber); ok {
+			if n, ok := lease.ParseSequenceNumber(r.SequenceNumber); ok {
 				aggs = append(aggs, aggregateEnd{seq: n, lastSub: users[len(users)-1].SubSequenceNumber})
 			}
 		}
 		for _, u := range users {
-			if floor != "" {
-				if cmp, ok := compareCheckpoints(lease.JoinCheckpoint(u.SequenceNumber, u.SubSequenceNumber), floor); ok && cmp <= 0 {
-					continue
-				}
+			if cmp, ok := recordCheckpoint(u).Compare(floor); ok && cmp <= 0 {
+				continue
 			}
 			out = append(out, u)
 		}
@@ -479,21 +477,22 @@ func (c *shardConsumer) shardEnded(ctx context.Context, children []stream.ChildS
 		c.release(ctx, c.cp.takePending())
 		return consumerExit{reason: exitFailed}
 	}
-	if !c.release(ctx, lease.ShardEnd) {
+	if !c.release(ctx, lease.ExtendedSequenceNumber{SequenceNumber: lease.ShardEnd}) {
 		return consumerExit{reason: exitLost}
 	}
 	c.log.Info("shard ended", "children", len(children))
 	return consumerExit{reason: exitEnded, children: children}
 }
 
-// release frees the lease (writing checkpoint if set), retrying transient errors until
-// the lease is released, lost, or the worker gives up. It reports whether it released.
-func (c *shardConsumer) release(ctx context.Context, checkpoint string) bool {
+// release frees the lease (writing final unless it is zero), retrying transient errors
+// until the lease is released, lost, or the worker gives up. It reports whether it
+// released.
+func (c *shardConsumer) release(ctx context.Context, final lease.ExtendedSequenceNumber) bool {
 	env, cfg := c.env, c.env.cfg
 	var backoff time.Duration
 	for {
 		rctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
-		err := env.leases.ReleaseLease(rctx, c.lease, checkpoint)
+		err := env.leases.ReleaseLease(rctx, c.lease, final)
 		cancel()
 		switch {
 		case err == nil:

@@ -22,11 +22,13 @@ type LeaseStore interface {
 	// observed Owner and Epoch. It increments the epoch and returns the new lease.
 	TakeLease(ctx context.Context, observed lease.Lease, owner string) (lease.Lease, error)
 	// ReleaseLease frees the lease, provided it still has held's Owner and Epoch. It
-	// increments the epoch. A non-empty checkpoint is written in the same operation.
-	ReleaseLease(ctx context.Context, held lease.Lease, checkpoint string) error
-	// Checkpoint records progress, provided the lease still has held's Owner and Epoch,
-	// with the reader's lag behind the tip of the shard (negative: unknown, not written).
-	Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error
+	// increments the epoch. A final checkpoint that is not zero is written in the same
+	// operation; the zero lease.ExtendedSequenceNumber leaves the checkpoint as it is.
+	ReleaseLease(ctx context.Context, held lease.Lease, final lease.ExtendedSequenceNumber) error
+	// Checkpoint records progress: it sets the lease's checkpoint to to (not zero),
+	// provided the lease still has held's Owner and Epoch, with the reader's lag behind
+	// the tip of the shard (negative: unknown, not written).
+	Checkpoint(ctx context.Context, held lease.Lease, to lease.ExtendedSequenceNumber, millisBehindLatest int64) error
 	// DeleteLease removes the lease, provided it still has observed's Owner and Epoch
 	// (lease.ErrConflict otherwise, also when it is already gone).
 	DeleteLease(ctx context.Context, observed lease.Lease) error

@@ -129,18 +129,18 @@ func (s *Store) TakeLease(ctx context.Context, observed lease.Lease, owner strin
 }
 
 // ReleaseLease frees the lease, provided it still has held's Owner and Epoch
-// (lease.ErrConflict otherwise). It increments the epoch and, when checkpoint is not
-// empty, writes it in the same operation.
-func (s *Store) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint string) error {
-	if err := lease.CheckRelease(held); err != nil {
+// (lease.ErrConflict otherwise). It increments the epoch and, when final is not zero,
+// writes it as the checkpoint in the same operation.
+func (s *Store) ReleaseLease(ctx context.Context, held lease.Lease, final lease.ExtendedSequenceNumber) error {
+	if err := lease.CheckRelease(held, final); err != nil {
 		return fmt.Errorf("dynamostore: %w", err)
 	}
 	e := newExpr()
 	cond := heldCondition(e, held)
 	counter := e.name(attrLeaseCounter)
 	update := "SET " + counter + " = " + counter + " + " + e.value(numAV(1))
-	if checkpoint != "" {
-		update += ", " + checkpointUpdate(e, checkpoint)
+	if !final.IsZero() {
+		update += ", " + checkpointUpdate(e, final)
 	}
 	update += " REMOVE " + e.name(attrLeaseOwner)
 	_, err := s.update(ctx, "ReleaseLease", held.ShardID, e, cond, update, types.ReturnValueNone)
@@ -149,13 +149,13 @@ func (s *Store) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint s
 
 // Checkpoint records progress, provided the lease still has held's Owner and Epoch
 // (lease.ErrConflict otherwise).
-func (s *Store) Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error {
-	if err := lease.CheckCheckpoint(held, checkpoint); err != nil {
+func (s *Store) Checkpoint(ctx context.Context, held lease.Lease, to lease.ExtendedSequenceNumber, millisBehindLatest int64) error {
+	if err := lease.CheckCheckpoint(held, to); err != nil {
 		return fmt.Errorf("dynamostore: %w", err)
 	}
 	e := newExpr()
 	cond := heldCondition(e, held)
-	update := "SET " + checkpointUpdate(e, checkpoint)
+	update := "SET " + checkpointUpdate(e, to)
 	if millisBehindLatest >= 0 {
 		update += ", " + e.name(attrMillisBehind) + " = " + e.value(numAV(millisBehindLatest))
 	}
@@ -163,12 +163,10 @@ func (s *Store) Checkpoint(ctx context.Context, held lease.Lease, checkpoint str
 	return err
 }
 
-// checkpointUpdate sets the checkpoint and its sub-sequence number (lease.SplitCheckpoint)
-// as the KCL stores them: checkpoint and checkpointSubSequenceNumber, the latter 0 for a
-// plain record.
-func checkpointUpdate(e *exprBuilder, checkpoint string) string {
-	seq, sub := lease.SplitCheckpoint(checkpoint)
-	return e.name(attrCheckpoint) + " = " + e.value(strAV(seq)) + ", " + e.name(attrCheckpointSub) + " = " + e.value(numAV(sub))
+// checkpointUpdate sets the checkpoint to cp as the KCL stores it: checkpoint and
+// checkpointSubSequenceNumber, the latter 0 for a plain record.
+func checkpointUpdate(e *exprBuilder, cp lease.ExtendedSequenceNumber) string {
+	return e.name(attrCheckpoint) + " = " + e.value(strAV(cp.SequenceNumber)) + ", " + e.name(attrCheckpointSub) + " = " + e.value(numAV(cp.SubSequenceNumber))
 }
 
 // DeleteLease removes the lease, provided it still has observed's Owner and Epoch

@@ -152,7 +152,7 @@ func TestKPLAggregatesAcrossKill9InsideAnAggregate(t *testing.T) {
 			t.Fatalf("w1 never checkpointed inside aggregate A2: lease %+v, %v", l, err)
 		}
 	}
-	t.Logf("MEASURED kill -9 of w1 after its checkpoint at user record %d of the 10 of aggregate A2 (%s)", killedAt.CheckpointSubSequence, killedAt.CheckpointValue())
+	t.Logf("MEASURED kill -9 of w1 after its checkpoint at user record %d of the 10 of aggregate A2 (%s)", killedAt.CheckpointSubSequence, killedAt.ExtendedSequenceNumber())
 
 	c.startWorker("w2", "DEMO_CHECKPOINT=record")
 	putAll(later)

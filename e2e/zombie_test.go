@@ -209,7 +209,7 @@ func TestStaleCheckpointRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.Checkpoint(ctx, a, "100", -1); err != nil {
+	if err := store.Checkpoint(ctx, a, lease.ExtendedSequenceNumber{SequenceNumber: "100"}, -1); err != nil {
 		t.Fatalf("owner's checkpoint: %v", err)
 	}
 	b, err := store.TakeLease(ctx, a, "b")
@@ -219,15 +219,15 @@ func TestStaleCheckpointRefused(t *testing.T) {
 	if b.Epoch <= a.Epoch {
 		t.Fatalf("take by b: counter %d, want above a's %d", b.Epoch, a.Epoch)
 	}
-	if err := store.Checkpoint(ctx, b, "200", -1); err != nil {
+	if err := store.Checkpoint(ctx, b, lease.ExtendedSequenceNumber{SequenceNumber: "200"}, -1); err != nil {
 		t.Fatalf("new owner's checkpoint: %v", err)
 	}
 
-	err = store.Checkpoint(ctx, a, "150", -1)
+	err = store.Checkpoint(ctx, a, lease.ExtendedSequenceNumber{SequenceNumber: "150"}, -1)
 	if !errors.Is(err, lease.ErrConflict) {
 		t.Fatalf("checkpoint with the stale lease: %v, want lease.ErrConflict", err)
 	}
-	if err := store.ReleaseLease(ctx, a, lease.ShardEnd); !errors.Is(err, lease.ErrConflict) {
+	if err := store.ReleaseLease(ctx, a, lease.ExtendedSequenceNumber{SequenceNumber: lease.ShardEnd}); !errors.Is(err, lease.ErrConflict) {
 		t.Fatalf("release with the stale lease: %v, want lease.ErrConflict", err)
 	}
 	got, err := store.GetLease(ctx, shard)

@@ -2,22 +2,37 @@ package lease
 
 import "testing"
 
-func TestJoinSplitCheckpoint(t *testing.T) {
-	for _, tc := range []struct {
-		seq string
-		sub int64
-		v   string
-	}{{"123", 0, "123"}, {"123", 4, "123:4"}, {TrimHorizon, 0, TrimHorizon}, {ShardEnd, 0, ShardEnd}} {
-		if got := JoinCheckpoint(tc.seq, tc.sub); got != tc.v {
-			t.Errorf("JoinCheckpoint(%q, %d) = %q, want %q", tc.seq, tc.sub, got, tc.v)
-		}
-		if seq, sub := SplitCheckpoint(tc.v); seq != tc.seq || sub != tc.sub {
-			t.Errorf("SplitCheckpoint(%q) = %q, %d", tc.v, seq, sub)
+func TestExtendedSequenceNumberCompare(t *testing.T) {
+	order := []ExtendedSequenceNumber{{"9", 0}, {"10", 0}, {"10", 1}, {"10", 12}, {"000000000000000000011", 0}, {"99999999999999999999999", 0}}
+	for i := range order {
+		for j := range order {
+			got, ok := order[i].Compare(order[j])
+			if !ok || (i < j) != (got < 0) || (i == j) != (got == 0) || (i > j) != (got > 0) {
+				t.Errorf("%v.Compare(%v) = %d, %v", order[i], order[j], got, ok)
+			}
 		}
 	}
-	for _, v := range []string{":4", "1:-4", "1:+4", "1:x", "1:", "1:99999999999999999999"} {
-		if seq, sub := SplitCheckpoint(v); seq != v || sub != 0 {
-			t.Errorf("SplitCheckpoint(%q) = %q, %d; want it whole with sub-sequence 0", v, seq, sub)
+	for _, s := range []string{"", TrimHorizon, Latest, AtTimestamp, ShardEnd, "-1", "+1", "x", "1.5"} {
+		e := ExtendedSequenceNumber{SequenceNumber: s}
+		if _, ok := e.Compare(order[0]); ok {
+			t.Errorf("%q.Compare(9) is ordered", s)
 		}
+		if _, ok := order[0].Compare(e); ok {
+			t.Errorf("9.Compare(%q) is ordered", s)
+		}
+	}
+}
+
+func TestExtendedSequenceNumberString(t *testing.T) {
+	for _, tc := range []struct {
+		e    ExtendedSequenceNumber
+		want string
+	}{{ExtendedSequenceNumber{"123", 0}, "123"}, {ExtendedSequenceNumber{"123", 4}, "123 sub-sequence 4"}, {ExtendedSequenceNumber{TrimHorizon, 0}, TrimHorizon}} {
+		if got := tc.e.String(); got != tc.want {
+			t.Errorf("String() = %q, want %q", got, tc.want)
+		}
+	}
+	if !(ExtendedSequenceNumber{}).IsZero() || (ExtendedSequenceNumber{SequenceNumber: "1"}).IsZero() {
+		t.Error("IsZero")
 	}
 }

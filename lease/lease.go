@@ -10,8 +10,6 @@ package lease
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -59,22 +57,29 @@ func CheckTake(observed Lease, owner string) error {
 	return nil
 }
 
-// CheckRelease checks the arguments of ReleaseLease: a held lease has an owner.
-func CheckRelease(held Lease) error {
+// CheckRelease checks the arguments of ReleaseLease: a held lease has an owner, and the
+// final checkpoint, unless zero (none), has no negative sub-sequence number.
+func CheckRelease(held Lease, final ExtendedSequenceNumber) error {
 	if held.Owner == "" {
 		return fmt.Errorf("ReleaseLease %q: lease has no owner", held.ShardID)
+	}
+	if !final.IsZero() && final.SubSequenceNumber < 0 {
+		return fmt.Errorf("ReleaseLease %q: negative sub-sequence number in checkpoint %s", held.ShardID, final)
 	}
 	return nil
 }
 
 // CheckCheckpoint checks the arguments of Checkpoint: a held lease has an owner, and the
-// checkpoint is not empty.
-func CheckCheckpoint(held Lease, checkpoint string) error {
+// checkpoint is not zero and has no negative sub-sequence number.
+func CheckCheckpoint(held Lease, to ExtendedSequenceNumber) error {
 	if held.Owner == "" {
 		return fmt.Errorf("Checkpoint %q: lease has no owner", held.ShardID)
 	}
-	if checkpoint == "" {
+	if to.IsZero() {
 		return fmt.Errorf("Checkpoint %q: empty checkpoint", held.ShardID)
+	}
+	if to.SubSequenceNumber < 0 {
+		return fmt.Errorf("Checkpoint %q: negative sub-sequence number in checkpoint %s", held.ShardID, to)
 	}
 	return nil
 }
@@ -93,8 +98,8 @@ type Lease struct {
 	Checkpoint string
 	// CheckpointSubSequence is, with a sequence number in Checkpoint, the sub-sequence
 	// number of the last user record processed of a KPL aggregate (package kpl): the
-	// checkpoint is the pair, ordered like the KCL's ExtendedSequenceNumber, and
-	// everything up to and including it was processed. 0 for a plain record. DynamoDB
+	// checkpoint is the pair (see ExtendedSequenceNumber, which method
+	// ExtendedSequenceNumber returns), and everything up to and including it was processed. 0 for a plain record. DynamoDB
 	// stores it as checkpointSubSequenceNumber, the KCL's attribute name.
 	CheckpointSubSequence int64
 	// StartTimestamp is the position for a lease created at AtTimestamp.
@@ -107,37 +112,11 @@ type Lease struct {
 	MillisBehindLatest int64
 }
 
-// SubSequenceSeparator joins a sequence number and a sub-sequence number in the checkpoint
-// value that LeaseStore.Checkpoint and ReleaseLease take (see JoinCheckpoint).
-const SubSequenceSeparator = ":"
-
-// JoinCheckpoint returns the checkpoint value for the pair (checkpoint, sub) as stores
-// take it: checkpoint alone when sub is 0 (a plain record, or the first user record of an
-// aggregate, which resume the same way), else "checkpoint:sub". Stores split it again
-// with SplitCheckpoint into Lease.Checkpoint and Lease.CheckpointSubSequence.
-func JoinCheckpoint(checkpoint string, sub int64) string {
-	if sub == 0 {
-		return checkpoint
-	}
-	return checkpoint + SubSequenceSeparator + strconv.FormatInt(sub, 10)
+// ExtendedSequenceNumber returns the lease's checkpoint: Checkpoint with
+// CheckpointSubSequence.
+func (l Lease) ExtendedSequenceNumber() ExtendedSequenceNumber {
+	return ExtendedSequenceNumber{SequenceNumber: l.Checkpoint, SubSequenceNumber: l.CheckpointSubSequence}
 }
-
-// SplitCheckpoint splits a checkpoint value made by JoinCheckpoint. A value without a
-// valid sub-sequence suffix is a checkpoint with sub-sequence 0.
-func SplitCheckpoint(v string) (checkpoint string, sub int64) {
-	i := strings.LastIndex(v, SubSequenceSeparator)
-	if i <= 0 {
-		return v, 0
-	}
-	n, err := strconv.ParseInt(v[i+1:], 10, 64)
-	if err != nil || n < 0 || v[i+1] == '+' {
-		return v, 0
-	}
-	return v[:i], n
-}
-
-// CheckpointValue returns the lease's checkpoint as JoinCheckpoint writes it.
-func (l Lease) CheckpointValue() string { return JoinCheckpoint(l.Checkpoint, l.CheckpointSubSequence) }
 
 // Finished reports whether the shard was processed to its end.
 func (l Lease) Finished() bool { return l.Checkpoint == ShardEnd }

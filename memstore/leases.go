@@ -106,27 +106,27 @@ func (s *Leases) TakeLease(ctx context.Context, observed lease.Lease, owner stri
 }
 
 // ReleaseLease implements consumer.LeaseStore.
-func (s *Leases) ReleaseLease(ctx context.Context, held lease.Lease, checkpoint string) error {
-	if err := lease.CheckRelease(held); err != nil {
+func (s *Leases) ReleaseLease(ctx context.Context, held lease.Lease, final lease.ExtendedSequenceNumber) error {
+	if err := lease.CheckRelease(held, final); err != nil {
 		return fmt.Errorf("memstore: %w", err)
 	}
 	_, err := s.update(ctx, "ReleaseLease", held, func(l *lease.Lease) {
 		l.Owner = ""
 		l.Epoch++
-		if checkpoint != "" {
-			l.Checkpoint, l.CheckpointSubSequence = lease.SplitCheckpoint(checkpoint)
+		if !final.IsZero() {
+			l.Checkpoint, l.CheckpointSubSequence = final.SequenceNumber, final.SubSequenceNumber
 		}
 	})
 	return err
 }
 
 // Checkpoint implements consumer.LeaseStore. The epoch is unchanged.
-func (s *Leases) Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, millisBehindLatest int64) error {
-	if err := lease.CheckCheckpoint(held, checkpoint); err != nil {
+func (s *Leases) Checkpoint(ctx context.Context, held lease.Lease, to lease.ExtendedSequenceNumber, millisBehindLatest int64) error {
+	if err := lease.CheckCheckpoint(held, to); err != nil {
 		return fmt.Errorf("memstore: %w", err)
 	}
 	_, err := s.update(ctx, "Checkpoint", held, func(l *lease.Lease) {
-		l.Checkpoint, l.CheckpointSubSequence = lease.SplitCheckpoint(checkpoint)
+		l.Checkpoint, l.CheckpointSubSequence = to.SequenceNumber, to.SubSequenceNumber
 		if millisBehindLatest >= 0 {
 			l.MillisBehindLatest = millisBehindLatest
 		}

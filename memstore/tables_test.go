@@ -64,10 +64,14 @@ func TestArgumentErrorsAreNotCalls(t *testing.T) {
 		"CreateLease without shard id":   func() error { return leases.CreateLease(ctx, lease.Lease{Checkpoint: lease.Latest}) },
 		"CreateLease without checkpoint": func() error { return leases.CreateLease(ctx, lease.Lease{ShardID: "s1"}) },
 		"TakeLease for nobody":           func() error { _, err := leases.TakeLease(ctx, held, ""); return err },
-		"ReleaseLease of a free lease":   func() error { return leases.ReleaseLease(ctx, lease.Lease{ShardID: "s1"}, "") },
-		"Checkpoint without owner":       func() error { return leases.Checkpoint(ctx, lease.Lease{ShardID: "s1"}, "1", -1) },
-		"empty Checkpoint":               func() error { return leases.Checkpoint(ctx, held, "", -1) },
-		"PutWorker without id":           func() error { return meta.PutWorker(ctx, lease.WorkerRecord{}) },
+		"ReleaseLease of a free lease": func() error {
+			return leases.ReleaseLease(ctx, lease.Lease{ShardID: "s1"}, lease.ExtendedSequenceNumber{})
+		},
+		"Checkpoint without owner": func() error {
+			return leases.Checkpoint(ctx, lease.Lease{ShardID: "s1"}, lease.ExtendedSequenceNumber{SequenceNumber: "1"}, -1)
+		},
+		"empty Checkpoint":     func() error { return leases.Checkpoint(ctx, held, lease.ExtendedSequenceNumber{}, -1) },
+		"PutWorker without id": func() error { return meta.PutWorker(ctx, lease.WorkerRecord{}) },
 		"PutWorker as the coordinator": func() error {
 			return meta.PutWorker(ctx, lease.WorkerRecord{WorkerID: memstore.CoordinatorKey})
 		},

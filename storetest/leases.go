@@ -179,7 +179,7 @@ func conditionalFixture(t *testing.T, s consumer.LeaseStore) (held, free lease.L
 	t.Helper()
 	s1 := create(t, s, lease.Lease{ShardID: "s1", Checkpoint: "100", ParentShardIDs: []string{"s0"}})
 	held = take(t, s, s1, "a")
-	if err := s.Checkpoint(t.Context(), held, "100", 50); err != nil {
+	if err := s.Checkpoint(t.Context(), held, at("100"), 50); err != nil {
 		t.Fatalf("Checkpoint: %v", err)
 	}
 	held = get(t, s, "s1")
@@ -200,17 +200,26 @@ func takeOp(observed lease.Lease, owner string) leaseOp {
 	}
 }
 
-func releaseOp(held lease.Lease, checkpoint string) leaseOp {
+func releaseOp(held lease.Lease, final lease.ExtendedSequenceNumber) leaseOp {
 	return func(ctx context.Context, s consumer.LeaseStore) (*lease.Lease, error) {
-		return nil, s.ReleaseLease(ctx, held, checkpoint)
+		return nil, s.ReleaseLease(ctx, held, final)
 	}
 }
 
-func checkpointOp(held lease.Lease, checkpoint string, lag int64) leaseOp {
+func checkpointOp(held lease.Lease, to lease.ExtendedSequenceNumber, lag int64) leaseOp {
 	return func(ctx context.Context, s consumer.LeaseStore) (*lease.Lease, error) {
-		return nil, s.Checkpoint(ctx, held, checkpoint, lag)
+		return nil, s.Checkpoint(ctx, held, to, lag)
 	}
 }
+
+// at returns the checkpoint at seq (a sequence number or a special value), with
+// sub-sequence number 0.
+func at(seq string) lease.ExtendedSequenceNumber {
+	return lease.ExtendedSequenceNumber{SequenceNumber: seq}
+}
+
+// none is no checkpoint: ReleaseLease leaves the stored one.
+var none lease.ExtendedSequenceNumber
 
 func deleteOp(observed lease.Lease) leaseOp {
 	return func(ctx context.Context, s consumer.LeaseStore) (*lease.Lease, error) {
@@ -257,36 +266,38 @@ func testConditionalWrites[S consumer.LeaseStore](t *testing.T, newStore func(t 
 		{"take of a missing lease is a conflict and creates nothing", takeOp(missing, "b"), lease.ErrConflict, nil},
 		{"take for an empty owner is refused", takeOp(held, ""), errInvalid, nil},
 
-		{"release with a checkpoint frees the lease, increments the epoch and writes it", releaseOp(held, "200"), nil,
+		{"release with a checkpoint frees the lease, increments the epoch and writes it", releaseOp(held, at("200")), nil,
 			func(s1, _ *lease.Lease) { s1.Owner, s1.Epoch, s1.Checkpoint = "", 2, "200" }},
-		{"release with a checkpoint inside an aggregate writes its sub-sequence number", releaseOp(held, "200:3"), nil,
+		{"release with a checkpoint inside an aggregate writes its sub-sequence number", releaseOp(held, lease.ExtendedSequenceNumber{SequenceNumber: "200", SubSequenceNumber: 3}), nil,
 			func(s1, _ *lease.Lease) {
 				s1.Owner, s1.Epoch, s1.Checkpoint, s1.CheckpointSubSequence = "", 2, "200", 3
 			}},
-		{"release without a checkpoint keeps the stored one", releaseOp(held, ""), nil,
+		{"release without a checkpoint keeps the stored one", releaseOp(held, none), nil,
 			func(s1, _ *lease.Lease) { s1.Owner, s1.Epoch = "", 2 }},
-		{"release at SHARD_END", releaseOp(held, lease.ShardEnd), nil,
+		{"release at SHARD_END", releaseOp(held, at(lease.ShardEnd)), nil,
 			func(s1, _ *lease.Lease) { s1.Owner, s1.Epoch, s1.Checkpoint = "", 2, lease.ShardEnd }},
-		{"release with a stale owner is a conflict", releaseOp(staleOwner, "200"), lease.ErrConflict, nil},
-		{"release with a stale epoch is a conflict", releaseOp(staleEpoch, "200"), lease.ErrConflict, nil},
-		{"release with a stale owner and epoch is a conflict", releaseOp(staleBoth, "200"), lease.ErrConflict, nil},
-		{"release of a missing lease is a conflict and creates nothing", releaseOp(missing, "200"), lease.ErrConflict, nil},
-		{"release of a lease held by nobody is refused", releaseOp(free, ""), errInvalid, nil},
+		{"release with a stale owner is a conflict", releaseOp(staleOwner, at("200")), lease.ErrConflict, nil},
+		{"release with a stale epoch is a conflict", releaseOp(staleEpoch, at("200")), lease.ErrConflict, nil},
+		{"release with a stale owner and epoch is a conflict", releaseOp(staleBoth, at("200")), lease.ErrConflict, nil},
+		{"release of a missing lease is a conflict and creates nothing", releaseOp(missing, at("200")), lease.ErrConflict, nil},
+		{"release of a lease held by nobody is refused", releaseOp(free, none), errInvalid, nil},
+		{"release with a negative sub-sequence number is refused", releaseOp(held, lease.ExtendedSequenceNumber{SequenceNumber: "200", SubSequenceNumber: -1}), errInvalid, nil},
 
-		{"checkpoint by the owner writes the sequence number and lag, keeping owner and epoch", checkpointOp(held, seq, 1234), nil,
+		{"checkpoint by the owner writes the sequence number and lag, keeping owner and epoch", checkpointOp(held, at(seq), 1234), nil,
 			func(s1, _ *lease.Lease) { s1.Checkpoint, s1.MillisBehindLatest = seq, 1234 }},
-		{"checkpoint inside an aggregate writes the sequence and sub-sequence numbers", checkpointOp(held, seq+":4", 7), nil,
+		{"checkpoint inside an aggregate writes the sequence and sub-sequence numbers", checkpointOp(held, lease.ExtendedSequenceNumber{SequenceNumber: seq, SubSequenceNumber: 4}, 7), nil,
 			func(s1, _ *lease.Lease) { s1.Checkpoint, s1.CheckpointSubSequence, s1.MillisBehindLatest = seq, 4, 7 }},
-		{"checkpoint at SHARD_END", checkpointOp(held, lease.ShardEnd, 0), nil,
+		{"checkpoint at SHARD_END", checkpointOp(held, at(lease.ShardEnd), 0), nil,
 			func(s1, _ *lease.Lease) { s1.Checkpoint, s1.MillisBehindLatest = lease.ShardEnd, 0 }},
-		{"checkpoint with an unknown lag keeps the stored lag", checkpointOp(held, "150", -1), nil,
+		{"checkpoint with an unknown lag keeps the stored lag", checkpointOp(held, at("150"), -1), nil,
 			func(s1, _ *lease.Lease) { s1.Checkpoint = "150" }},
-		{"checkpoint with a stale owner is a conflict", checkpointOp(staleOwner, "999", 1), lease.ErrConflict, nil},
-		{"checkpoint with a stale epoch is a conflict", checkpointOp(staleEpoch, "999", 1), lease.ErrConflict, nil},
-		{"checkpoint with a stale owner and epoch is a conflict", checkpointOp(staleBoth, "999", 1), lease.ErrConflict, nil},
-		{"checkpoint of a missing lease is a conflict and creates nothing", checkpointOp(missing, "999", 1), lease.ErrConflict, nil},
-		{"checkpoint of a lease held by nobody is refused", checkpointOp(free, "999", 1), errInvalid, nil},
-		{"an empty checkpoint is refused", checkpointOp(held, "", 1), errInvalid, nil},
+		{"checkpoint with a stale owner is a conflict", checkpointOp(staleOwner, at("999"), 1), lease.ErrConflict, nil},
+		{"checkpoint with a stale epoch is a conflict", checkpointOp(staleEpoch, at("999"), 1), lease.ErrConflict, nil},
+		{"checkpoint with a stale owner and epoch is a conflict", checkpointOp(staleBoth, at("999"), 1), lease.ErrConflict, nil},
+		{"checkpoint of a missing lease is a conflict and creates nothing", checkpointOp(missing, at("999"), 1), lease.ErrConflict, nil},
+		{"checkpoint of a lease held by nobody is refused", checkpointOp(free, at("999"), 1), errInvalid, nil},
+		{"an empty checkpoint is refused", checkpointOp(held, none, 1), errInvalid, nil},
+		{"a negative sub-sequence number is refused", checkpointOp(held, lease.ExtendedSequenceNumber{SequenceNumber: seq, SubSequenceNumber: -1}, 1), errInvalid, nil},
 
 		{"delete with the current owner and epoch removes the lease", deleteOp(held), nil,
 			func(s1, _ *lease.Lease) { *s1 = lease.Lease{} }},
@@ -322,24 +333,25 @@ func testConditionalWrites[S consumer.LeaseStore](t *testing.T, newStore func(t 
 	}
 }
 
-// testSubSequence: a checkpoint's sub-sequence number (lease.JoinCheckpoint) is stored with
+// testSubSequence: a checkpoint's sub-sequence number is stored with
 // it, survives a take, and a later checkpoint without one sets it back to 0.
 func testSubSequence(t *testing.T, s consumer.LeaseStore) {
 	ctx := t.Context()
 	a := take(t, s, create(t, s, lease.Lease{ShardID: "s1", Checkpoint: lease.TrimHorizon}), "a")
-	checkErr(t, "checkpoint of user record 2", s.Checkpoint(ctx, a, lease.JoinCheckpoint("5", 2), -1), nil)
-	if l := get(t, s, "s1"); l.Checkpoint != "5" || l.CheckpointSubSequence != 2 || l.CheckpointValue() != "5:2" {
+	checkErr(t, "checkpoint of user record 2", s.Checkpoint(ctx, a, lease.ExtendedSequenceNumber{SequenceNumber: "5", SubSequenceNumber: 2}, -1), nil)
+	if l := get(t, s, "s1"); l.Checkpoint != "5" || l.CheckpointSubSequence != 2 ||
+		l.ExtendedSequenceNumber() != (lease.ExtendedSequenceNumber{SequenceNumber: "5", SubSequenceNumber: 2}) {
 		t.Errorf("lease %+v, want checkpoint 5 sub-sequence 2", l)
 	}
 	b := take(t, s, a, "b")
 	if b.Checkpoint != "5" || b.CheckpointSubSequence != 2 {
 		t.Errorf("taken lease %+v, want checkpoint 5 sub-sequence 2", b)
 	}
-	checkErr(t, "plain checkpoint", s.Checkpoint(ctx, b, "9", -1), nil)
+	checkErr(t, "plain checkpoint", s.Checkpoint(ctx, b, at("9"), -1), nil)
 	if l := get(t, s, "s1"); l.Checkpoint != "9" || l.CheckpointSubSequence != 0 {
 		t.Errorf("lease %+v, want checkpoint 9 sub-sequence 0", l)
 	}
-	checkErr(t, "release inside an aggregate", s.ReleaseLease(ctx, b, "12:1"), nil)
+	checkErr(t, "release inside an aggregate", s.ReleaseLease(ctx, b, lease.ExtendedSequenceNumber{SequenceNumber: "12", SubSequenceNumber: 1}), nil)
 	if l := get(t, s, "s1"); l.Checkpoint != "12" || l.CheckpointSubSequence != 1 || l.Owner != "" {
 		t.Errorf("released lease %+v, want checkpoint 12 sub-sequence 1", l)
 	}
@@ -350,20 +362,20 @@ func testSubSequence(t *testing.T, s consumer.LeaseStore) {
 func testFencing(t *testing.T, s consumer.LeaseStore) {
 	ctx := t.Context()
 	a := take(t, s, create(t, s, lease.Lease{ShardID: "s1", Checkpoint: lease.TrimHorizon}), "a")
-	if err := s.Checkpoint(ctx, a, "5", 10); err != nil {
+	if err := s.Checkpoint(ctx, a, at("5"), 10); err != nil {
 		t.Fatalf("checkpoint by the owner: %v", err)
 	}
 	b := take(t, s, a, "b")
 	if b.Owner != "b" || b.Epoch != 2 || b.Checkpoint != "5" {
 		t.Errorf("stolen lease %+v, want owner b at epoch 2 with checkpoint 5", b)
 	}
-	checkErr(t, "checkpoint by the former owner", s.Checkpoint(ctx, a, "6", 10), lease.ErrConflict)
-	checkErr(t, "release by the former owner", s.ReleaseLease(ctx, a, "6"), lease.ErrConflict)
+	checkErr(t, "checkpoint by the former owner", s.Checkpoint(ctx, a, at("6"), 10), lease.ErrConflict)
+	checkErr(t, "release by the former owner", s.ReleaseLease(ctx, a, at("6")), lease.ErrConflict)
 	_, err := s.TakeLease(ctx, a, "a")
 	checkErr(t, "take back with the former observation", err, lease.ErrConflict)
-	checkErr(t, "checkpoint by the new owner", s.Checkpoint(ctx, b, "7", -1), nil)
-	checkErr(t, "release by the new owner", s.ReleaseLease(ctx, b, ""), nil)
-	checkErr(t, "second release", s.ReleaseLease(ctx, b, ""), lease.ErrConflict)
+	checkErr(t, "checkpoint by the new owner", s.Checkpoint(ctx, b, at("7"), -1), nil)
+	checkErr(t, "release by the new owner", s.ReleaseLease(ctx, b, none), nil)
+	checkErr(t, "second release", s.ReleaseLease(ctx, b, none), lease.ErrConflict)
 	free := get(t, s, "s1")
 	if want := (lease.Lease{ShardID: "s1", Epoch: 3, Checkpoint: "7", MillisBehindLatest: 10}); !reflect.DeepEqual(free, want) {
 		t.Errorf("released lease %+v, want %+v", free, want)
@@ -424,8 +436,8 @@ func testCorruptLeases[S consumer.LeaseStore](t *testing.T, s S, opts LeaseOptio
 	held := lease.Lease{ShardID: "b", Owner: "a", Epoch: 1}
 	_, err = s.TakeLease(ctx, free, "a")
 	checkErr(t, "TakeLease of a corrupt item", err, lease.ErrConflict)
-	checkErr(t, "ReleaseLease of a corrupt item", s.ReleaseLease(ctx, held, "1"), lease.ErrConflict)
-	checkErr(t, "Checkpoint of a corrupt item", s.Checkpoint(ctx, held, "1", 1), lease.ErrConflict)
+	checkErr(t, "ReleaseLease of a corrupt item", s.ReleaseLease(ctx, held, at("1")), lease.ErrConflict)
+	checkErr(t, "Checkpoint of a corrupt item", s.Checkpoint(ctx, held, at("1"), 1), lease.ErrConflict)
 	checkErr(t, "CreateLease over a corrupt item", s.CreateLease(ctx, free), lease.ErrExists)
 	checkErr(t, "DeleteLease of a corrupt item", s.DeleteLease(ctx, free), lease.ErrConflict)
 	if tab, err := s.ListLeases(ctx); err != nil || len(tab.Leases) != len(good) || len(tab.Corrupt) != 2 {
@@ -441,8 +453,8 @@ func testMissingLeaseTable(t *testing.T, s consumer.LeaseStore) {
 		"GetLease":     func() error { _, err := s.GetLease(ctx, "s1"); return err },
 		"CreateLease":  func() error { return s.CreateLease(ctx, l) },
 		"TakeLease":    func() error { _, err := s.TakeLease(ctx, l, "w2"); return err },
-		"ReleaseLease": func() error { return s.ReleaseLease(ctx, l, "") },
-		"Checkpoint":   func() error { return s.Checkpoint(ctx, l, "1", -1) },
+		"ReleaseLease": func() error { return s.ReleaseLease(ctx, l, none) },
+		"Checkpoint":   func() error { return s.Checkpoint(ctx, l, at("1"), -1) },
 		"DeleteLease":  func() error { return s.DeleteLease(ctx, l) },
 	}
 	checkAll(t, calls, lease.ErrTableNotFound)

@@ -40,11 +40,11 @@ func (s takeAnyEpoch) TakeLease(ctx context.Context, observed lease.Lease, owner
 // checkpointAnyOwner accepts a checkpoint from anyone.
 type checkpointAnyOwner struct{ *memstore.Leases }
 
-func (s checkpointAnyOwner) Checkpoint(ctx context.Context, held lease.Lease, checkpoint string, lag int64) error {
+func (s checkpointAnyOwner) Checkpoint(ctx context.Context, held lease.Lease, to lease.ExtendedSequenceNumber, lag int64) error {
 	if l, ok := s.Lease(held.ShardID); ok {
 		held.Owner = l.Owner
 	}
-	return s.Leases.Checkpoint(ctx, held, checkpoint, lag)
+	return s.Leases.Checkpoint(ctx, held, to, lag)
 }
 
 // createAsGiven stores a new lease with the owner and epoch it is given.

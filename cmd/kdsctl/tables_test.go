@@ -83,7 +83,7 @@ func TestMetadataAndLeases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Checkpoint(t.Context(), held, "49650000000000000000000000000000000000000000000000000001", 1500); err != nil {
+	if err := st.Checkpoint(t.Context(), held, lease.ExtendedSequenceNumber{SequenceNumber: "49650000000000000000000000000000000000000000000000000001"}, 1500); err != nil {
 		t.Fatal(err)
 	}
 

@@ -137,6 +137,12 @@ func seqRange(seqs []string) string {
 	return fmt.Sprintf("records %s..%s", trimSeq(seqs[0]), trimSeq(seqs[len(seqs)-1]))
 }
 
+// trimCheckpoint returns cp for people, its sequence number trimmed.
+func trimCheckpoint(cp lease.ExtendedSequenceNumber) string {
+	cp.SequenceNumber = trimSeq(cp.SequenceNumber)
+	return cp.String()
+}
+
 func trimSeq(s string) string {
 	t := strings.TrimLeft(s, "0")
 	if t == "" {
@@ -230,16 +236,16 @@ func CheckCheckpoints(l *Log) []Violation {
 	var out []Violation
 	ws := writesByShard(l, OpCreate, OpCheckpoint, OpRelease)
 	for _, s := range sortedKeys(ws) {
-		prev := ""
+		var prev lease.ExtendedSequenceNumber
 		var prevW Write
 		for _, w := range ws[s] {
-			if w.Checkpoint == "" {
+			if w.Checkpoint.IsZero() {
 				continue
 			}
-			if prev != "" && cmpCheckpoint(w.Checkpoint, prev) < 0 {
+			if !prev.IsZero() && cmpCheckpoint(w.Checkpoint, prev) < 0 {
 				out = append(out, Violation{Kind: KindCheckpointBack, At: w.At, Shard: s,
 					Msg: fmt.Sprintf("%s by %s at counter %d wrote %s after %s (t=%s, %s by %s)",
-						w.Op, w.Owner, w.Counter, trimSeq(w.Checkpoint), trimSeq(prev), fmtDur(prevW.At), prevW.Op, prevW.Owner)})
+						w.Op, w.Owner, w.Counter, trimCheckpoint(w.Checkpoint), trimCheckpoint(prev), fmtDur(prevW.At), prevW.Op, prevW.Owner)})
 			}
 			prev, prevW = w.Checkpoint, w
 		}
@@ -290,7 +296,7 @@ func CheckOrder(l *Log) []Violation {
 func CheckChildAfterParents(l *Log) []Violation {
 	ended := map[string]Stamp{}
 	for _, w := range l.Writes {
-		if w.Checkpoint == lease.ShardEnd && (w.Op == OpRelease || w.Op == OpCheckpoint) {
+		if w.Checkpoint.SequenceNumber == lease.ShardEnd && (w.Op == OpRelease || w.Op == OpCheckpoint) {
 			if e, ok := ended[w.Shard]; !ok || w.Seq < e.Seq {
 				ended[w.Shard] = w.Stamp
 			}

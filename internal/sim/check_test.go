@@ -18,6 +18,11 @@ func st(t float64) Stamp {
 	return Stamp{At: time.Duration(t * float64(sec)), Seq: int64(t * 1000)}
 }
 
+// cp returns the checkpoint at seq with sub-sequence number 0.
+func cp(seq string) lease.ExtendedSequenceNumber {
+	return lease.ExtendedSequenceNumber{SequenceNumber: seq}
+}
+
 func seq(n int) string {
 	s := "000000000000000000000"
 	d := []byte(s)
@@ -51,14 +56,14 @@ func base() *Log {
 			{Stamp: st(31), Shard: "B", Seq: seq(5), Arrival: 31 * sec},
 		},
 		Writes: []Write{
-			{Stamp: st(10), Op: OpCreate, Shard: "A", Checkpoint: lease.TrimHorizon},
-			{Stamp: st(10.5), Op: OpTake, Shard: "A", Owner: "w1", Counter: 1, Checkpoint: lease.TrimHorizon},
-			{Stamp: st(14), Op: OpCheckpoint, Shard: "A", Owner: "w1", Counter: 1, Checkpoint: seq(3)},
-			{Stamp: st(15), Op: OpRelease, Shard: "A", Owner: "w1", Counter: 2, Checkpoint: ""},
-			{Stamp: st(16), Op: OpTake, Shard: "A", Owner: "w2", Counter: 3, Checkpoint: seq(3)},
-			{Stamp: st(25), Op: OpRelease, Shard: "A", Owner: "w2", Counter: 4, Checkpoint: lease.ShardEnd},
-			{Stamp: st(26), Op: OpCreate, Shard: "B", Checkpoint: lease.TrimHorizon},
-			{Stamp: st(27), Op: OpTake, Shard: "B", Owner: "w2", Counter: 1, Checkpoint: lease.TrimHorizon},
+			{Stamp: st(10), Op: OpCreate, Shard: "A", Checkpoint: cp(lease.TrimHorizon)},
+			{Stamp: st(10.5), Op: OpTake, Shard: "A", Owner: "w1", Counter: 1, Checkpoint: cp(lease.TrimHorizon)},
+			{Stamp: st(14), Op: OpCheckpoint, Shard: "A", Owner: "w1", Counter: 1, Checkpoint: cp(seq(3))},
+			{Stamp: st(15), Op: OpRelease, Shard: "A", Owner: "w1", Counter: 2, Checkpoint: lease.ExtendedSequenceNumber{}},
+			{Stamp: st(16), Op: OpTake, Shard: "A", Owner: "w2", Counter: 3, Checkpoint: cp(seq(3))},
+			{Stamp: st(25), Op: OpRelease, Shard: "A", Owner: "w2", Counter: 4, Checkpoint: cp(lease.ShardEnd)},
+			{Stamp: st(26), Op: OpCreate, Shard: "B", Checkpoint: cp(lease.TrimHorizon)},
+			{Stamp: st(27), Op: OpTake, Shard: "B", Owner: "w2", Counter: 1, Checkpoint: cp(lease.TrimHorizon)},
 		},
 		Deliveries: []Delivery{
 			{Stamp: st(11.5), Worker: "w1", Inc: 1, Shard: "A", Epoch: 1, Seqs: seqs(1, 2)},
@@ -193,19 +198,19 @@ func TestCheckAtLeastOnce(t *testing.T) {
 func TestCheckCheckpoints(t *testing.T) {
 	runCases(t, CheckCheckpoints, []checkerCase{
 		{"checkpoint moves back", func(l *Log) {
-			l.Writes = append(l.Writes, Write{Stamp: st(18), Op: OpCheckpoint, Shard: "A", Owner: "w2", Counter: 3, Checkpoint: seq(2)})
+			l.Writes = append(l.Writes, Write{Stamp: st(18), Op: OpCheckpoint, Shard: "A", Owner: "w2", Counter: 3, Checkpoint: cp(seq(2))})
 		}, KindCheckpointBack, "wrote 2 after 3"},
 		{"sequence number after SHARD_END", func(l *Log) {
-			l.Writes = append(l.Writes, Write{Stamp: st(30), Op: OpCheckpoint, Shard: "A", Owner: "w1", Counter: 1, Checkpoint: seq(4)})
+			l.Writes = append(l.Writes, Write{Stamp: st(30), Op: OpCheckpoint, Shard: "A", Owner: "w1", Counter: 1, Checkpoint: cp(seq(4))})
 		}, KindCheckpointBack, "after SHARD_END"},
 		{"back to TRIM_HORIZON", func(l *Log) {
-			l.Writes = append(l.Writes, Write{Stamp: st(18), Op: OpRelease, Shard: "A", Owner: "w2", Counter: 4, Checkpoint: lease.TrimHorizon})
+			l.Writes = append(l.Writes, Write{Stamp: st(18), Op: OpRelease, Shard: "A", Owner: "w2", Counter: 4, Checkpoint: cp(lease.TrimHorizon)})
 		}, KindCheckpointBack, "TRIM_HORIZON"},
 		{"numeric, not textual, order", func(l *Log) {
 			l.Writes = append(l.Writes,
-				Write{Stamp: st(18), Op: OpCheckpoint, Shard: "A", Owner: "w2", Counter: 3, Checkpoint: "9"},
-				Write{Stamp: st(19), Op: OpCheckpoint, Shard: "A", Owner: "w2", Counter: 3, Checkpoint: "10"})
-			l.Writes[2].Checkpoint = "3"
+				Write{Stamp: st(18), Op: OpCheckpoint, Shard: "A", Owner: "w2", Counter: 3, Checkpoint: cp("9")},
+				Write{Stamp: st(19), Op: OpCheckpoint, Shard: "A", Owner: "w2", Counter: 3, Checkpoint: cp("10")})
+			l.Writes[2].Checkpoint = cp("3")
 		}, "", ""},
 	})
 }
@@ -236,10 +241,10 @@ func TestCheckChildAfterParents(t *testing.T) {
 			l.Deliveries[3].Stamp = st(24)
 		}, KindChildFirst, "before parent A ended (only at t=25s)"},
 		{"parent never ended", func(l *Log) {
-			l.Writes[5].Checkpoint = ""
+			l.Writes[5].Checkpoint = lease.ExtendedSequenceNumber{}
 		}, KindChildFirst, "(never)"},
 		{"a trimmed parent ended when trimmed", func(l *Log) {
-			l.Writes[5].Checkpoint = ""
+			l.Writes[5].Checkpoint = lease.ExtendedSequenceNumber{}
 			l.Trims = []Trim{{Stamp: st(30), Shard: "A"}}
 		}, "", ""},
 	})
@@ -326,12 +331,13 @@ func TestCheckOrphans(t *testing.T) {
 }
 
 func TestCmpCheckpoint(t *testing.T) {
-	order := []string{lease.TrimHorizon, "9", "10", "10:1", "10:12", "000000000000000000011", lease.ShardEnd}
+	order := []lease.ExtendedSequenceNumber{cp(lease.TrimHorizon), cp("9"), cp("10"), {SequenceNumber: "10", SubSequenceNumber: 1},
+		{SequenceNumber: "10", SubSequenceNumber: 12}, cp("000000000000000000011"), cp(lease.ShardEnd)}
 	for i := range order {
 		for j := range order {
 			got := cmpCheckpoint(order[i], order[j])
 			if (i < j) != (got < 0) || (i == j) != (got == 0) {
-				t.Errorf("cmpCheckpoint(%q, %q) = %d", order[i], order[j], got)
+				t.Errorf("cmpCheckpoint(%v, %v) = %d", order[i], order[j], got)
 			}
 		}
 	}

@@ -483,13 +483,13 @@ func (s meterLeases) TakeLease(ctx context.Context, o lease.Lease, owner string)
 	return l, err
 }
 
-func (s meterLeases) ReleaseLease(ctx context.Context, h lease.Lease, cp string) error {
+func (s meterLeases) ReleaseLease(ctx context.Context, h lease.Lease, cp lease.ExtendedSequenceNumber) error {
 	err := s.inner.ReleaseLease(ctx, h, cp)
 	s.write(opRelease, h.ShardID, err, h)
 	return err
 }
 
-func (s meterLeases) Checkpoint(ctx context.Context, h lease.Lease, cp string, behind int64) error {
+func (s meterLeases) Checkpoint(ctx context.Context, h lease.Lease, cp lease.ExtendedSequenceNumber, behind int64) error {
 	err := s.inner.Checkpoint(ctx, h, cp, behind)
 	s.write(opCheckpoint, h.ShardID, err, h)
 	return err

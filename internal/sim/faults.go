@@ -321,14 +321,14 @@ func (s faultLeases) TakeLease(ctx context.Context, o lease.Lease, owner string)
 	return call(ctx, s.p, true, true, false, func(c context.Context) (lease.Lease, error) { return s.inner.TakeLease(c, o, owner) })
 }
 
-func (s faultLeases) ReleaseLease(ctx context.Context, h lease.Lease, cp string) error {
+func (s faultLeases) ReleaseLease(ctx context.Context, h lease.Lease, cp lease.ExtendedSequenceNumber) error {
 	_, err := call(ctx, s.p, true, true, false, func(c context.Context) (struct{}, error) {
 		return struct{}{}, s.inner.ReleaseLease(c, h, cp)
 	})
 	return err
 }
 
-func (s faultLeases) Checkpoint(ctx context.Context, h lease.Lease, cp string, behind int64) error {
+func (s faultLeases) Checkpoint(ctx context.Context, h lease.Lease, cp lease.ExtendedSequenceNumber, behind int64) error {
 	_, err := call(ctx, s.p, true, true, false, func(c context.Context) (struct{}, error) {
 		return struct{}{}, s.inner.Checkpoint(c, h, cp, behind)
 	})

@@ -44,15 +44,15 @@ type Delivery struct {
 }
 
 // Write is one applied lease-table write: CreateLease ("create"), TakeLease ("take"),
-// ReleaseLease ("release") or Checkpoint ("checkpoint"). Checkpoint is the value the
-// item holds afterwards; for a release without a checkpoint it is empty.
+// ReleaseLease ("release") or Checkpoint ("checkpoint"). Checkpoint is the checkpoint the
+// item holds afterwards; for a release without a checkpoint it is zero.
 type Write struct {
 	Stamp
 	Op         string
 	Shard      string
 	Owner      string // new owner for a take; the writer for release and checkpoint
 	Counter    int64  // counter after the write
-	Checkpoint string
+	Checkpoint lease.ExtendedSequenceNumber
 }
 
 // Write ops.
@@ -176,21 +176,19 @@ func cmpSeq(a, b string) int {
 	return x.Cmp(y)
 }
 
-// cmpCheckpoint orders checkpoint values: the initial positions, then sequence numbers
-// in numeric order, then SHARD_END.
-func cmpCheckpoint(a, b string) int {
-	ra, rb := cpRank(a), cpRank(b)
+// cmpCheckpoint orders checkpoints: the initial positions, then sequence numbers (with
+// their sub-sequence numbers) as lease.ExtendedSequenceNumber.Compare orders them, then
+// SHARD_END.
+func cmpCheckpoint(a, b lease.ExtendedSequenceNumber) int {
+	ra, rb := cpRank(a.SequenceNumber), cpRank(b.SequenceNumber)
 	if ra != rb {
 		return ra - rb
 	}
 	if ra == 1 {
-		// A checkpoint inside a KPL aggregate carries its sub-sequence number.
-		sa, suba := lease.SplitCheckpoint(a)
-		sb, subb := lease.SplitCheckpoint(b)
-		if c := cmpSeq(sa, sb); c != 0 {
+		if c, ok := a.Compare(b); ok {
 			return c
 		}
-		return cmp.Compare(suba, subb)
+		return cmp.Or(strings.Compare(a.SequenceNumber, b.SequenceNumber), cmp.Compare(a.SubSequenceNumber, b.SubSequenceNumber))
 	}
 	return 0
 }
@@ -216,8 +214,8 @@ func (l *Log) Timeline(shard string) []string {
 	for _, w := range l.Writes {
 		if w.Shard == shard {
 			cp := "(unchanged)"
-			if w.Checkpoint != "" {
-				cp = trimSeq(w.Checkpoint)
+			if !w.Checkpoint.IsZero() {
+				cp = trimCheckpoint(w.Checkpoint)
 			}
 			evs = append(evs, ev{w.Stamp, fmt.Sprintf("%s owner=%s counter=%d checkpoint=%s", w.Op, w.Owner, w.Counter, cp)})
 		}

@@ -60,7 +60,7 @@ func (s *recLeases) CreateLease(ctx context.Context, l lease.Lease) error {
 	defer s.r.mu.Unlock()
 	err := s.inner.CreateLease(ctx, l)
 	if err == nil {
-		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpCreate, Shard: l.ShardID, Checkpoint: l.Checkpoint})
+		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpCreate, Shard: l.ShardID, Checkpoint: l.ExtendedSequenceNumber()})
 	}
 	return err
 }
@@ -71,12 +71,12 @@ func (s *recLeases) TakeLease(ctx context.Context, o lease.Lease, owner string) 
 	l, err := s.inner.TakeLease(ctx, o, owner)
 	if err == nil {
 		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpTake, Shard: l.ShardID,
-			Owner: owner, Counter: l.Epoch, Checkpoint: l.Checkpoint})
+			Owner: owner, Counter: l.Epoch, Checkpoint: l.ExtendedSequenceNumber()})
 	}
 	return l, err
 }
 
-func (s *recLeases) ReleaseLease(ctx context.Context, h lease.Lease, cp string) error {
+func (s *recLeases) ReleaseLease(ctx context.Context, h lease.Lease, cp lease.ExtendedSequenceNumber) error {
 	s.r.mu.Lock()
 	defer s.r.mu.Unlock()
 	err := s.inner.ReleaseLease(ctx, h, cp)
@@ -87,7 +87,7 @@ func (s *recLeases) ReleaseLease(ctx context.Context, h lease.Lease, cp string) 
 	return err
 }
 
-func (s *recLeases) Checkpoint(ctx context.Context, h lease.Lease, cp string, behind int64) error {
+func (s *recLeases) Checkpoint(ctx context.Context, h lease.Lease, cp lease.ExtendedSequenceNumber, behind int64) error {
 	s.r.mu.Lock()
 	defer s.r.mu.Unlock()
 	err := s.inner.Checkpoint(ctx, h, cp, behind)
@@ -104,7 +104,7 @@ func (s *recLeases) DeleteLease(ctx context.Context, o lease.Lease) error {
 	err := s.inner.DeleteLease(ctx, o)
 	if err == nil {
 		s.r.log.Writes = append(s.r.log.Writes, Write{Stamp: s.r.stampLocked(), Op: OpDelete, Shard: o.ShardID,
-			Owner: o.Owner, Counter: o.Epoch, Checkpoint: o.Checkpoint})
+			Owner: o.Owner, Counter: o.Epoch, Checkpoint: o.ExtendedSequenceNumber()})
 	}
 	return err
 }

@@ -82,17 +82,24 @@ func (s slowPut) PutWorker(ctx context.Context, r lease.WorkerRecord) error {
 	return s.Meta.PutWorker(ctx, r)
 }
 
-func TestCheckpointerFencing(t *testing.T) {
-	ctx := context.Background()
+// heldByA returns a lease table with the lease of shard "s", at TRIM_HORIZON, held by "a".
+func heldByA(t *testing.T) (*memstore.Leases, lease.Lease) {
+	t.Helper()
 	store := memstore.NewLeases()
-	if err := store.CreateLease(ctx, lease.Lease{ShardID: "s", Checkpoint: lease.TrimHorizon}); err != nil {
+	if err := store.CreateLease(t.Context(), lease.Lease{ShardID: "s", Checkpoint: lease.TrimHorizon}); err != nil {
 		t.Fatal(err)
 	}
-	l, _ := store.GetLease(ctx, "s")
-	a, err := store.TakeLease(ctx, l, "a")
+	l, _ := store.GetLease(t.Context(), "s")
+	held, err := store.TakeLease(t.Context(), l, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return store, held
+}
+
+func TestCheckpointerFencing(t *testing.T) {
+	ctx := context.Background()
+	store, a := heldByA(t)
 	cp := newCheckpointer(store, a, Hooks{}, clock.Real{}, time.Second, 0)
 	if err := cp.Checkpoint(ctx, "100"); err != nil {
 		t.Fatal(err)
@@ -128,15 +135,7 @@ func TestCheckpointerFencing(t *testing.T) {
 func TestCheckpointerCoalescesWrites(t *testing.T) {
 	ctx := context.Background()
 	fake := clock.NewFake(time.Unix(7000, 0))
-	store := memstore.NewLeases()
-	if err := store.CreateLease(ctx, lease.Lease{ShardID: "s", Checkpoint: lease.TrimHorizon}); err != nil {
-		t.Fatal(err)
-	}
-	l, _ := store.GetLease(ctx, "s")
-	held, err := store.TakeLease(ctx, l, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, held := heldByA(t)
 	cp := newCheckpointer(store, held, Hooks{}, fake, time.Second, time.Second)
 	stored := func() string { cur, _ := store.GetLease(ctx, "s"); return cur.Checkpoint }
 	writes := func() int { return store.Calls()["Checkpoint"] }

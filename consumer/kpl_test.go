@@ -14,7 +14,6 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
 	"github.com/kds-lease-manager/kds-lease-manager/kpl"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
-	"github.com/kds-lease-manager/kds-lease-manager/memstore"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
@@ -210,15 +209,7 @@ func TestKPLAggregateOutsideHashKeyRangeIsDiscarded(t *testing.T) {
 // Checkpoints inside aggregates are ordered by (sequence number, sub-sequence number).
 func TestCheckpointerSubSequence(t *testing.T) {
 	ctx := context.Background()
-	store := memstore.NewLeases()
-	if err := store.CreateLease(ctx, lease.Lease{ShardID: "s", Checkpoint: lease.TrimHorizon}); err != nil {
-		t.Fatal(err)
-	}
-	l, _ := store.GetLease(ctx, "s")
-	held, err := store.TakeLease(ctx, l, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, held := heldByA(t)
 	cp := newCheckpointer(store, held, Hooks{}, clock.Real{}, time.Second, 0)
 	rec := func(seq string, sub int64) stream.Record {
 		return stream.Record{SequenceNumber: seq, SubSequenceNumber: sub, Aggregated: true}

@@ -46,11 +46,11 @@ func (s StaticWorkers) DesiredWorkers(context.Context) (int, error) { return int
 // Config configures a Worker. The zero value of every optional field means its default;
 // DefaultConfig returns the fixed defaults filled in.
 //
-// Durations and LeaseDuration: the defaults of HeartbeatInterval (LeaseDuration/4),
+// Durations and LeaseDuration: the defaults of HeartbeatInterval (LeaseDuration/3),
 // PollInterval (the smaller of 1s and LeaseDuration/3) and, through PollInterval,
 // StartupSettle scale with LeaseDuration, and so do the timeouts that are not settings:
-// every DynamoDB call's deadline (LeaseDuration/2; a heartbeat write's is
-// HeartbeatInterval), every Kinesis call's and every control-loop pass's (3 x
+// every DynamoDB call's deadline (LeaseDuration/2; a heartbeat write's the smaller of
+// HeartbeatInterval and LeaseDuration/5), every Kinesis call's and every control-loop pass's (3 x
 // LeaseDuration), the margin by which a worker that cannot renew stops early
 // (LeaseDuration/5), the grace after ShutdownTimeout (LeaseDuration/5) and the limits of
 // Worker.Check (3 and 6 x LeaseDuration). ShardSyncInterval, LeaseScanInterval,
@@ -75,9 +75,11 @@ type Config struct {
 	// at least 30s). Worker.Check fails when no heartbeat succeeded for 3 x LeaseDuration
 	// or no control-loop pass ended for 6 x LeaseDuration. Default 10s; at least 1s.
 	LeaseDuration time.Duration
-	// HeartbeatInterval is how often a worker renews its heartbeat, and the deadline of
-	// each heartbeat write. Default LeaseDuration/4; must be at most LeaseDuration/3 so a
-	// missed beat is survivable.
+	// HeartbeatInterval is how often a worker renews its heartbeat (the KCL renews its
+	// leases as often). Each write has a deadline of the smaller of HeartbeatInterval and
+	// LeaseDuration/5, and a failed one is retried after HeartbeatInterval/8, so a renewal
+	// survives failed writes: a renewal keeps the worker valid for 4/5 LeaseDuration.
+	// Default LeaseDuration/3; must be at most LeaseDuration/3.
 	HeartbeatInterval time.Duration
 	// PollInterval is how often a worker reads the metadata table and acts on it (take,
 	// release, coordinator duty). Default the smaller of 1s and LeaseDuration/3; at most
@@ -89,7 +91,7 @@ type Config struct {
 	// LeaseScanInterval bounds how long a worker below its target goes without reading
 	// the lease table when nothing in the metadata table changed, and how long a consumer
 	// delivers batches without confirming that its lease is still its own (an accepted
-	// checkpoint confirms it, else one read of the lease; four times as long while it has
+	// checkpoint confirms it, else one read of the lease; twenty times as long while it has
 	// nothing to deliver). Default 30s, whatever LeaseDuration is; at least PollInterval.
 	LeaseScanInterval time.Duration
 	// StartupSettle is how long a new worker waits after registering its heartbeat before
@@ -207,7 +209,7 @@ func DefaultConfig() Config {
 func (c Config) withDefaults() (Config, error) {
 	d := DefaultConfig()
 	orDefault(&c.LeaseDuration, d.LeaseDuration)
-	orDefault(&c.HeartbeatInterval, c.LeaseDuration/4)
+	orDefault(&c.HeartbeatInterval, c.LeaseDuration/3)
 	orDefault(&c.PollInterval, min(DefaultPollInterval, c.LeaseDuration/3))
 	orDefault(&c.ShardSyncInterval, d.ShardSyncInterval)
 	orDefault(&c.LeaseScanInterval, d.LeaseScanInterval)

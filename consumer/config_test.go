@@ -40,7 +40,7 @@ func TestConfigValidation(t *testing.T) {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
 				}
-				if got.LeaseDuration != DefaultLeaseDuration || got.HeartbeatInterval != DefaultLeaseDuration/4 || got.MaxLeasesCap != 80 {
+				if got.LeaseDuration != DefaultLeaseDuration || got.HeartbeatInterval != DefaultLeaseDuration/3 || got.MaxLeasesCap != 80 {
 					t.Fatalf("defaults not applied: %+v", got)
 				}
 				return

@@ -33,7 +33,7 @@ func TestSelfFenceComesBeforeAnyObserverExpiry(t *testing.T) {
 			delay := tc.writeLatency
 			owner := newTenure(fake, ld, ld/5)
 			r := newRenewer(slowPut{meta, fake, &delay}, owner, fake, slog.New(slog.NewTextHandler(io.Discard, nil)),
-				"owner", ld/4, func() int { return 0 }, func() {})
+				"owner", ld/3, ld/5, func() int { return 0 }, func() {})
 			// The heartbeat write starts now and lands after writeLatency.
 			if err := r.beat(context.Background(), lease.WorkerActive); err != nil {
 				t.Fatal(err)

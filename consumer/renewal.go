@@ -21,7 +21,8 @@ type renewer struct {
 	clock    clock.Clock
 	log      *slog.Logger
 	workerID string
-	interval time.Duration // HeartbeatInterval: between renewals, and each write's deadline
+	interval time.Duration // HeartbeatInterval: between renewals
+	timeout  time.Duration // of each write
 	// incarnation identifies this run of the process; started is when it began.
 	incarnation string
 	started     time.Time
@@ -36,10 +37,10 @@ type renewer struct {
 	lastBeat atomic.Int64
 }
 
-func newRenewer(meta MetaStore, t *tenure, clk clock.Clock, log *slog.Logger, workerID string, interval time.Duration, leaseCount func() int, onLapse func()) *renewer {
+func newRenewer(meta MetaStore, t *tenure, clk clock.Clock, log *slog.Logger, workerID string, interval, timeout time.Duration, leaseCount func() int, onLapse func()) *renewer {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
-	return &renewer{meta: meta, tenure: t, clock: clk, log: log, workerID: workerID, interval: interval,
+	return &renewer{meta: meta, tenure: t, clock: clk, log: log, workerID: workerID, interval: interval, timeout: timeout,
 		incarnation: hex.EncodeToString(id[:]), started: clk.Now(), leaseCount: leaseCount, onLapse: onLapse}
 }
 
@@ -50,7 +51,7 @@ func newRenewer(meta MetaStore, t *tenure, clk clock.Clock, log *slog.Logger, wo
 // the write started.
 func (r *renewer) beat(ctx context.Context, state lease.WorkerState) error {
 	start := r.clock.Now()
-	ctx, cancel := context.WithTimeout(ctx, r.interval)
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	err := r.meta.PutWorker(ctx, lease.WorkerRecord{
 		WorkerID:    r.workerID,
@@ -74,12 +75,17 @@ func (r *renewer) beat(ctx context.Context, state lease.WorkerState) error {
 	return nil
 }
 
-// loop renews the heartbeat every interval until ctx ends. Fencing does not wait for it:
-// the tenure's own timer fences the worker at its deadline.
+// loop renews the heartbeat every interval until ctx ends, and retries a failed write
+// after interval/8. Fencing does not wait for it: the tenure's own timer fences the worker
+// at its deadline.
 func (r *renewer) loop(ctx context.Context) {
 	failures := 0
 	for {
-		if clock.Sleep(ctx, r.clock, r.interval) != nil {
+		wait := r.interval
+		if failures > 0 {
+			wait = r.interval / 8
+		}
+		if clock.Sleep(ctx, r.clock, wait) != nil {
 			return
 		}
 		if err := r.beat(ctx, lease.WorkerActive); err != nil {

@@ -141,7 +141,8 @@ func (p *quietProcessor) ProcessRecords(_ context.Context, in ProcessRecordsInpu
 }
 
 // A consumer whose processor never checkpoints learns that its lease was taken: before
-// delivering within about LeaseScanInterval, while idle within 4 x LeaseScanInterval; and
+// delivering within about LeaseScanInterval, while idle within idleCheckFactor x
+// LeaseScanInterval; and
 // gets LeaseLost.
 func TestConsumerLearnsOfATakenLeaseWithoutCheckpointing(t *testing.T) {
 	for _, tc := range []struct {

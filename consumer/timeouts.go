@@ -22,6 +22,10 @@ func (c *Config) streamTimeout() time.Duration { return 3 * c.LeaseDuration }
 // included).
 func (c *Config) passTimeout() time.Duration { return 3 * c.LeaseDuration }
 
+// heartbeatTimeout bounds each heartbeat write: short enough that a failed write is
+// retried (after HeartbeatInterval/8) before the worker's validity ends.
+func (c *Config) heartbeatTimeout() time.Duration { return min(c.HeartbeatInterval, c.LeaseDuration/5) }
+
 // fenceMargin is how long before others may take its leases a worker stops acting on
 // them: a renewal earns LeaseDuration - fenceMargin of validity (see tenure).
 func (c *Config) fenceMargin() time.Duration { return c.LeaseDuration / 5 }

@@ -77,7 +77,7 @@ func New(cfg Config, leases LeaseStore, meta MetaStore, s Stream, factory Proces
 	w.members = newMembership(meta, c.Clock, c.LeaseDuration, c.callTimeout(), c.viewStallAfter(), corrupt)
 	w.running = newConsumerSet(&consumerEnv{cfg: c, leases: leases, stream: s, clock: c.Clock, hooks: c.Hooks,
 		tenure: w.tenure, exits: make(chan consumerExit, 2*c.MaxLeasesCap+16)}, factory, w.log)
-	w.renewal = newRenewer(meta, w.tenure, c.Clock, w.log, c.WorkerID, c.HeartbeatInterval, w.running.len, w.fence)
+	w.renewal = newRenewer(meta, w.tenure, c.Clock, w.log, c.WorkerID, c.HeartbeatInterval, c.heartbeatTimeout(), w.running.len, w.fence)
 	w.coord = newCoordinator(c, leases, meta, s, w.tenure, w.members, corrupt, w.log)
 	w.bal = newBalancer(c, leases, w.tenure, w.members, corrupt, w.running, w.log)
 	w.status.s.WorkerID = c.WorkerID

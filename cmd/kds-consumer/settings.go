@@ -68,7 +68,7 @@ func table(s *settings) []setting {
 		stringVar(&s.StatefulSetName, "STATEFULSET_NAME", "statefulset-name", "the workers' StatefulSet (default: WORKER_ID without its ordinal)", checkKubeName),
 		stringVar(&s.PodNamespace, "POD_NAMESPACE", "pod-namespace", "the workers' namespace (default: the pod's ServiceAccount namespace)", checkKubeName),
 		durationVar(&c.LeaseDuration, "LEASE_DURATION", "lease-duration", "how long a silent worker keeps its leases; the heartbeat and poll defaults and the call timeouts follow it (0: the default)"),
-		intervalVar(&c.HeartbeatInterval, "HEARTBEAT_INTERVAL", "heartbeat-interval", "heartbeat renewal interval (0: LEASE_DURATION/4)"),
+		intervalVar(&c.HeartbeatInterval, "HEARTBEAT_INTERVAL", "heartbeat-interval", "heartbeat renewal interval (0: LEASE_DURATION/3)"),
 		intervalVar(&c.PollInterval, "POLL_INTERVAL", "poll-interval", fmt.Sprintf("metadata poll interval (0: the smaller of %s and LEASE_DURATION/3)", consumer.DefaultPollInterval)),
 		intervalVar(&c.ShardSyncInterval, "SHARD_SYNC_INTERVAL", "shard-sync-interval", "coordinator's shard listing interval"),
 		intervalVar(&c.CleanupInterval, "CLEANUP_INTERVAL", "cleanup-interval", "how often the coordinator deletes finished leases and dead workers' records"),

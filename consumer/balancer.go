@@ -216,18 +216,18 @@ func (b *balancer) takeLeases(ctx context.Context, now time.Time, want int, rec 
 	}
 	b.order(candidates, idx)
 	b.order(ofDead, idx)
-	taken, conflicts := 0, 0
+	taken, conflicts, streak := 0, 0, 0
 	for _, l := range candidates {
-		if taken == want || ctx.Err() != nil {
+		if taken == want || ctx.Err() != nil || streak == staleAfterConflicts && l.Owner != b.cfg.WorkerID {
 			if l.Owner == b.cfg.WorkerID {
 				b.unsure[l.ShardID] = true // Ours but not wanted now: resolve releases it.
 			}
 			continue
 		}
 		if b.tryTake(ctx, l) {
-			taken++
+			taken, streak = taken+1, 0
 		} else {
-			conflicts++
+			conflicts, streak = conflicts+1, streak+1
 		}
 	}
 	if taken < want && conflicts > 0 {
@@ -249,6 +249,12 @@ func (b *balancer) takeLeases(ctx context.Context, now time.Time, want int, rec 
 			"of_dead_workers", len(ofDead), "wanted", want)
 	}
 }
+
+// staleAfterConflicts is how many takes in a row may fail before a worker stops trusting
+// its read of the lease table and reads it again next pass: when many workers take at
+// once (a cold start of hundreds), a read soon shows mostly leases taken since, and
+// walking it would fail once per such lease.
+const staleAfterConflicts = 3
 
 // order sorts leases in the order this worker takes them: leases of an earlier run of
 // this worker first (nobody else is reading them), then parents of other leases, then by

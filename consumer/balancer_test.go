@@ -148,3 +148,57 @@ func dead(ids ...string) []lease.DeadWorker {
 	}
 	return out
 }
+
+// staleList serves a copy of the lease table as it was before others took the leases.
+type staleList struct {
+	*memstore.Leases
+	table lease.Table
+}
+
+func (s staleList) ListLeases(context.Context) (lease.Table, error) { return s.table, nil }
+
+// A worker whose read of the lease table turns out stale (takes fail one after the
+// other: others took those leases since) stops after staleAfterConflicts failures and
+// reads the table again, instead of failing once per lease it read as free.
+func TestTakesStopAfterConflictsInARowAndTheTableIsReadAgain(t *testing.T) {
+	ctx := t.Context()
+	fake := clock.NewFake(time.Unix(10000, 0))
+	cfg, err := Config{AppName: "app", WorkerID: "w0", Clock: fake, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, s := memstore.NewLeases(), memstore.NewStream(40)
+	for _, sh := range s.Shards() {
+		if err := mem.CreateLease(ctx, lease.Lease{ShardID: sh.ID, Checkpoint: lease.TrimHorizon}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stale, err := mem.ListLeases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range stale.Leases {
+		if _, err := mem.TakeLease(ctx, l, "other"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leases := staleList{Leases: mem, table: stale}
+	tn := newTenure(fake, cfg.LeaseDuration, cfg.fenceMargin())
+	tn.renew(fake.Now())
+	corrupt := newCorruptLog(cfg.Logger)
+	members := newMembership(memstore.NewMeta(), fake, cfg.LeaseDuration, cfg.callTimeout(), cfg.viewStallAfter(), corrupt)
+	running := newConsumerSet(&consumerEnv{cfg: &cfg, leases: leases, stream: s, clock: fake, tenure: tn,
+		exits: make(chan consumerExit, 8)}, func(string) RecordProcessor { return idleProcessor{} }, cfg.Logger)
+	stop := running.open(ctx)
+	defer func() { stop(); running.stopAll(stopLost) }()
+	b := newBalancer(&cfg, leases, tn, members, corrupt, running, cfg.Logger)
+	view := lease.CoordinatorRecord{CoordinatorID: "c", Epoch: 1, Version: 1, MaxLeasesPerWorker: 20, Cap: 80}
+	before := mem.Calls()["TakeLease"]
+	b.balance(ctx, fake.Now(), b.fingerprint(&view), &view)
+	if n := mem.Calls()["TakeLease"] - before; n != staleAfterConflicts {
+		t.Fatalf("%d takes tried on a stale read of 40 leases, want %d", n, staleAfterConflicts)
+	}
+	if !b.forceScan {
+		t.Fatal("the table is not read again next pass")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 
@@ -44,6 +45,9 @@ type balancer struct {
 	// fromDead holds leases of workers the view listed dead when the lease table was read;
 	// they are taken once the view reaches a version computed after that read.
 	fromDead *deadTakes
+	// lastRecheck is when this worker last confirmed its leases at the coordinator's
+	// request.
+	lastRecheck time.Time
 }
 
 // deadTakes are leases read from the lease table whose owners the view listed dead. They
@@ -106,6 +110,32 @@ func (b *balancer) balance(ctx context.Context, now time.Time, fp string, rec *l
 		b.lastFingerprint, b.lastScan, b.forceScan = fp, now, false
 		b.takeLeases(ctx, now, target-len(active), rec)
 	}
+}
+
+// recheck confirms every lease this worker runs when the view asks it to (see
+// lease.CoordinatorRecord.RecheckWorkers), at most once per CleanupInterval, and stops
+// the consumers of leases that are no longer its own at the epoch they run.
+func (b *balancer) recheck(ctx context.Context, now time.Time, rec *lease.CoordinatorRecord) {
+	if rec == nil || !slices.Contains(rec.RecheckWorkers, b.cfg.WorkerID) ||
+		!b.lastRecheck.IsZero() && now.Sub(b.lastRecheck) < b.cfg.CleanupInterval {
+		return
+	}
+	b.lastRecheck = now
+	lost := 0
+	for _, c := range b.running.all() {
+		if ctx.Err() != nil {
+			return
+		}
+		gctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
+		cur, err := b.leases.GetLease(gctx, c.lease.ShardID)
+		cancel()
+		if err == nil && (cur.Owner != c.lease.Owner || cur.Epoch != c.lease.Epoch) || errors.Is(err, lease.ErrNotFound) {
+			c.log.Error("the lease is no longer this worker's: stopping the shard", "owner", cur.Owner, "owner_epoch", cur.Epoch)
+			c.requestStop(stopLost)
+			lost++
+		}
+	}
+	b.log.Info("checked this worker's leases at the coordinator's request", "leases", b.running.len(), "lost", lost)
 }
 
 // afterExit follows up on a consumer that ended (the consumer set has forgotten it).

@@ -37,6 +37,9 @@ type cleaner struct {
 	last          time.Time
 	outgrownSince map[string]time.Time // shard -> when first seen outgrown
 	deadSince     map[string]time.Time // worker -> when first seen gone or expired
+	// short holds the live workers that reported running more leases than the last read
+	// of the lease table gave them; recheck those that did on the last two reads.
+	short, recheck []string
 }
 
 func newCleaner(cfg *Config, leases LeaseStore, meta MetaStore, s Stream, members *membership, corrupt *corruptLog, log *slog.Logger) *cleaner {
@@ -49,6 +52,41 @@ func (k *cleaner) reset() {
 	k.last = time.Time{}
 	clear(k.outgrownSince)
 	clear(k.deadSince)
+	k.short, k.recheck = nil, nil
+}
+
+// rechecks returns the workers that should confirm their leases (see
+// lease.CoordinatorRecord.RecheckWorkers).
+func (k *cleaner) rechecks() []string { return k.recheck }
+
+// countOwners compares what the live workers report running with what the lease table
+// gives them. A worker that runs more than it owns lost a lease without noticing (an idle
+// consumer does not read its lease); seen so on two reads of the table in a row (a take
+// or a release between a heartbeat and the read explains one), it is asked to recheck.
+func (k *cleaner) countOwners(table lease.Table) {
+	owned := make(map[string]int)
+	for _, l := range table.Leases {
+		if l.Owner != "" && !l.Finished() {
+			owned[l.Owner]++
+		}
+	}
+	was := make(map[string]bool, len(k.short))
+	for _, id := range k.short {
+		was[id] = true
+	}
+	k.short, k.recheck = nil, nil
+	for _, id := range k.members.liveIDs() {
+		rec, _ := k.members.record(id)
+		if rec.LeasesHeld > owned[id] {
+			k.short = append(k.short, id)
+			if was[id] {
+				k.recheck = append(k.recheck, id)
+			}
+		}
+	}
+	if len(k.recheck) > 0 {
+		k.log.Warn("workers report running leases the lease table gives to others: asking them to check their leases", "workers", k.recheck)
+	}
 }
 
 // run deletes what is due, at most once per CleanupInterval. workers are the records of
@@ -127,6 +165,7 @@ func (k *cleaner) finishedLeases(ctx context.Context, now time.Time) {
 		}
 	}
 	k.members.watch(owners)
+	k.countOwners(table)
 	idx := table.Index()
 	streamChildren := make(map[string][]string)
 	for _, s := range shards {

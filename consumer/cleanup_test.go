@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -245,5 +246,53 @@ func TestCleanupHasADeadlineOfItsOwn(t *testing.T) {
 	c.cleanup(context.Background(), cfg.Clock.Now(), nil)
 	if took := time.Since(start); took > 2*cfg.callTimeout() {
 		t.Fatalf("a hung cleanup held the control loop for %s; want at most %s", took, cfg.callTimeout())
+	}
+}
+
+// A live worker that reports running more leases than the lease table gives it is asked
+// to recheck only when two reads of the table in a row show it (one read may fall between
+// a take and the heartbeat that reports it), and no longer once the counts agree.
+func TestWorkersRunningLeasesTheyDoNotOwnAreAskedToRecheck(t *testing.T) {
+	ctx := t.Context()
+	k, leases, meta, fake := newTestCleaner(t, &[]stream.Shard{{ID: "s1"}, {ID: "s2"}})
+	for _, id := range []string{"s1", "s2"} {
+		if err := leases.CreateLease(ctx, lease.Lease{ShardID: id, Checkpoint: lease.TrimHorizon}); err != nil {
+			t.Fatal(err)
+		}
+		l, _ := leases.GetLease(ctx, id)
+		if _, err := leases.TakeLease(ctx, l, "w1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := 2
+	step := func() []string {
+		t.Helper()
+		fake.Advance(k.cfg.CleanupInterval)
+		if err := meta.PutWorker(ctx, lease.WorkerRecord{WorkerID: "w1", Incarnation: "i", Heartbeat: fake.Now().Unix(), State: lease.WorkerActive, LeasesHeld: held}); err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := k.members.observe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.run(ctx, fake.Now(), m.Workers)
+		return k.rechecks()
+	}
+	if got := step(); len(got) != 0 {
+		t.Fatalf("recheck %v while the counts agree", got)
+	}
+	l, _ := leases.GetLease(ctx, "s1")
+	if _, err := leases.TakeLease(ctx, l, "operator"); err != nil {
+		t.Fatal(err)
+	}
+	if got := step(); len(got) != 0 {
+		t.Fatalf("recheck %v after one read", got)
+	}
+	if got := step(); !slices.Equal(got, []string{"w1"}) {
+		t.Fatalf("recheck %v after two reads, want [w1]", got)
+	}
+	held = 1 // w1 found the lease lost
+	if got := step(); len(got) != 0 {
+		t.Fatalf("recheck %v once the counts agree again", got)
 	}
 }

@@ -89,10 +89,11 @@ type Config struct {
 	// 5s, whatever LeaseDuration is; at least PollInterval.
 	ShardSyncInterval time.Duration
 	// LeaseScanInterval bounds how long a worker below its target goes without reading
-	// the lease table when nothing in the metadata table changed, and how long a consumer
+	// the lease table when the membership view did not change, and how long a consumer
 	// delivers batches without confirming that its lease is still its own (an accepted
-	// checkpoint confirms it, else one read of the lease; twenty times as long while it has
-	// nothing to deliver). Default 30s, whatever LeaseDuration is; at least PollInterval.
+	// checkpoint confirms it, else one read of the lease; a consumer with nothing to
+	// deliver reads nothing: see the package doc). Default 30s, whatever LeaseDuration is;
+	// at least PollInterval.
 	LeaseScanInterval time.Duration
 	// StartupSettle is how long a new worker waits after registering its heartbeat before
 	// its first take, so that workers started together see each other and split the

@@ -241,6 +241,7 @@ func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.Coordin
 	}
 	next.DeadWorkers = c.members.dead(c.cfg.WorkerID)
 	next.OwnedLeases = c.members.leasesHeld()
+	next.RecheckWorkers = c.clean.rechecks()
 	written, ok := c.write(ctx, next, "cannot write the coordinator record")
 	if !ok {
 		return &rec

@@ -73,11 +73,14 @@
 //     succeeds; a lease the table says is ours is taken again with a new epoch (or released
 //     at the target), never left owned and unprocessed.
 //   - Each consumer confirms its lease before delivering a batch when its last
-//     confirmation is older than LeaseScanInterval, and while idle every 20 x
-//     LeaseScanInterval (an accepted checkpoint confirms it; otherwise it reads the lease),
-//     so it learns of a lease taken from it (an operator, a duplicate process) within that
-//     bound and gets LeaseLost, even if its processor never checkpoints or ignores
-//     ErrLeaseLost. Idle shards that nobody took cost one read per ten minutes each.
+//     confirmation is older than LeaseScanInterval (an accepted checkpoint confirms it;
+//     otherwise it reads the lease), so it learns of a lease taken from it (an operator, a
+//     duplicate process) within that bound and gets LeaseLost, even if its processor never
+//     checkpoints or ignores ErrLeaseLost. An idle consumer delivers nothing and reads
+//     nothing: the coordinator, which reads the lease table every CleanupInterval, lists a
+//     live worker that reports running more leases than the table gives it on two reads in
+//     a row (RecheckWorkers in the view), and that worker then confirms every lease it
+//     runs. Idle shards cost no reads.
 //   - Exactly one worker is coordinator, by a conditional write on the coordinator item's
 //     epoch; it is replaced when it expires by the rules above, and its writes are
 //     conditional on its epoch (and the view's on its version). It records the application's initial position once

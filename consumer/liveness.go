@@ -213,6 +213,18 @@ func (l *liveness) alive(id string) bool {
 	return ok && !l.expired(id)
 }
 
+// liveIDs returns the observed workers that are alive, sorted.
+func (l *liveness) liveIDs() []string {
+	var ids []string
+	for id := range l.workers {
+		if l.alive(id) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
 // liveCount returns how many observed workers are alive.
 func (l *liveness) liveCount() int {
 	n := 0

@@ -140,22 +140,24 @@ func (p *quietProcessor) ProcessRecords(_ context.Context, in ProcessRecordsInpu
 	return nil
 }
 
-// A consumer whose processor never checkpoints learns that its lease was taken: before
-// delivering within about LeaseScanInterval, while idle within idleCheckFactor x
-// LeaseScanInterval; and
-// gets LeaseLost.
+// A consumer whose processor never checkpoints learns that its lease was taken, and gets
+// LeaseLost: before delivering, within about LeaseScanInterval; while idle, when the
+// coordinator found the lease missing from the worker's count on two reads of the lease
+// table in a row (about two CleanupIntervals) and asked it to recheck.
 func TestConsumerLearnsOfATakenLeaseWithoutCheckpointing(t *testing.T) {
+	const scan, cleanup = 500 * time.Millisecond, 400 * time.Millisecond
 	for _, tc := range []struct {
 		name  string
 		busy  bool
-		bound time.Duration // in LeaseScanIntervals
+		limit time.Duration
 	}{
-		{"delivering", true, 1},
-		{"idle", false, idleCheckFactor},
+		{"delivering", true, 2 * scan},
+		{"idle", false, 3*cleanup + scan},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCluster(t, 1)
-			c.base.LeaseScanInterval = 500 * time.Millisecond
+			c.base.LeaseScanInterval = scan
+			c.base.CleanupInterval = cleanup
 			c.proc = func(worker, shard string) RecordProcessor {
 				return &quietProcessor{testProcessor{c: c, worker: worker, shard: shard}}
 			}
@@ -180,7 +182,7 @@ func TestConsumerLearnsOfATakenLeaseWithoutCheckpointing(t *testing.T) {
 					}
 				}()
 			}
-			limit := tc.bound*c.base.LeaseScanInterval + c.base.LeaseScanInterval
+			limit := tc.limit
 			c.waitFor("w0 told of the lost lease", limit+time.Second, func() bool {
 				c.mu.Lock()
 				defer c.mu.Unlock()

@@ -140,9 +140,6 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 		if !env.tenure.valid(c.lapses) {
 			return c.stop(ctx, stopLost)
 		}
-		if !c.stillOwned(ctx, idleCheckFactor*cfg.LeaseScanInterval) {
-			return c.stop(ctx, stopLost)
-		}
 		start := env.clock.Now()
 		if iterator == "" {
 			var pos stream.Position
@@ -214,18 +211,13 @@ func (c *shardConsumer) getIterator(ctx context.Context, pos stream.Position) (s
 	return c.env.stream.GetShardIterator(ctx, c.lease.ShardID, pos)
 }
 
-// idleCheckFactor stretches the lease confirmation of a consumer that has nothing to
-// deliver: a stolen idle shard delivers nothing twice, it only holds a slot (and a
-// consumer confirms again before it delivers). 10 minutes by default: at 10,000 idle
-// shards, 1,000 reads a minute.
-const idleCheckFactor = 20
-
 // stillOwned confirms that the lease is still this tenure's when the last confirmation is
 // older than every, so that a consumer learns of a lease taken from it (by an operator, by
-// a process sharing its worker id) within a bounded time even when its processor never
-// checkpoints: before delivering a batch every LeaseScanInterval, and while idle every
-// idleCheckFactor x LeaseScanInterval. An accepted checkpoint confirms it for free, so a processor
-// that checkpoints costs no read. A failed read confirms nothing and is retried.
+// a process sharing its worker id) before it delivers a batch, within LeaseScanInterval,
+// even when its processor never checkpoints. An accepted checkpoint confirms it for free,
+// so a processor that checkpoints costs no read. A failed read confirms nothing and is
+// retried. A consumer with nothing to deliver reads nothing: the coordinator notices the
+// lease missing from the worker's count and asks it to recheck (balancer.recheck).
 func (c *shardConsumer) stillOwned(ctx context.Context, every time.Duration) bool {
 	env, cfg := c.env, c.env.cfg
 	now := env.clock.Now()

@@ -320,6 +320,7 @@ func (w *Worker) tick(ctx context.Context) {
 	w.pace.saw(fp, now, w.cfg.PollInterval)
 	w.bal.resolveUnsure(ctx)
 	w.bal.balance(ctx, now, fp, rec)
+	w.bal.recheck(ctx, now, rec)
 	w.coord.cleanup(ctx, now, meta.Workers)
 
 	w.status.set(func(s *Status) {

@@ -50,6 +50,7 @@ const (
 	attrInitialTimestamp   = "initial_timestamp"
 	attrDeadWorkers        = "dead_workers"
 	attrOwnedLeases        = "owned_leases"
+	attrRecheckWorkers     = "recheck_workers"
 )
 
 // itemVersion is the format this code writes and the newest it can read.
@@ -434,6 +435,9 @@ func encodeCoordinator(key string, c lease.CoordinatorRecord) map[string]types.A
 	if len(c.DeadWorkers) > 0 {
 		item[attrDeadWorkers] = deadWorkersAV(c.DeadWorkers)
 	}
+	if len(c.RecheckWorkers) > 0 {
+		item[attrRecheckWorkers] = &types.AttributeValueMemberSS{Value: c.RecheckWorkers}
+	}
 	if c.InitialPosition != "" {
 		item[attrInitialPosition] = strAV(c.InitialPosition)
 		if !c.InitialTimestamp.IsZero() {
@@ -489,6 +493,7 @@ func decodeCoordinator(item map[string]types.AttributeValue) (lease.CoordinatorR
 	// The membership view: absent in items written before it existed.
 	c.OwnedLeases = int(max(0, r.int64(attrOwnedLeases, false)))
 	c.DeadWorkers = r.deadWorkers(attrDeadWorkers)
+	c.RecheckWorkers = r.strings(attrRecheckWorkers)
 	c.UpdatedAt = r.time(attrUpdatedAt)
 	if c.InitialPosition = r.str(attrInitialPosition, false); c.InitialPosition != "" {
 		switch c.InitialPosition {

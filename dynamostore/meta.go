@@ -211,11 +211,21 @@ func (s *Store) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorReco
 		update += e.name(v.attr) + " = " + e.value(numAV(v.val)) + ", "
 	}
 	update += e.name(attrOwnedLeases) + " = " + e.value(numAV(int64(rec.OwnedLeases))) + ", "
-	remove := ""
+	// DynamoDB has no empty set: an empty list is a removed attribute.
+	var removed []string
 	if len(rec.DeadWorkers) > 0 {
 		update += e.name(attrDeadWorkers) + " = " + e.value(deadWorkersAV(rec.DeadWorkers)) + ", "
 	} else {
-		remove = " REMOVE " + e.name(attrDeadWorkers)
+		removed = append(removed, e.name(attrDeadWorkers))
+	}
+	if len(rec.RecheckWorkers) > 0 {
+		update += e.name(attrRecheckWorkers) + " = " + e.value(&types.AttributeValueMemberSS{Value: slices.Compact(slices.Sorted(slices.Values(rec.RecheckWorkers)))}) + ", "
+	} else {
+		removed = append(removed, e.name(attrRecheckWorkers))
+	}
+	remove := " REMOVE " + strings.Join(removed, ", ")
+	if len(removed) == 0 {
+		remove = ""
 	}
 	if rec.InitialPosition != "" {
 		// Recorded once: a later write never moves the application's starting point.

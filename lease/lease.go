@@ -184,6 +184,11 @@ type CoordinatorRecord struct {
 	// before it was written.
 	DeadWorkers []DeadWorker
 	OwnedLeases int
+	// RecheckWorkers are live workers that report running more leases than the lease
+	// table gives them, on two of the coordinator's reads of it in a row: a lease was
+	// taken from them (an operator, a process sharing the worker id) while it delivered
+	// nothing. Each confirms its leases when it reads its id here. Sorted.
+	RecheckWorkers []string
 	// InitialPosition and InitialTimestamp are where the application started reading,
 	// recorded once by the first coordinator and never changed: TrimHorizon, or
 	// AtTimestamp with the timestamp (the application's first start, for Latest). Every

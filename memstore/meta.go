@@ -130,6 +130,7 @@ func (s *Meta) setCoordinatorLocked(rec *lease.CoordinatorRecord) {
 func copyCoordinator(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {
 	out := *c
 	out.DeadWorkers = slices.Clone(c.DeadWorkers)
+	out.RecheckWorkers = slices.Clone(c.RecheckWorkers)
 	return &out
 }
 
@@ -244,6 +245,13 @@ func (s *Meta) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorRecor
 	}
 	rec.Version = stored.Version + 1
 	rec.DeadWorkers = slices.Clone(rec.DeadWorkers)
+	rec.RecheckWorkers = slices.Compact(slices.Sorted(slices.Values(rec.RecheckWorkers)))
+	if len(rec.RecheckWorkers) == 0 {
+		rec.RecheckWorkers = nil
+	}
+	if len(rec.DeadWorkers) == 0 {
+		rec.DeadWorkers = nil
+	}
 	rec.UpdatedAt = now
 	switch {
 	case stored.InitialPosition != "" || rec.InitialPosition == "":

@@ -153,6 +153,11 @@ func (b *balancer) afterExit(ctx context.Context, e consumerExit) {
 		// Let another worker (or this one, later) try: retaking at once would fail again.
 		b.cooldown[e.lease.ShardID] = b.clock.Now().Add(b.cfg.LeaseScanInterval)
 		b.forceScan = true
+		if e.kept {
+			// The release did not succeed (a lapse cancelled it): read the lease back until
+			// it is released or someone else's, as after a lost lease.
+			b.unsure[e.lease.ShardID] = true
+		}
 	case exitEnded:
 		b.forceScan = true
 		if ctx.Err() == nil {
@@ -377,9 +382,11 @@ func (b *balancer) resolveUnsure(ctx context.Context) {
 	}
 }
 
-// resolve reads one lease whose take reported an error. If the table says this worker
-// owns it and no consumer runs it, the take did apply: the lease is taken again, with a
-// new epoch, or released when the worker is already at its target.
+// resolve reads one lease that may be this worker's in the table without a consumer: its
+// take reported an error, its consumer was fenced, or the release of a failed consumer
+// did not succeed. If the table says this worker owns it and no consumer runs it, the
+// lease is taken again, with a new epoch, or released when the worker is already at its
+// target or the shard is cooling down after a failure.
 func (b *balancer) resolve(ctx context.Context, shardID string) {
 	gctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
 	cur, err := b.leases.GetLease(gctx, shardID)
@@ -395,8 +402,9 @@ func (b *balancer) resolve(ctx context.Context, shardID string) {
 		delete(b.unsure, shardID)
 		return
 	}
-	b.log.Warn("a take that reported an error was applied: this worker owns the lease", "shard", shardID, "epoch", cur.Epoch)
-	if len(b.running.active()) < b.target && b.tenure.holding() {
+	b.log.Warn("the lease table says this worker owns a lease it does not run (a take that reported an error applied, or a release did not)",
+		"shard", shardID, "epoch", cur.Epoch)
+	if len(b.running.active()) < b.target && b.tenure.holding() && !b.clock.Now().Before(b.cooldown[shardID]) {
 		tctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
 		taken, err := b.leases.TakeLease(tctx, cur, b.cfg.WorkerID)
 		cancel()

@@ -202,3 +202,27 @@ func TestTakesStopAfterConflictsInARowAndTheTableIsReadAgain(t *testing.T) {
 		t.Fatal("the table is not read again next pass")
 	}
 }
+
+// A consumer whose processor failed and whose release did not succeed (a lapse cancelled
+// it) leaves a lease the table says is this worker's: it is read back and released (the
+// shard cools down after the failure), never left owned and unprocessed.
+func TestAFailedConsumerWhoseReleaseFailedIsNotOrphaned(t *testing.T) {
+	ctx := t.Context()
+	b := newTestBalancer(t, Config{})
+	b.tenure.renew(b.clock.Now())
+	b.target, b.targetKnown = 2, true
+	leases := b.leases.(*memstore.Leases)
+	if err := leases.CreateLease(ctx, lease.Lease{ShardID: "s", Checkpoint: lease.TrimHorizon}); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := leases.GetLease(ctx, "s")
+	held, err := leases.TakeLease(ctx, l, "w0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.afterExit(ctx, consumerExit{lease: held, reason: exitFailed, kept: true})
+	b.resolveUnsure(ctx)
+	if cur, _ := leases.GetLease(ctx, "s"); cur.Owner != "" {
+		t.Fatalf("lease owned by %q after the failed consumer's lease was resolved; want it released", cur.Owner)
+	}
+}

@@ -52,6 +52,9 @@ type consumerExit struct {
 	lease    lease.Lease
 	reason   exitReason
 	children []stream.ChildShard
+	// kept: the release of a failed consumer did not succeed, so the table may still say
+	// the lease is this worker's.
+	kept bool
 }
 
 // consumerEnv is what every shard consumer of a worker depends on.
@@ -120,8 +123,7 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 	})
 	if err != nil {
 		c.log.Error("record processor failed to initialize; releasing the lease", "err", err)
-		c.release(ctx, lease.ExtendedSequenceNumber{})
-		return consumerExit{reason: exitFailed}
+		return consumerExit{reason: exitFailed, kept: !c.release(ctx, lease.ExtendedSequenceNumber{})}
 	}
 
 	var (
@@ -468,8 +470,7 @@ func (c *shardConsumer) stop(ctx context.Context, k stopKind) consumerExit {
 func (c *shardConsumer) shardEnded(ctx context.Context, children []stream.ChildShard) consumerExit {
 	if err := c.proc.ShardEnded(ctx, c.cp); err != nil {
 		c.log.Error("record processor failed at shard end; releasing without SHARD_END so the shard is retried", "err", err)
-		c.release(ctx, c.cp.takePending())
-		return consumerExit{reason: exitFailed}
+		return consumerExit{reason: exitFailed, kept: !c.release(ctx, c.cp.takePending())}
 	}
 	if !c.release(ctx, lease.ExtendedSequenceNumber{SequenceNumber: lease.ShardEnd}) {
 		return consumerExit{reason: exitLost}

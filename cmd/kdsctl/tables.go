@@ -46,7 +46,12 @@ type coordinatorView struct {
 	Epoch                 int64  `json:"epoch"`
 	Version               int64  `json:"version"`
 	LeaseGeneration       int64  `json:"lease_generation"`
-	UpdatedAt             string `json:"updated_at,omitempty"`
+	// The membership view: the workers the coordinator judged dead, the leases the live
+	// ones hold, and those asked to recheck their leases.
+	DeadWorkers    []string `json:"dead_workers"`
+	OwnedLeases    int      `json:"owned_leases"`
+	RecheckWorkers []string `json:"recheck_workers"`
+	UpdatedAt      string   `json:"updated_at,omitempty"`
 
 	updatedAt time.Time
 }
@@ -69,6 +74,10 @@ func newMetaView(table string, m lease.Meta) metaView {
 			TargetLeasesPerWorker: c.TargetLeasesPerWorker, Cap: c.Cap, UnownedShards: c.UnownedShards,
 			RecommendedWorkers: c.RecommendedWorkers, Epoch: c.Epoch, Version: c.Version,
 			LeaseGeneration: c.LeaseGeneration, UpdatedAt: timeJSON(c.UpdatedAt), updatedAt: c.UpdatedAt,
+			DeadWorkers: []string{}, OwnedLeases: c.OwnedLeases, RecheckWorkers: append([]string{}, c.RecheckWorkers...),
+		}
+		for _, d := range c.DeadWorkers {
+			v.Coordinator.DeadWorkers = append(v.Coordinator.DeadWorkers, d.WorkerID)
 		}
 		if c.UnownedShards > 0 {
 			v.Warnings = append(v.Warnings, unownedWarning(c))
@@ -78,6 +87,13 @@ func newMetaView(table string, m lease.Meta) metaView {
 		v.Corrupt = append(v.Corrupt, ci.String())
 	}
 	return v
+}
+
+func listOrNone(ids []string) string {
+	if len(ids) == 0 {
+		return "none"
+	}
+	return strings.Join(ids, ", ")
 }
 
 func unownedWarning(c *lease.CoordinatorRecord) string {
@@ -116,6 +132,11 @@ func (v metaView) print(w io.Writer) {
 		t.row("  max leases per worker", fmt.Sprintf("%d (cap %d)", c.MaxLeasesPerWorker, c.Cap))
 		t.row("  target leases per worker", c.TargetLeasesPerWorker)
 		t.row("  unowned shards", c.UnownedShards)
+		t.row("  leases held by live workers", c.OwnedLeases)
+		t.row("  dead workers", listOrNone(c.DeadWorkers))
+		if len(c.RecheckWorkers) > 0 {
+			t.row("  asked to recheck their leases", strings.Join(c.RecheckWorkers, ", "))
+		}
 		t.row("  epoch / version", fmt.Sprintf("%d / %d", c.Epoch, c.Version))
 		t.row("  updated", fmt.Sprintf("%s (%s)", c.UpdatedAt, ago(c.updatedAt)))
 		t.flush()

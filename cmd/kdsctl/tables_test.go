@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func seedCoordinator(t *testing.T, st *dynamostore.Store, rec lease.CoordinatorR
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec.CoordinatorID, rec.Epoch = c.CoordinatorID, c.Epoch
+	rec.CoordinatorID, rec.Epoch, rec.Version = c.CoordinatorID, c.Epoch, c.Version
 	if _, err := st.UpdateCoordinator(t.Context(), rec); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,8 @@ func TestMetadataAndLeases(t *testing.T) {
 		}
 	}
 	seedCoordinator(t, st, lease.CoordinatorRecord{ShardCount: 5, WorkerCount: 2, LiveWorkers: 2, MaxLeasesPerWorker: 2,
-		TargetLeasesPerWorker: 2, Cap: 2, UnownedShards: 1, RecommendedWorkers: 3})
+		TargetLeasesPerWorker: 2, Cap: 2, UnownedShards: 1, RecommendedWorkers: 3,
+		DeadWorkers: []lease.DeadWorker{{WorkerID: "w9", Incarnation: "i", Heartbeat: 3}}, OwnedLeases: 3, RecheckWorkers: []string{"w2"}})
 	seedLease(t, st, "s0", "", lease.ShardEnd)
 	seedLease(t, st, "s1", "w1", lease.TrimHorizon, "s0")
 	seedLease(t, st, "s2", "w1", lease.TrimHorizon, "s0")
@@ -90,7 +92,7 @@ func TestMetadataAndLeases(t *testing.T) {
 	t.Run("metadata", func(t *testing.T) {
 		r := kdsctlOK(t, "--app", app, "metadata")
 		for _, want := range []string{"WARNING", "1 of 5 shards are UNOWNED", "run 3 workers", "worker count (desired)",
-			"2 (cap 2)", "epoch / version"} {
+			"2 (cap 2)", "epoch / version", "dead workers", "w9", "asked to recheck their leases"} {
 			if !strings.Contains(r.stdout, want) {
 				t.Errorf("output lacks %q", want)
 			}
@@ -105,7 +107,8 @@ func TestMetadataAndLeases(t *testing.T) {
 		mustJSON(t, r, &v)
 		c := v.Coordinator
 		if c == nil || c.CoordinatorID != "w1" || c.ShardCount != 5 || c.WorkerCount != 2 || c.MaxLeasesPerWorker != 2 ||
-			c.UnownedShards != 1 || c.RecommendedWorkers != 3 || c.Epoch != 1 || c.UpdatedAt == "" {
+			c.UnownedShards != 1 || c.RecommendedWorkers != 3 || c.Epoch != 1 || c.UpdatedAt == "" ||
+			!slices.Equal(c.DeadWorkers, []string{"w9"}) || c.OwnedLeases != 3 || !slices.Equal(c.RecheckWorkers, []string{"w2"}) {
 			t.Errorf("coordinator %+v", c)
 		}
 		if len(v.Workers) != 2 || v.Workers[0].WorkerID != "w1" || v.Workers[1].Heartbeat != 7 || v.Workers[0].State != "active" {

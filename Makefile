@@ -27,7 +27,7 @@ include deploy/k8s/k8s.mk
 
 DURATION ?= 90s
 
-.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench fuzz proto sim sim-scale \
+.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench cost-check fuzz proto sim sim-scale \
 	status logs logs-worker monitor metadata leases scale-workers test-shards test-workers \
 	restart-worker restart-all clean
 
@@ -78,6 +78,13 @@ sim-scale: ## virtual-time scale runs of real workers, DynamoDB cost vs a KCL-st
 
 bench: build ## benchmarks on the real engines, one table (KDS_BENCH_RUNS=3); record it in docs/BENCHMARKS.md
 	set -o pipefail; KDS_BENCH_OUT=$${KDS_BENCH_OUT:-$(CURDIR)/.run/bench.md} $(GO) test -tags bench -run TestBenchmarks -count=1 -timeout 60m -v ./e2e | grep -v '^{'
+
+COST_SHARDS  ?= 300
+COST_WORKERS ?= 10
+COST_WINDOW  ?= 120
+cost-check: ## the simulator's DynamoDB cost model against the real engines: COST_WORKERS=10 workers over COST_SHARDS=300 shards, requests by operation and capacity units measured at the edge over COST_WINDOW=120 s must match the simulator's within 10% (table in .run/cost-check.md)
+	@mkdir -p .run; set -o pipefail; KDS_COST_SHARDS=$(COST_SHARDS) KDS_COST_WORKERS=$(COST_WORKERS) KDS_COST_WINDOW_SECONDS=$(COST_WINDOW) \
+		KDS_COST_OUT=$(CURDIR)/.run/cost-check.md $(GO) test -tags bench -run '^TestCostCheck$$' -count=1 -timeout 30m -v ./e2e | grep -v '^{'
 
 k8s-tools: ## build kube-apiserver, etcd, kubectl and helm for the tests (first time ~7 min, cached)
 	deploy/k8s/tools/build.sh

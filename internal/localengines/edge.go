@@ -65,10 +65,14 @@ func (c *Call) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// Stats counts the requests the edge received, per call. Take two snapshots and Sub them
-// to get the requests in between.
+// Stats counts the requests the edge received, per call, and what the DynamoDB requests
+// cost per operation and table (see capacity.go). Take two snapshots and Sub them to get
+// the requests in between.
 type Stats struct {
 	Calls map[Call]int64 `json:"calls"`
+	// Tables counts the DynamoDB requests per operation and table, with the capacity
+	// units the engine reported for them.
+	Tables map[TableOp]Capacity `json:"tables,omitempty"`
 	// Unrouted counts requests the edge could not attribute to a service.
 	Unrouted int64 `json:"unrouted"`
 }
@@ -86,10 +90,16 @@ func (s Stats) Service(svc Service) int64 {
 
 // Sub returns the requests counted in s but not yet in earlier.
 func (s Stats) Sub(earlier Stats) Stats {
-	d := Stats{Calls: make(map[Call]int64, len(s.Calls)), Unrouted: s.Unrouted - earlier.Unrouted}
+	d := Stats{Calls: make(map[Call]int64, len(s.Calls)), Tables: make(map[TableOp]Capacity, len(s.Tables)),
+		Unrouted: s.Unrouted - earlier.Unrouted}
 	for c, v := range s.Calls {
 		if n := v - earlier.Calls[c]; n != 0 {
 			d.Calls[c] = n
+		}
+	}
+	for k, v := range s.Tables {
+		if c := v.sub(earlier.Tables[k]); c != (Capacity{}) {
+			d.Tables[k] = c
 		}
 	}
 	return d
@@ -115,6 +125,7 @@ type Edge struct {
 
 	mu       sync.Mutex
 	calls    map[Call]int64
+	tables   map[TableOp]Capacity
 	unrouted int64
 }
 
@@ -133,6 +144,7 @@ func NewEdge(kinesisURL, dynamoURL string) *Edge {
 		proxies:   make(map[Service]http.Handler, 2),
 		transport: tr,
 		calls:     make(map[Call]int64),
+		tables:    make(map[TableOp]Capacity),
 	}
 	for svc, raw := range map[Service]string{Kinesis: kinesisURL, DynamoDB: dynamoURL} {
 		target, err := url.Parse(raw)
@@ -168,7 +180,10 @@ func (e *Edge) newProxy(svc Service, target *url.URL) http.Handler {
 			if err != nil {
 				return err
 			}
-			resp.Body = io.NopCloser(bytes.NewReader(body))
+			resp.Body = readCloser(body)
+			if svc == DynamoDB {
+				e.countResponse(resp, body)
+			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -226,10 +241,13 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeAWSError(w, http.StatusRequestEntityTooLarge, "SerializationException", "kds edge: request body over 64 MiB")
 		return
 	}
-	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	r.Body, r.ContentLength = readCloser(body), int64(len(body))
 	e.mu.Lock()
 	e.calls[call]++
 	e.mu.Unlock()
+	if call.Service == DynamoDB && call.Operation != "" {
+		r = e.prepareDynamo(r, call.Operation, body)
+	}
 
 	next := e.proxies[call.Service]
 	if e.Interceptor != nil {
@@ -243,8 +261,10 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (e *Edge) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return Stats{Calls: maps.Clone(e.calls), Unrouted: e.unrouted}
+	return Stats{Calls: maps.Clone(e.calls), Tables: maps.Clone(e.tables), Unrouted: e.unrouted}
 }
+
+func readCloser(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
 
 // CloseIdleConnections closes the edge's idle connections to the engines.
 func (e *Edge) CloseIdleConnections() { e.transport.CloseIdleConnections() }

@@ -98,6 +98,11 @@ func (c *ScaleConfig) defaults() {
 	}
 }
 
+// ScaleLeaseDuration is the workers' lease duration in scale runs (every other setting is
+// the library's default: heartbeat and poll intervals, cleanup interval, checkpoint
+// interval 0). `make cost-check` runs the real workers with the same.
+const ScaleLeaseDuration = 10 * time.Second
+
 // scaleScenario is the scenario of a scale run: no random faults.
 func scaleScenario(c ScaleConfig) Scenario {
 	workers := c.Workers - c.Workers/10 // the fewest live workers during the run
@@ -106,7 +111,7 @@ func scaleScenario(c ScaleConfig) Scenario {
 		Seed:          c.Seed,
 		Workers:       c.Workers,
 		Shards:        c.Shards,
-		LeaseDuration: 10 * time.Second,
+		LeaseDuration: ScaleLeaseDuration,
 		Position:      lease.TrimHorizon,
 		PreStart:      5 * time.Second,
 		ProduceEvery:  c.ProduceEvery,

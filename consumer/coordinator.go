@@ -36,6 +36,7 @@ type coordinatorRole struct {
 	positionWarned bool
 	lastSync       time.Time
 	forceSync      bool
+	listing        *shardListing   // the ListShards of the shard sync in flight
 	synced         map[string]bool // shard ids whose leases exist, as of the last sync
 	shardCount     int             // open shards at the last sync
 	shardsKnown    bool
@@ -133,6 +134,9 @@ func (c *coordinator) lose(why string) {
 // endRole forgets everything learnt while holding the role: a later claim starts afresh,
 // its cleanup delays included.
 func (c *coordinator) endRole() {
+	if c.role.listing != nil {
+		c.role.listing.cancel()
+	}
 	c.role = coordinatorRole{}
 	c.clean.reset()
 	c.cfg.Hooks.coordinatorChanged(false)
@@ -186,59 +190,25 @@ func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.Coordin
 		c.log.Warn("the application's initial position was recorded by its first start; the configured one applies only to a new application",
 			"recorded", rec.InitialPosition, "recorded_timestamp", rec.InitialTimestamp, "configured", c.cfg.InitialPosition)
 	}
-	if c.role.lastSync.IsZero() || c.role.forceSync || now.Sub(c.role.lastSync) >= c.cfg.ShardSyncInterval {
+	if c.role.listing == nil && (c.role.lastSync.IsZero() || c.role.forceSync || now.Sub(c.role.lastSync) >= c.cfg.ShardSyncInterval) {
 		c.role.lastSync, c.role.forceSync = now, false
-		c.syncShards(ctx, rec)
+		c.role.listing = c.listShards(ctx)
 	}
-	if !c.role.shardsKnown {
-		return &rec
-	}
-
-	live := c.members.liveCount()
-	desired := live
-	if c.cfg.WorkerCounter != nil {
-		dctx, cancel := context.WithTimeout(ctx, c.cfg.callTimeout())
-		n, err := c.cfg.WorkerCounter.DesiredWorkers(dctx)
-		cancel()
-		switch {
-		case err != nil:
-			if msg := err.Error(); msg != c.role.countError {
-				c.role.countError = msg
-				c.log.Warn("cannot read the desired worker count; using live workers", "err", err, "live_workers", live)
-			}
-		case n < 1:
-			c.log.Warn("desired worker count below 1; using live workers", "desired", n, "live_workers", live)
-		default:
-			desired = n
-			c.role.countError = ""
+	if l := c.role.listing; l != nil {
+		select {
+		case <-l.done:
+			c.role.listing = nil
+			c.syncShards(ctx, rec, l.shards, l.err)
+		default: // Still listing: this pass publishes what the last sync knew.
 		}
 	}
-	desired = max(desired, 1)
-	// While fewer workers are live than desired (a pod is down), the live ones cover for
-	// the missing ones, up to the cap.
-	effective := desired
-	if live > 0 && live < desired {
-		effective = live
-	}
-	shards := c.role.shardCount
-	limit := c.cfg.MaxLeasesCap
 	next := rec
-	if c.cfg.DisableDynamicMaxLeases {
-		limit = c.cfg.StaticMaxLeases
-		next.MaxLeasesPerWorker, next.TargetLeasesPerWorker = limit, limit
-	} else {
-		next.MaxLeasesPerWorker = lease.MaxLeasesPerWorker(shards, desired, limit)
-		next.TargetLeasesPerWorker = lease.MaxLeasesPerWorker(shards, effective, limit)
+	var desired, live, effective, limit, shards int
+	if c.role.shardsKnown {
+		desired, live, effective, limit, shards = c.computeValues(ctx, &next)
 	}
-	next.ShardCount = shards
-	next.WorkerCount = desired
-	next.LiveWorkers = live
-	next.Cap = c.cfg.MaxLeasesCap
-	next.UnownedShards = lease.UnownedShards(shards, effective, limit)
-	next.RecommendedWorkers = lease.WorkersNeeded(shards, limit)
-	if c.role.leasesAdded {
-		next.LeaseGeneration++
-	}
+	// Until the first sync knows the shards, the view is published with the values as
+	// they were (a new coordinator's first listing may take a while).
 	next.DeadWorkers = c.members.dead(c.cfg.WorkerID)
 	next.OwnedLeases = c.members.leasesHeld()
 	next.RecheckWorkers = c.clean.rechecks()
@@ -288,12 +258,83 @@ func sameTarget(a, b lease.CoordinatorRecord) bool {
 		a.Cap == b.Cap && a.UnownedShards == b.UnownedShards && a.RecommendedWorkers == b.RecommendedWorkers
 }
 
-// syncShards lists the stream's shards and creates the leases that are missing, parents
-// before children, so that a child's lease never exists without its parents' leases.
-func (c *coordinator) syncShards(ctx context.Context, start lease.CoordinatorRecord) {
-	lctx, cancel := context.WithTimeout(ctx, c.cfg.streamTimeout())
-	shards, err := c.stream.ListShards(lctx)
-	cancel()
+// computeValues sets next's max leases per worker, target and counts from the last shard
+// sync and the live workers.
+func (c *coordinator) computeValues(ctx context.Context, next *lease.CoordinatorRecord) (desired, live, effective, limit, shards int) {
+	live = c.members.liveCount()
+	desired = live
+	if c.cfg.WorkerCounter != nil {
+		dctx, cancel := context.WithTimeout(ctx, c.cfg.callTimeout())
+		n, err := c.cfg.WorkerCounter.DesiredWorkers(dctx)
+		cancel()
+		switch {
+		case err != nil:
+			if msg := err.Error(); msg != c.role.countError {
+				c.role.countError = msg
+				c.log.Warn("cannot read the desired worker count; using live workers", "err", err, "live_workers", live)
+			}
+		case n < 1:
+			c.log.Warn("desired worker count below 1; using live workers", "desired", n, "live_workers", live)
+		default:
+			desired = n
+			c.role.countError = ""
+		}
+	}
+	desired = max(desired, 1)
+	// While fewer workers are live than desired (a pod is down), the live ones cover for
+	// the missing ones, up to the cap.
+	effective = desired
+	if live > 0 && live < desired {
+		effective = live
+	}
+	shards = c.role.shardCount
+	limit = c.cfg.MaxLeasesCap
+	if c.cfg.DisableDynamicMaxLeases {
+		limit = c.cfg.StaticMaxLeases
+		next.MaxLeasesPerWorker, next.TargetLeasesPerWorker = limit, limit
+	} else {
+		next.MaxLeasesPerWorker = lease.MaxLeasesPerWorker(shards, desired, limit)
+		next.TargetLeasesPerWorker = lease.MaxLeasesPerWorker(shards, effective, limit)
+	}
+	next.ShardCount = shards
+	next.WorkerCount = desired
+	next.LiveWorkers = live
+	next.Cap = c.cfg.MaxLeasesCap
+	next.UnownedShards = lease.UnownedShards(shards, effective, limit)
+	next.RecommendedWorkers = lease.WorkersNeeded(shards, limit)
+	if c.role.leasesAdded {
+		next.LeaseGeneration++
+	}
+	return desired, live, effective, limit, shards
+}
+
+// shardListing is the coordinator's ListShards call in flight. It runs apart from the
+// control loop: a slow or throttled Kinesis (a call may take streamTimeout) never holds
+// up the coordinator's pass, and with it the membership view, whose stall would make
+// every worker read the whole metadata table.
+type shardListing struct {
+	done   chan struct{}
+	cancel context.CancelFunc
+	shards []stream.Shard
+	err    error
+}
+
+// listShards starts listing the stream's shards, with a deadline of its own.
+func (c *coordinator) listShards(ctx context.Context) *shardListing {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.streamTimeout())
+	l := &shardListing{done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(l.done)
+		defer cancel()
+		l.shards, l.err = c.stream.ListShards(lctx)
+	}()
+	return l
+}
+
+// syncShards takes a listing of the stream's shards (or its error) and creates the leases
+// that are missing, parents before children, so that a child's lease never exists
+// without its parents' leases.
+func (c *coordinator) syncShards(ctx context.Context, start lease.CoordinatorRecord, shards []stream.Shard, err error) {
 	if err != nil {
 		if errors.Is(err, stream.ErrStreamNotFound) {
 			c.log.Error("stream not found; create it or fix STREAM_NAME", "stream", c.cfg.StreamName, "err", err)
@@ -314,7 +355,7 @@ func (c *coordinator) syncShards(ctx context.Context, start lease.CoordinatorRec
 		c.role.shardCount = open
 		return
 	}
-	lctx, cancel = context.WithTimeout(ctx, c.cfg.callTimeout())
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.callTimeout())
 	table, err := c.leases.ListLeases(lctx)
 	cancel()
 	if err != nil {

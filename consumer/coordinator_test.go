@@ -14,6 +14,7 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 	"github.com/kds-lease-manager/kds-lease-manager/memstore"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // The coordinator alone, on in-memory stores and a fake clock: the first pass claims the
@@ -51,15 +52,16 @@ func TestCoordinatorPublishesMaxLeasesForLiveWorkers(t *testing.T) {
 			}
 			c := newCoordinator(&cfg, leases, meta, s, tn, members, corrupt, cfg.Logger)
 			var rec *lease.CoordinatorRecord
-			// The claim, the initial position, then the shard sync and the values: each write
-			// comes from a read made after the one before.
-			for range 3 {
+			// The claim, the initial position, then the shard sync (listed apart from the
+			// pass) and the values: each write comes from a read made after the one before.
+			for i := 0; i < 200 && (rec == nil || rec.ShardCount == 0); i++ {
 				m, start, err := members.observe(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
 				rec = c.coordinate(ctx, fake.Now(), m, start)
 				fake.Advance(time.Millisecond)
+				time.Sleep(time.Millisecond) // for the listing in flight
 			}
 			if !c.holding() || rec == nil || rec.CoordinatorID != "w0" {
 				t.Fatalf("after the first pass: holding %v, record %+v; want w0 to hold the role", c.holding(), rec)
@@ -128,7 +130,8 @@ func TestShardSyncCreatesLeasesWithBoundedConcurrency(t *testing.T) {
 	tn.renew(fake.Now())
 	corrupt := newCorruptLog(cfg.Logger)
 	c := newCoordinator(&cfg, store, memstore.NewMeta(), s, tn, newMembership(memstore.NewMeta(), fake, cfg.LeaseDuration, time.Second, time.Second, corrupt), corrupt, cfg.Logger)
-	c.syncShards(ctx, lease.CoordinatorRecord{InitialPosition: lease.TrimHorizon})
+	shards, err := s.ListShards(ctx)
+	c.syncShards(ctx, lease.CoordinatorRecord{InitialPosition: lease.TrimHorizon}, shards, err)
 	table, _ := store.ListLeases(ctx)
 	if len(table.Leases) != 200 {
 		t.Fatalf("%d leases, want 200", len(table.Leases))
@@ -214,5 +217,74 @@ func TestCoordinatorPublishesTheViewOnlyFromReadsAfterItsLastWrite(t *testing.T)
 	}
 	if want := []lease.DeadWorker{{WorkerID: "x", Incarnation: "i", Heartbeat: 1}}; !slices.Equal(rec.DeadWorkers, want) {
 		t.Errorf("dead workers %v, want %v: silent for more than a lease duration", rec.DeadWorkers, want)
+	}
+}
+
+// blockedListing is a stream whose ListShards waits until released (a throttled or hung
+// Kinesis).
+type blockedListing struct {
+	*memstore.Stream
+	release chan struct{}
+}
+
+func (s blockedListing) ListShards(ctx context.Context) ([]stream.Shard, error) {
+	select {
+	case <-s.release:
+		return s.Stream.ListShards(ctx)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// A slow ListShards does not hold up the coordinator's pass: the view is still written on
+// every pass (a stalled view would make every worker read the whole metadata table), and
+// the sync completes on a later pass.
+func TestASlowShardListingDoesNotStallTheView(t *testing.T) {
+	ctx := t.Context()
+	fake := clock.NewFake(time.Unix(10000, 0))
+	cfg, err := Config{AppName: "app", WorkerID: "w0", Clock: fake, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := memstore.NewMeta()
+	s := blockedListing{Stream: memstore.NewStream(3), release: make(chan struct{})}
+	tn := newTenure(fake, cfg.LeaseDuration, cfg.fenceMargin())
+	corrupt := newCorruptLog(cfg.Logger)
+	members := newMembership(meta, fake, cfg.LeaseDuration, cfg.callTimeout(), cfg.viewStallAfter(), corrupt)
+	c := newCoordinator(&cfg, memstore.NewLeases(), meta, s, tn, members, corrupt, cfg.Logger)
+	defer c.endRole()
+	pass := func() (*lease.CoordinatorRecord, int) {
+		t.Helper()
+		fake.Advance(cfg.PollInterval)
+		tn.renew(fake.Now())
+		before := meta.Calls()["UpdateCoordinator"]
+		m, start, err := members.observe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan *lease.CoordinatorRecord, 1)
+		go func() { done <- c.coordinate(ctx, fake.Now(), m, start) }()
+		select {
+		case rec := <-done:
+			return rec, meta.Calls()["UpdateCoordinator"] - before
+		case <-time.After(5 * time.Second):
+			t.Fatal("a pass waited for ListShards")
+			return nil, 0
+		}
+	}
+	pass() // the claim
+	for i := range 4 {
+		if _, writes := pass(); writes != 1 {
+			t.Fatalf("pass %d while ListShards hangs wrote %d times, want 1", i+1, writes)
+		}
+	}
+	close(s.release)
+	var rec *lease.CoordinatorRecord
+	for i := 0; i < 200 && (rec == nil || rec.ShardCount != 3); i++ {
+		rec, _ = pass()
+		time.Sleep(time.Millisecond)
+	}
+	if rec.ShardCount != 3 {
+		t.Fatalf("after the listing returned: shard count %d, want 3", rec.ShardCount)
 	}
 }

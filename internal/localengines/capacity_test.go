@@ -184,16 +184,7 @@ func TestEdgeCapacity(t *testing.T) {
 	}
 
 	// The stats endpoint serves them as JSON.
-	resp, err := http.Get(srv.URL + localengines.StatsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var remote localengines.Stats
-	if err := json.NewDecoder(resp.Body).Decode(&remote); err != nil {
-		t.Fatal(err)
-	}
-	if got := remote.Tables[localengines.TableOp{Operation: "Scan", Table: "leases"}]; got.ReadUnits != 1.5 {
+	if got := fetchStats(t, srv.URL).Tables[localengines.TableOp{Operation: "Scan", Table: "leases"}]; got.ReadUnits != 1.5 {
 		t.Errorf("stats endpoint Scan/leases = %+v", got)
 	}
 }

@@ -136,16 +136,7 @@ func TestEdgeStats(t *testing.T) {
 	}
 
 	// The stats endpoint serves the same numbers as JSON.
-	resp, err := http.Get(srv.URL + localengines.StatsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var remote localengines.Stats
-	if err := json.NewDecoder(resp.Body).Decode(&remote); err != nil {
-		t.Fatal(err)
-	}
-	if remote.Calls[get] != 4 || remote.Unrouted != 1 {
+	if remote := fetchStats(t, srv.URL); remote.Calls[get] != 4 || remote.Unrouted != 1 {
 		t.Errorf("stats endpoint = %+v", remote)
 	}
 }
@@ -221,4 +212,19 @@ func TestEdgeForwardsOnlyCompleteRequests(t *testing.T) {
 	if seen.Load() != 0 || torn.Load() != 0 {
 		t.Fatalf("the engine got %d requests (%d torn off mid-body); want none", seen.Load(), torn.Load())
 	}
+}
+
+// fetchStats reads the edge's stats endpoint at base.
+func fetchStats(t *testing.T, base string) localengines.Stats {
+	t.Helper()
+	resp, err := http.Get(base + localengines.StatsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var remote localengines.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&remote); err != nil {
+		t.Fatal(err)
+	}
+	return remote
 }

@@ -147,6 +147,23 @@ func (l *liveness) checkInherited(start time.Time, inScope func(string) bool, pr
 	}
 }
 
+// sawInView records the heartbeat of a worker as another worker's item showed it (the
+// coordinator's own heartbeat in the view), in a read that returned at end. Such a read
+// may be eventually consistent, so it only dates a new value (the value was written
+// before the read returned, as for any read), and never confirms one: only a strongly
+// consistent read of the worker's own record can show it unchanged.
+func (l *liveness) sawInView(id, incarnation string, heartbeat int64, end time.Time) {
+	if id == "" || incarnation == "" {
+		return
+	}
+	o, ok := l.workers[id]
+	if ok && (o.rec.Incarnation != incarnation || heartbeat <= o.rec.Heartbeat) {
+		return // not newer than what was seen (a stale read, or an older incarnation)
+	}
+	delete(l.missing, id)
+	l.workers[id] = &observation{rec: lease.WorkerRecord{WorkerID: id, Incarnation: incarnation, Heartbeat: heartbeat, State: lease.WorkerActive}, firstSeen: end}
+}
+
 // watch makes liveness judge ids that have no record (lease owners whose record was
 // deleted, or never written) from the next read that covers them on, and forgets the
 // records missing since before that no longer matter (not in ids).

@@ -140,3 +140,29 @@ func TestLivenessInheritsDeadWorkersOnlyWhileTheirRecordIsUnchanged(t *testing.T
 		t.Errorf("after a second read: expired(same) = %v, expired(renewed) = %v; want true, false", l.expired("same"), l.expired("renewed"))
 	}
 }
+
+// The coordinator's heartbeat seen in the view dates a new value, so a worker that starts
+// reading the coordinator's record only when the view stalls can judge it a lease
+// duration after the view last showed a new heartbeat; but a view read never confirms a
+// value (it may be stale): only a strong read of the record does.
+func TestLivenessDatesTheCoordinatorsHeartbeatFromTheView(t *testing.T) {
+	l := newLiveness(10 * time.Second)
+	t0 := time.Unix(100, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	l.sawInView("c", "i", 7, at(0))
+	l.sawInView("c", "i", 7, at(11)) // the same value again: no confirmation
+	if l.expired("c") {
+		t.Fatal("expired on view reads alone")
+	}
+	l.sawInView("c", "i", 6, at(12)) // a stale view: ignored
+	rec := []lease.WorkerRecord{{WorkerID: "c", Incarnation: "i", Heartbeat: 7, State: lease.WorkerActive}}
+	l.observeSome(at(12), at(12), []string{"c"}, rec)
+	if !l.expired("c") {
+		t.Fatal("a strong read 12 s after the view first showed heartbeat 7 still returns it: want expired")
+	}
+	// A newer heartbeat in the view is news.
+	l.sawInView("c", "i", 8, at(13))
+	if l.expired("c") {
+		t.Fatal("expired right after the view showed a new heartbeat")
+	}
+}

@@ -91,8 +91,12 @@ func (m *membership) read(ctx context.Context, ids []string, consistent bool) (l
 	if err != nil {
 		return lease.Meta{}, start, err
 	}
+	end := m.clock.Now()
 	if ids == nil || len(ids) > 0 {
-		m.liveness.observeSome(start, m.clock.Now(), ids, meta.Workers)
+		m.liveness.observeSome(start, end, ids, meta.Workers)
+	}
+	if rec := meta.Coordinator; rec != nil && ids != nil {
+		m.liveness.sawInView(rec.CoordinatorID, rec.CoordinatorIncarnation, rec.CoordinatorHeartbeat, end)
 	}
 	if rec := meta.Coordinator; rec == nil {
 		m.coordinatorID = ""

@@ -51,6 +51,8 @@ const (
 	attrDeadWorkers        = "dead_workers"
 	attrOwnedLeases        = "owned_leases"
 	attrRecheckWorkers     = "recheck_workers"
+	attrCoordIncarnation   = "coordinator_incarnation"
+	attrCoordHeartbeat     = "coordinator_heartbeat"
 )
 
 // itemVersion is the format this code writes and the newest it can read.
@@ -438,6 +440,10 @@ func encodeCoordinator(key string, c lease.CoordinatorRecord) map[string]types.A
 	if len(c.RecheckWorkers) > 0 {
 		item[attrRecheckWorkers] = &types.AttributeValueMemberSS{Value: c.RecheckWorkers}
 	}
+	if c.CoordinatorIncarnation != "" {
+		item[attrCoordIncarnation] = strAV(c.CoordinatorIncarnation)
+		item[attrCoordHeartbeat] = numAV(c.CoordinatorHeartbeat)
+	}
 	if c.InitialPosition != "" {
 		item[attrInitialPosition] = strAV(c.InitialPosition)
 		if !c.InitialTimestamp.IsZero() {
@@ -494,6 +500,8 @@ func decodeCoordinator(item map[string]types.AttributeValue) (lease.CoordinatorR
 	c.OwnedLeases = int(max(0, r.int64(attrOwnedLeases, false)))
 	c.DeadWorkers = r.deadWorkers(attrDeadWorkers)
 	c.RecheckWorkers = r.strings(attrRecheckWorkers)
+	c.CoordinatorIncarnation = r.str(attrCoordIncarnation, false)
+	c.CoordinatorHeartbeat = r.int64(attrCoordHeartbeat, false)
 	c.UpdatedAt = r.time(attrUpdatedAt)
 	if c.InitialPosition = r.str(attrInitialPosition, false); c.InitialPosition != "" {
 		switch c.InitialPosition {

@@ -211,6 +211,10 @@ func (s *Store) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorReco
 		update += e.name(v.attr) + " = " + e.value(numAV(v.val)) + ", "
 	}
 	update += e.name(attrOwnedLeases) + " = " + e.value(numAV(int64(rec.OwnedLeases))) + ", "
+	if rec.CoordinatorIncarnation != "" {
+		update += e.name(attrCoordIncarnation) + " = " + e.value(strAV(rec.CoordinatorIncarnation)) + ", " +
+			e.name(attrCoordHeartbeat) + " = " + e.value(numAV(rec.CoordinatorHeartbeat)) + ", "
+	}
 	// DynamoDB has no empty set: an empty list is a removed attribute.
 	var removed []string
 	if len(rec.DeadWorkers) > 0 {

@@ -189,6 +189,12 @@ type CoordinatorRecord struct {
 	// taken from them (an operator, a process sharing the worker id) while it delivered
 	// nothing. Each confirms its leases when it reads its id here. Sorted.
 	RecheckWorkers []string
+	// CoordinatorIncarnation and CoordinatorHeartbeat are the coordinator's own record as
+	// its pass read it: workers that read only this item see the coordinator's heartbeat
+	// change, so that when it stops they judge it from its last heartbeat, not from when
+	// they began reading its record.
+	CoordinatorIncarnation string
+	CoordinatorHeartbeat   int64
 	// InitialPosition and InitialTimestamp are where the application started reading,
 	// recorded once by the first coordinator and never changed: TrimHorizon, or
 	// AtTimestamp with the timestamp (the application's first start, for Latest). Every

@@ -321,6 +321,7 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 		c.LiveWorkers, c.Cap, c.UnownedShards, c.RecommendedWorkers, c.LeaseGeneration = 4, 3, 0, 4, 4
 		c.DeadWorkers = []lease.DeadWorker{{WorkerID: "w1", Incarnation: "a", Heartbeat: 1}, {WorkerID: "w2"}, {WorkerID: "w9", Incarnation: "b", Heartbeat: 1 << 40}}
 		c.OwnedLeases, c.RecheckWorkers = 9, []string{"w4", "w5"}
+		c.CoordinatorIncarnation, c.CoordinatorHeartbeat = "inc-a", 42
 	}
 	// claimed and resigned are what a claim and a resignation do to the rest of the record.
 	claimed := func(id string) func(c *lease.CoordinatorRecord) *lease.CoordinatorRecord {

@@ -33,6 +33,11 @@ type ScaleConfig struct {
 	SkipReshard bool
 	// CostOnly runs the cold start and the steady state only (phases a and b).
 	CostOnly bool
+	// FlowWindow, when set, adds a cost window of that length with records flowing (after
+	// the steady state), so that checkpoint writes are counted; CheckpointInterval is the
+	// workers' checkpoint coalescing (0: every checkpoint is written).
+	FlowWindow         time.Duration
+	CheckpointInterval time.Duration
 	// Logger receives the workers' logs (nil: none).
 	Logger *slog.Logger
 	// Progress, when set, is told when each phase starts (virtual time since start).
@@ -52,6 +57,10 @@ type ScaleResult struct {
 
 	// (b) Steady state.
 	Steady Rate
+	// Flowing is the cost with records flowing (FlowWindow), at CheckpointInterval.
+	Flowing            Rate
+	CheckpointInterval time.Duration
+	RecordsPerSecond   float64
 
 	// (c) kill -9 of 10% of the workers: per killed worker, the time until the last of
 	// its shards was taken by another worker.
@@ -116,6 +125,8 @@ func scaleScenario(c ScaleConfig) Scenario {
 		PreStart:      5 * time.Second,
 		ProduceEvery:  c.ProduceEvery,
 		MaxOpen:       2 * c.Shards,
+
+		CheckpointInterval: c.CheckpointInterval,
 	}
 	if capNeeded > lease.DefaultCap {
 		sc.MaxLeasesCap = capNeeded
@@ -180,6 +191,14 @@ func RunScale(c ScaleConfig) ScaleResult {
 	time.Sleep(c.CostWindow)
 	res.Steady = RateOver(meter.Snapshot().Sub(u0), c.CostWindow)
 	s.producing.Store(true)
+	if c.FlowWindow > 0 {
+		phase("records flowing")
+		res.CheckpointInterval, res.RecordsPerSecond = c.CheckpointInterval, float64(time.Second)/float64(c.ProduceEvery)
+		time.Sleep(30 * time.Second)
+		u1 := meter.Snapshot()
+		time.Sleep(c.FlowWindow)
+		res.Flowing = RateOver(meter.Snapshot().Sub(u1), c.FlowWindow)
+	}
 	var roll, up, reshard [2]time.Time
 	if !c.CostOnly {
 		roll, up, reshard = r.disrupt(&res, phase)
@@ -552,6 +571,7 @@ func ScaleReport(runs []ScaleResult, base []*BaselineResult) string {
 				x.Killed, x.KilledShards, sec(x.FailoverMax), sec(x.FailoverMedian))
 		}
 	}
+	flowingReport(&b, runs, base)
 	b.WriteString("\n### DynamoDB at steady state (on-demand: $" + fmt.Sprint(PricePerMillionWRU) + " per million write units, $" + fmt.Sprint(PricePerMillionRRU) + " per million read units, x 43,200 min a month)\n\n")
 	b.WriteString("| shards x workers | consumer | requests/min (by operation) | RCU/min | WCU/min | $/month | ratio baseline / ours |\n|---|---|---|---|---|---|---|\n")
 	for i, r := range runs {
@@ -567,4 +587,34 @@ func ScaleReport(runs []ScaleResult, base []*BaselineResult) string {
 		}
 	}
 	return b.String()
+}
+
+// flowingReport writes the cost with records flowing, where runs measured it. The
+// KCL-style baseline processes no records: at the same checkpoint policy a KCL application
+// writes the same checkpoints (one UpdateItem each), so its figure is its steady state plus
+// the checkpoint writes of our run.
+func flowingReport(b *strings.Builder, runs []ScaleResult, base []*BaselineResult) {
+	header := false
+	for i, r := range runs {
+		if r.Flowing.Window == 0 {
+			continue
+		}
+		if !header {
+			header = true
+			b.WriteString("\n### DynamoDB with records flowing (checkpoints counted)\n\n")
+			b.WriteString("| shards x workers | records/s | checkpoint interval | consumer | requests/min (by operation) | RCU/min | WCU/min | $/month | ratio baseline / ours |\n|---|---|---|---|---|---|---|---|---|\n")
+		}
+		f := r.Flowing
+		fmt.Fprintf(b, "| %d x %d | %.0f | %s | kds-lease-manager | %.0f (%s) | %.1f | %.1f | $%.2f | |\n", r.Shards, r.Workers, r.RecordsPerSecond,
+			r.CheckpointInterval, f.Requests, f.OpsString(), f.ReadUnits, f.WriteUnits, f.Monthly)
+		if i < len(base) && base[i] != nil {
+			x := base[i].Steady
+			perMin := float64(time.Minute) / float64(f.Window)
+			ck := f.ByOp[opCheckpoint]
+			wru := x.WriteUnits + float64(ck.WriteUnits)*perMin
+			monthly := Monthly(x.ReadUnits, wru)
+			fmt.Fprintf(b, "| %d x %d | %.0f | same | KCL-style baseline + the same checkpoints | %.0f | %.1f | %.1f | $%.2f | **%.1fx** |\n", r.Shards, r.Workers,
+				r.RecordsPerSecond, x.Requests+float64(ck.Requests)*perMin, x.ReadUnits, wru, monthly, monthly/f.Monthly)
+		}
+	}
 }

@@ -19,6 +19,9 @@ var (
 	flagScaleBaseline = flag.Bool("sim.scale.baseline", true, "scale runs: also run the KCL-style baseline")
 	flagScaleCostOnly = flag.Bool("sim.scale.costonly", false, "scale runs: cold start and steady-state cost only")
 	flagScaleOut      = flag.String("sim.scale.out", "", "scale runs: also write the markdown table to this file")
+	flagScaleFlow     = flag.Duration("sim.scale.flow", 0, "scale runs: also measure a cost window of this length with records flowing (checkpoints counted)")
+	flagScaleCkpt     = flag.Duration("sim.scale.checkpoint", 0, "scale runs: the workers' checkpoint interval (0: every checkpoint written)")
+	flagScaleProduce  = flag.Duration("sim.scale.produce", 0, "scale runs: the producer's period (0: 50ms, 20 records a second)")
 )
 
 // parseSizes parses "100x10,1000x50" as (shards, workers) pairs.
@@ -53,7 +56,8 @@ func TestScale(t *testing.T) {
 	for _, sz := range sizes {
 		t.Run(fmt.Sprintf("%dx%d", sz[0], sz[1]), func(t *testing.T) {
 			progress := func(p string) { t.Logf("%s: %s", time.Now().Format("15:04:05"), p) }
-			cfg := ScaleConfig{Seed: 1, Shards: sz[0], Workers: sz[1], Rolling: *flagScaleRolling, SkipReshard: !*flagScaleReshard, CostOnly: *flagScaleCostOnly}
+			cfg := ScaleConfig{Seed: 1, Shards: sz[0], Workers: sz[1], Rolling: *flagScaleRolling, SkipReshard: !*flagScaleReshard, CostOnly: *flagScaleCostOnly,
+				FlowWindow: *flagScaleFlow, CheckpointInterval: *flagScaleCkpt, ProduceEvery: *flagScaleProduce}
 			var res ScaleResult
 			var br *BaselineResult
 			wall := time.Now()

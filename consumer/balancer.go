@@ -126,11 +126,7 @@ func (b *balancer) recheck(ctx context.Context, now time.Time, rec *lease.Coordi
 		if ctx.Err() != nil {
 			return
 		}
-		gctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
-		cur, err := b.leases.GetLease(gctx, c.lease.ShardID)
-		cancel()
-		if err == nil && (cur.Owner != c.lease.Owner || cur.Epoch != c.lease.Epoch) || errors.Is(err, lease.ErrNotFound) {
-			c.log.Error("the lease is no longer this worker's: stopping the shard", "owner", cur.Owner, "owner_epoch", cur.Epoch)
+		if c.readOwnership(ctx) == notOwned {
 			c.requestStop(stopLost)
 			lost++
 		}

@@ -243,15 +243,7 @@ func (l *liveness) liveIDs() []string {
 }
 
 // liveCount returns how many observed workers are alive.
-func (l *liveness) liveCount() int {
-	n := 0
-	for id := range l.workers {
-		if l.alive(id) {
-			n++
-		}
-	}
-	return n
-}
+func (l *liveness) liveCount() int { return len(l.liveIDs()) }
 
 // leasesHeld returns the sum of the leases the alive workers report holding.
 func (l *liveness) leasesHeld() int {

@@ -226,19 +226,41 @@ func (c *shardConsumer) stillOwned(ctx context.Context, every time.Duration) boo
 	if now.Sub(c.cp.confirmedAt()) < every || now.Before(c.nextCheck) {
 		return true
 	}
-	gctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
-	cur, err := env.leases.GetLease(gctx, c.lease.ShardID)
-	cancel()
-	switch {
-	case err == nil && cur.Owner == c.lease.Owner && cur.Epoch == c.lease.Epoch:
+	switch c.readOwnership(ctx) {
+	case owned:
 		c.cp.confirm(now)
 		return true
-	case err == nil || errors.Is(err, lease.ErrNotFound):
-		c.log.Error("the lease is no longer this worker's: stopping the shard", "owner", cur.Owner, "owner_epoch", cur.Epoch)
+	case notOwned:
 		return false
 	}
 	c.nextCheck = now.Add(cfg.PollInterval)
 	return true
+}
+
+// ownership is what a read of a consumer's lease showed.
+type ownership int
+
+const (
+	ownershipUnknown ownership = iota // the read failed
+	owned                             // still this tenure's owner and epoch
+	notOwned                          // someone else's, another epoch, or deleted
+)
+
+// readOwnership reads the consumer's lease and says whether it is still this tenure's,
+// logging when it is not. It is the one judgement of a lease confirmation, whether the
+// consumer makes it or the control loop does for it (balancer.recheck).
+func (c *shardConsumer) readOwnership(ctx context.Context) ownership {
+	gctx, cancel := context.WithTimeout(ctx, c.env.cfg.callTimeout())
+	cur, err := c.env.leases.GetLease(gctx, c.lease.ShardID)
+	cancel()
+	switch {
+	case err == nil && cur.Owner == c.lease.Owner && cur.Epoch == c.lease.Epoch:
+		return owned
+	case err == nil || errors.Is(err, lease.ErrNotFound):
+		c.log.Error("the lease is no longer this worker's: stopping the shard", "owner", cur.Owner, "owner_epoch", cur.Epoch)
+		return notOwned
+	}
+	return ownershipUnknown
 }
 
 // pastRetention reports whether err says the shard does not exist while the stream does

@@ -52,11 +52,13 @@ type balancer struct {
 
 // deadTakes are leases read from the lease table whose owners the view listed dead. They
 // may be taken from a view of version minVersion or later that still lists their owner
-// dead, until the deadline (then the table is read again).
+// dead, until the deadline (then the table is read again). idx is the read they come
+// from.
 type deadTakes struct {
 	minVersion int64
 	leases     []lease.Lease
 	until      time.Time
+	idx        lease.Index
 }
 
 func newBalancer(cfg *Config, leases LeaseStore, t *tenure, members *membership, corrupt *corruptLog, running *consumerSet, log *slog.Logger) *balancer {
@@ -101,7 +103,7 @@ func (b *balancer) balance(ctx context.Context, now time.Time, fp string, rec *l
 		}
 		if b.fromDead != nil {
 			// No new scan while leases wait for the view: it would only make them wait longer.
-			b.takeFromDead(ctx, now, rec, target-len(active))
+			b.takeFromDead(ctx, now, rec, target-len(active), nil)
 			return
 		}
 		if !b.forceScan && fp == b.lastFingerprint && now.Sub(b.lastScan) < b.cfg.LeaseScanInterval {
@@ -109,6 +111,21 @@ func (b *balancer) balance(ctx context.Context, now time.Time, fp string, rec *l
 		}
 		b.lastFingerprint, b.lastScan, b.forceScan = fp, now, false
 		b.takeLeases(ctx, now, target-len(active), rec)
+	case rec != nil && rec.WaitingParents > 0:
+		// At the target while closed shards wait: nobody below a target is there to take
+		// them (at the cap, nobody ever is), so trade open shards for them.
+		if now.Before(b.settleUntil) || !b.tenure.holding() {
+			return
+		}
+		if b.fromDead != nil {
+			b.takeFromDead(ctx, now, rec, rec.WaitingParents, b.tradeable(active, b.fromDead.idx))
+			return
+		}
+		if !b.forceScan && fp == b.lastFingerprint && now.Sub(b.lastScan) < b.cfg.LeaseScanInterval {
+			return
+		}
+		b.lastFingerprint, b.lastScan, b.forceScan = fp, now, false
+		b.tradeForParents(ctx, now, rec, active)
 	}
 }
 
@@ -180,16 +197,100 @@ func (b *balancer) targetFrom(rec *lease.CoordinatorRecord) (int, bool) {
 // agree on which shards move. Each consumer finishes its batch, lets the processor
 // checkpoint and then releases.
 func (b *balancer) releaseExcess(active []*shardConsumer, n int) {
-	sort.Slice(active, func(i, j int) bool {
-		return b.preference(active[i].lease.ShardID) > b.preference(active[j].lease.ShardID)
-	})
+	b.leastPreferredFirst(active)
 	ids := make([]string, 0, n)
 	for _, c := range active[:n] {
-		c.releasing = true
-		c.requestStop(stopPlanned)
-		ids = append(ids, c.lease.ShardID)
+		ids = append(ids, b.release(c))
 	}
 	b.log.Info("releasing leases above max leases per worker", "count", n, "target", b.target, "shards", ids)
+}
+
+// leastPreferredFirst sorts consumers in the order this worker gives their leases up.
+func (b *balancer) leastPreferredFirst(cs []*shardConsumer) {
+	sort.Slice(cs, func(i, j int) bool {
+		return b.preference(cs[i].lease.ShardID) > b.preference(cs[j].lease.ShardID)
+	})
+}
+
+// release stops a consumer for a planned move: it finishes its batch, lets the processor
+// checkpoint and releases the lease. It returns the shard.
+func (b *balancer) release(c *shardConsumer) string {
+	c.releasing = true
+	c.requestStop(stopPlanned)
+	return c.lease.ShardID
+}
+
+// tradeForParents takes up to WaitingParents leases of closed shards whose children
+// wait for them (see lease.CoordinatorRecord.WaitingParents) and gives up a lease of an
+// open shard for each one taken, so that this worker stays at its target. An open shard
+// waits at worst for a worker to come free; a closed one left unread would keep its
+// children unread for good. Free leases are taken at once, those of dead workers once the
+// view allows (see takeFromDead).
+func (b *balancer) tradeForParents(ctx context.Context, now time.Time, rec *lease.CoordinatorRecord, active []*shardConsumer) {
+	table, ok := b.readTable(ctx)
+	if !ok {
+		return
+	}
+	idx := table.Index()
+	dead := rec.DeadWorkerIDs()
+	var free, ofDead []lease.Lease
+	for _, l := range table.Leases {
+		switch {
+		case l.Finished() || !idx.IsOpenParent(l.ShardID) || !idx.ParentsFinished(l):
+		case b.running.running(l.ShardID) || now.Before(b.cooldown[l.ShardID]):
+		case l.Owner == "":
+			free = append(free, l)
+		case dead[l.Owner]:
+			ofDead = append(ofDead, l)
+		}
+	}
+	give := b.tradeable(active, idx)
+	b.order(free, idx)
+	var taken, given []string
+	for _, l := range free {
+		if len(taken) == rec.WaitingParents || len(taken) == len(give) || ctx.Err() != nil {
+			break
+		}
+		if b.tryTake(ctx, l) {
+			taken = append(taken, l.ShardID)
+			given = append(given, b.release(give[len(given)]))
+		}
+	}
+	if len(taken) > 0 {
+		b.log.Info("traded open shards for closed shards their children wait for", "taken", taken, "released", given)
+	}
+	if len(taken) < rec.WaitingParents && len(taken) < len(give) && len(ofDead) > 0 {
+		b.order(ofDead, idx)
+		b.waitForView(ctx, now, ofDead, idx)
+	}
+}
+
+// tradeable returns the consumers of open shards (by idx: no lease waits for theirs),
+// in the order this worker gives them up.
+func (b *balancer) tradeable(active []*shardConsumer, idx lease.Index) []*shardConsumer {
+	var open []*shardConsumer
+	for _, c := range active {
+		if !idx.IsOpenParent(c.lease.ShardID) {
+			open = append(open, c)
+		}
+	}
+	b.leastPreferredFirst(open)
+	return open
+}
+
+// readTable reads the lease table and reports its corrupt items. A failed read is
+// tried again next pass.
+func (b *balancer) readTable(ctx context.Context) (lease.Table, bool) {
+	lctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
+	table, err := b.leases.ListLeases(lctx)
+	cancel()
+	if err != nil {
+		b.log.Warn("cannot read the lease table", "err", err)
+		b.forceScan = true
+		return lease.Table{}, false
+	}
+	b.corrupt.report(table.Corrupt)
+	return table, true
 }
 
 // preference ranks shards for this worker; different workers rank differently, so
@@ -209,8 +310,9 @@ func (b *balancer) fingerprint(rec *lease.CoordinatorRecord) string {
 	if rec == nil {
 		return ""
 	}
-	return fmt.Sprintf("%s/%d/%d|%d/%d/%d|%d|%v", rec.CoordinatorID, rec.Epoch, rec.LeaseGeneration,
-		rec.MaxLeasesPerWorker, rec.TargetLeasesPerWorker, rec.ShardCount, rec.OwnedLeases, rec.DeadWorkers)
+	return fmt.Sprintf("%s/%d/%d|%d/%d/%d|%d|%v|%d", rec.CoordinatorID, rec.Epoch, rec.LeaseGeneration,
+		rec.MaxLeasesPerWorker, rec.TargetLeasesPerWorker, rec.ShardCount, rec.OwnedLeases, rec.DeadWorkers,
+		rec.WaitingParents)
 }
 
 // takeLeases reads the lease table and takes up to want leases that are free or left by
@@ -218,15 +320,10 @@ func (b *balancer) fingerprint(rec *lease.CoordinatorRecord) string {
 // view lists dead wait for a later view (see takeFromDead). Parents of other leases come
 // first: at the cap, a child must never wait on a parent that nobody may take.
 func (b *balancer) takeLeases(ctx context.Context, now time.Time, want int, rec *lease.CoordinatorRecord) {
-	lctx, cancel := context.WithTimeout(ctx, b.cfg.callTimeout())
-	table, err := b.leases.ListLeases(lctx)
-	cancel()
-	if err != nil {
-		b.log.Warn("cannot read the lease table", "err", err)
-		b.forceScan = true // Below the target: try again next pass, not a scan interval later.
+	table, ok := b.readTable(ctx)
+	if !ok {
 		return
 	}
-	b.corrupt.report(table.Corrupt)
 	dead := map[string]bool{}
 	if rec != nil {
 		dead = rec.DeadWorkerIDs()
@@ -264,16 +361,8 @@ func (b *balancer) takeLeases(ctx context.Context, now time.Time, want int, rec 
 	if taken < want && conflicts > 0 {
 		b.forceScan = true // Others raced us; look again next pass.
 	}
-	if taken < want && len(ofDead) > 0 && ctx.Err() == nil {
-		// The view that listed these owners dead may be older than the lease table read:
-		// an owner may have come back and taken the lease since. Wait for a view computed
-		// after the read: two versions after one read after it.
-		v, err := b.members.readVersion(ctx)
-		if err != nil {
-			b.forceScan = true
-		} else {
-			b.fromDead = &deadTakes{minVersion: v + 2, leases: ofDead, until: now.Add(b.cfg.LeaseScanInterval)}
-		}
+	if taken < want && len(ofDead) > 0 {
+		b.waitForView(ctx, now, ofDead, idx)
 	}
 	if taken > 0 || conflicts > 0 || len(ofDead) > 0 {
 		b.log.Debug("lease scan", "taken", taken, "conflicts", conflicts, "candidates", len(candidates),
@@ -303,8 +392,26 @@ func (b *balancer) order(ls []lease.Lease, idx lease.Index) {
 	})
 }
 
+// waitForView keeps leases of workers the view lists dead for takeFromDead. The view
+// that listed these owners dead may be older than the lease table read (idx): an owner
+// may have come back and taken the lease since. They wait for a view computed after the
+// read: two versions after one read after it.
+func (b *balancer) waitForView(ctx context.Context, now time.Time, ofDead []lease.Lease, idx lease.Index) {
+	if ctx.Err() != nil {
+		return
+	}
+	v, err := b.members.readVersion(ctx)
+	if err != nil {
+		b.forceScan = true
+		return
+	}
+	b.fromDead = &deadTakes{minVersion: v + 2, leases: ofDead, until: now.Add(b.cfg.LeaseScanInterval), idx: idx}
+}
+
 // takeFromDead takes up to want of the leases that waited for the view, once the view
-// (rec) reached their version, from owners it still lists dead.
+// (rec) reached their version, from owners it still lists dead. With give (a worker at
+// its target) it takes only leases of closed shards whose children wait, and gives up one
+// of give for each one taken (see tradeForParents).
 //
 // Why two versions: this worker read version v, strongly consistent, after it read the
 // lease table at t. Version v+1 was therefore written after t, and the coordinator
@@ -313,7 +420,7 @@ func (b *balancer) order(ls []lease.Lease, idx lease.Index) {
 // before t renewed its heartbeat before it, so that read saw it alive: a version from v+2
 // on lists an owner dead only if it was dead after the lease table was read, and the
 // take, conditional on the owner and epoch read then, cannot take a lease it holds now.
-func (b *balancer) takeFromDead(ctx context.Context, now time.Time, rec *lease.CoordinatorRecord, want int) {
+func (b *balancer) takeFromDead(ctx context.Context, now time.Time, rec *lease.CoordinatorRecord, want int, give []*shardConsumer) {
 	d := b.fromDead
 	if now.After(d.until) {
 		b.fromDead, b.forceScan = nil, true
@@ -325,16 +432,22 @@ func (b *balancer) takeFromDead(ctx context.Context, now time.Time, rec *lease.C
 	b.fromDead = nil
 	dead := rec.DeadWorkerIDs()
 	taken, conflicts := 0, 0
+	if give != nil {
+		want = min(want, len(give))
+	}
 	for _, l := range d.leases {
 		if taken == want || ctx.Err() != nil {
 			break
 		}
-		if !dead[l.Owner] || b.running.running(l.ShardID) {
+		if !dead[l.Owner] || b.running.running(l.ShardID) || give != nil && !d.idx.IsOpenParent(l.ShardID) {
 			continue
 		}
 		if b.tryTake(ctx, l) {
-			taken++
 			b.log.Info("took the lease of a dead worker", "shard", l.ShardID, "previous_owner", l.Owner)
+			if give != nil {
+				b.log.Info("traded an open shard for a closed shard its children wait for", "taken", l.ShardID, "released", b.release(give[taken]))
+			}
+			taken++
 		} else {
 			conflicts++
 		}

@@ -40,6 +40,11 @@ type cleaner struct {
 	// short holds the live workers that reported running more leases than the last read
 	// of the lease table gave them; recheck those that did on the last two reads.
 	short, recheck []string
+	// waitingSeen holds the closed shards the last read of the lease table showed free
+	// and ready to read (see lease.CoordinatorRecord.WaitingParents); waiting counts
+	// those the last two reads showed so.
+	waitingSeen map[string]bool
+	waiting     int
 }
 
 func newCleaner(cfg *Config, leases LeaseStore, meta MetaStore, s Stream, members *membership, corrupt *corruptLog, log *slog.Logger) *cleaner {
@@ -53,11 +58,44 @@ func (k *cleaner) reset() {
 	clear(k.outgrownSince)
 	clear(k.deadSince)
 	k.short, k.recheck = nil, nil
+	k.waitingSeen, k.waiting = nil, 0
 }
 
 // rechecks returns the workers that should confirm their leases (see
 // lease.CoordinatorRecord.RecheckWorkers).
 func (k *cleaner) rechecks() []string { return k.recheck }
+
+// waitingParents returns how many closed shards wait for a worker (see
+// lease.CoordinatorRecord.WaitingParents).
+func (k *cleaner) waitingParents() int { return k.waiting }
+
+// countWaiting counts the leases, free or of workers the view lists dead, of closed
+// shards whose own parents have finished and whose children wait for them. Such a lease
+// is taken first by a worker below its target; one seen so on two reads of the table in
+// a row means the workers are at their targets (the cap binds, or a reshard left more
+// leases to read than workers hold), and those must trade an open shard's lease for it.
+func (k *cleaner) countWaiting(table lease.Table, idx lease.Index) {
+	dead := make(map[string]bool)
+	for _, d := range k.members.dead(k.cfg.WorkerID) {
+		dead[d.WorkerID] = true
+	}
+	seen := make(map[string]bool)
+	k.waiting = 0
+	for _, l := range table.Leases {
+		if l.Owner != "" && !dead[l.Owner] || l.Finished() || !idx.IsOpenParent(l.ShardID) || !idx.ParentsFinished(l) {
+			continue
+		}
+		seen[l.ShardID] = true
+		if k.waitingSeen[l.ShardID] {
+			k.waiting++
+		}
+	}
+	k.waitingSeen = seen
+	if k.waiting > 0 {
+		k.log.Warn("closed shards wait for a worker while workers are at their targets: asking workers to trade open shards for them",
+			"waiting_parents", k.waiting)
+	}
+}
 
 // countOwners compares what the live workers report running with what the lease table
 // gives them. A worker that runs more than it owns lost a lease without noticing (an idle
@@ -149,13 +187,6 @@ func (k *cleaner) finishedLeases(ctx context.Context, now time.Time) {
 		k.log.Warn("cannot read the lease table for cleanup", "err", err)
 		return
 	}
-	sctx, cancel := context.WithTimeout(ctx, k.cfg.streamTimeout())
-	shards, err := k.stream.ListShards(sctx)
-	cancel()
-	if err != nil {
-		k.log.Warn("cannot list the stream's shards for cleanup", "err", err)
-		return
-	}
 	k.corrupt.report(table.Corrupt)
 	// Owners without a record are judged like silent ones, so the view can list them dead.
 	var owners []string
@@ -167,6 +198,16 @@ func (k *cleaner) finishedLeases(ctx context.Context, now time.Time) {
 	k.members.watch(owners)
 	k.countOwners(table)
 	idx := table.Index()
+	k.countWaiting(table, idx)
+	// The ownership checks above need the table only: a stream too busy to list its
+	// shards delays deletions, never them.
+	sctx, cancel := context.WithTimeout(ctx, k.cfg.streamTimeout())
+	shards, err := k.stream.ListShards(sctx)
+	cancel()
+	if err != nil {
+		k.log.Warn("cannot list the stream's shards for cleanup", "err", err)
+		return
+	}
 	streamChildren := make(map[string][]string)
 	for _, s := range shards {
 		for _, p := range s.Parents() {

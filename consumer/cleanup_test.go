@@ -296,3 +296,76 @@ func TestWorkersRunningLeasesTheyDoNotOwnAreAskedToRecheck(t *testing.T) {
 		t.Fatalf("recheck %v once the counts agree again", got)
 	}
 }
+
+// unlisted is a Stream too busy to list its shards.
+type unlisted struct{ listing }
+
+func (unlisted) ListShards(ctx context.Context) ([]stream.Shard, error) {
+	return nil, context.DeadlineExceeded
+}
+
+// The coordinator counts the closed shards that wait for a worker: free (or a dead
+// worker's), their own parents finished, their children unfinished, seen so on two reads
+// of the lease table in a row. The count needs the lease table only: a stream too busy
+// to list its shards (a saturated engine timed every listing out) does not hide it.
+func TestClosedShardsWaitingForAWorkerAreCounted(t *testing.T) {
+	ctx := t.Context()
+	k, leases, meta, fake := newTestCleaner(t, &[]stream.Shard{})
+	k.stream = unlisted{}
+	for _, l := range []lease.Lease{
+		{ShardID: "done", Checkpoint: lease.ShardEnd},
+		{ShardID: "free", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{"done"}},
+		{ShardID: "held", Checkpoint: lease.TrimHorizon},
+		{ShardID: "of-dead", Checkpoint: lease.TrimHorizon},
+		{ShardID: "blocked", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{"held"}},
+		{ShardID: "leaf", Checkpoint: lease.TrimHorizon},
+	} {
+		if err := leases.CreateLease(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"free", "held", "of-dead", "blocked"} {
+		if err := leases.CreateLease(ctx, lease.Lease{ShardID: id + "-child", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, owner := range map[string]string{"held": "w1", "of-dead": "w2"} {
+		l, _ := leases.GetLease(ctx, id)
+		if _, err := leases.TakeLease(ctx, l, owner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step := func() int {
+		t.Helper()
+		fake.Advance(k.cfg.CleanupInterval)
+		if err := meta.PutWorker(ctx, lease.WorkerRecord{WorkerID: "w1", Incarnation: "i", Heartbeat: fake.Now().Unix(), State: lease.WorkerActive, LeasesHeld: 1}); err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := k.members.observe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.run(ctx, fake.Now(), m.Workers)
+		return k.waitingParents()
+	}
+	if got := step(); got != 0 {
+		t.Fatalf("%d waiting after one read, want 0", got)
+	}
+	if got := step(); got != 1 {
+		t.Fatalf("%d waiting after two reads, want 1 (free; w2 is not judged dead yet)", got)
+	}
+	fake.Advance(k.cfg.LeaseDuration) // w2 never wrote a record: dead once watched this long
+	if got := step(); got != 1 {
+		t.Fatalf("%d waiting on the first read that finds w2 dead, want 1", got)
+	}
+	if got := step(); got != 2 {
+		t.Fatalf("%d waiting once w2 is dead, want 2 (free, of-dead)", got)
+	}
+	l, _ := leases.GetLease(ctx, "free")
+	if _, err := leases.TakeLease(ctx, l, "w1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := step(); got != 1 {
+		t.Fatalf("%d waiting once free is taken, want 1", got)
+	}
+}

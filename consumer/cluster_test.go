@@ -670,3 +670,34 @@ func TestDesiredWorkerCountWithMissingWorker(t *testing.T) {
 	c.start("w2", three)
 	c.waitFor("10/10/10", 10*time.Second, c.balanced(map[string]int{"w0": 10, "w1": 10, "w2": 10}))
 }
+
+// At the cap, closed shards whose children wait for them are read before open shards.
+// Here the worker follows the two parents it holds into their children when they end,
+// which fills its cap with open shards while the two other parents were never anyone's:
+// told by the coordinator that closed shards wait, it trades open shards for them.
+func TestAtTheCapClosedShardsAreReadBeforeOpenOnes(t *testing.T) {
+	c := newCluster(t, 4)
+	c.start("w0", func(cfg *Config) { cfg.MaxLeasesCap, cfg.CleanupInterval = 2, 200*time.Millisecond })
+	c.waitFor("2 leases, 2 free", 10*time.Second, func() bool {
+		counts, free := c.owners()
+		return counts["w0"] == 2 && free == 2
+	})
+	parents := c.stream.Shards()
+	if err := c.stream.UpdateShardCount(8); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("every parent read to its end", 15*time.Second, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, p := range parents {
+			if _, ok := c.ended[p.ID]; !ok {
+				return false
+			}
+		}
+		return true
+	})
+	c.waitFor("2 leases at the cap, the rest free", 10*time.Second, func() bool {
+		counts, free := c.owners()
+		return counts["w0"] == 2 && free == 6
+	})
+}

@@ -212,6 +212,7 @@ func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.Coordin
 	next.DeadWorkers = c.members.dead(c.cfg.WorkerID)
 	next.OwnedLeases = c.members.leasesHeld()
 	next.RecheckWorkers = c.clean.rechecks()
+	next.WaitingParents = c.clean.waitingParents()
 	if own, ok := c.members.record(c.cfg.WorkerID); ok {
 		next.CoordinatorIncarnation, next.CoordinatorHeartbeat = own.Incarnation, own.Heartbeat
 	}

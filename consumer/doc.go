@@ -90,8 +90,15 @@
 //     first start is read later and nothing after an AT_TIMESTAMP is skipped.
 //   - A child shard is processed only after all its parents' leases reached SHARD_END. A
 //     shard past the stream's retention (the stream exists, the shard is no longer listed)
-//     ends like a shard read to its end, so its children never wait forever. At the cap,
-//     parents are taken before leaves, so no child waits on a parent nobody may take.
+//     ends like a shard read to its end, so its children never wait forever. Closed shards
+//     are taken before open ones, and when a worker at its target holds open shards
+//     while closed ones wait (at the cap every worker is at its target; following a
+//     finished shard into its children fills a worker with open shards), the coordinator,
+//     which sees the closed shards that are free or a dead worker's on two of its reads of
+//     the lease table in a row, says how many in the view (WaitingParents), and workers
+//     at their target read the lease table and trade an open shard for each one they take
+//     (a dead worker's only from a view computed after that read, as below their target).
+//     So no child waits for good on a parent nobody may take.
 //   - Every remote call has a deadline: DynamoDB calls LeaseDuration/2 (heartbeat writes
 //     HeartbeatInterval), Kinesis calls 3 x LeaseDuration (shorter ones abandon work a
 //     loaded stream still does and feed a retry storm; they decide nothing about

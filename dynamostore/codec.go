@@ -51,6 +51,7 @@ const (
 	attrDeadWorkers        = "dead_workers"
 	attrOwnedLeases        = "owned_leases"
 	attrRecheckWorkers     = "recheck_workers"
+	attrWaitingParents     = "waiting_parents"
 	attrCoordIncarnation   = "coordinator_incarnation"
 	attrCoordHeartbeat     = "coordinator_heartbeat"
 )
@@ -415,6 +416,12 @@ func coordinatorValues(c lease.CoordinatorRecord) []struct {
 	}
 }
 
+// CoordinatorItem returns the coordinator item this store writes for c, whole: for
+// sizing it (the simulator prices reads and writes by item size).
+func (s *Store) CoordinatorItem(c lease.CoordinatorRecord) map[string]types.AttributeValue {
+	return encodeCoordinator(s.coordinatorKey, c)
+}
+
 // encodeCoordinator returns the coordinator item stored under key.
 func encodeCoordinator(key string, c lease.CoordinatorRecord) map[string]types.AttributeValue {
 	item := map[string]types.AttributeValue{
@@ -430,6 +437,9 @@ func encodeCoordinator(key string, c lease.CoordinatorRecord) map[string]types.A
 	}
 	for _, v := range coordinatorValues(c) {
 		item[v.attr] = numAV(v.val)
+	}
+	if c.WaitingParents != 0 {
+		item[attrWaitingParents] = numAV(int64(c.WaitingParents))
 	}
 	if c.OwnedLeases != 0 {
 		item[attrOwnedLeases] = numAV(int64(c.OwnedLeases))
@@ -498,6 +508,7 @@ func decodeCoordinator(item map[string]types.AttributeValue) (lease.CoordinatorR
 	c.LeaseGeneration = r.int64(attrLeaseGeneration, true)
 	// The membership view: absent in items written before it existed.
 	c.OwnedLeases = int(max(0, r.int64(attrOwnedLeases, false)))
+	c.WaitingParents = int(max(0, r.int64(attrWaitingParents, false)))
 	c.DeadWorkers = r.deadWorkers(attrDeadWorkers)
 	c.RecheckWorkers = r.strings(attrRecheckWorkers)
 	c.CoordinatorIncarnation = r.str(attrCoordIncarnation, false)

@@ -222,6 +222,11 @@ func (s *Store) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorReco
 	} else {
 		removed = append(removed, e.name(attrDeadWorkers))
 	}
+	if rec.WaitingParents > 0 {
+		update += e.name(attrWaitingParents) + " = " + e.value(numAV(int64(rec.WaitingParents))) + ", "
+	} else {
+		removed = append(removed, e.name(attrWaitingParents))
+	}
 	if len(rec.RecheckWorkers) > 0 {
 		update += e.name(attrRecheckWorkers) + " = " + e.value(&types.AttributeValueMemberSS{Value: slices.Compact(slices.Sorted(slices.Values(rec.RecheckWorkers)))}) + ", "
 	} else {

@@ -189,6 +189,12 @@ type CoordinatorRecord struct {
 	// taken from them (an operator, a process sharing the worker id) while it delivered
 	// nothing. Each confirms its leases when it reads its id here. Sorted.
 	RecheckWorkers []string
+	// WaitingParents is how many closed shards, ready to be read (their own parents
+	// finished), were free or a dead worker's on the coordinator's last two reads of the
+	// lease table: their children wait for them. Workers at their target read the lease
+	// table while it is above zero and trade a lease of an open shard for one of them (at
+	// the cap every worker is at its target, and nobody else would take them).
+	WaitingParents int
 	// CoordinatorIncarnation and CoordinatorHeartbeat are the coordinator's own record as
 	// its pass read it: workers that read only this item see the coordinator's heartbeat
 	// change, so that when it stops they judge it from its last heartbeat, not from when

@@ -214,6 +214,7 @@ var coordinatorValues = lease.CoordinatorRecord{
 	MaxLeasesPerWorker: 4, TargetLeasesPerWorker: 5, ShardCount: 8, WorkerCount: 2, LiveWorkers: 1,
 	Cap: 10, UnownedShards: 0, RecommendedWorkers: 1, LeaseGeneration: 3,
 	DeadWorkers: []lease.DeadWorker{{WorkerID: "w3", Incarnation: "i3", Heartbeat: 30}, {WorkerID: "w7"}}, OwnedLeases: 6,
+	WaitingParents: 2,
 }
 
 // heldCoordinator makes "a" the coordinator at epoch 2 (by a takeover from "z") with
@@ -320,7 +321,7 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 		c.MaxLeasesPerWorker, c.TargetLeasesPerWorker, c.ShardCount, c.WorkerCount = 3, 3, 12, 4
 		c.LiveWorkers, c.Cap, c.UnownedShards, c.RecommendedWorkers, c.LeaseGeneration = 4, 3, 0, 4, 4
 		c.DeadWorkers = []lease.DeadWorker{{WorkerID: "w1", Incarnation: "a", Heartbeat: 1}, {WorkerID: "w2"}, {WorkerID: "w9", Incarnation: "b", Heartbeat: 1 << 40}}
-		c.OwnedLeases, c.RecheckWorkers = 9, []string{"w4", "w5"}
+		c.OwnedLeases, c.RecheckWorkers, c.WaitingParents = 9, []string{"w4", "w5"}, 7
 		c.CoordinatorIncarnation, c.CoordinatorHeartbeat = "inc-a", 42
 	}
 	// claimed and resigned are what a claim and a resignation do to the rest of the record.
@@ -378,6 +379,8 @@ func testCoordinator[S consumer.MetaStore](t *testing.T, newStore func(t *testin
 			updatedWith(func(c *lease.CoordinatorRecord) { newValues(c) })},
 		{"an update without dead workers removes them", held, updateOp(func(c *lease.CoordinatorRecord) { c.DeadWorkers = nil }), nil,
 			updatedWith(func(c *lease.CoordinatorRecord) { c.DeadWorkers = nil })},
+		{"an update with no waiting parents clears them", held, updateOp(func(c *lease.CoordinatorRecord) { c.WaitingParents = 0 }), nil,
+			updatedWith(func(c *lease.CoordinatorRecord) { c.WaitingParents = 0 })},
 		{"an update at a stale version is a conflict", held, updateOp(func(c *lease.CoordinatorRecord) { newValues(c); c.Version-- }), lease.ErrConflict, nil},
 		{"an update at a future version is a conflict", held, updateOp(func(c *lease.CoordinatorRecord) { newValues(c); c.Version++ }), lease.ErrConflict, nil},
 		{"an update at a stale epoch is a conflict", held, updateOp(func(c *lease.CoordinatorRecord) { newValues(c); c.Epoch = 1 }), lease.ErrConflict, nil},

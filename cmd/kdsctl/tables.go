@@ -47,10 +47,12 @@ type coordinatorView struct {
 	Version               int64  `json:"version"`
 	LeaseGeneration       int64  `json:"lease_generation"`
 	// The membership view: the workers the coordinator judged dead, the leases the live
-	// ones hold, and those asked to recheck their leases.
+	// ones hold, those asked to recheck their leases, and the closed shards waiting for a
+	// worker.
 	DeadWorkers    []string `json:"dead_workers"`
 	OwnedLeases    int      `json:"owned_leases"`
 	RecheckWorkers []string `json:"recheck_workers"`
+	WaitingParents int      `json:"waiting_parents"`
 	UpdatedAt      string   `json:"updated_at,omitempty"`
 
 	updatedAt time.Time
@@ -75,6 +77,7 @@ func newMetaView(table string, m lease.Meta) metaView {
 			RecommendedWorkers: c.RecommendedWorkers, Epoch: c.Epoch, Version: c.Version,
 			LeaseGeneration: c.LeaseGeneration, UpdatedAt: timeJSON(c.UpdatedAt), updatedAt: c.UpdatedAt,
 			DeadWorkers: []string{}, OwnedLeases: c.OwnedLeases, RecheckWorkers: append([]string{}, c.RecheckWorkers...),
+			WaitingParents: c.WaitingParents,
 		}
 		for _, d := range c.DeadWorkers {
 			v.Coordinator.DeadWorkers = append(v.Coordinator.DeadWorkers, d.WorkerID)
@@ -136,6 +139,9 @@ func (v metaView) print(w io.Writer) {
 		t.row("  dead workers", listOrNone(c.DeadWorkers))
 		if len(c.RecheckWorkers) > 0 {
 			t.row("  asked to recheck their leases", strings.Join(c.RecheckWorkers, ", "))
+		}
+		if c.WaitingParents > 0 {
+			t.row("  closed shards waiting for a worker", fmt.Sprintf("%d (workers trade open shards for them)", c.WaitingParents))
 		}
 		t.row("  epoch / version", fmt.Sprintf("%d / %d", c.Epoch, c.Version))
 		t.row("  updated", fmt.Sprintf("%s (%s)", c.UpdatedAt, ago(c.updatedAt)))

@@ -202,15 +202,20 @@ func deliveredSet(l *Log) map[[2]string]bool {
 
 // CheckAtLeastOnce: every record the initial position requires is delivered at least
 // once: all of them for TRIM_HORIZON, those that arrived at or after the start time for
-// LATEST and AT_TIMESTAMP. Records of shards that aged out (TrimShard) are not required.
+// LATEST and AT_TIMESTAMP. Records of shards that aged out (TrimShard) are not required,
+// nor those of shards the cap leaves unheld at the end (see holding).
 func CheckAtLeastOnce(l *Log) []Violation {
 	from := requiredFrom(l)
 	trimmed := trimmedShards(l)
+	var unread map[string]bool
+	if n := len(l.Samples); n > 0 {
+		_, unread = holding(l, l.Samples[n-1])
+	}
 	got := deliveredSet(l)
 	missing := map[string][]Produced{}
 	var shards []string
 	for _, p := range l.Produced {
-		if _, ok := trimmed[p.Shard]; ok || p.Arrival < from || got[[2]string{p.Shard, p.Seq}] {
+		if _, ok := trimmed[p.Shard]; ok || unread[p.Shard] || p.Arrival < from || got[[2]string{p.Shard, p.Seq}] {
 			continue
 		}
 		if missing[p.Shard] == nil {
@@ -379,49 +384,41 @@ func ConvergenceBound(l *Log) time.Duration {
 }
 
 // CheckConvergence: from ConvergenceBound after the last fault, every open shard (up to
-// cap x live workers) is in some healthy worker's Status().Leases. A shard missing in a
-// single sample is a hand-off in progress; two consecutive samples make a violation.
+// cap x live workers) is in some healthy worker's Status().Leases, and so is every
+// closed shard ready to be read (Sample.Ready) unless the healthy workers hold closed
+// shards only: at the cap, the shards whose children wait for them come before open
+// ones. A shard missing in a single sample is a hand-off in progress; two consecutive
+// samples make a violation.
 func CheckConvergence(l *Log) []Violation {
 	from := l.LastFault + ConvergenceBound(l)
 	type streak struct {
-		first Sample
-		n     int
+		first  Sample
+		n      int
+		closed bool
 	}
 	open := map[string]*streak{}
+	what := map[bool]string{false: "open shard", true: "closed shard ready to read (its children wait)"}
 	var out []Violation
 	flush := func(s string, st *streak) {
 		if st.n >= 2 {
 			out = append(out, Violation{Kind: KindConvergence, At: st.first.At, Shard: s,
-				Msg: fmt.Sprintf("open shard held by no live worker for %d samples from t=%s (last fault ended t=%s, bound %s)%s",
-					st.n, fmtDur(st.first.At), fmtDur(l.LastFault), ConvergenceBound(l), ownerNote(st.first, s))})
+				Msg: fmt.Sprintf("%s held by no live worker for %d samples from t=%s (last fault ended t=%s, bound %s)%s",
+					what[st.closed], st.n, fmtDur(st.first.At), fmtDur(l.LastFault), ConvergenceBound(l), ownerNote(st.first, s))})
 		}
 	}
 	for _, sm := range l.Samples {
 		if sm.At < from {
 			continue
 		}
-		held := map[string]bool{}
-		live := 0
-		for _, w := range sm.Workers {
-			if !w.Healthy {
-				continue
-			}
-			live++
-			for _, s := range w.Leases {
-				held[s] = true
-			}
+		held, excused := holding(l, sm)
+		ready := map[string]bool{}
+		for _, s := range sm.Ready {
+			ready[s] = true
 		}
-		nheld := 0
-		for _, s := range sm.Open {
-			if held[s] {
-				nheld++
-			}
-		}
-		capped := l.Cap > 0 && nheld >= l.Cap*live
 		isOpen := map[string]bool{}
-		for _, s := range sm.Open {
+		for _, s := range append(slices.Clip(sm.Open), sm.Ready...) {
 			isOpen[s] = true
-			if held[s] || capped {
+			if held[s] || excused[s] {
 				if st := open[s]; st != nil {
 					flush(s, st)
 					delete(open, s)
@@ -429,7 +426,7 @@ func CheckConvergence(l *Log) []Violation {
 				continue
 			}
 			if open[s] == nil {
-				open[s] = &streak{first: sm}
+				open[s] = &streak{first: sm, closed: ready[s]}
 			}
 			open[s].n++
 		}
@@ -445,6 +442,43 @@ func CheckConvergence(l *Log) []Violation {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })
 	return out
+}
+
+// holding returns the shards healthy workers hold in a sample, and those of the shards
+// to read (open and ready ones) that may go unheld: open shards while the workers hold
+// the cap, closed ones while the workers hold closed shards only.
+func holding(l *Log, sm Sample) (held, excused map[string]bool) {
+	held = map[string]bool{}
+	live := 0
+	for _, w := range sm.Workers {
+		if !w.Healthy {
+			continue
+		}
+		live++
+		for _, s := range w.Leases {
+			held[s] = true
+		}
+	}
+	heldOpen, heldReady := 0, 0
+	for _, s := range sm.Open {
+		if held[s] {
+			heldOpen++
+		}
+	}
+	for _, s := range sm.Ready {
+		if held[s] {
+			heldReady++
+		}
+	}
+	capped := l.Cap > 0 && heldOpen+heldReady >= l.Cap*live
+	excused = map[string]bool{}
+	for _, s := range sm.Open {
+		excused[s] = capped && !held[s]
+	}
+	for _, s := range sm.Ready {
+		excused[s] = heldOpen == 0 && !held[s]
+	}
+	return held, excused
 }
 
 func ownerNote(sm Sample, shard string) string {

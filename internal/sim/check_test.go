@@ -300,6 +300,20 @@ func TestCheckConvergence(t *testing.T) {
 				return Sample{Open: []string{"B"}, Owners: map[string]string{"B": "w1"}, Workers: healthy("B")}
 			})
 		}, "", ""},
+		{"at the cap, a closed shard waits while open shards are held", func(l *Log) {
+			l.Cap = 1
+			l.Samples = samples(40, 90, func(int) Sample {
+				return Sample{Open: []string{"B", "C", "D"}, Ready: []string{"P"}, Workers: []WorkerSample{
+					{ID: "w1", Inc: 1, Healthy: true, Leases: []string{"B"}}, {ID: "w2", Inc: 1, Healthy: true, Leases: []string{"C"}}}}
+			})
+		}, KindConvergence, "closed shard ready to read (its children wait) held by no live worker"},
+		{"at the cap, open shards wait while closed ones are held", func(l *Log) {
+			l.Cap = 1
+			l.Samples = samples(40, 90, func(int) Sample {
+				return Sample{Open: []string{"B", "C"}, Ready: []string{"P", "Q", "R"}, Workers: []WorkerSample{
+					{ID: "w1", Inc: 1, Healthy: true, Leases: []string{"P"}}, {ID: "w2", Inc: 1, Healthy: true, Leases: []string{"Q"}}}}
+			})
+		}, "", ""},
 	})
 }
 

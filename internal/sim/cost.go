@@ -171,11 +171,6 @@ const (
 	attrMillisBehind = "millisBehindLatest"
 )
 
-var coordinatorNumbers = []string{
-	"max_leases_per_worker", "target_leases_per_worker", "shard_count", "worker_count",
-	"live_workers", "cap", "unowned_shards", "recommended_workers", "lease_generation", "version",
-}
-
 func newSizer() *sizer {
 	s := &sizer{leases: map[leaseKey]int{}, workers: map[lease.WorkerRecord]int{}}
 	st, err := dynamostore.New(captureClient{s: s}, "simapp")
@@ -260,32 +255,9 @@ func (s *sizer) worker(w lease.WorkerRecord) int {
 	return cachedSize(&s.mu, s.workers, w, 1<<18, func() int { return ItemSize(s.workerItem(w)) })
 }
 
+// coordinatorItem returns the item the codec writes for c, the membership view included.
 func (s *sizer) coordinatorItem(c lease.CoordinatorRecord) map[string]types.AttributeValue {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, err := s.store.ClaimCoordinator(context.Background(), "x", nil); err != nil {
-		panic(fmt.Sprintf("sim: sizing the coordinator: %v", err))
-	}
-	item := s.last
-	// The claim writes epoch 1 and zero values; put the record's own.
-	item["epoch"] = &types.AttributeValueMemberN{Value: strconv.FormatInt(c.Epoch, 10)}
-	vals := []int64{int64(c.MaxLeasesPerWorker), int64(c.TargetLeasesPerWorker), int64(c.ShardCount), int64(c.WorkerCount),
-		int64(c.LiveWorkers), int64(c.Cap), int64(c.UnownedShards), int64(c.RecommendedWorkers), c.LeaseGeneration, c.Version}
-	for i, a := range coordinatorNumbers {
-		item[a] = &types.AttributeValueMemberN{Value: strconv.FormatInt(vals[i], 10)}
-	}
-	if c.CoordinatorID == "" {
-		delete(item, "coordinator_id")
-	} else {
-		item["coordinator_id"] = &types.AttributeValueMemberS{Value: c.CoordinatorID}
-	}
-	if c.InitialPosition != "" {
-		item["initial_position"] = &types.AttributeValueMemberS{Value: c.InitialPosition}
-		if !c.InitialTimestamp.IsZero() {
-			item["initial_timestamp"] = &types.AttributeValueMemberS{Value: c.InitialTimestamp.UTC().Format(time.RFC3339Nano)}
-		}
-	}
-	return item
+	return s.store.CoordinatorItem(c)
 }
 
 func (s *sizer) coordinator(c lease.CoordinatorRecord) int { return ItemSize(s.coordinatorItem(c)) }

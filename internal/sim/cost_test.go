@@ -121,14 +121,13 @@ func TestCodecSizes(t *testing.T) {
 	if _, ok := item[attrLeaseCounter]; !ok {
 		t.Errorf("the codec's lease item has no %s: %v", attrLeaseCounter, item)
 	}
-	coord := sz.coordinatorItem(lease.CoordinatorRecord{CoordinatorID: "w1", Epoch: 3})
-	if len(coord) < len(coordinatorNumbers)+4 {
-		t.Errorf("coordinator item: %v", coord)
-	}
-	for _, a := range append([]string{"epoch", "coordinator_id", "updated_at", "worker_id"}, coordinatorNumbers...) {
-		if _, ok := coord[a]; !ok {
-			t.Errorf("the codec's coordinator item has no %s", a)
-		}
+	// The coordinator item is the codec's whole, the membership view included.
+	view := lease.CoordinatorRecord{CoordinatorID: "w1", Epoch: 3}
+	bare := sz.coordinator(view)
+	view.DeadWorkers = []lease.DeadWorker{{WorkerID: "kds-consumer-17", Incarnation: "0123456789abcdef", Heartbeat: 1 << 40}}
+	view.RecheckWorkers, view.OwnedLeases, view.WaitingParents = []string{"kds-consumer-3"}, 300, 2
+	if grown := sz.coordinator(view); grown < bare+len("kds-consumer-17")+len("0123456789abcdef")+len("kds-consumer-3") {
+		t.Errorf("coordinator item with a view: %d bytes, without: %d; the view is not sized", grown, bare)
 	}
 }
 

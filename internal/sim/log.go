@@ -88,9 +88,12 @@ type Trim struct {
 // Sample is the lease table and the workers' own view, taken once a (virtual) second.
 type Sample struct {
 	Stamp
-	Owners  map[string]string // shard -> owner, for owned leases
-	Open    []string          // open shards of the stream
-	Workers []WorkerSample    // every worker process that is running (not stopped)
+	Owners map[string]string // shard -> owner, for owned leases
+	Open   []string          // open shards of the stream
+	// Ready are the closed shards whose leases have not finished while their parents
+	// have: the shards a worker must read before their children can be.
+	Ready   []string
+	Workers []WorkerSample // every worker process that is running (not stopped)
 }
 
 // WorkerSample is one worker as seen by a sample.

@@ -278,15 +278,25 @@ func (s *Sim) sample(stop <-chan struct{}, done chan<- struct{}) {
 		case <-time.After(every):
 		}
 		owners := map[string]string{}
-		for _, l := range s.leases.Snapshot().Leases {
+		table := s.leases.Snapshot()
+		for _, l := range table.Leases {
 			if l.Owner != "" {
 				owners[l.ShardID] = l.Owner
 			}
 		}
-		var open []string
+		var open, ready []string
+		closed := map[string]bool{}
 		for _, sh := range s.stream.Shards() {
 			if !sh.Closed {
 				open = append(open, sh.ID)
+			} else {
+				closed[sh.ID] = true
+			}
+		}
+		idx := table.Index()
+		for _, l := range table.Leases {
+			if closed[l.ShardID] && !l.Finished() && idx.ParentsFinished(l) {
+				ready = append(ready, l.ShardID)
 			}
 		}
 		var ws []WorkerSample
@@ -302,7 +312,7 @@ func (s *Sim) sample(stop <-chan struct{}, done chan<- struct{}) {
 		}
 		s.mu.Unlock()
 		s.rec.add(func(st Stamp, l *Log) {
-			l.Samples = append(l.Samples, Sample{Stamp: st, Owners: owners, Open: open, Workers: ws})
+			l.Samples = append(l.Samples, Sample{Stamp: st, Owners: owners, Open: open, Ready: ready, Workers: ws})
 		})
 	}
 }

@@ -134,6 +134,10 @@ func Generate(seed uint64, size Size) Scenario {
 	if rc.IntN(2) == 0 {
 		sc.CheckpointInterval = dur(rc, 100*time.Millisecond, 5*time.Second).Round(100 * time.Millisecond)
 	}
+	// One seed in three caps the leases per worker, mostly below what the shards need.
+	if rp := rand.New(rand.NewPCG(seed, 0xcab)); rp.IntN(3) == 0 {
+		sc.MaxLeasesCap = 1 + rp.IntN(max(1, sc.Shards/sc.Workers))
+	}
 	if rv := rand.New(rand.NewPCG(seed, 0x1a9)); rv.IntN(3) != 0 {
 		sc.ViewLag = dur(rv, 100*time.Millisecond, 3*time.Second).Round(100 * time.Millisecond)
 	}
@@ -207,6 +211,9 @@ func (sc Scenario) String() string {
 	s := fmt.Sprintf("seed %d: %d workers, %d shards, %s", sc.Seed, sc.Workers, sc.Shards, sc.Position)
 	if sc.Position == lease.AtTimestamp {
 		s += fmt.Sprintf(" t=%s", sc.InitialTimestamp)
+	}
+	if sc.MaxLeasesCap > 0 {
+		s += fmt.Sprintf(", cap %d", sc.MaxLeasesCap)
 	}
 	return s + fmt.Sprintf(", pre-start %s, put every %s, faults %s, quiet %s, trims %v, hangs %v, cleanup every %s (finished leases after %s, dead workers after %s), checkpoint interval %s, view lag %s; events: %s",
 		sc.PreStart, sc.ProduceEvery, sc.FaultPhase, sc.Quiet, sc.Trims, sc.Hangs,

@@ -64,6 +64,19 @@ func New(reg prometheus.Registerer, status func() consumer.Status) (*Metrics, er
 	return m, nil
 }
 
+// RegisterBuildInfo registers kds_build_info: always 1, with the build's version,
+// revision and Go version as labels (the Prometheus convention for build information,
+// to join on or to alert on a fleet running mixed builds).
+func RegisterBuildInfo(reg prometheus.Registerer, version, revision, goVersion string) error {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info",
+		Help: "Always 1: the build of the running binary in its labels."}, []string{"version", "revision", "go_version"})
+	if err := reg.Register(g); err != nil {
+		return err
+	}
+	g.WithLabelValues(version, revision, goVersion).Set(1)
+	return nil
+}
+
 // Hooks returns the consumer hooks that feed the counters. Chain them with the
 // application's own hooks if it has any.
 func (m *Metrics) Hooks() consumer.Hooks {

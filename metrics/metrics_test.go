@@ -91,3 +91,17 @@ func TestAWSMiddlewareCountsRequestsAndErrors(t *testing.T) {
 		t.Errorf("DescribeTable ResourceNotFoundException errors = %v, want 1", got)
 	}
 }
+
+func TestBuildInfo(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if err := RegisterBuildInfo(reg, "v1.2.0", "0123456789ab", "go1.26.0"); err != nil {
+		t.Fatal(err)
+	}
+	want := `# HELP kds_build_info Always 1: the build of the running binary in its labels.
+# TYPE kds_build_info gauge
+kds_build_info{go_version="go1.26.0",revision="0123456789ab",version="v1.2.0"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "kds_build_info"); err != nil {
+		t.Error(err)
+	}
+}

@@ -3,13 +3,15 @@
 // processor (count, log, checkpoint every batch) on each shard it holds.
 //
 // Configuration comes from flags and the same-named environment variables; run with
-// --help for the list. Invalid settings exit with status 2 and a message naming them.
+// --help for the list (`kds-consumer version` or --version prints the build). Invalid
+// settings exit with status 2 and a message naming them.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
 	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 	"github.com/kds-lease-manager/kds-lease-manager/kubeworkers"
@@ -37,10 +40,7 @@ func main() {
 	host, _ := os.Hostname()
 	s, err := parseSettings(os.Args[1:], os.Getenv, host, os.Stderr)
 	if err != nil {
-		if !errors.Is(err, errHelp) {
-			fmt.Fprintf(os.Stderr, "kds-consumer: %v\n", err)
-		}
-		os.Exit(2)
+		os.Exit(settingsExit(err, os.Stdout, os.Stderr))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -52,6 +52,20 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// settingsExit answers an invocation that does not run a worker and returns its exit
+// status: 0 after --help or a version request, 2 for bad settings (named on stderr).
+func settingsExit(err error, stdout, stderr io.Writer) int {
+	switch {
+	case errors.Is(err, errHelp):
+		return 0
+	case errors.Is(err, errVersion):
+		fmt.Fprintln(stdout, "kds-consumer", buildinfo.Read())
+		return 0
+	}
+	fmt.Fprintf(stderr, "kds-consumer: %v\n", err)
+	return 2
 }
 
 // statefulSetReplicas watches the workers' StatefulSet for its replica count. A worker that
@@ -116,6 +130,10 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m, err := metrics.New(reg, func() consumer.Status { return w.Status() })
 	if err != nil {
+		return err
+	}
+	build := buildinfo.Read()
+	if err := metrics.RegisterBuildInfo(reg, build.Version, build.Revision, build.GoVersion); err != nil {
 		return err
 	}
 	// A per-service endpoint variable wins over AWS_ENDPOINT_URL, as in the SDK.

@@ -230,8 +230,12 @@ func reasonIf(bad bool, reason string) string {
 	return ""
 }
 
-// errHelp is returned after --help printed the usage.
-var errHelp = errors.New("help requested")
+// errHelp is returned after --help printed the usage; errVersion when the build was
+// asked for (--version, or the argument "version").
+var (
+	errHelp    = errors.New("help requested")
+	errVersion = errors.New("version requested")
+)
 
 // settingError names the bad setting by its variable and flag.
 type settingError struct {
@@ -263,11 +267,15 @@ func parseSettings(args []string, getenv func(string) string, hostname string, o
 			raw[i] = fs.String(r.flag, v, r.help+" ["+r.env+"]")
 		}
 	}
+	version := fs.Bool("version", false, "print the build (version, revision, Go version) and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return s, errHelp
 		}
 		return s, err
+	}
+	if *version || fs.NArg() == 1 && fs.Arg(0) == "version" {
+		return s, errVersion
 	}
 	if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected argument %q (all settings are --flags or environment variables)", fs.Arg(0))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo"
 )
 
 func TestParseSettings(t *testing.T) {
@@ -235,5 +236,35 @@ func TestLibraryRefusalReportedWithOtherErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
+	}
+}
+
+// --help and a version request exit 0 (with the build on stdout); bad settings exit 2
+// naming the setting on stderr.
+func TestInvocationsThatRunNoWorker(t *testing.T) {
+	for _, tc := range []struct {
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{[]string{"--help"}, 0, "", ""},
+		{[]string{"--version"}, 0, "kds-consumer " + buildinfo.Read().String() + "\n", ""},
+		{[]string{"version"}, 0, "kds-consumer " + buildinfo.Read().String() + "\n", ""},
+		{[]string{"--lease-duration", "soon"}, 2, "", "kds-consumer: invalid LEASE_DURATION (--lease-duration)"},
+		{[]string{"versions"}, 2, "", `kds-consumer: unexpected argument "versions"`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := parseSettings(tc.args, envOf(nil), "host", io.Discard)
+			if err == nil {
+				t.Fatal("parseSettings accepted it")
+			}
+			var stdout, stderr strings.Builder
+			if code := settingsExit(err, &stdout, &stderr); code != tc.code {
+				t.Errorf("exit %d, want %d", code, tc.code)
+			}
+			if stdout.String() != tc.stdout || !strings.HasPrefix(stderr.String(), tc.stderr) || tc.stderr == "" && stderr.Len() > 0 {
+				t.Errorf("stdout %q, stderr %q; want stdout %q, stderr starting %q", stdout.String(), stderr.String(), tc.stdout, tc.stderr)
+			}
+		})
 	}
 }

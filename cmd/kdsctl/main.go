@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo"
 )
 
 // errUsage marks errors that exit with status 2.
@@ -52,7 +53,17 @@ func commands() []command {
 		{"produce", "--rate R (--duration D | --count N)", "write test records with per-key sequence numbers", produce},
 		{"verify", "[--records-dir DIR]", "compare the stream with the workers' record logs", verify},
 		{"expect", "--shards S --max-leases M", "wait until coordinator and lease table match, PASS or FAIL", expect},
+		{"version", "", "print the build: version, revision, Go version", version},
 	}
+}
+
+// version prints the build; it needs no AWS access.
+func version(_ context.Context, e *env, args []string) error {
+	if err := e.parseNone(e.flags("version"), args); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "kdsctl", buildinfo.Read())
+	return nil
 }
 
 func (e *env) mainUsage(w io.Writer) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
 )
 
@@ -90,6 +91,8 @@ func TestUsageErrors(t *testing.T) {
 		{"--help", []string{"--help"}, 0, "exit status: 0 success, 1 failure, 2 usage error"},
 		{"command --help", []string{"produce", "--help"}, 0, "-keys"},
 		{"help command", []string{"help", "expect"}, 0, "-max-leases"},
+		{"version", []string{"version"}, 0, "kdsctl " + buildinfo.Read().String()},
+		{"version takes no argument", []string{"version", "now"}, 2, "unexpected arguments: now"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -163,13 +163,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	if err != nil {
 		return unreachable("DynamoDB", ddb.Options().Region, aws.ToString(ddb.Options().BaseEndpoint), time.Minute, err)
 	}
-	kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	source := kinesisstream.New(kin, s.StreamName)
-	err = source.CheckStream(kctx)
-	cancel()
-	if err != nil {
-		return unreachable("Kinesis", kin.Options().Region, aws.ToString(kin.Options().BaseEndpoint), 30*time.Second, err)
-	}
 	recorder, err := recordlog.Open(s.RecordLogDir, s.WorkerID)
 	if err != nil {
 		return s.invalid(&s.RecordLogDir, s.RecordLogDir, err.Error())
@@ -206,6 +200,14 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	case err := <-srvErr:
 		return fmt.Errorf("health endpoint on %s: %w (set HEALTH_ADDR)", s.HealthAddr, err)
 	case <-time.After(50 * time.Millisecond):
+	}
+	// Alive (/health) and not ready (/ready) while the stream is missing or being created.
+	sw := defaultStreamWait()
+	if err := waitForStream(ctx, source.CheckStream, sw, log); err != nil {
+		if ctx.Err() != nil {
+			return nil // Stopped before the stream came: nothing to hand over.
+		}
+		return unreachable("Kinesis", kin.Options().Region, aws.ToString(kin.Options().BaseEndpoint), sw.timeout, err)
 	}
 	return w.Run(ctx)
 }

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // credentialsTimeout bounds the credential look-up; the SDK's chain ends with the
@@ -69,4 +73,47 @@ func isTransport(err error) bool {
 	var dnsErr *net.DNSError
 	var sendErr *smithyhttp.RequestSendError
 	return errors.As(err, &opErr) || errors.As(err, &dnsErr) || errors.As(err, &sendErr) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// streamWait is how waitForStream backs off: first, doubling up to most, each check
+// bounded by timeout.
+type streamWait struct {
+	first, most, timeout time.Duration
+}
+
+// defaultStreamWait checks after 1 s, then every 2, 4, ... up to 30 s.
+func defaultStreamWait() streamWait {
+	return streamWait{first: time.Second, most: 30 * time.Second, timeout: 30 * time.Second}
+}
+
+// waitForStream returns once check finds the stream, waiting with back-off while it is
+// missing or being created (the chart's init job, or an operator, may create it after
+// the workers start) and logging each wait with the reason, which names the stream,
+// region and endpoint. Any other failure is returned at once. It returns ctx's error
+// when ctx ends first.
+func waitForStream(ctx context.Context, check func(context.Context) error, bw streamWait, log *slog.Logger) error {
+	delay := bw.first
+	for waited := false; ; waited = true {
+		cctx, cancel := context.WithTimeout(ctx, bw.timeout)
+		err := check(cctx)
+		cancel()
+		switch {
+		case err == nil:
+			if waited {
+				log.Info("the stream is ready; starting")
+			}
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !errors.Is(err, stream.ErrStreamNotFound) && !errors.Is(err, kinesisstream.ErrStreamCreating):
+			return err
+		}
+		log.Warn("waiting for the stream (not ready: /ready stays false)", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, bw.most)
+	}
 }

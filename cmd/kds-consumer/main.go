@@ -29,6 +29,7 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/awsenv"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
 	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
@@ -113,11 +114,8 @@ func newLogger(s settings) *slog.Logger {
 }
 
 func run(ctx context.Context, s settings, log *slog.Logger) error {
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(s.Region))
+	awsCfg, err := awsenv.Load(ctx, awsconfig.LoadDefaultConfig, s.Region)
 	if err != nil {
-		return fmt.Errorf("load AWS configuration: %w", err)
-	}
-	if err := checkCredentials(ctx, awsCfg); err != nil {
 		return err
 	}
 	var endpoint *string

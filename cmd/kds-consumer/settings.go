@@ -40,7 +40,7 @@ type settings struct {
 // whose default follows another field stay 0) and the binary's own. hostname is the
 // default worker id (the pod name in Kubernetes).
 func defaultSettings(hostname string) settings {
-	s := settings{Config: consumer.DefaultConfig(), Region: "us-east-1", HealthAddr: ":8080",
+	s := settings{Config: consumer.DefaultConfig(), HealthAddr: ":8080",
 		LogFormat: "text", LogLevel: "info", CreateTables: true, DemoCheckpoint: "batch"}
 	s.StreamName, s.AppName, s.WorkerID = "test-stream", "kds-consumer-app", hostname
 	return s
@@ -53,7 +53,7 @@ func defaultSettings(hostname string) settings {
 func table(s *settings) []setting {
 	c := &s.Config
 	return []setting{
-		stringVar(&s.Region, "AWS_REGION", "region", "AWS region", checkRegion),
+		stringVar(&s.Region, "AWS_REGION", "region", "AWS region (default: the SDK's, e.g. the AWS_PROFILE's region)", checkRegion),
 		urlVar(&s.Endpoint, "AWS_ENDPOINT_URL", "endpoint", "endpoint for Kinesis and DynamoDB (e.g. http://localhost:4566); AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL_DYNAMODB also work"),
 		urlVar(&s.KinesisEndpoint, "AWS_ENDPOINT_URL_KINESIS", "", "Kinesis endpoint, over AWS_ENDPOINT_URL"),
 		urlVar(&s.DynamoDBEndpoint, "AWS_ENDPOINT_URL_DYNAMODB", "", "DynamoDB endpoint, over AWS_ENDPOINT_URL"),
@@ -364,10 +364,7 @@ var (
 )
 
 func checkRegion(v string) string {
-	switch {
-	case v == "":
-		return "must not be empty"
-	case !regionRE.MatchString(v):
+	if v != "" && !regionRE.MatchString(v) {
 		return "want a region name such as us-east-1"
 	}
 	return ""

@@ -9,44 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
-
-// credentialsTimeout bounds the credential look-up; the SDK's chain ends with the
-// instance metadata service, which answers slowly or never off EC2.
-const credentialsTimeout = 20 * time.Second
-
-// errNoCredentials explains how to give the worker credentials; the SDK's own message
-// (usually about the EC2 instance metadata service) does not.
-var errNoCredentials = errors.New("no usable AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY " +
-	"(and AWS_SESSION_TOKEN for temporary credentials), or AWS_PROFILE with a shared credentials file, " +
-	"or give the pod an IAM role (EKS IRSA: AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE; or EKS Pod Identity); " +
-	"on EC2 the instance role is used unless AWS_EC2_METADATA_DISABLED=true")
-
-// checkCredentials fails fast, with errNoCredentials, when the SDK finds no credentials.
-// Nothing of the credentials is printed.
-func checkCredentials(ctx context.Context, cfg aws.Config) error {
-	if cfg.Credentials == nil {
-		return errNoCredentials
-	}
-	rctx, cancel := context.WithTimeout(ctx, credentialsTimeout)
-	defer cancel()
-	creds, err := cfg.Credentials.Retrieve(rctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return err // shutting down, not a configuration problem
-		}
-		return fmt.Errorf("%w (the SDK said: %v)", errNoCredentials, err)
-	}
-	if creds.AccessKeyID == "" || creds.SecretAccessKey == "" {
-		return errNoCredentials
-	}
-	return nil
-}
 
 // unreachable turns a transport failure of the first call to a service (nothing
 // listening, a name that does not resolve, no answer in time) into a message naming the

@@ -178,11 +178,15 @@ func (k *Kinesis) where() string {
 
 // wrap adds the stream, the operation and, for the errors the consumer reacts to, the
 // matching sentinel; the service's error stays in the chain for its message and errors.As.
-func (k *Kinesis) wrap(op string, err error) error {
+func (k *Kinesis) wrap(op string, err error) error { return wrapFor(k.stream, op, err) }
+
+// wrapFor names the operation and stream of a failed call and wraps the error's stream
+// sentinel, if any.
+func wrapFor(streamName, op string, err error) error {
 	if sentinel := classify(err); sentinel != nil {
-		return fmt.Errorf("kinesis %s on stream %q: %w: %w", op, k.stream, sentinel, err)
+		return fmt.Errorf("kinesis %s on stream %q: %w: %w", op, streamName, sentinel, err)
 	}
-	return fmt.Errorf("kinesis %s on stream %q: %w", op, k.stream, err)
+	return fmt.Errorf("kinesis %s on stream %q: %w", op, streamName, err)
 }
 
 // classify maps a service error to a sentinel. It matches error codes, which covers both

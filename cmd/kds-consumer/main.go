@@ -169,6 +169,9 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	defer recorder.Close()
 
 	cfg := s.Config
+	if s.DeadLetterStream != "" {
+		cfg.DeadLetter = kinesisstream.NewDeadLetterStream(kin, s.DeadLetterStream)
+	}
 	cfg.Logger = log
 	cfg.Hooks = m.Hooks()
 	switch s.WorkerCountSource {
@@ -181,7 +184,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		}
 		cfg.WorkerCounter = counter
 	}
-	w, err = consumer.New(cfg, store, store, source, demoFactory(log, s.WorkerID, recorder, s.DemoCheckpoint == "record", s.DemoRecordDelay))
+	w, err = consumer.New(cfg, store, store, source, demoFactory(log, recorder, s))
 	if err != nil {
 		return err
 	}

@@ -90,6 +90,7 @@ var sampleValue = map[string]string{
 	"CLEANUP_INTERVAL": "2m", "FINISHED_LEASE_DELAY": "1m", "DEAD_WORKER_DELAY": "20m", "CHECKPOINT_INTERVAL": "2s",
 	"INITIAL_POSITION": "LATEST", "HEALTH_ADDR": ":9090", "LOG_FORMAT": "json", "LOG_LEVEL": "debug",
 	"RECORD_LOG_DIR": "/var/records", "CREATE_TABLES": "false", "DEMO_CHECKPOINT": "record", "DEMO_RECORD_DELAY": "250ms",
+	"ON_PROCESSOR_FAILURE": "skip", "PROCESSOR_RETRIES": "3", "DEAD_LETTER_STREAM": "orders-dead-letters", "DEMO_FAIL_ON": "poison",
 	// Read only with AT_TIMESTAMP (the sample of INITIAL_POSITION is LATEST).
 	"INITIAL_TIMESTAMP": "2026-01-02T15:04:05Z",
 }
@@ -156,7 +157,8 @@ func TestEverySettingParsesAndItsFlagWins(t *testing.T) {
 // row; the others are listed here on purpose.
 func TestSettingsTableCoversConfig(t *testing.T) {
 	notSettable := map[string]bool{"LeaseScanInterval": true, "StartupSettle": true, "MinTimeBetweenReads": true,
-		"WorkerCounter": true, "Hooks": true, "Logger": true, "Clock": true}
+		"WorkerCounter": true, "Hooks": true, "Logger": true, "Clock": true,
+		"DeadLetter": true} // DEAD_LETTER_STREAM names the stream run connects
 	var s settings
 	envs, flags, fields := map[string]int{}, map[string]int{}, map[string]int{}
 	for _, r := range table(&s) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,8 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/internal/delivery"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // Bad input, each on the real engines with real worker processes: a clear error naming
@@ -529,5 +532,49 @@ func TestNoSecretsInLogsOrEndpoints(t *testing.T) {
 		if strings.Contains(logs, s) {
 			t.Errorf("the worker log contains the secret %q", s)
 		}
+	}
+}
+
+// A record the processor cannot handle, under ON_PROCESSOR_FAILURE=dead-letter: after
+// PROCESSOR_RETRIES retries the rest of its batch lands on the dead-letter stream with
+// its data and partition key, the metrics count it, and later records flow again.
+func TestAPoisonRecordIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1, defaultLeaseDuration)
+	dlq := c.stream + "-dlq"
+	enginetest.CreateStream(t, dlq, 1)
+	w := c.startWorker("kds-consumer-0", "ON_PROCESSOR_FAILURE=dead-letter", "PROCESSOR_RETRIES=2",
+		"DEAD_LETTER_STREAM="+dlq, "DEMO_FAIL_ON=poison")
+	put := func(data, key string) {
+		t.Helper()
+		if _, err := c.kin.PutRecord(t.Context(), &kinesis.PutRecordInput{StreamName: aws.String(c.stream),
+			Data: []byte(data), PartitionKey: aws.String(key)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("before", "k1")
+	put("poison", "k-poison")
+	dead := kinesisstream.New(enginetest.Kinesis(t), dlq)
+	waitFor(t, 60*time.Second, "the poison on the dead-letter stream", func() (bool, string) {
+		recs, err := dead.ReadShard(t.Context(), stream.Shard{ID: "shardId-000000000000"})
+		var got []string
+		for _, r := range recs {
+			got = append(got, string(r.Data)+"/"+r.PartitionKey)
+		}
+		return err == nil && slices.Contains(got, "poison/k-poison"), fmt.Sprint(got, err)
+	})
+	put("after", "k2")
+	waitFor(t, 30*time.Second, "the record after the poison processed", func() (bool, string) {
+		var data []string
+		for _, d := range c.mustRecords() {
+			data = append(data, d.Data)
+		}
+		return slices.Contains(data, "after") && slices.Contains(data, "before") && !slices.Contains(data, "poison"), fmt.Sprint(data)
+	})
+	if got := w.metric(t, `kds_batches_abandoned_total{policy="dead-letter"}`); got != 1 {
+		t.Errorf("kds_batches_abandoned_total{dead-letter} = %v, want 1", got)
+	}
+	if got := w.metric(t, "kds_processor_failures_total"); got != 3 {
+		t.Errorf("kds_processor_failures_total = %v, want 3 (a try and 2 retries)", got)
 	}
 }

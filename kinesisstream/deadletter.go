@@ -25,13 +25,10 @@ const putRecordsMax = 500
 // consumer.DeadLetter; where a record came from and why it failed is in the worker's log
 // line for the batch.
 type DeadLetterStream struct {
-	api    PutRecordsAPI
-	stream string
-}
-
-// NewDeadLetterStream returns a dead-letter writer for the named stream.
-func NewDeadLetterStream(api PutRecordsAPI, streamName string) *DeadLetterStream {
-	return &DeadLetterStream{api: api, stream: streamName}
+	// API writes the records: a *kinesis.Client.
+	API PutRecordsAPI
+	// Stream names the dead-letter stream, which must exist.
+	Stream string
 }
 
 // Put writes records, at most putRecordsMax per call, and writes again those the service
@@ -48,9 +45,9 @@ func (d *DeadLetterStream) Put(ctx context.Context, shardID string, records []st
 	}
 	for len(pending) > 0 {
 		n := min(len(pending), putRecordsMax)
-		out, err := d.api.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(d.stream), Records: pending[:n]})
+		out, err := d.API.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(d.Stream), Records: pending[:n]})
 		if err != nil {
-			return fmt.Errorf("dead-letter: %d records of shard %s: %w", n, shardID, wrapFor(d.stream, "PutRecords", err))
+			return fmt.Errorf("dead-letter: %d records of shard %s: %w", n, shardID, wrapFor(d.Stream, "PutRecords", err))
 		}
 		var failed []types.PutRecordsRequestEntry
 		for i, res := range out.Records {
@@ -59,7 +56,7 @@ func (d *DeadLetterStream) Put(ctx context.Context, shardID string, records []st
 			}
 		}
 		if len(failed) == n {
-			return fmt.Errorf("dead-letter stream %q: every one of %d records of shard %s failed: %s", d.stream, n, shardID, aws.ToString(out.Records[0].ErrorMessage))
+			return fmt.Errorf("dead-letter stream %q: every one of %d records of shard %s failed: %s", d.Stream, n, shardID, aws.ToString(out.Records[0].ErrorMessage))
 		}
 		pending = append(failed, pending[n:]...)
 	}

@@ -18,7 +18,7 @@ import (
 // keys, on the real engine.
 func TestDeadLetterStreamOnTheEngine(t *testing.T) {
 	k, client := newStream(t, 1)
-	dl := kinesisstream.NewDeadLetterStream(client, k.StreamName())
+	dl := &kinesisstream.DeadLetterStream{API: client, Stream: k.StreamName()}
 	var recs []stream.Record
 	for i := range 3 {
 		recs = append(recs, stream.Record{SequenceNumber: fmt.Sprint(i), PartitionKey: fmt.Sprintf("key-%d", i), Data: fmt.Appendf(nil, "bad-%d", i)})
@@ -72,7 +72,7 @@ func TestDeadLetterStreamPutsAgainWhatFailed(t *testing.T) {
 		want = append(want, d)
 	}
 	api := &throttlingPuts{fail: map[string]bool{"3": true, "700": true}}
-	if err := kinesisstream.NewDeadLetterStream(api, "dlq").Put(t.Context(), "s", recs, nil); err != nil {
+	if err := (&kinesisstream.DeadLetterStream{API: api, Stream: "dlq"}).Put(t.Context(), "s", recs, nil); err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(api.accepted)

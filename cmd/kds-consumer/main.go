@@ -170,7 +170,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 
 	cfg := s.Config
 	if s.DeadLetterStream != "" {
-		cfg.DeadLetter = kinesisstream.NewDeadLetterStream(kin, s.DeadLetterStream)
+		cfg.DeadLetter = &kinesisstream.DeadLetterStream{API: kin, Stream: s.DeadLetterStream}
 	}
 	cfg.Logger = log
 	cfg.Hooks = m.Hooks()

@@ -2,7 +2,9 @@ package main
 
 import (
 	"io"
+	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -268,5 +270,37 @@ func TestInvocationsThatRunNoWorker(t *testing.T) {
 				t.Errorf("stdout %q, stderr %q; want stdout %q, stderr starting %q", stdout.String(), stderr.String(), tc.stdout, tc.stderr)
 			}
 		})
+	}
+}
+
+// The README's settings section names every variable the worker reads, and every
+// variable it names is one (the AWS SDK's own variables aside).
+func TestTheReadmeNamesEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := string(readme)
+	start := strings.Index(section, "## Worker configuration")
+	if start < 0 {
+		t.Fatal("README.md has no \"## Worker configuration\" section")
+	}
+	section = section[start:]
+	if end := strings.Index(section[3:], "\n## "); end >= 0 {
+		section = section[:end+3]
+	}
+	var s settings
+	rows := map[string]bool{}
+	for _, r := range table(&s) {
+		rows[r.env] = true
+		if !strings.Contains(section, "`"+r.env+"`") {
+			t.Errorf("README.md's settings section does not name `%s`", r.env)
+		}
+	}
+	sdk := map[string]bool{"AWS_ACCESS_KEY_ID": true, "AWS_SECRET_ACCESS_KEY": true, "AWS_SESSION_TOKEN": true, "AWS_PROFILE": true}
+	for _, m := range regexp.MustCompile("`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)`").FindAllStringSubmatch(section, -1) {
+		if name := m[1]; !rows[name] && !sdk[name] && !strings.HasPrefix(name, "TRIM_") && name != "AT_TIMESTAMP" {
+			t.Errorf("README.md names `%s`, which the worker does not read", name)
+		}
 	}
 }

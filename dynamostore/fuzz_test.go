@@ -17,10 +17,11 @@ import (
 // fuzzAttrs are the attribute names the decoders read, plus one they do not.
 var fuzzAttrs = []string{
 	attrItemVersion, attrLeaseKey, attrLeaseOwner, attrLeaseCounter, attrCheckpoint, attrCheckpointSub, attrMillisBehind,
-	attrStartTimestamp, attrParentShardIDs, attrWorkerID, attrIncarnation, attrHeartbeat, attrState,
+	attrStartTimestamp, attrParentShardID, attrWorkerID, attrIncarnation, attrHeartbeat, attrState,
 	attrLeasesHeld, attrLastSeen, attrStartedAt, attrCoordinatorID, attrEpoch, attrVersion, attrMaxLeases,
 	attrTargetLeases, attrShardCount, attrWorkerCount, attrLiveWorkers, attrCap, attrUnownedShards,
 	attrRecommendedWorkers, attrLeaseGeneration, attrUpdatedAt, "unknown",
+	attrLegacyParents, attrChildShardIDs, attrOwnerSwitches, attrStartingHashKey, attrEndingHashKey, attrStreamName,
 }
 
 // itemFromBytes builds an attribute map from fuzz bytes: a sequence of (attribute,

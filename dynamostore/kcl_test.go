@@ -2,10 +2,13 @@ package dynamostore_test
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -298,3 +301,123 @@ func kclUpdate(t *testing.T, client dynamostore.DynamoDB, table, key, update, co
 		t.Fatalf("the KCL's write %q if %q: %v", update, cond, err)
 	}
 }
+
+// createKCLTable creates a lease table as KCL 3.x does: hash key leaseKey (S), on-demand,
+// with the index LeaseOwnerToLeaseKeyIndex (leaseOwner, leaseKey). It is deleted at the
+// end of the test.
+func createKCLTable(t *testing.T, client dynamostore.DynamoDB, table string) {
+	t.Helper()
+	ctx := t.Context()
+	_, err := client.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:   aws.String(table),
+		BillingMode: types.BillingModePayPerRequest,
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String("leaseKey"), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String("leaseOwner"), AttributeType: types.ScalarAttributeTypeS},
+		},
+		KeySchema: []types.KeySchemaElement{{AttributeName: aws.String("leaseKey"), KeyType: types.KeyTypeHash}},
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{{
+			IndexName: aws.String("LeaseOwnerToLeaseKeyIndex"),
+			KeySchema: []types.KeySchemaElement{
+				{AttributeName: aws.String("leaseOwner"), KeyType: types.KeyTypeHash},
+				{AttributeName: aws.String("leaseKey"), KeyType: types.KeyTypeRange},
+			},
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeKeysOnly},
+		}},
+	})
+	if err != nil {
+		t.Fatalf("create the KCL table: %v", err)
+	}
+	t.Cleanup(func() {
+		_, _ = client.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
+	for {
+		out, err := client.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Table.TableStatus == types.TableStatusActive {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func adoptingStore(t *testing.T, client dynamostore.DynamoDB, leaseTable string) *dynamostore.Store {
+	t.Helper()
+	st, err := dynamostore.New(client, uniqueName(t, "app"), dynamostore.WithLeaseTable(leaseTable),
+		dynamostore.WithPollInterval(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.DeleteTables(context.Background()) })
+	return st
+}
+
+// A store adopts an existing KCL lease table: it creates only its metadata table, reads
+// and takes the KCL's leases, and DeleteTables leaves the adopted table alone.
+func TestAdoptKCLTable(t *testing.T) {
+	client := engineClient(t)
+	kclApp := uniqueName(t, "kclapp")
+	createKCLTable(t, client, kclApp)
+	putRaw(t, client, kclApp, kclLease("shardId-000000000000"))
+	st := adoptingStore(t, client, kclApp)
+	if st.LeaseTable() != kclApp {
+		t.Errorf("LeaseTable() = %q, want %q", st.LeaseTable(), kclApp)
+	}
+	for i := range 2 {
+		if err := st.EnsureTables(t.Context()); err != nil {
+			t.Fatalf("EnsureTables call %d: %v", i+1, err)
+		}
+	}
+	if err := st.CheckTables(t.Context()); err != nil {
+		t.Errorf("CheckTables: %v", err)
+	}
+	l, err := st.GetLease(t.Context(), "shardId-000000000000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.TakeLease(t.Context(), l, "kds-0"); err != nil {
+		t.Errorf("TakeLease of the KCL's lease: %v", err)
+	}
+	if err := st.DeleteTables(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String(kclApp)}); err != nil {
+		t.Errorf("the adopted table after DeleteTables: %v, want it kept", err)
+	}
+}
+
+// A lease table to adopt that does not exist is an error naming it, and nothing is created.
+func TestAdoptMissingTable(t *testing.T) {
+	client := engineClient(t)
+	missing := uniqueName(t, "nokcl")
+	st := adoptingStore(t, client, missing)
+	for name, check := range map[string]func(context.Context) error{"EnsureTables": st.EnsureTables, "CheckTables": st.CheckTables} {
+		err := check(t.Context())
+		if !errors.Is(err, dynamostore.ErrTableNotFound) || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "never created") {
+			t.Errorf("%s: %v; want ErrTableNotFound naming %q, saying it is never created", name, err, missing)
+		}
+	}
+	for _, table := range []string{missing, st.MetaTable()} {
+		if _, err := client.DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String(table)}); err == nil {
+			t.Errorf("table %q was created", table)
+		}
+	}
+}
+
+func TestWithLeaseTableRefusesBadNames(t *testing.T) {
+	for _, tc := range []struct{ app, table, want string }{
+		{"app", "x", `lease table name "x" is not a valid DynamoDB table name`},
+		{"app", "kcl app", `lease table name "kcl app" is not a valid`},
+		{"app", "app_meta", `lease table "app_meta" is the application's metadata table`},
+	} {
+		_, err := dynamostore.New(engineClientless{}, tc.app, dynamostore.WithLeaseTable(tc.table))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%q, WithLeaseTable(%q)) = %v, want %q", tc.app, tc.table, err, tc.want)
+		}
+	}
+}
+
+// engineClientless is a client for tests that make no call.
+type engineClientless struct{ dynamostore.DynamoDB }

@@ -89,6 +89,7 @@ var sampleValue = map[string]string{
 	"CLEANUP_INTERVAL": "2m", "FINISHED_LEASE_DELAY": "1m", "DEAD_WORKER_DELAY": "20m", "CHECKPOINT_INTERVAL": "2s",
 	"INITIAL_POSITION": "LATEST", "HEALTH_ADDR": ":9090", "LOG_FORMAT": "json", "LOG_LEVEL": "debug",
 	"RECORD_LOG_DIR": "/var/records", "CREATE_TABLES": "false", "DEMO_CHECKPOINT": "record", "DEMO_RECORD_DELAY": "250ms",
+	"LEASE_TABLE": "orders-kcl-app", "KCL_CHECK": "false", "KCL_CHECK_WINDOW": "30s", "WAIT_FOR_KCL_SHUTDOWN": "true",
 	// Read only with AT_TIMESTAMP (the sample of INITIAL_POSITION is LATEST).
 	"INITIAL_TIMESTAMP": "2026-01-02T15:04:05Z",
 }

@@ -112,9 +112,17 @@ func TestRunUsesEnvironmentDefaults(t *testing.T) {
 	t.Setenv("STREAM_NAME", "env-stream")
 	t.Setenv("AWS_REGION", "eu-west-1")
 	t.Setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+	t.Setenv("LEASE_TABLE", "env-kcl-app")
 	e := newEnv(nil, nil, nil)
-	if e.app != "env-app" || e.stream != "env-stream" || e.region != "eu-west-1" || e.endpoint != "http://127.0.0.1:1" {
+	if e.app != "env-app" || e.stream != "env-stream" || e.region != "eu-west-1" || e.endpoint != "http://127.0.0.1:1" || e.leaseTable != "env-kcl-app" {
 		t.Errorf("defaults %+v do not follow the environment", e)
+	}
+	st, err := e.store(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LeaseTable() != "env-kcl-app" || st.MetaTable() != "env-app_meta" {
+		t.Errorf("store tables %s and %s, want env-kcl-app and env-app_meta", st.LeaseTable(), st.MetaTable())
 	}
 }
 

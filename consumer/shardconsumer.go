@@ -361,7 +361,16 @@ func (c *shardConsumer) resumePosition(lastDelivered string) (pos stream.Positio
 	case lease.Latest:
 		return stream.Position{Type: stream.Latest}, floor
 	case lease.AtTimestamp:
-		return stream.Position{Type: stream.AtTimestamp, Timestamp: c.lease.StartTimestamp}, floor
+		if ts := c.lease.StartTimestamp; !ts.IsZero() {
+			return stream.Position{Type: stream.AtTimestamp, Timestamp: ts}, floor
+		}
+		// A lease the KCL created: it keeps the timestamp in its configuration, not in the
+		// lease. This worker's, if it starts at a timestamp too; else the oldest record,
+		// which loses nothing.
+		if c.env.cfg.InitialPosition == lease.AtTimestamp {
+			return stream.Position{Type: stream.AtTimestamp, Timestamp: c.env.cfg.InitialTimestamp}, floor
+		}
+		return stream.Position{Type: stream.TrimHorizon}, floor
 	default:
 		return stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: cp.SequenceNumber}, cp
 	}

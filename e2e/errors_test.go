@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -210,8 +211,12 @@ func TestKCLTableTakeover(t *testing.T) {
 	}
 	stopRenewing()
 	renewing.Wait()
+	stopped := time.Now()
 
 	_, recs := c.waitDelivered(60*time.Second, want)
+	first := time.Unix(0, slices.MinFunc(recs, func(a, b harness.Delivery) int { return cmp.Compare(a.T, b.T) }).T)
+	t.Logf("first record processed %s after the KCL fleet stopped renewing (check window 2s, lease duration %s); all %d after %s",
+		since(stopped, first), defaultLeaseDuration, len(want), since(stopped, time.Now()))
 	for _, r := range recs {
 		for _, s := range perShard[r.Shard][:5] {
 			if r.Seq == s.Seq {

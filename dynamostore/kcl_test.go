@@ -89,7 +89,7 @@ func ss(v ...string) types.AttributeValue { return &types.AttributeValueMemberSS
 // A KCL table's lease decodes with its parents, hash key range, children and checkpoint.
 func TestKCLLeaseDecodes(t *testing.T) {
 	st := readyEngineStore(t)
-	closed := edit(kclLease("shardId-000000000003"), "checkpoint", S(lease.ShardEnd), "checkpointSubSequenceNumber", N("0"),
+	closed := edit(kclLease("shardId-000000000003"), "checkpoint", S("SHARD_END"), "checkpointSubSequenceNumber", N("0"),
 		"childShardIds", ss("shardId-000000000005", "shardId-000000000004"), "leaseOwner", nil, "checkpointOwner", nil)
 	putRaw(t, st.client, st.LeaseTable(), kclLease("shardId-000000000003x"))
 	putRaw(t, st.client, st.LeaseTable(), closed)
@@ -174,7 +174,7 @@ func TestKCLLeaseWrites(t *testing.T) {
 				l.ChildShardIDs = []string{"shardId-000000000009", "shardId-000000000008"}
 				return st.ReleaseLease(ctx, l, lease.ExtendedSequenceNumber{SequenceNumber: lease.ShardEnd})
 			},
-			edit(base, "leaseOwner", nil, "checkpointOwner", nil, "leaseCounter", N("42"), "checkpoint", S(lease.ShardEnd),
+			edit(base, "leaseOwner", nil, "checkpointOwner", nil, "leaseCounter", N("42"), "checkpoint", S("SHARD_END"),
 				"checkpointSubSequenceNumber", N("0"), "ownerSwitchesSinceCheckpoint", N("0"),
 				"pendingCheckpoint", nil, "pendingCheckpointSubSequenceNumber", nil, "pendingCheckpointState", nil,
 				"childShardIds", ss("shardId-000000000008", "shardId-000000000009"))},
@@ -230,7 +230,7 @@ func TestKCLTakesBackOurLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	created := getRaw(t, st.client, st.LeaseTable(), key)
-	want := rawItem{"leaseKey": S(key), "leaseCounter": N("0"), "checkpoint": S(lease.TrimHorizon),
+	want := rawItem{"leaseKey": S(key), "leaseCounter": N("0"), "checkpoint": S("TRIM_HORIZON"),
 		"ownerSwitchesSinceCheckpoint": N("0"), "parentShardId": ss("shardId-000000000010"),
 		"startingHashKey": S("5"), "endingHashKey": S("9"), "itemVersion": N("1")}
 	if !reflect.DeepEqual(created, want) {

@@ -125,7 +125,9 @@ func TestKCLLeaseDecodes(t *testing.T) {
 // would, and keep every other attribute of the item.
 func TestKCLLeaseWrites(t *testing.T) {
 	const key = "shardId-000000000007"
-	base := kclLease(key)
+	// With children already recorded (a closed shard being finished), so that every
+	// write shows it keeps them.
+	base := edit(kclLease(key), "childShardIds", ss("shardId-000000000012", "shardId-000000000013"))
 	free := edit(base, "leaseOwner", nil, "checkpointOwner", nil)
 	tests := []struct {
 		name   string

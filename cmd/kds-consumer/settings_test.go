@@ -93,6 +93,7 @@ var sampleValue = map[string]string{
 	"INITIAL_POSITION": "LATEST", "HEALTH_ADDR": ":9090", "LOG_FORMAT": "json", "LOG_LEVEL": "debug",
 	"RECORD_LOG_DIR": "/var/records", "CREATE_TABLES": "false", "DEMO_CHECKPOINT": "record", "DEMO_RECORD_DELAY": "250ms",
 	"ON_PROCESSOR_FAILURE": "skip", "PROCESSOR_RETRIES": "3", "DEAD_LETTER_STREAM": "orders-dead-letters", "DEMO_FAIL_ON": "poison",
+	"LEASE_TABLE": "orders-kcl-app", "KCL_CHECK": "false", "KCL_CHECK_WINDOW": "30s", "WAIT_FOR_KCL_SHUTDOWN": "true",
 	// Read only with AT_TIMESTAMP (the sample of INITIAL_POSITION is LATEST).
 	"INITIAL_TIMESTAMP": "2026-01-02T15:04:05Z",
 }

@@ -66,6 +66,14 @@ func New(reg prometheus.Registerer, status func() consumer.Status) (*Metrics, er
 		awsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "aws_request_errors_total",
 			Help: "AWS API requests that failed, by service, operation and error code."}, []string{"service", "operation", "code"}),
 	}
+	// Every known label value exported from the start (at 0), so that the series exist
+	// for rates and alerts before the first event.
+	for _, p := range []consumer.FailurePolicy{consumer.FailureStop, consumer.FailureSkip, consumer.FailureDeadLetter} {
+		m.abandoned.WithLabelValues(string(p))
+	}
+	for _, r := range []string{"ok", "lease_lost", "error"} {
+		m.checkpoints.WithLabelValues(r)
+	}
 	for _, c := range []prometheus.Collector{m.takes, m.releases, m.losses, m.records, m.batches, m.targetChanges, m.malformed, m.discarded,
 		m.processorFailures, m.abandoned, m.checkpoints, m.processing, m.lag, m.awsRequests, m.awsErrors, statusCollector{status}} {
 		if err := reg.Register(c); err != nil {

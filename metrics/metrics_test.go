@@ -166,6 +166,25 @@ kds_processing_duration_seconds_count 2
 	}
 }
 
+// The series that rates and alerts need exist before the first event.
+func TestSeriesExistBeforeTheFirstEvent(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := New(reg, func() consumer.Status { return consumer.Status{} }); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		series int
+	}{
+		{"kds_batches_abandoned_total", 3}, {"kds_checkpoint_writes_total", 3}, {"kds_processing_duration_seconds", 1},
+		{"kds_processor_failures_total", 1}, {"kds_lease_losses_total", 1}, {"kds_shards_unowned", 1}, {"kds_lag_seconds", 0},
+	} {
+		if n, err := testutil.GatherAndCount(reg, tc.name); err != nil || n != tc.series {
+			t.Errorf("%s: %d series (%v), want %d", tc.name, n, err, tc.series)
+		}
+	}
+}
+
 // The middleware counts real requests and their error codes, on the real DynamoDB engine.
 func TestAWSMiddlewareCountsRequestsAndErrors(t *testing.T) {
 	reg := prometheus.NewRegistry()

@@ -537,7 +537,8 @@ func TestNoSecretsInLogsOrEndpoints(t *testing.T) {
 
 // A record the processor cannot handle, under ON_PROCESSOR_FAILURE=dead-letter: after
 // PROCESSOR_RETRIES retries the rest of its batch lands on the dead-letter stream with
-// its data and partition key, the metrics count it, and later records flow again.
+// its data and partition key, the metrics count it, and later records flow again. The
+// worker then exports every metric the chart's Grafana board and alert rules use.
 func TestAPoisonRecordIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 1, defaultLeaseDuration)
@@ -577,4 +578,7 @@ func TestAPoisonRecordIsDeadLettered(t *testing.T) {
 	if got := w.metric(t, "kds_processor_failures_total"); got != 3 {
 		t.Errorf("kds_processor_failures_total = %v, want 3 (a try and 2 retries)", got)
 	}
+	// The worker has read, processed, failed and abandoned: every metric the chart's
+	// board and alerts use is there.
+	checkMonitoringMetrics(t, w)
 }

@@ -531,11 +531,7 @@ func TestMonitoringObjects(t *testing.T) {
 // alert of the file.
 func TestAlertRules(t *testing.T) {
 	t.Parallel()
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatalf("promtool is not installed (Debian: apt-get install -y prometheus; .ci/run installs it): "+
-			"the alert rules cannot be checked: %v", err)
-	}
+	promtool := promtoolPath(t)
 	rules := filepath.Join(chartDir(t), "files", "alerts.yaml")
 	tests := filepath.Join(repoRoot(t), "deploy", "monitoring", "alerts_test.yaml")
 	for _, args := range [][]string{{"check", "rules", rules}, {"test", "rules", tests}} {
@@ -557,6 +553,66 @@ func TestAlertRules(t *testing.T) {
 		if !fires.Match(testFile) {
 			t.Errorf("alert %s has no unit test in %s that shows it firing", a[1], tests)
 		}
+	}
+}
+
+// promtoolPath returns promtool's path, failing the test when it is missing.
+func promtoolPath(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool is not installed (Debian: apt-get install -y prometheus; .ci/run installs it): "+
+			"the alert rules and the board's queries cannot be checked: %v", err)
+	}
+	return p
+}
+
+// Every query of the Grafana board is valid PromQL: promtool checks them as recording
+// rules, with the board's variables replaced by values.
+func TestBoardQueries(t *testing.T) {
+	t.Parallel()
+	promtool := promtoolPath(t)
+	var board struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(chartFile(t, "dashboard.json"), &board); err != nil {
+		t.Fatal(err)
+	}
+	vars := strings.NewReplacer("$__rate_interval", "2m", "$namespace", "prod", "$job", "kds-consumer")
+	type rule struct {
+		Record string `json:"record"`
+		Expr   string `json:"expr"`
+	}
+	var rules []rule
+	for _, p := range board.Panels {
+		for _, tg := range p.Targets {
+			if tg.Expr == "" || strings.Contains(vars.Replace(tg.Expr), "$") {
+				t.Errorf("panel %q: query %q is empty or has an unknown variable", p.Title, tg.Expr)
+				continue
+			}
+			rules = append(rules, rule{Record: fmt.Sprintf("board_query_%d", len(rules)), Expr: vars.Replace(tg.Expr)})
+		}
+	}
+	if len(rules) < 20 {
+		t.Fatalf("%d queries on the board, want at least 20", len(rules))
+	}
+	file := map[string]any{"groups": []any{map[string]any{"name": "board", "rules": rules}}}
+	b, err := yaml.Marshal(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "board-rules.yaml")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(testCtx(t), promtool, "check", "rules", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("SUCCESS: %d rules found", len(rules))) {
+		t.Errorf("promtool check rules of the board's queries: %v\n%s\n%s", err, out, b)
 	}
 }
 

@@ -39,22 +39,28 @@ func (c *cluster) waitConverged(timeout time.Duration, shards, workers, maxLease
 	return time.Since(start)
 }
 
-// metric reads one unlabelled sample from a worker's /metrics.
+// metric reads one sample from a worker's /metrics: a name, with its labels if it has
+// any, as /metrics writes them.
 func (w *worker) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	_, body, err := w.Get(context.Background(), "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
-	if m == nil {
-		t.Fatalf("%s /metrics has no %s:\n%s", w.ID, name, firstLines(string(body), 40))
-	}
-	v, err := strconv.ParseFloat(string(m[1]), 64)
+	v, err := w.sample(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// sample is metric with an error when the sample is missing.
+func (w *worker) sample(name string) (float64, error) {
+	_, body, err := w.Get(context.Background(), "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return 0, fmt.Errorf("%s /metrics has no %s:\n%s", w.ID, name, firstLines(string(body), 40))
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
 }
 
 // checkMonitoringMetrics fails the test for every kds_ metric name that the chart's

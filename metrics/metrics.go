@@ -1,6 +1,10 @@
 // Package metrics exports a consumer.Worker's state and activity as Prometheus metrics:
-// gauges read from Worker.Status at scrape time, counters fed by consumer.Hooks, and
-// per-operation AWS request counters fed by an AWS SDK middleware.
+// gauges read from Worker.Status at scrape time (the application-wide ones, the
+// coordinator record's values, are the same on every worker: aggregate them with max),
+// counters, the processing-latency histogram and the per-shard lag fed by
+// consumer.Hooks, and per-operation AWS request counters fed by an AWS SDK middleware.
+// The chart's Grafana board and alert rules (deploy/helm/kds-lease-manager/files) use
+// these names.
 package metrics
 
 import (

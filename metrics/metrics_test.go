@@ -3,6 +3,9 @@ package metrics
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -223,5 +226,62 @@ kds_build_info{go_version="go1.26.0",revision="0123456789ab",version="v1.2.0"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "kds_build_info"); err != nil {
 		t.Error(err)
+	}
+}
+
+// collectorsOf records what is registered.
+type collectorsOf struct{ cs []prometheus.Collector }
+
+func (r *collectorsOf) Register(c prometheus.Collector) error   { r.cs = append(r.cs, c); return nil }
+func (r *collectorsOf) MustRegister(cs ...prometheus.Collector) { r.cs = append(r.cs, cs...) }
+func (r *collectorsOf) Unregister(prometheus.Collector) bool    { return false }
+
+// The docs name every metric the worker exports (in QUICK_REFERENCE.md's metrics
+// section), and every kds_ metric they name anywhere is one it exports.
+func TestTheDocsNameEveryMetric(t *testing.T) {
+	reg := &collectorsOf{}
+	if _, err := New(reg, func() consumer.Status { return consumer.Status{} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := RegisterBuildInfo(reg, "v", "r", "go"); err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	fqName := regexp.MustCompile(`fqName: "([a-z_]+)"`)
+	for _, c := range reg.cs {
+		ch := make(chan *prometheus.Desc, 64)
+		c.Describe(ch)
+		close(ch)
+		for d := range ch {
+			if m := fqName.FindStringSubmatch(d.String()); m != nil {
+				exported[m[1]] = true
+			}
+		}
+	}
+	if len(exported) < 20 {
+		t.Fatalf("found only %d metrics: %v", len(exported), exported)
+	}
+	ref, err := os.ReadFile("../docs/QUICK_REFERENCE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section, _, _ := strings.Cut(string(ref)[strings.Index(string(ref), "## Metrics"):], "\n## ")
+	for name := range exported {
+		if !strings.Contains(section, "`"+name) {
+			t.Errorf("QUICK_REFERENCE.md's metrics section does not name %s", name)
+		}
+	}
+	docs, _ := filepath.Glob("../docs/*.md")
+	for _, f := range append(docs, "../README.md", "../deploy/helm/kds-lease-manager/values.yaml") {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`\bkds_[a-z_]+[a-z]`).FindAllString(string(b), -1) {
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_count"), "_sum")
+			if !exported[m] && !exported[base] && m != "kds_millis_behind_latest" {
+				t.Errorf("%s names %s, which the worker does not export", f, m)
+			}
+		}
 	}
 }

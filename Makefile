@@ -27,7 +27,7 @@ include deploy/k8s/k8s.mk
 
 DURATION ?= 90s
 
-.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench cost-check fuzz proto sim sim-scale \
+.PHONY: help build test test-all test-browser vet fmt-check k8s-tools docs verify chaos bench cost-check fuzz proto sim sim-scale \
 	status logs logs-worker monitor metadata leases scale-workers test-shards test-workers \
 	restart-worker restart-all clean
 
@@ -48,6 +48,11 @@ test: vet fmt-check k8s-tools ## every test: unit, real engines, real kube-apise
 
 test-all: vet fmt-check k8s-tools ## `make test` plus the seed's five scenarios end to end
 	$(GO) test $(TEST_FLAGS) -tags scenarios ./...
+
+test-browser: ## the dashboard in headless Chromium on the real engines (about 2 min; needs chromium): screenshots in .run/browser
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$CHROMIUM" ] || \
+		{ echo "chromium is missing: apt-get install -y chromium (or set CHROMIUM=/path/to/chrome)"; exit 2; }
+	set -o pipefail; $(GO) test $(TEST_FLAGS) -tags browser -run '^TestDashboardInBrowser$$' -v ./e2e | grep -v '^{'
 
 PROTOC_GEN_GO_VERSION ?= v1.36.12
 proto: ## regenerate kpl/kplpb/kpl.pb.go (needs protoc; installs protoc-gen-go $(PROTOC_GEN_GO_VERSION) from google.golang.org/protobuf)

@@ -26,7 +26,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
 	out := screenshotDir(t)
 	c := newCluster(t, 30, defaultLeaseDuration)
-	ws, _ := c.startWorkers(names(3)...)
+	// The first worker serves the page too (DASHBOARD_ADDR).
+	workerDashboard := freeAddr(t)
+	ws := []*worker{c.startWorker(names(3)[0], "DASHBOARD_ADDR="+workerDashboard)}
+	for _, id := range names(3)[1:] {
+		ws = append(ws, c.startWorker(id))
+	}
 	c.waitConverged(90*time.Second, 30, 3, 10, 0)
 	// Records on every shard, so that the checkpoints carry a lag for the page to show.
 	newProducer(t, c).putRound(3)
@@ -52,6 +57,18 @@ func TestDashboardInBrowser(t *testing.T) {
 		return len(cells) == 30 && ownersMatch(cells, o.owner), fmt.Sprintf("%d cells, table %s", len(cells), o)
 	})
 	screenshot(t, page, filepath.Join(out, "1-30-shards-3-workers.png"))
+	// The worker's page, in a second tab, shows the same.
+	workerPage, closeTab := chromedp.NewContext(page)
+	must(t, chromedp.Do(workerPage, chromedp.Navigate("http://"+workerDashboard+"/")))
+	waitFor(t, 20*time.Second, "the worker's page to show the 30 shards with their owners", func() (bool, string) {
+		cells, err := pageCells(workerPage)
+		if err != nil {
+			return false, err.Error()
+		}
+		o, err := c.ownership()
+		return err == nil && len(cells) == 30 && ownersMatch(cells, o.owner), fmt.Sprintf("%d cells", len(cells))
+	})
+	closeTab()
 
 	// 2. Kill a worker: its shards change owner and colour, and the failover is in the feed.
 	victim := ws[1]
@@ -109,6 +126,18 @@ func TestDashboardInBrowser(t *testing.T) {
 	})
 	must(t, <-scaled)
 	expectSamePage(t, page)
+	// Hovering a child shard marks its parent and names it.
+	hover, err := runBounded(page, chromedp.Evaluate[string](`(() => {
+		// The newest shard: a child of the last reshard step, whose parents are still leased.
+		const child = [...document.querySelectorAll(".shard")].sort((a, b) => a.dataset.shard < b.dataset.shard ? 1 : -1)[0];
+		child.dispatchEvent(new MouseEvent("mouseover", {bubbles: true}));
+		const parents = [...document.querySelectorAll(".shard.parent")].map(e => e.dataset.shard);
+		return child.dataset.shard + " parents " + parents.join(",") + " | " + document.getElementById("tip").textContent;
+	})()`))
+	must(t, err)
+	if _, after, _ := strings.Cut(hover, "parents "); !strings.HasPrefix(after, "shardId-") || !strings.Contains(hover, "parents: shardId-") {
+		t.Errorf("hovering a child shard: %q, want its parent marked and named", hover)
+	}
 	screenshot(t, page, filepath.Join(out, "3-300-shards-unowned-alarm.png"))
 }
 

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"strings"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/dashboard"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/tableview"
 )
 
@@ -172,25 +176,38 @@ type monitorFrame struct {
 	Errors   []string   `json:"errors,omitempty"`
 }
 
-func monitor(ctx context.Context, e *env, args []string) error {
-	fs := e.flags("monitor")
-	interval := fs.Duration("interval", 10*time.Second, "refresh interval")
+// parseInterval parses the flags of a command that reads the tables repeatedly: its own
+// (registered by more) and --interval, at least 500ms.
+func (e *env) parseInterval(name string, def time.Duration, help string, args []string, more func(*flag.FlagSet)) (time.Duration, error) {
+	fs := e.flags(name)
+	interval := fs.Duration("interval", def, help)
+	if more != nil {
+		more(fs)
+	}
 	if err := e.parseNone(fs, args); err != nil {
-		return err
+		return 0, err
 	}
 	if *interval < 500*time.Millisecond {
-		return usageError("monitor: --interval %s: want at least 500ms", *interval)
+		return 0, usageError("%s: --interval %s: want at least 500ms", name, *interval)
+	}
+	return *interval, nil
+}
+
+func monitor(ctx context.Context, e *env, args []string) error {
+	interval, err := e.parseInterval("monitor", 10*time.Second, "refresh interval", args, nil)
+	if err != nil {
+		return err
 	}
 	st, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
-	ticker := time.NewTicker(*interval)
+	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
 		// A frame read during Ctrl+C only shows the cancellation's errors: skip it.
 		if f := e.monitorFrame(ctx, st); ctx.Err() == nil {
-			if err := e.drawFrame(f, *interval); err != nil {
+			if err := e.drawFrame(f, interval); err != nil {
 				return err
 			}
 		}
@@ -243,4 +260,32 @@ func (e *env) drawFrame(f monitorFrame, interval time.Duration) error {
 	// Clear the screen and home the cursor, then draw the frame at once.
 	_, err := fmt.Fprint(e.stdout, "\x1b[H\x1b[2J"+b.String())
 	return err
+}
+
+// dashboardCmd serves the live dashboard until Ctrl+C. One poller reads the tables for
+// every viewer, also while nobody views the page, so that the event feed is complete.
+func dashboardCmd(ctx context.Context, e *env, args []string) error {
+	var addr *string
+	interval, err := e.parseInterval("dashboard", time.Second, "shortest time between two reads of the tables (bigger tables are read less often)", args,
+		func(fs *flag.FlagSet) {
+			addr = fs.String("addr", "127.0.0.1:8090", "address to serve the page on (port 0: any free port)")
+		})
+	if err != nil {
+		return err
+	}
+	st, err := e.store(ctx)
+	if err != nil {
+		return err
+	}
+	d, err := dashboard.New(dashboard.Config{Source: st, Title: fmt.Sprintf("app %s, stream %s", e.app, e.stream),
+		Interval: interval, Always: true, Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("dashboard: listen on %s: %w", *addr, err)
+	}
+	fmt.Fprintf(e.progress(), "dashboard of app %s on http://%s/ (Ctrl+C to stop)\n", e.app, ln.Addr())
+	return d.Serve(ctx, ln)
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -167,19 +168,13 @@ func (s *Server) wanted() bool {
 func (s *Server) read(ctx context.Context) Snapshot {
 	now := s.cfg.Now()
 	snap := Snapshot{Time: now, TimeS: tableview.TimeJSON(now)}
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.ReadTimeout)
-	m, err := s.cfg.Source.ReadMeta(rctx)
-	cancel()
-	if err != nil {
+	if m, err := bounded(ctx, s.cfg.ReadTimeout, s.cfg.Source.ReadMeta); err != nil {
 		snap.Errors = append(snap.Errors, fmt.Sprintf("cannot read the metadata table: %v", err))
 	} else {
 		v := tableview.NewMeta(s.cfg.Source.MetaTable(), m)
 		snap.Meta = &v
 	}
-	rctx, cancel = context.WithTimeout(ctx, s.cfg.ReadTimeout)
-	t, err := s.cfg.Source.ListLeases(rctx)
-	cancel()
-	if err != nil {
+	if t, err := bounded(ctx, s.cfg.ReadTimeout, s.cfg.Source.ListLeases); err != nil {
 		snap.Errors = append(snap.Errors, fmt.Sprintf("cannot read the lease table: %v", err))
 	} else {
 		v := tableview.NewLeases(s.cfg.Source.LeaseTable(), t)
@@ -189,6 +184,13 @@ func (s *Server) read(ctx context.Context) Snapshot {
 		s.cfg.Logger.Warn("dashboard read failed", "error", e)
 	}
 	return snap
+}
+
+// bounded calls read with a deadline.
+func bounded[T any](ctx context.Context, timeout time.Duration, read func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return read(ctx)
 }
 
 // publish derives the events from the previous read, encodes the update once and wakes
@@ -268,6 +270,34 @@ func (s *Server) current() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.latest
+}
+
+// Serve serves Handler on ln and runs the poller until ctx ends, then shuts the server
+// down. It returns an error only if serving failed.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The event streams' requests end with ctx; Shutdown then waits for the rest.
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		_ = s.Run(ctx)
+	}()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	var err error
+	select {
+	case err = <-served:
+		err = fmt.Errorf("dashboard: serve on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx) // past its deadline, the connections are closed anyway
+	}
+	cancel()
+	<-polled
+	return err
 }
 
 // Handler serves the page and its data. Paths are relative, so that it can be mounted

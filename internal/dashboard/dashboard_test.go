@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -192,10 +193,7 @@ func startServer(t *testing.T, src Source, always bool) *httptest.Server {
 }
 
 // sse reads the updates of an event stream.
-type sse struct {
-	body io.Closer
-	sc   *bufio.Scanner
-}
+type sse struct{ sc *bufio.Scanner }
 
 func openSSE(t *testing.T, url string) *sse {
 	t.Helper()
@@ -213,7 +211,7 @@ func openSSE(t *testing.T, url string) *sse {
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	return &sse{resp.Body, sc}
+	return &sse{sc}
 }
 
 // next returns the next update.
@@ -336,4 +334,38 @@ func TestReadsDoNotGrowWithViewers(t *testing.T) {
 			t.Errorf("%d reads with no viewer, want 0", n)
 		}
 	})
+}
+
+// Serve serves until its context ends, and ending it ends the open event streams too.
+func TestServeEndsWithContext(t *testing.T) {
+	d, err := New(Config{Source: twoWorkerSource(), Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- d.Serve(ctx, ln) }()
+	s := openSSE(t, "http://"+ln.Addr().String())
+	if u := s.next(t); u.Snapshot.Meta == nil || len(u.Snapshot.Meta.Workers) != 2 {
+		t.Fatalf("first update %+v", u.Snapshot)
+	}
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still running 5s after its context ended")
+	}
+	for s.sc.Scan() { // what was sent before the end
+	}
+	if _, err := http.Get("http://" + ln.Addr().String() + "/"); err == nil {
+		t.Error("the server still answers after Serve returned")
+	}
 }

@@ -28,7 +28,7 @@ include deploy/k8s/k8s.mk
 DURATION ?= 90s
 
 .PHONY: help build test test-all test-browser vet fmt-check k8s-tools docs verify chaos bench cost-check fuzz proto sim sim-scale \
-	status logs logs-worker monitor metadata leases scale-workers test-shards test-workers \
+	status logs logs-worker monitor dashboard metadata leases scale-workers test-shards test-workers \
 	restart-worker restart-all clean
 
 help: ## list the targets
@@ -129,6 +129,9 @@ clean: $(MODE)-clean ## stop and remove the deployment (and bin/ for local)
 
 monitor: build ## live view of workers, coordinator and leases (INTERVAL=10s)
 	$(SCRIPTS)/monitor.sh $${INTERVAL:-10s}
+
+dashboard: build ## live web page on http://127.0.0.1:8090/: shards by owner, workers, coordinator, lag, events (ADDR=)
+	@source $(SCRIPTS)/common.sh && kdsctl dashboard --addr $${ADDR:-127.0.0.1:8090}
 
 metadata: build ## the metadata table: workers and the coordinator item
 	@source $(SCRIPTS)/common.sh && kdsctl metadata

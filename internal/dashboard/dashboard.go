@@ -347,10 +347,15 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	ch, unsubscribe := s.subscribe()
 	defer unsubscribe()
-	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil {
-		return
+	send := func(msg string) bool {
+		// A viewer that stops reading must not hold the handler forever.
+		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := fmt.Fprint(w, msg); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
 	}
-	if err := rc.Flush(); err != nil {
+	if !send("retry: 2000\n\n") {
 		return
 	}
 	tick := time.NewTicker(keepAlive)
@@ -365,12 +370,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		case <-ch:
 			msg = "event: update\ndata: " + string(s.current()) + "\n\n"
 		}
-		// A viewer that stops reading must not hold the handler forever.
-		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		if _, err := fmt.Fprint(w, msg); err != nil {
-			return
-		}
-		if err := rc.Flush(); err != nil {
+		if !send(msg) {
 			return
 		}
 	}

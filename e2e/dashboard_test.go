@@ -102,6 +102,33 @@ func TestDashboardInBrowser(t *testing.T) {
 		return len(stale) == 0 && named, fmt.Sprintf("not yet moved: %v; failover events %q", stale, events)
 	})
 	t.Logf("MEASURED dashboard: failover of %s shown %s after the kill", victim.ID, time.Since(killed).Round(100*time.Millisecond))
+	// The workers' table: the victim expired, the others at the new max of 15 with fresh heartbeats.
+	waitFor(t, 30*time.Second, "the workers' table to show the victim expired and 15 / 15 for the others", func() (bool, string) {
+		rows, err := runBounded(page, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#workers tbody tr")].map(r =>
+			[...r.cells].slice(1).map(c => c.textContent).join("|"))`))
+		if err != nil {
+			return false, err.Error()
+		}
+		want := map[string]bool{}
+		for _, r := range rows {
+			f := strings.Split(r, "|") // worker, state, leases / max, heartbeat age, max lag
+			if len(f) != 5 {
+				return false, fmt.Sprintf("row %q", r)
+			}
+			age, err := time.ParseDuration(f[3])
+			switch {
+			case f[0] == victim.ID:
+				want[f[0]] = f[1] == "expired" && err == nil && age >= defaultLeaseDuration
+			default:
+				want[f[0]] = f[1] == "active" && f[2] == "15 / 15" && err == nil && age < defaultLeaseDuration
+			}
+		}
+		ok := len(want) == 3
+		for _, v := range want {
+			ok = ok && v
+		}
+		return ok, fmt.Sprintf("rows %q", rows)
+	})
 	expectSamePage(t, page)
 	screenshot(t, page, filepath.Join(out, "2-worker-killed.png"))
 

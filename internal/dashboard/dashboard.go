@@ -120,12 +120,10 @@ func New(cfg Config) (*Server, error) {
 // Run reads the tables until ctx ends, while there is demand (see Config.Always), and
 // publishes each read to every viewer. It returns nil when ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	idleSince := time.Time{}
+	idle := false
 	for {
 		if !s.wanted() {
-			if idleSince.IsZero() {
-				idleSince = s.cfg.Now()
-			}
+			idle = true
 			select {
 			case <-ctx.Done():
 				return nil
@@ -135,11 +133,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		// After a pause with nobody watching, start afresh instead of reporting everything
 		// that changed meanwhile as if it had just happened.
-		if !idleSince.IsZero() {
+		if idle {
 			s.mu.Lock()
 			s.prev = nil
 			s.mu.Unlock()
-			idleSince = time.Time{}
+			idle = false
 		}
 		snap := s.read(ctx)
 		if ctx.Err() != nil {

@@ -326,6 +326,18 @@ func TestReadsDoNotGrowWithViewers(t *testing.T) {
 			}
 		})
 	}
+	t.Run("changes while nobody watched are not reported as events", func(t *testing.T) {
+		src := twoWorkerSource()
+		srv := startServer(t, src, false)
+		t.Run("first viewer", func(t *testing.T) { openSSE(t, srv.URL).next(t) }) // its stream ends with it
+		waitIdle(t, src)
+		src.set(func(f *fakeSource) { f.table.Leases[1].Owner = "w1" })
+		s := openSSE(t, srv.URL)
+		s.next(t)
+		if u := s.next(t); len(u.Events) != 0 || u.Snapshot.Leases.Leases[1].Owner != "w1" {
+			t.Errorf("events %+v after a pause, want none; s2 owned by %q", u.Events, u.Snapshot.Leases.Leases[1].Owner)
+		}
+	})
 	t.Run("nobody watching", func(t *testing.T) {
 		src := twoWorkerSource()
 		startServer(t, src, false)
@@ -368,4 +380,17 @@ func TestServeEndsWithContext(t *testing.T) {
 	if _, err := http.Get("http://" + ln.Addr().String() + "/"); err == nil {
 		t.Error("the server still answers after Serve returned")
 	}
+}
+
+// waitIdle waits until the poller stopped reading src.
+func waitIdle(t *testing.T, src *fakeSource) {
+	t.Helper()
+	for range 50 {
+		before := src.readCount()
+		time.Sleep(100 * time.Millisecond)
+		if src.readCount() == before {
+			return
+		}
+	}
+	t.Fatal("the poller kept reading with no viewer")
 }

@@ -40,7 +40,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	page := newBrowser(t, chromium)
 	// The first action starts the browser: no deadline of its own (it would end the browser).
 	must(t, chromedp.Do(page, chromedp.EmulateViewport(1400, 1000), chromedp.Navigate(url)))
-	if _, err := runBounded(page, chromedp.Evaluate[string](`window.loadMarker = "first load"`)); err != nil {
+	// The marker is gone if the page reloads; the page must also break no rule of its
+	// Content-Security-Policy (everything from its own server) while it updates.
+	if _, err := runBounded(page, chromedp.Evaluate[string](`window.violations = [];
+		document.addEventListener("securitypolicyviolation", e => window.violations.push(e.violatedDirective + " " + e.blockedURI));
+		window.loadMarker = "first load"`)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -274,14 +278,19 @@ func ownersMatch(cells []cell, owners map[string]string) bool {
 	return true
 }
 
-// expectSamePage fails the test if the page was reloaded: the marker set at the first
-// load would be gone.
+// expectSamePage fails the test if the page was reloaded (the marker set at the first
+// load would be gone) or broke its Content-Security-Policy.
 func expectSamePage(t *testing.T, page context.Context) {
 	t.Helper()
 	marker, err := runBounded(page, chromedp.Evaluate[string](`window.loadMarker || "reloaded"`))
 	must(t, err)
 	if marker != "first load" {
 		t.Fatalf("the page was reloaded (marker %q); it must update in place", marker)
+	}
+	violations, err := runBounded(page, chromedp.Evaluate[[]string](`window.violations`))
+	must(t, err)
+	if len(violations) > 0 {
+		t.Errorf("Content-Security-Policy violations: %q", violations)
 	}
 }
 

@@ -309,6 +309,9 @@ func (s *Server) Handler() http.Handler {
 	files := http.FileServerFS(s.static)
 	mux.Handle("GET /", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-cache")
+		// Everything the page uses comes from this server.
+		w.Header().Set("Content-Security-Policy", "default-src 'self'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		files.ServeHTTP(w, r)
 	}))
 	mux.HandleFunc("GET /api/state", s.serveState)

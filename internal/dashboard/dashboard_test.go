@@ -272,6 +272,9 @@ func TestHandler(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if tc.path != "/api/state" && resp.Header.Get("Content-Security-Policy") != "default-src 'self'" {
+				t.Errorf("%s: Content-Security-Policy %q, want default-src 'self'", tc.path, resp.Header.Get("Content-Security-Policy"))
+			}
 			if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Type"), tc.contentType) ||
 				!strings.Contains(string(body), tc.body) {
 				t.Errorf("%s: %d %q, body lacks %q:\n%.300s", tc.path, resp.StatusCode, resp.Header.Get("Content-Type"), tc.body, body)

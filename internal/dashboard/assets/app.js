@@ -131,6 +131,7 @@
   function renderEvents(events) {
     const list = $("events");
     list.replaceChildren();
+    if (events.length === 0) list.append(el("li", { class: "none" }, "no change seen since the dashboard started"));
     for (let i = events.length - 1; i >= 0; i--) {
       const e = events[i];
       list.append(el("li", { "data-kind": e.kind, "data-seq": e.seq },

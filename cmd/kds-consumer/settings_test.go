@@ -2,7 +2,9 @@ package main
 
 import (
 	"io"
+	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -91,6 +93,7 @@ var sampleValue = map[string]string{
 	"INITIAL_POSITION": "LATEST", "HEALTH_ADDR": ":9090", "DASHBOARD_ADDR": "127.0.0.1:8091", "LOG_FORMAT": "json", "LOG_LEVEL": "debug",
 	"RECORD_LOG_DIR": "/var/records", "CREATE_TABLES": "false", "DEMO_CHECKPOINT": "record", "DEMO_RECORD_DELAY": "250ms",
 	"ON_PROCESSOR_FAILURE": "skip", "PROCESSOR_RETRIES": "3", "DEAD_LETTER_STREAM": "orders-dead-letters", "DEMO_FAIL_ON": "poison",
+	"LEASE_TABLE": "orders-kcl-app", "KCL_CHECK": "false", "KCL_CHECK_WINDOW": "30s", "WAIT_FOR_KCL_SHUTDOWN": "true",
 	// Read only with AT_TIMESTAMP (the sample of INITIAL_POSITION is LATEST).
 	"INITIAL_TIMESTAMP": "2026-01-02T15:04:05Z",
 }
@@ -268,5 +271,37 @@ func TestInvocationsThatRunNoWorker(t *testing.T) {
 				t.Errorf("stdout %q, stderr %q; want stdout %q, stderr starting %q", stdout.String(), stderr.String(), tc.stdout, tc.stderr)
 			}
 		})
+	}
+}
+
+// The README's settings section names every variable the worker reads, and every
+// variable it names is one (the AWS SDK's own variables aside).
+func TestTheReadmeNamesEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := string(readme)
+	start := strings.Index(section, "## Worker configuration")
+	if start < 0 {
+		t.Fatal("README.md has no \"## Worker configuration\" section")
+	}
+	section = section[start:]
+	if end := strings.Index(section[3:], "\n## "); end >= 0 {
+		section = section[:end+3]
+	}
+	var s settings
+	rows := map[string]bool{}
+	for _, r := range table(&s) {
+		rows[r.env] = true
+		if !strings.Contains(section, "`"+r.env+"`") {
+			t.Errorf("README.md's settings section does not name `%s`", r.env)
+		}
+	}
+	sdk := map[string]bool{"AWS_ACCESS_KEY_ID": true, "AWS_SECRET_ACCESS_KEY": true, "AWS_SESSION_TOKEN": true, "AWS_PROFILE": true}
+	for _, m := range regexp.MustCompile("`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)`").FindAllStringSubmatch(section, -1) {
+		if name := m[1]; !rows[name] && !sdk[name] && !strings.HasPrefix(name, "TRIM_") && name != "AT_TIMESTAMP" {
+			t.Errorf("README.md names `%s`, which the worker does not read", name)
+		}
 	}
 }

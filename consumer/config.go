@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
@@ -257,24 +258,12 @@ func DefaultConfig() Config {
 // withDefaults returns a copy with every unset field set to its default, then validated.
 func (c Config) withDefaults() (Config, error) {
 	d := DefaultConfig()
-	orDefault(&c.LeaseDuration, d.LeaseDuration)
+	// Every fixed default has one home, DefaultConfig; then those that follow other fields.
+	fillZero(&c, d)
 	orDefault(&c.HeartbeatInterval, c.LeaseDuration/3)
 	orDefault(&c.PollInterval, min(DefaultPollInterval, c.LeaseDuration/3))
-	orDefault(&c.ShardSyncInterval, d.ShardSyncInterval)
-	orDefault(&c.LeaseScanInterval, d.LeaseScanInterval)
 	orDefault(&c.StartupSettle, 2*c.PollInterval)
-	orDefault(&c.CleanupInterval, d.CleanupInterval)
-	orDefault(&c.FinishedLeaseDelay, d.FinishedLeaseDelay)
-	orDefault(&c.DeadWorkerDelay, d.DeadWorkerDelay)
-	orDefault(&c.MaxLeasesCap, d.MaxLeasesCap)
 	orDefault(&c.StaticMaxLeases, c.MaxLeasesCap)
-	orDefault(&c.InitialPosition, d.InitialPosition)
-	orDefault(&c.MaxRecordsPerGet, d.MaxRecordsPerGet)
-	orDefault(&c.IdleTimeBetweenReads, d.IdleTimeBetweenReads)
-	orDefault(&c.MinTimeBetweenReads, d.MinTimeBetweenReads)
-	orDefault(&c.ShutdownTimeout, d.ShutdownTimeout)
-	orDefault(&c.OnProcessorFailure, d.OnProcessorFailure)
-	orDefault(&c.ProcessorRetries, d.ProcessorRetries)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -282,6 +271,16 @@ func (c Config) withDefaults() (Config, error) {
 		c.Clock = clock.Real{}
 	}
 	return c, c.validate()
+}
+
+// fillZero sets every zero field of c to d's value of it.
+func fillZero(c *Config, d Config) {
+	cv, dv := reflect.ValueOf(c).Elem(), reflect.ValueOf(d)
+	for i := range cv.NumField() {
+		if f := cv.Field(i); f.IsZero() {
+			f.Set(dv.Field(i))
+		}
+	}
 }
 
 // orDefault sets *v to def when *v is the zero value.

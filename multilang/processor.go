@@ -148,10 +148,7 @@ func (p *Processor) ensureChild(ctx context.Context, cp lease.ExtendedSequenceNu
 		c.log.Info("record processor started", "checkpoint", cp.String(), "epoch", p.init.Epoch)
 	}
 	p.child = c
-	msg := initializeMsg{Action: actionInitialize, ShardID: p.shardID, SequenceNumber: cp.SequenceNumber}
-	if _, ok := lease.ParseSequenceNumber(cp.SequenceNumber); ok {
-		msg.SubSequenceNumber = &cp.SubSequenceNumber
-	}
+	msg := initializeMsg{Action: actionInitialize, ShardID: p.shardID, SequenceNumber: cp.SequenceNumber, SubSequenceNumber: cp.SubSequenceNumber}
 	if _, err := p.exchange(ctx, actionInitialize, msg, nil); err != nil {
 		return err
 	}

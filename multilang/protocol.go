@@ -44,7 +44,7 @@ type initializeMsg struct {
 	Action            string `json:"action"`
 	ShardID           string `json:"shardId"`
 	SequenceNumber    string `json:"sequenceNumber,omitempty"`
-	SubSequenceNumber *int64 `json:"subSequenceNumber,omitempty"`
+	SubSequenceNumber int64  `json:"subSequenceNumber"`
 }
 
 // recordMsg is one record of a processRecords action. Data is base64 (encoding/json's

@@ -7,7 +7,6 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 
@@ -49,11 +48,9 @@ type Aggregated struct {
 // aws-kinesis-agg's aggregate API, run by node from the installation in dir
 // (InstallKPLAgg).
 func AggregateWithNode(ctx context.Context, dir string, groups [][]kpl.UserRecord) ([]Aggregated, error) {
-	script := filepath.Join(dir, "kplagg.js")
-	if b, err := os.ReadFile(script); err != nil || !bytes.Equal(b, kplAggScript) {
-		if err := os.WriteFile(script, kplAggScript, 0o644); err != nil {
-			return nil, fmt.Errorf("write %s: %w", script, err)
-		}
+	script, err := writeScript(dir, "kplagg.js", kplAggScript)
+	if err != nil {
+		return nil, err
 	}
 	type userJSON struct {
 		PartitionKey    string `json:"partitionKey"`

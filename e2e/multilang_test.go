@@ -1,0 +1,303 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
+)
+
+// multiLangEnv runs the record processor of the npm package aws-kcl's KCL for Node.js
+// (internal/localengines/kcl_recorder.js, written as aws-kcl's README shows) under
+// kds-consumer's MultiLang mode.
+func multiLangEnv(t *testing.T) []string {
+	t.Helper()
+	script, err := localengines.InstallKCL(t.Context(), localengines.DefaultDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"MULTILANG_COMMAND=node " + script, "MULTILANG_TIMEOUT=20s"}
+}
+
+// TestMultiLangNodeKCL proves kds-consumer's MultiLang mode with the KCL for Node.js:
+// three workers run one aws-kcl record processor process per shard on a 6-shard stream
+// while records flow; one worker is killed with kill -9 (its processes die with it and
+// its shards resume elsewhere), another is stopped with SIGTERM (its processes get
+// shutdownRequested and checkpoint; its shards resume elsewhere within seconds), and the
+// stream is resharded 6 -> 12 (the processors get shardEnded; every parent lease reaches
+// SHARD_END and every child is processed). In the end every produced record was processed
+// (0 lost), a record was processed twice only if the killed worker processed it, and the
+// checkpoint of every open shard is its last record.
+func TestMultiLangNodeKCL(t *testing.T) {
+	t.Parallel()
+	env := multiLangEnv(t)
+	c := newCluster(t, 6, defaultLeaseDuration)
+	p := newProducer(t, c)
+	p.Start(3) // 12 records per second
+	ws := []*worker{c.startWorker("w1", env...), c.startWorker("w2", env...), c.startWorker("w3", env...)}
+	c.waitBalanced(60*time.Second, 6, 2, ids(ws)...)
+	waitFor(t, 30*time.Second, "a record processed on every one of the 6 shards", func() (bool, string) {
+		n := len(firstPerShard(c.mustRecords(), nil))
+		return n == 6, fmt.Sprintf("%d of 6 shards", n)
+	})
+
+	// kill -9: the worker's record processors die with it; its shards resume elsewhere.
+	killed, survivors, killedShards := pickVictim(t, c, ws)
+	if n := len(recordProcessors(t, c, killed.ID)); n != len(killedShards) {
+		t.Errorf("%s runs %d record processor processes for its %d shards", killed.ID, n, len(killedShards))
+	}
+	c.kill9(killed)
+	killedAt := time.Now()
+	waitFor(t, 10*time.Second, "the killed worker's record processors to be gone", func() (bool, string) {
+		pids := recordProcessors(t, c, killed.ID)
+		return len(pids) == 0, fmt.Sprintf("still running: %v", pids)
+	})
+	resumed := c.waitProcessedElsewhere(60*time.Second, killed.ID, killedShards)
+	t.Logf("MEASURED MultiLang kill -9 -> every shard of the killed worker processing elsewhere: %s", since(killedAt, resumed))
+
+	// SIGTERM, with a third worker again.
+	ws = append(c.workersByID(survivors), c.startWorker("w4", env...))
+	c.waitBalanced(60*time.Second, 6, 2, ids(ws)...)
+	stopped, _, stoppedShards := pickVictim(t, c, ws)
+	shutdowns := func() int {
+		return countLogs([]*worker{stopped}, func(e logEntry) bool {
+			return e.Msg == "record processor stopped" && e.Attrs["reason"] == "shutdown requested"
+		})[stopped.ID]
+	}
+	before := shutdowns() // leases it gave up to rebalance
+	termAt := time.Now()
+	took := c.sigterm(stopped, 15*time.Second)
+	handedOver := c.waitProcessedElsewhere(30*time.Second, stopped.ID, stoppedShards)
+	t.Logf("MEASURED MultiLang SIGTERM -> process exited (status 0): %s", took.Round(10*time.Millisecond))
+	t.Logf("MEASURED MultiLang SIGTERM -> every shard of the stopped worker processing elsewhere: %s", since(termAt, handedOver))
+	if d := handedOver.Sub(termAt); d > 10*time.Second {
+		t.Errorf("SIGTERM handover took %s, want a few seconds (3s with the Go processor)", d)
+	}
+	if n := len(recordProcessors(t, c, stopped.ID)); n != 0 {
+		t.Errorf("%d record processors of %s still run after it exited", n, stopped.ID)
+	}
+	if n := shutdowns() - before; n != len(stoppedShards) {
+		t.Errorf("on SIGTERM %s stopped %d record processors with shutdownRequested, want %d (its shards)", stopped.ID, n, len(stoppedShards))
+	}
+
+	// Reshard 6 -> 12: the parents' processors get shardEnded, then the children start.
+	running := []*worker{}
+	for _, w := range ws {
+		if w != stopped {
+			running = append(running, w)
+		}
+	}
+	reshardAt := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := c.kin.UpdateShardCount(ctx, &kinesis.UpdateShardCountInput{StreamName: aws.String(c.stream),
+		TargetShardCount: aws.Int32(12), ScalingType: ktypes.ScalingTypeUniformScaling}); err != nil {
+		t.Fatalf("UpdateShardCount 6 -> 12: %v", err)
+	}
+	waitFor(t, 30*time.Second, "the stream to be ACTIVE with 12 open shards", func() (bool, string) {
+		out, err := c.kin.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(c.stream)})
+		if err != nil {
+			return false, err.Error()
+		}
+		d := out.StreamDescriptionSummary
+		return d.StreamStatus == ktypes.StreamStatusActive && aws.ToInt32(d.OpenShardCount) == 12,
+			fmt.Sprintf("%s, %d open shards", d.StreamStatus, aws.ToInt32(d.OpenShardCount))
+	})
+	p.bindKeys()
+	childrenProcessing := waitFor(t, 60*time.Second, "every parent at SHARD_END and a record processed on every child", func() (bool, string) {
+		tab, err := c.leases()
+		if err != nil {
+			return false, err.Error()
+		}
+		first := firstPerShard(c.mustRecords(), nil)
+		var todo []string
+		children := 0
+		for _, l := range tab.Leases {
+			switch {
+			case len(l.ParentShardIDs) == 0 && l.Checkpoint != lease.ShardEnd:
+				todo = append(todo, l.ShardID+" not at SHARD_END")
+			case len(l.ParentShardIDs) > 0:
+				children++
+				if first[l.ShardID] == 0 {
+					todo = append(todo, l.ShardID+" not processed")
+				}
+			}
+		}
+		return len(todo) == 0 && children == 12, fmt.Sprintf("%d child leases; %v", children, todo)
+	})
+	t.Logf("MEASURED MultiLang reshard 6 -> 12 -> every parent at SHARD_END and every child processing: %s", since(reshardAt, childrenProcessing))
+	ended := countLogs(running, func(e logEntry) bool {
+		return e.Msg == "record processor stopped" && e.Attrs["reason"] == "shard ended"
+	})
+	if sum(ended) == 0 {
+		t.Errorf("no record processor was stopped with shardEnded on the running workers: %v", ended)
+	}
+
+	sent, d, recs := c.drain(p, 2*time.Second, 90*time.Second)
+	// A record processed twice was processed by the killed worker: its processors had not
+	// checkpointed it. Nothing else is processed twice.
+	byRef := map[string][]string{}
+	for _, r := range recs {
+		k := r.Shard + "/" + r.Seq
+		byRef[k] = append(byRef[k], r.Worker)
+	}
+	dups := 0
+	for ref, n := range d.Duplicated {
+		dups += n - 1
+		k := ref.Shard + "/" + ref.Seq
+		if !strings.Contains(strings.Join(byRef[k], ","), killed.ID) {
+			t.Errorf("record %s processed %d times by %v, none of them the killed worker %s", k, n, byRef[k], killed.ID)
+		}
+	}
+	t.Logf("MEASURED MultiLang proof (kill -9, SIGTERM, reshard 6 -> 12): %d records produced, %d processed, %d lost, %d duplicated (%d extra deliveries, all after the kill -9)",
+		len(sent), len(recs), len(d.Lost), len(d.Duplicated), dups)
+
+	// The checkpoints landed: every open shard's lease is at its last record.
+	lastSent := map[string]string{}
+	for _, s := range sent {
+		if n, ok := seqNum(s.Seq); ok {
+			if m, ok := seqNum(lastSent[s.Shard]); !ok || n.Cmp(m) > 0 {
+				lastSent[s.Shard] = s.Seq
+			}
+		}
+	}
+	waitFor(t, 20*time.Second, "every open shard's checkpoint at its last record", func() (bool, string) {
+		tab, err := c.leases()
+		if err != nil {
+			return false, err.Error()
+		}
+		var behind []string
+		for _, l := range tab.Leases {
+			if l.Checkpoint != lease.ShardEnd && lastSent[l.ShardID] != "" && l.Checkpoint != lastSent[l.ShardID] {
+				behind = append(behind, fmt.Sprintf("%s at %s, last record %s", l.ShardID, l.Checkpoint, lastSent[l.ShardID]))
+			}
+		}
+		return len(behind) == 0, strings.Join(behind, "; ")
+	})
+	stderr := countLogs(running, msgIs("record processor stderr"))
+	if sum(stderr) == 0 {
+		t.Errorf("no line of the record processors' standard error reached the workers' logs")
+	}
+}
+
+// TestMultiLangThroughput measures records per second through one worker on the same
+// backlog (20000 records on 2 shards) with the Go demo processor and with an aws-kcl
+// record processor under MultiLang, from each run's first processed record to its last.
+func TestMultiLangThroughput(t *testing.T) {
+	t.Parallel()
+	env := multiLangEnv(t)
+	const shards, perShard = 2, 10000
+	rate := func(name string, workerEnv ...string) float64 {
+		c := newCluster(t, shards, defaultLeaseDuration)
+		putBacklog(t, c, perShard)
+		c.startWorker("w1", workerEnv...)
+		var recs []harness.Delivery
+		waitFor(t, 90*time.Second, fmt.Sprintf("%s: the %d records of the backlog processed", name, shards*perShard), func() (bool, string) {
+			recs = c.mustRecords()
+			return len(recs) >= shards*perShard, fmt.Sprintf("%d processed", len(recs))
+		})
+		first, last := recs[0].T, recs[0].T
+		for _, r := range recs {
+			first, last = min(first, r.T), max(last, r.T)
+		}
+		secs := time.Duration(last - first).Seconds()
+		perSec := float64(len(recs)) / secs
+		t.Logf("MEASURED throughput, one worker, %s: %d records in %.2fs (first to last processed): %.0f records/s", name, len(recs), secs, perSec)
+		return perSec
+	}
+	goRate := rate("Go demo processor")
+	mlRate := rate("MultiLang aws-kcl (Node.js) processor", env...)
+	t.Logf("MEASURED throughput MultiLang / Go: %.2f", mlRate/goRate)
+	if mlRate <= 0 {
+		t.Errorf("MultiLang throughput %.0f records/s", mlRate)
+	}
+}
+
+// putBacklog puts n records on every shard of c's stream, 500 per PutRecords call.
+func putBacklog(t *testing.T, c *cluster, n int) {
+	t.Helper()
+	for done := 0; done < n; done += 500 {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		err := putFiller(ctx, c, min(500, n-done), done)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// putFiller puts k filler records on every open shard (by explicit hash key).
+func putFiller(ctx context.Context, c *cluster, k, base int) error {
+	shards, err := c.kin.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String(c.stream)})
+	if err != nil {
+		return err
+	}
+	for _, s := range shards.Shards {
+		entries := make([]ktypes.PutRecordsRequestEntry, k)
+		for i := range entries {
+			entries[i] = ktypes.PutRecordsRequestEntry{PartitionKey: aws.String("filler"), ExplicitHashKey: s.HashKeyRange.StartingHashKey,
+				Data: fmt.Appendf(nil, "filler-%d", base+i)}
+		}
+		out, err := c.kin.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(c.stream), Records: entries})
+		if err != nil {
+			return err
+		}
+		if n := aws.ToInt32(out.FailedRecordCount); n > 0 {
+			return fmt.Errorf("%d filler records refused", n)
+		}
+	}
+	return nil
+}
+
+// workersByID returns the cluster's workers with the given ids.
+func (c *cluster) workersByID(ids []string) []*worker {
+	out := make([]*worker, len(ids))
+	for i, id := range ids {
+		out[i] = c.worker(id)
+	}
+	return out
+}
+
+// recordProcessors returns the pids of the record processor processes that worker id of
+// this cluster started and that still run (by their environment: KDS_WORKER_ID and the
+// cluster's record directory).
+func recordProcessors(t *testing.T, c *cluster, id string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatalf("read /proc: %v", err)
+	}
+	wantWorker := []byte("\x00KDS_WORKER_ID=" + id + "\x00")
+	wantDir := []byte("\x00RECORD_LOG_DIR=" + c.Config().RecordDir() + "\x00")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		env = append([]byte{0}, env...)
+		if bytes.Contains(env, wantWorker) && bytes.Contains(env, wantDir) {
+			if stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil && !bytes.Contains(stat, []byte(") Z ")) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}

@@ -15,7 +15,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
@@ -191,75 +190,6 @@ func TestMultiLangNodeKCL(t *testing.T) {
 	if sum(stderr) == 0 {
 		t.Errorf("no line of the record processors' standard error reached the workers' logs")
 	}
-}
-
-// TestMultiLangThroughput measures records per second through one worker on the same
-// backlog (20000 records on 2 shards) with the Go demo processor and with an aws-kcl
-// record processor under MultiLang, from each run's first processed record to its last.
-func TestMultiLangThroughput(t *testing.T) {
-	t.Parallel()
-	env := multiLangEnv(t)
-	const shards, perShard = 2, 10000
-	rate := func(name string, workerEnv ...string) float64 {
-		c := newCluster(t, shards, defaultLeaseDuration)
-		putBacklog(t, c, perShard)
-		c.startWorker("w1", workerEnv...)
-		var recs []harness.Delivery
-		waitFor(t, 90*time.Second, fmt.Sprintf("%s: the %d records of the backlog processed", name, shards*perShard), func() (bool, string) {
-			recs = c.mustRecords()
-			return len(recs) >= shards*perShard, fmt.Sprintf("%d processed", len(recs))
-		})
-		first, last := recs[0].T, recs[0].T
-		for _, r := range recs {
-			first, last = min(first, r.T), max(last, r.T)
-		}
-		secs := time.Duration(last - first).Seconds()
-		perSec := float64(len(recs)) / secs
-		t.Logf("MEASURED throughput, one worker, %s: %d records in %.2fs (first to last processed): %.0f records/s", name, len(recs), secs, perSec)
-		return perSec
-	}
-	goRate := rate("Go demo processor")
-	mlRate := rate("MultiLang aws-kcl (Node.js) processor", env...)
-	t.Logf("MEASURED throughput MultiLang / Go: %.2f", mlRate/goRate)
-	if mlRate <= 0 {
-		t.Errorf("MultiLang throughput %.0f records/s", mlRate)
-	}
-}
-
-// putBacklog puts n records on every shard of c's stream, 500 per PutRecords call.
-func putBacklog(t *testing.T, c *cluster, n int) {
-	t.Helper()
-	for done := 0; done < n; done += 500 {
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-		err := putFiller(ctx, c, min(500, n-done), done)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// putFiller puts k filler records on every open shard (by explicit hash key).
-func putFiller(ctx context.Context, c *cluster, k, base int) error {
-	shards, err := c.kin.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String(c.stream)})
-	if err != nil {
-		return err
-	}
-	for _, s := range shards.Shards {
-		entries := make([]ktypes.PutRecordsRequestEntry, k)
-		for i := range entries {
-			entries[i] = ktypes.PutRecordsRequestEntry{PartitionKey: aws.String("filler"), ExplicitHashKey: s.HashKeyRange.StartingHashKey,
-				Data: fmt.Appendf(nil, "filler-%d", base+i)}
-		}
-		out, err := c.kin.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(c.stream), Records: entries})
-		if err != nil {
-			return err
-		}
-		if n := aws.ToInt32(out.FailedRecordCount); n > 0 {
-			return fmt.Errorf("%d filler records refused", n)
-		}
-	}
-	return nil
 }
 
 // workersByID returns the cluster's workers with the given ids.

@@ -11,10 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
-
 	"github.com/kds-lease-manager/kds-lease-manager/internal/localengines"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
@@ -102,19 +98,7 @@ func TestMultiLangNodeKCL(t *testing.T) {
 	reshardAt := time.Now()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if _, err := c.kin.UpdateShardCount(ctx, &kinesis.UpdateShardCountInput{StreamName: aws.String(c.stream),
-		TargetShardCount: aws.Int32(12), ScalingType: ktypes.ScalingTypeUniformScaling}); err != nil {
-		t.Fatalf("UpdateShardCount 6 -> 12: %v", err)
-	}
-	waitFor(t, 30*time.Second, "the stream to be ACTIVE with 12 open shards", func() (bool, string) {
-		out, err := c.kin.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(c.stream)})
-		if err != nil {
-			return false, err.Error()
-		}
-		d := out.StreamDescriptionSummary
-		return d.StreamStatus == ktypes.StreamStatusActive && aws.ToInt32(d.OpenShardCount) == 12,
-			fmt.Sprintf("%s, %d open shards", d.StreamStatus, aws.ToInt32(d.OpenShardCount))
-	})
+	c.reshardTo(ctx, 12)
 	p.bindKeys()
 	childrenProcessing := waitFor(t, 60*time.Second, "every parent at SHARD_END and a record processed on every child", func() (bool, string) {
 		tab, err := c.leases()

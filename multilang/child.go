@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -21,6 +20,9 @@ const maxLine = 1 << 20
 
 // killWait bounds the wait for a killed child to be reaped.
 const killWait = 5 * time.Second
+
+// errExited is returned by next once the child exited and everything it wrote was read.
+var errExited = errors.New("the child exited")
 
 // lineOrErr is what the reader of the child's standard output hands over.
 type lineOrErr struct {
@@ -225,7 +227,7 @@ func (c *child) finish(d time.Duration) {
 
 // next returns the child's next message, waiting until deadline or ctx's end. After the
 // child exited it still returns what it wrote before (up to a short while), then
-// io.EOF.
+// errExited.
 func (c *child) next(ctx context.Context, deadline time.Time) (childMsg, error) {
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
@@ -234,7 +236,7 @@ func (c *child) next(ctx context.Context, deadline time.Time) (childMsg, error) 
 		select {
 		case m, ok := <-c.msgs:
 			if !ok {
-				return childMsg{}, io.EOF
+				return childMsg{}, errExited
 			}
 			return m.msg, m.err
 		case <-exited:
@@ -243,7 +245,7 @@ func (c *child) next(ctx context.Context, deadline time.Time) (childMsg, error) 
 			t.Reset(200 * time.Millisecond)
 		case <-t.C:
 			if exited == nil {
-				return childMsg{}, io.EOF
+				return childMsg{}, errExited
 			}
 			return childMsg{}, context.DeadlineExceeded
 		case <-ctx.Done():

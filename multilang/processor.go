@@ -30,7 +30,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
 	"time"
@@ -256,8 +255,8 @@ func (p *Processor) exchange(ctx context.Context, action string, msg any, cps *c
 		m, err := c.next(ctx, deadline)
 		switch {
 		case err == nil:
-		case errors.Is(err, io.EOF):
-			return lost, fail(errors.New("the child exited"))
+		case errors.Is(err, errExited):
+			return lost, fail(err)
 		case ctx.Err() != nil:
 			// The lease is lost or the worker stops hard: let the child finish the action
 			// for a short while; its checkpoints are refused.

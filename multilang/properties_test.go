@@ -32,14 +32,8 @@ func TestParseProperties(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got, err := ParseProperties(strings.NewReader(tt.in))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err %v, want one with %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
+			if failed := err != nil; failed != (tt.wantErr != "") || failed && !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err %v, want %q", err, tt.wantErr)
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("got %+v\nwant %+v", got, tt.want)

@@ -65,35 +65,33 @@ func readProperties(path string) (map[string]string, []string, error) {
 // kclProperty maps one KCL property onto settings: environment variable and value pairs,
 // or why it is ignored. An error is a value the KCL would refuse too.
 func kclProperty(key, v string) (vars []string, ignored string, err error) {
-	millis := func(env string) ([]string, string, error) {
+	// Keys taken as they are, and durations in the KCL's units.
+	plain := map[string]string{"executableName": "MULTILANG_COMMAND", "streamName": "STREAM_NAME",
+		"applicationName": "APP_NAME", "workerId": "WORKER_ID", "regionName": "AWS_REGION",
+		"initialPositionInStream": "INITIAL_POSITION", "maxLeasesForWorker": "MAX_LEASES_CAP", "maxRecords": "MAX_RECORDS_PER_GET"}
+	type inUnits struct {
+		env  string
+		unit time.Duration
+	}
+	durations := map[string]inUnits{"failoverTimeMillis": {"LEASE_DURATION", time.Millisecond},
+		"shardSyncIntervalMillis": {"SHARD_SYNC_INTERVAL", time.Millisecond}, "idleTimeBetweenReadsInMillis": {"IDLE_TIME_BETWEEN_READS", time.Millisecond},
+		"shutdownGraceMillis": {"SHUTDOWN_TIMEOUT", time.Millisecond}, "timeoutInSeconds": {"MULTILANG_TIMEOUT", time.Second}}
+	if env, ok := plain[key]; ok {
+		return []string{env, v}, "", nil
+	}
+	if d, ok := durations[key]; ok {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return nil, "", errors.New("want a whole number of milliseconds")
+			return nil, "", fmt.Errorf("want a whole number of %s", map[time.Duration]string{time.Millisecond: "milliseconds", time.Second: "seconds"}[d.unit])
 		}
-		return []string{env, (time.Duration(n) * time.Millisecond).String()}, "", nil
+		return []string{d.env, (time.Duration(n) * d.unit).String()}, "", nil
 	}
-	same := func(env string) ([]string, string, error) { return []string{env, v}, "", nil }
 	switch key {
-	case "executableName":
-		return same("MULTILANG_COMMAND")
-	case "streamName":
-		return same("STREAM_NAME")
-	case "applicationName":
-		return same("APP_NAME")
-	case "workerId":
-		return same("WORKER_ID")
-	case "regionName":
-		return same("AWS_REGION")
 	case "kinesisEndpoint", "dynamoDBEndpoint":
 		if v != "" && !strings.Contains(v, "://") {
 			v = "https://" + v
 		}
-		if key == "kinesisEndpoint" {
-			return same("AWS_ENDPOINT_URL_KINESIS")
-		}
-		return same("AWS_ENDPOINT_URL_DYNAMODB")
-	case "initialPositionInStream":
-		return same("INITIAL_POSITION")
+		return []string{"AWS_ENDPOINT_URL_" + strings.ToUpper(strings.TrimSuffix(key, "Endpoint")), v}, "", nil
 	case "initialPositionInStreamExtended":
 		// The KCL's AT_TIMESTAMP: Unix seconds.
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -101,24 +99,6 @@ func kclProperty(key, v string) (vars []string, ignored string, err error) {
 			return nil, "", errors.New("want a Unix time in seconds")
 		}
 		return []string{"INITIAL_POSITION", "AT_TIMESTAMP", "INITIAL_TIMESTAMP", time.Unix(n, 0).UTC().Format(time.RFC3339)}, "", nil
-	case "failoverTimeMillis":
-		return millis("LEASE_DURATION")
-	case "shardSyncIntervalMillis":
-		return millis("SHARD_SYNC_INTERVAL")
-	case "idleTimeBetweenReadsInMillis":
-		return millis("IDLE_TIME_BETWEEN_READS")
-	case "shutdownGraceMillis":
-		return millis("SHUTDOWN_TIMEOUT")
-	case "maxLeasesForWorker":
-		return same("MAX_LEASES_CAP")
-	case "maxRecords":
-		return same("MAX_RECORDS_PER_GET")
-	case "timeoutInSeconds":
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return nil, "", errors.New("want a whole number of seconds")
-		}
-		return []string{"MULTILANG_TIMEOUT", (time.Duration(n) * time.Second).String()}, "", nil
 	case "tableName":
 		return nil, "the lease table is named after applicationName (APP_NAME)", nil
 	case "AWSCredentialsProvider", "AWSCredentialsProviderDynamoDB":

@@ -14,28 +14,28 @@ import (
 // under kds-consumer's MultiLang mode.
 const KCLVersion = "2.3.2"
 
-// kclRecorderScript is a record processor written the way aws-kcl's README shows
-// (kcl(recordProcessor).run()) that appends every record to a record log (package
-// recordlog's format) before it checkpoints the batch.
-//
-//go:embed kcl_recorder.js
-var kclRecorderScript []byte
-
-// KCLDir is where InstallKCL installs aws-kcl under the engine dir.
-func KCLDir(engineDir string) string { return filepath.Join(engineDir, "kcl-nodejs") }
-
-// InstallKCL installs aws-kcl with npm into KCLDir(engineDir) unless it is already there,
-// like Install does for the engines, writes the recording record processor next to it,
-// and returns the processor's path: run it with node.
+// InstallKCL installs aws-kcl with npm into kcl-nodejs under the engine dir unless it is
+// already there, like Install does for the engines, writes the recording record processor
+// kcl_recorder.js next to it, and returns the processor's path: run it with node. The
+// processor, written the way aws-kcl's README shows (kcl(recordProcessor).run()), appends
+// every record to a record log (package recordlog's format) before it checkpoints the
+// batch.
 func InstallKCL(ctx context.Context, engineDir string) (string, error) {
-	dir := KCLDir(engineDir)
-	err := npmInstall(ctx, dir, "kds-lease-manager-kcl-nodejs", "The KCL for Node.js (MultiLang record processors) for kds-lease-manager tests",
-		map[string]string{"aws-kcl": KCLVersion},
-		func(d string) bool { return hasModule(d, "aws-kcl", "index.js", KCLVersion) })
-	if err != nil {
+	dir := filepath.Join(engineDir, "kcl-nodejs")
+	if err := installModule(ctx, dir, "kcl-nodejs", "The KCL for Node.js (MultiLang record processors)", "aws-kcl", KCLVersion); err != nil {
 		return "", err
 	}
 	return writeScript(dir, "kcl_recorder.js", kclRecorderScript)
+}
+
+//go:embed kcl_recorder.js
+var kclRecorderScript []byte
+
+// installModule installs the npm package module (its entry point index.js) at version
+// into dir with npmInstall, as the package kds-lease-manager-<name>.
+func installModule(ctx context.Context, dir, name, description, module, version string) error {
+	return npmInstall(ctx, dir, "kds-lease-manager-"+name, description+" for kds-lease-manager tests", map[string]string{module: version},
+		func(d string) bool { return hasModule(d, module, "index.js", version) })
 }
 
 // writeScript writes content to dir/name unless it is there already and returns the

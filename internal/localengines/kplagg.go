@@ -27,10 +27,7 @@ func KPLAggDir(engineDir string) string { return filepath.Join(engineDir, "kpl-a
 // already there, like Install does for the engines, and returns that directory.
 func InstallKPLAgg(ctx context.Context, engineDir string) (string, error) {
 	dir := KPLAggDir(engineDir)
-	err := npmInstall(ctx, dir, "kds-lease-manager-kpl-agg", "The KPL aggregated record format for kds-lease-manager tests",
-		map[string]string{"aws-kinesis-agg": KPLAggVersion},
-		func(d string) bool { return hasModule(d, "aws-kinesis-agg", "index.js", KPLAggVersion) })
-	return dir, err
+	return dir, installModule(ctx, dir, "kpl-agg", "The KPL aggregated record format", "aws-kinesis-agg", KPLAggVersion)
 }
 
 // Aggregated is one Kinesis record aws-kinesis-agg produced: put it with its partition key

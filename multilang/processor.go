@@ -11,7 +11,8 @@
 // ask for checkpoints ({"action":"checkpoint","sequenceNumber":...,
 // "subSequenceNumber":...}); each is answered with the same message and an "error" naming
 // the failure as the KCL does (ShutdownException after the lease was lost,
-// IllegalArgumentException for a bad or backwards sequence number,
+// IllegalArgumentException for a bad or backwards sequence number or one after the last
+// record delivered,
 // KinesisClientLibDependencyException when the lease table could not be written,
 // InvalidStateException where no checkpoint is possible). The child's standard error is
 // forwarded to the log.
@@ -133,7 +134,15 @@ func (p *Processor) Initialize(ctx context.Context, in consumer.InitializeInput)
 // ensureChild starts a child initialized at cp unless one runs.
 func (p *Processor) ensureChild(ctx context.Context, cp lease.ExtendedSequenceNumber) error {
 	if p.child != nil {
-		return nil
+		select {
+		case <-p.child.exited:
+			// It died between actions: no need to fail a batch to notice.
+			p.child.kill()
+			p.lastEnd = "exited between actions (" + p.child.exitState() + ")"
+			p.child = nil
+		default:
+			return nil
+		}
 	}
 	env := []string{EnvWorkerID + "=" + p.cfg.WorkerID, EnvShardID + "=" + p.shardID, EnvEpoch + "=" + strconv.FormatInt(p.init.Epoch, 10)}
 	c, err := startChild(p.cfg.Command, p.cfg.Dir, append(env, p.cfg.Env...), p.log)
@@ -161,7 +170,7 @@ func (p *Processor) ProcessRecords(ctx context.Context, in consumer.ProcessRecor
 		return err
 	}
 	last := in.Records[len(in.Records)-1]
-	lost, err := p.exchange(ctx, actionProcessRecords, newProcessRecords(in), &checkpoints{cp: in.Checkpointer, last: &last})
+	lost, err := p.exchange(ctx, actionProcessRecords, newProcessRecords(in), &checkpoints{cp: in.Checkpointer, last: &last, limit: recordPosition(last)})
 	if err != nil {
 		return err
 	}
@@ -175,7 +184,7 @@ func (p *Processor) ShardEnded(ctx context.Context, cp consumer.Checkpointer) er
 	if err := p.ensureChild(ctx, cp.LastExtendedSequenceNumber()); err != nil {
 		return err
 	}
-	lost, err := p.exchange(ctx, actionShardEnded, actionMsg{actionShardEnded}, &checkpoints{cp: cp, shardEnd: true})
+	lost, err := p.exchange(ctx, actionShardEnded, actionMsg{actionShardEnded}, &checkpoints{cp: cp, shardEnd: true, limit: p.delivered(cp)})
 	if err != nil {
 		return err
 	}
@@ -191,7 +200,7 @@ func (p *Processor) ShutdownRequested(ctx context.Context, cp consumer.Checkpoin
 	if p.child == nil {
 		return nil
 	}
-	lost, err := p.exchange(ctx, actionShutdownRequested, actionMsg{actionShutdownRequested}, &checkpoints{cp: cp, last: p.last})
+	lost, err := p.exchange(ctx, actionShutdownRequested, actionMsg{actionShutdownRequested}, &checkpoints{cp: cp, last: p.last, limit: p.delivered(cp)})
 	if err != nil {
 		return err
 	}
@@ -217,9 +226,28 @@ func (p *Processor) closeChild(why string) {
 	p.child, p.lastEnd = nil, why
 }
 
+// delivered is the position of the last record handed to a child that finished it, or
+// the last checkpoint when there is none.
+func (p *Processor) delivered(cp consumer.Checkpointer) lease.ExtendedSequenceNumber {
+	if p.last != nil {
+		return recordPosition(*p.last)
+	}
+	return cp.LastExtendedSequenceNumber()
+}
+
+func recordPosition(r stream.Record) lease.ExtendedSequenceNumber {
+	return lease.ExtendedSequenceNumber{SequenceNumber: r.SequenceNumber, SubSequenceNumber: r.SubSequenceNumber}
+}
+
+// errNotDelivered refuses a checkpoint after the last record delivered, as the KCL does:
+// it would skip records.
+var errNotDelivered = errors.New("checkpoint after the last record delivered")
+
 // checkpoints serves an action's checkpoint requests.
 type checkpoints struct {
 	cp consumer.Checkpointer
+	// limit is the last position the child may checkpoint: the last record delivered.
+	limit lease.ExtendedSequenceNumber
 	// last is the record a request without a sequence number checkpoints at.
 	last *stream.Record
 	// shardEnd: a request without a sequence number is the shard's end, which the worker
@@ -315,6 +343,8 @@ func (p *Processor) checkpoint(ctx context.Context, canceled bool, m childMsg, c
 		return reply, nil // Nothing delivered since the last checkpoint.
 	case m.SequenceNumber == nil:
 		err = cps.cp.CheckpointRecord(ctx, *cps.last)
+	case beyond(lease.ExtendedSequenceNumber{SequenceNumber: *m.SequenceNumber, SubSequenceNumber: deref(m.SubSequenceNumber)}, cps.limit):
+		err = fmt.Errorf("multilang: shard %s: %w: %s is after %s", p.shardID, errNotDelivered, *m.SequenceNumber, cps.limit)
 	case m.SubSequenceNumber != nil:
 		err = cps.cp.CheckpointRecord(ctx, stream.Record{SequenceNumber: *m.SequenceNumber, SubSequenceNumber: *m.SubSequenceNumber})
 	default:
@@ -325,6 +355,19 @@ func (p *Processor) checkpoint(ctx context.Context, canceled bool, m childMsg, c
 		p.log.Warn("record processor's checkpoint refused", "err", err, "answer", reply.Error)
 	}
 	return reply, err
+}
+
+// beyond reports whether v is after limit (both sequence numbers).
+func beyond(v, limit lease.ExtendedSequenceNumber) bool {
+	c, ok := v.Compare(limit)
+	return ok && c > 0
+}
+
+func deref(n *int64) int64 {
+	if n == nil {
+		return 0
+	}
+	return *n
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -27,6 +27,8 @@ import (
 const (
 	fakeModeEnv = "MULTILANG_FAKE_CHILD"
 	fakeLogEnv  = "MULTILANG_FAKE_LOG"
+	// fakeDelayEnv is how long mode "slow" takes per batch (300ms if unset).
+	fakeDelayEnv = "MULTILANG_FAKE_DELAY"
 )
 
 func TestMain(m *testing.M) {
@@ -130,6 +132,12 @@ func fakeChild(mode, logPath string) {
 			lastRec, _ := recs[len(recs)-1].(map[string]any)
 			if mode != "happy" && mode != "slow" && first() {
 				switch mode {
+				case "ahead": // a checkpoint after the batch, then as usual
+					checkpoint("999", nil)
+				case "exitidle": // finish the batch, then exit before the next action
+					checkpoint(lastRec["sequenceNumber"], lastRec["subSequenceNumber"])
+					send(map[string]any{"action": "status", "responseFor": action})
+					os.Exit(0)
 				case "crash": // checkpoint the first record, then die mid-batch
 					checkpoint(firstRec["sequenceNumber"], firstRec["subSequenceNumber"])
 					os.Exit(3)
@@ -141,7 +149,11 @@ func fakeChild(mode, logPath string) {
 				}
 			}
 			if mode == "slow" {
-				time.Sleep(300 * time.Millisecond)
+				d, err := time.ParseDuration(os.Getenv(fakeDelayEnv))
+				if err != nil {
+					d = 300 * time.Millisecond
+				}
+				time.Sleep(d)
 			}
 			checkpoint(lastRec["sequenceNumber"], lastRec["subSequenceNumber"])
 		case "shutdownRequested", "shardEnded":
@@ -250,6 +262,8 @@ func TestProcessorProtocol(t *testing.T) {
 		lose, cancel bool
 		// wantErr is what the first ProcessRecords returns ("" for nil).
 		wantErr string
+		// next is a batch handed over after the first one (and its retry), after a pause.
+		next []string
 		// wantLost: that error matches consumer.ErrLeaseLost (the worker then calls
 		// LeaseLost); otherwise the worker retries and then shuts down.
 		wantLost bool
@@ -276,6 +290,12 @@ func TestProcessorProtocol(t *testing.T) {
 		{name: "child hangs past the deadline", mode: "hang",
 			wantErr: "no answer within 800ms", wantCheckpoints: []string{"300"}, wantInits: []string{lease.TrimHorizon, lease.TrimHorizon},
 			wantAnswers: []string{"", ""}, wantLog: "restarted from the last checkpoint"},
+		{name: "checkpoint after the batch refused", mode: "ahead",
+			wantCheckpoints: []string{"300"}, wantInits: []string{lease.TrimHorizon},
+			wantAnswers: []string{ErrorIllegalArgument, "", ""}, wantLog: "checkpoint after the last record delivered"},
+		{name: "child exits between batches", mode: "exitidle", next: []string{"400"},
+			wantCheckpoints: []string{"300", "400"}, wantInits: []string{lease.TrimHorizon, "300"},
+			wantAnswers: []string{"", "", ""}, wantLog: "exited between actions"},
 		{name: "malformed line from the child", mode: "garbage",
 			wantErr: "not a MultiLang message", wantCheckpoints: []string{"300"}, wantInits: []string{lease.TrimHorizon, lease.TrimHorizon},
 			wantAnswers: []string{"", ""}, wantLog: "console.log output"},
@@ -322,6 +342,18 @@ func TestProcessorProtocol(t *testing.T) {
 						if err := p.ProcessRecords(ctx, consumer.ProcessRecordsInput{ShardID: "shardId-000000000007", Records: rest, Checkpointer: cp}); err != nil {
 							t.Fatalf("retry: %v", err)
 						}
+					}
+				}
+				if tt.next != nil {
+					if tt.mode == "exitidle" {
+						select { // the child has exited before the next batch comes
+						case <-p.(*Processor).child.exited:
+						case <-time.After(10 * time.Second):
+							t.Fatal("the child did not exit after its batch")
+						}
+					}
+					if err := p.ProcessRecords(ctx, consumer.ProcessRecordsInput{ShardID: "shardId-000000000007", Records: batch(tt.next...), Checkpointer: cp}); err != nil {
+						t.Fatalf("next batch: %v", err)
 					}
 				}
 				if err := p.ShutdownRequested(ctx, cp); err != nil {
@@ -379,4 +411,52 @@ func TestProcessorProtocol(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A slow child holds back its own shard only: another shard's child finishes its batch
+// while the slow one still works.
+func TestSlowChildHoldsBackItsShardOnly(t *testing.T) {
+	t.Parallel()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	start := func(mode string) *Processor {
+		f, err := NewFactory(Config{Command: []string{exe}, WorkerID: "w1", ActionTimeout: 10 * time.Second,
+			Env: []string{fakeModeEnv + "=" + mode, fakeLogEnv + "=" + filepath.Join(dir, mode+".jsonl"), fakeDelayEnv + "=3s"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := f("shardId-" + mode).(*Processor)
+		if err := p.Initialize(t.Context(), consumer.InitializeInput{ShardID: "shardId-" + mode, Checkpoint: lease.TrimHorizon}); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	slow, quick := start("slow"), start("happy")
+	process := func(p *Processor) error {
+		return p.ProcessRecords(t.Context(), consumer.ProcessRecordsInput{Records: batch("100"),
+			Checkpointer: &fakeCheckpointer{last: lease.ExtendedSequenceNumber{SequenceNumber: lease.TrimHorizon}}})
+	}
+	slowDone := make(chan error, 1)
+	go func() { slowDone <- process(slow) }()
+	began := time.Now()
+	if err := process(quick); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(began)
+	select {
+	case err := <-slowDone:
+		t.Fatalf("the slow child finished (%v) before the quick one (%s)", err, took)
+	default:
+	}
+	if took > 2*time.Second {
+		t.Errorf("the quick child took %s beside a slow one", took)
+	}
+	if err := <-slowDone; err != nil {
+		t.Errorf("slow child: %v", err)
+	}
+	slow.LeaseLost(t.Context())
+	quick.LeaseLost(t.Context())
 }

@@ -142,7 +142,7 @@ func checkpointError(err error) string {
 		return ""
 	case errors.Is(err, consumer.ErrLeaseLost):
 		return ErrorShutdown
-	case errors.Is(err, consumer.ErrCheckpointBackwards), errors.Is(err, consumer.ErrInvalidSequenceNumber):
+	case errors.Is(err, consumer.ErrCheckpointBackwards), errors.Is(err, consumer.ErrInvalidSequenceNumber), errors.Is(err, errNotDelivered):
 		return ErrorIllegalArgument
 	}
 	return ErrorDependency

@@ -20,15 +20,37 @@ import (
 // kds-consumer's MultiLang mode.
 func multiLangEnv(t *testing.T) []string {
 	t.Helper()
+	return []string{"MULTILANG_COMMAND=node " + kclScript(t), "MULTILANG_TIMEOUT=20s"}
+}
+
+// kclScript installs aws-kcl and returns the recording record processor's path.
+func kclScript(t *testing.T) string {
+	t.Helper()
 	script, err := localengines.InstallKCL(t.Context(), localengines.DefaultDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []string{"MULTILANG_COMMAND=node " + script, "MULTILANG_TIMEOUT=20s"}
+	return script
+}
+
+// kclProperties writes a KCL MultiLangDaemon properties file for c's stream and
+// application, as a kcl-bootstrap deployment has it, and returns its path.
+func kclProperties(t *testing.T, c *cluster) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sample.properties")
+	text := "# The KCL for Node.js sample's properties, for this test's stream.\n" +
+		"executableName = node " + kclScript(t) + "\n" +
+		"streamName = " + c.stream + "\napplicationName = " + c.app + "\n" +
+		"AWSCredentialsProvider = DefaultCredentialsProvider\nprocessingLanguage = nodejs/20\n" +
+		"initialPositionInStream = TRIM_HORIZON\nregionName = " + c.Config().Region + "\ntimeoutInSeconds = 20\n"
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // TestMultiLangNodeKCL proves kds-consumer's MultiLang mode with the KCL for Node.js:
-// three workers run one aws-kcl record processor process per shard on a 6-shard stream
+// three workers (one of them configured by a KCL properties file alone) run one aws-kcl record processor process per shard on a 6-shard stream
 // while records flow; one worker is killed with kill -9 (its processes die with it and
 // its shards resume elsewhere), another is stopped with SIGTERM (its processes get
 // shutdownRequested and checkpoint; its shards resume elsewhere within seconds), and the
@@ -63,8 +85,10 @@ func TestMultiLangNodeKCL(t *testing.T) {
 	resumed := c.waitProcessedElsewhere(60*time.Second, killed.ID, killedShards)
 	t.Logf("MEASURED MultiLang kill -9 -> every shard of the killed worker processing elsewhere: %s", since(killedAt, resumed))
 
-	// SIGTERM, with a third worker again.
-	ws = append(c.workersByID(survivors), c.startWorker("w4", env...))
+	// SIGTERM, with a third worker again: this one configured as a kcl-bootstrap
+	// deployment is, by the KCL's properties file alone.
+	w4 := c.startWorker("w4", "KCL_PROPERTIES="+kclProperties(t, c))
+	ws = append(c.workersByID(survivors), w4)
 	c.waitBalanced(60*time.Second, 6, 2, ids(ws)...)
 	stopped, _, stoppedShards := pickVictim(t, c, ws)
 	shutdowns := func() int {
@@ -170,6 +194,11 @@ func TestMultiLangNodeKCL(t *testing.T) {
 		}
 		return len(behind) == 0, strings.Join(behind, "; ")
 	})
+	ignored := countLogs([]*worker{w4}, func(e logEntry) bool { return strings.Contains(e.Msg, "processingLanguage ignored") })
+	started := countLogs([]*worker{w4}, msgIs("record processor started"))
+	if ignored[w4.ID] != 1 || started[w4.ID] == 0 {
+		t.Errorf("w4 (by its properties file): %d warnings about processingLanguage, %d record processors started; want 1 and some", ignored[w4.ID], started[w4.ID])
+	}
 	stderr := countLogs(running, msgIs("record processor stderr"))
 	if sum(stderr) == 0 {
 		t.Errorf("no line of the record processors' standard error reached the workers' logs")

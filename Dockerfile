@@ -18,10 +18,15 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 COPY . .
 ARG TARGETOS=linux
 ARG TARGETARCH
+# The build the binaries report (`kds-consumer version`, kds_build_info): the image has no
+# .git, so pass them, e.g. --build-arg VERSION=$(git describe --tags --always --dirty)
+# --build-arg REVISION=$(git rev-parse HEAD) (make image does).
+ARG VERSION=unknown
+ARG REVISION=unknown
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags "-s -w" -o /out/ ./cmd/kds-consumer ./cmd/kdsctl
+    go build -trimpath -ldflags "-s -w -X github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo.stampedVersion=${VERSION} -X github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo.stampedRevision=${REVISION}" -o /out/ ./cmd/kds-consumer ./cmd/kdsctl
 
 # Static binaries need no libc: distroless/static has CA certificates, tzdata and a
 # nonroot user (65532), and no shell.

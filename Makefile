@@ -35,8 +35,13 @@ help: ## list the targets
 	@echo "usage: make TARGET [MODE=local|k8s] [N=..] [W=..] [NAMESPACE=kds-test]"
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
 
+# The build the binaries report (`kds-consumer version`, kds_build_info).
+BUILDINFO := github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo
+LDFLAGS   := -X $(BUILDINFO).stampedVersion=$(shell git describe --tags --always --dirty 2>/dev/null || echo unknown) \
+	-X $(BUILDINFO).stampedRevision=$(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
 build: ## build kds-consumer, kdsctl and kds-local into bin/
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 test: vet fmt-check k8s-tools ## every test: unit, real engines, real kube-apiserver, helm (-race)
 	$(GO) test $(TEST_FLAGS) ./...

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // Defaults for Config. They are fixed values and do not scale with LeaseDuration; the
@@ -150,6 +151,19 @@ type Config struct {
 	// LeaseDuration is; at least 1s.
 	ShutdownTimeout time.Duration
 
+	// OnProcessorFailure is what happens to a batch the processor keeps failing on (an
+	// error from ProcessRecords other than ErrLeaseLost) once ProcessorRetries retries,
+	// with exponential back-off from 100ms to 5s, failed too. Each retry hands over the
+	// records after the processor's last accepted checkpoint. Default FailureRetry:
+	// retry forever, nothing is ever skipped (as before this setting existed).
+	OnProcessorFailure FailurePolicy
+	// ProcessorRetries is how many retries of a failing batch come before
+	// OnProcessorFailure applies (not with FailureRetry). Default 10 (about 25s of
+	// back-off).
+	ProcessorRetries int
+	// DeadLetter receives the batches FailureDeadLetter gives up on. Required with it.
+	DeadLetter DeadLetter
+
 	// Hooks are optional callbacks for metrics and tests.
 	Hooks Hooks
 
@@ -158,6 +172,38 @@ type Config struct {
 	// Clock is the time source. Default the real clock.
 	Clock clock.Clock
 }
+
+// FailurePolicy says what happens to a batch the processor keeps failing on (see
+// Config.OnProcessorFailure).
+type FailurePolicy string
+
+const (
+	// FailureRetry retries the batch until it succeeds, the lease moves or the worker
+	// stops: nothing is skipped, and the shard waits for the processor.
+	FailureRetry FailurePolicy = "retry"
+	// FailureStop stops reading the shard, with an error log and the shard in
+	// Status.StoppedShards (alert on it): the lease stays held, so no other worker takes
+	// it and fails the same way, and nothing after the batch is read. A restart of the
+	// worker, or the lease moving in a rebalance, retries the batch.
+	FailureStop FailurePolicy = "stop"
+	// FailureSkip drops the rest of the batch with an error log naming its first and
+	// last sequence numbers, and checkpoints past it (the processor never sees those
+	// records again).
+	FailureSkip FailurePolicy = "skip"
+	// FailureDeadLetter hands the rest of the batch to Config.DeadLetter, retrying that
+	// until it succeeds, then checkpoints past it.
+	FailureDeadLetter FailurePolicy = "dead-letter"
+)
+
+// DeadLetter stores the records of batches FailureDeadLetter gives up on.
+type DeadLetter interface {
+	// Put stores records of shardID, on which the processor failed with cause. The
+	// records must be durable when it returns nil: the shard is checkpointed past them.
+	Put(ctx context.Context, shardID string, records []stream.Record, cause error) error
+}
+
+// DefaultProcessorRetries is ProcessorRetries's default.
+const DefaultProcessorRetries = 10
 
 // ConfigError names the setting that is wrong and why.
 type ConfigError struct {
@@ -203,6 +249,8 @@ func DefaultConfig() Config {
 		IdleTimeBetweenReads: DefaultIdleTimeBetweenReads,
 		MinTimeBetweenReads:  DefaultMinTimeBetweenReads,
 		ShutdownTimeout:      DefaultShutdownTimeout,
+		OnProcessorFailure:   FailureRetry,
+		ProcessorRetries:     DefaultProcessorRetries,
 	}
 }
 
@@ -225,6 +273,8 @@ func (c Config) withDefaults() (Config, error) {
 	orDefault(&c.IdleTimeBetweenReads, d.IdleTimeBetweenReads)
 	orDefault(&c.MinTimeBetweenReads, d.MinTimeBetweenReads)
 	orDefault(&c.ShutdownTimeout, d.ShutdownTimeout)
+	orDefault(&c.OnProcessorFailure, d.OnProcessorFailure)
+	orDefault(&c.ProcessorRetries, d.ProcessorRetries)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -293,6 +343,12 @@ func (c Config) validate() error {
 		return bad("CheckpointInterval", "%s must not be negative", c.CheckpointInterval)
 	case c.ShutdownTimeout < time.Second:
 		return bad("ShutdownTimeout", "%s is too short; at least 1s", c.ShutdownTimeout)
+	case c.OnProcessorFailure != FailureRetry && c.OnProcessorFailure != FailureStop && c.OnProcessorFailure != FailureSkip && c.OnProcessorFailure != FailureDeadLetter:
+		return bad("OnProcessorFailure", "%q must be retry, stop, skip or dead-letter", c.OnProcessorFailure)
+	case c.ProcessorRetries < 0:
+		return bad("ProcessorRetries", "%d must not be negative", c.ProcessorRetries)
+	case c.OnProcessorFailure == FailureDeadLetter && c.DeadLetter == nil:
+		return bad("DeadLetter", "must be set when OnProcessorFailure is dead-letter")
 	}
 	return nil
 }

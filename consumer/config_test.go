@@ -30,6 +30,10 @@ func TestConfigValidation(t *testing.T) {
 		{"timestamp missing", func(c *Config) { c.InitialPosition = "AT_TIMESTAMP" }, "InitialTimestamp"},
 		{"too many records", func(c *Config) { c.MaxRecordsPerGet = 10001 }, "MaxRecordsPerGet"},
 		{"reads too fast", func(c *Config) { c.MinTimeBetweenReads = 100 * time.Millisecond }, "MinTimeBetweenReads"},
+		{"unknown failure policy", func(c *Config) { c.OnProcessorFailure = "ignore" }, "OnProcessorFailure"},
+		{"negative retries", func(c *Config) { c.ProcessorRetries = -1 }, "ProcessorRetries"},
+		{"dead-letter without a dead letter", func(c *Config) { c.OnProcessorFailure = FailureDeadLetter }, "DeadLetter"},
+		{"skip", func(c *Config) { c.OnProcessorFailure = FailureSkip }, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

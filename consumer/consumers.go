@@ -120,6 +120,18 @@ func (s *consumerSet) shardIDs() []string {
 	return ids
 }
 
+// stoppedIDs returns the shards whose consumer FailureStop stopped, sorted.
+func (s *consumerSet) stoppedIDs() []string {
+	var ids []string
+	for _, c := range s.all() {
+		if c.stopped.Load() {
+			ids = append(ids, c.lease.ShardID)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
 // stopAll asks every consumer that has not ended to stop for reason k and returns how
 // many it asked.
 func (s *consumerSet) stopAll(k stopKind) int {

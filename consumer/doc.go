@@ -134,7 +134,11 @@
 // records since the shard's last checkpoint are processed again by the next owner.
 // Planned moves (rebalancing, shutdown) let the processor checkpoint first, so a
 // processor that checkpoints in ShutdownRequested sees no duplicates. A batch whose
-// processing failed is retried from after the processor's last accepted checkpoint.
+// processing failed is retried from after the processor's last accepted checkpoint:
+// forever by default (FailureRetry: nothing is skipped, the shard waits), or
+// ProcessorRetries times and then, as Config.OnProcessorFailure says, the shard is
+// stopped with its lease held (FailureStop), or the rest of the batch is skipped
+// (FailureSkip) or handed to a DeadLetter (FailureDeadLetter) and checkpointed past.
 // Liveness assumes that clocks advance at about the same rate (within the
 // LeaseDuration/5 margin), not that they agree.
 //

@@ -23,6 +23,12 @@ type Hooks struct {
 	// AggregateDiscarded is called for a KPL aggregate with a user record whose hash key
 	// is outside the shard's range: as the KCL does, none of its userRecords is delivered.
 	AggregateDiscarded func(shardID, sequenceNumber string, userRecords int)
+	// ProcessorFailed is called for every error ProcessRecords returns (ErrLeaseLost
+	// aside).
+	ProcessorFailed func(shardID string, err error)
+	// BatchAbandoned is called when Config.OnProcessorFailure gave up on the rest of a
+	// batch: stopped the shard, skipped the records or dead-lettered them.
+	BatchAbandoned func(shardID string, policy FailurePolicy, records int)
 }
 
 func (h Hooks) targetChanged(old, new int) {
@@ -76,5 +82,17 @@ func (h Hooks) malformedAggregate(shardID, seq string, err error) {
 func (h Hooks) aggregateDiscarded(shardID, seq string, n int) {
 	if h.AggregateDiscarded != nil {
 		h.AggregateDiscarded(shardID, seq, n)
+	}
+}
+
+func (h Hooks) processorFailed(shardID string, err error) {
+	if h.ProcessorFailed != nil {
+		h.ProcessorFailed(shardID, err)
+	}
+}
+
+func (h Hooks) batchAbandoned(shardID string, policy FailurePolicy, n int) {
+	if h.BatchAbandoned != nil {
+		h.BatchAbandoned(shardID, policy, n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
@@ -88,6 +89,8 @@ type shardConsumer struct {
 	hashRangeKnown bool
 
 	releasing bool // owned by the worker's control loop
+	// stopped is set while FailureStop holds the shard stopped (read by Status).
+	stopped atomic.Bool
 }
 
 // requestStop asks the consumer to stop. A lost lease also cancels the consumer's
@@ -285,14 +288,15 @@ func (c *shardConsumer) pastRetention(ctx context.Context, err error) bool {
 	return true
 }
 
-// process hands one batch to the processor, retrying it until it succeeds: a batch is
-// never skipped. A retry hands over only the records after the processor's last
-// accepted checkpoint. It returns a stop request that arrived meanwhile.
+// process hands one batch to the processor, retrying it while it fails, and after
+// ProcessorRetries retries does what OnProcessorFailure says (by default it retries
+// forever: a batch is never skipped). A retry hands over only the records after the
+// processor's last accepted checkpoint. It returns a stop request that arrived meanwhile.
 func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKind, bool) {
 	env, cfg := c.env, c.env.cfg
 	var backoff time.Duration
 	records := batch.Records
-	for {
+	for failures := 0; ; failures++ {
 		if !env.tenure.valid(c.lapses) || !c.stillOwned(ctx, cfg.LeaseScanInterval) {
 			return stopLost, true
 		}
@@ -311,15 +315,70 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 		if errors.Is(err, ErrLeaseLost) || ctx.Err() != nil {
 			return stopLost, true
 		}
+		env.hooks.processorFailed(c.lease.ShardID, err)
 		records = after(records, c.cp.LastExtendedSequenceNumber())
 		if len(records) == 0 {
 			return 0, false // Everything was checkpointed before the error.
+		}
+		if cfg.OnProcessorFailure != FailureRetry && failures == cfg.ProcessorRetries {
+			return c.giveUp(ctx, records, err)
 		}
 		backoff = c.failed("process records (the batch will be retried)", err, backoff)
 		if k, stopped := c.waitUntil(ctx, env.clock.Now().Add(backoff)); stopped {
 			return k, true
 		}
 	}
+}
+
+// giveUp does what OnProcessorFailure says with the records of a batch the processor
+// kept failing on: stop the shard until a stop request, or skip or dead-letter the
+// records and checkpoint past them. It returns a stop request, or a lost lease.
+func (c *shardConsumer) giveUp(ctx context.Context, records []stream.Record, cause error) (stopKind, bool) {
+	env, policy := c.env, c.env.cfg.OnProcessorFailure
+	first, last := records[0], records[len(records)-1]
+	attrs := []any{"policy", policy, "retries", env.cfg.ProcessorRetries, "records", len(records),
+		"first_sequence_number", first.SequenceNumber, "last_sequence_number", last.SequenceNumber, "err", cause}
+	switch policy {
+	case FailureStop:
+		c.log.Error("the record processor keeps failing: stopped reading the shard (the lease stays held; "+
+			"a restart of the worker or a move of the lease retries the batch)", attrs...)
+		env.hooks.batchAbandoned(c.lease.ShardID, policy, len(records))
+		c.stopped.Store(true)
+		defer c.stopped.Store(false)
+		select {
+		case k := <-c.stopCh:
+			return k, true
+		case <-ctx.Done():
+			return stopLost, true
+		}
+	case FailureDeadLetter:
+		var backoff time.Duration
+		for {
+			dctx, cancel := context.WithTimeout(ctx, env.cfg.streamTimeout())
+			err := env.cfg.DeadLetter.Put(dctx, c.lease.ShardID, records, cause)
+			cancel()
+			if err == nil {
+				break
+			}
+			backoff = c.failed("put the batch on the dead-letter stream", err, backoff)
+			if k, stopped := c.waitUntil(ctx, env.clock.Now().Add(backoff)); stopped {
+				return k, true
+			}
+		}
+		c.log.Error("the record processor keeps failing: put the rest of the batch on the dead-letter stream and moved past it", attrs...)
+	default:
+		c.log.Error("the record processor keeps failing: skipped the rest of the batch", attrs...)
+	}
+	env.hooks.batchAbandoned(c.lease.ShardID, policy, len(records))
+	if err := c.cp.CheckpointRecord(ctx, last); err != nil {
+		if errors.Is(err, ErrLeaseLost) || ctx.Err() != nil {
+			return stopLost, true
+		}
+		// The records were handled; a failed checkpoint only means they may be handled
+		// once more after a restart.
+		c.log.Warn("cannot checkpoint past the abandoned batch", "err", err)
+	}
+	return 0, false
 }
 
 // after returns the records after the checkpoint cp, by (sequence number, sub-sequence

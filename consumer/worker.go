@@ -47,6 +47,10 @@ type Status struct {
 	Target int
 	// Leases are the shards this worker holds.
 	Leases []string
+	// StoppedShards are the shards of Leases that FailureStop stopped: their processor
+	// kept failing on a batch, and nothing is read from them until the lease moves or the
+	// worker restarts.
+	StoppedShards []string
 	// MaxLeasesPerWorker, ShardCount (open shards), WorkerCount (desired), LiveWorkers,
 	// UnownedShards and RecommendedWorkers are the coordinator record's values.
 	MaxLeasesPerWorker int
@@ -287,7 +291,7 @@ func (w *Worker) shutdown(ctx context.Context, hardStop, stopHeartbeat context.C
 		}
 		gcancel()
 	}
-	w.status.set(func(s *Status) { s.Ready = false; s.Leases = nil; s.Coordinator = false })
+	w.status.set(func(s *Status) { s.Ready = false; s.Leases, s.StoppedShards = nil, nil; s.Coordinator = false })
 	w.log.Info("worker stopped", "took", clk.Now().Sub(start).Round(time.Millisecond))
 }
 
@@ -328,6 +332,7 @@ func (w *Worker) tick(ctx context.Context) {
 		s.Coordinator = w.coord.holding()
 		s.Target = w.bal.target
 		s.Leases = w.running.shardIDs()
+		s.StoppedShards = w.running.stoppedIDs()
 		if rec != nil {
 			s.OwnedLeases = rec.OwnedLeases
 			s.MaxLeasesPerWorker, s.RecommendedWorkers = rec.MaxLeasesPerWorker, rec.RecommendedWorkers
@@ -369,6 +374,7 @@ func (b *statusBoard) get() Status {
 	defer b.mu.Unlock()
 	s := b.s
 	s.Leases = append([]string(nil), s.Leases...)
+	s.StoppedShards = append([]string(nil), s.StoppedShards...)
 	return s
 }
 

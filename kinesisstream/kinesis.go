@@ -130,8 +130,13 @@ func (k *Kinesis) GetRecords(ctx context.Context, iterator string, limit int) (s
 	return b, nil
 }
 
-// CheckStream verifies the stream exists and can be described, with an error that says
-// what to do about it: the usual start-up mistakes are a wrong name, region or endpoint.
+// ErrStreamCreating is returned by CheckStream while the stream is being created.
+var ErrStreamCreating = errors.New("kinesis stream is being created")
+
+// CheckStream verifies the stream exists, is not being created and can be described,
+// with an error that says what to do about it: the usual start-up mistakes are a wrong
+// name, region or endpoint. A missing stream wraps stream.ErrStreamNotFound, one being
+// created ErrStreamCreating.
 func (k *Kinesis) CheckStream(ctx context.Context) error {
 	out, err := k.api.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(k.stream)})
 	switch {
@@ -149,7 +154,7 @@ func (k *Kinesis) CheckStream(ctx context.Context) error {
 		}
 	}
 	if d := out.StreamDescriptionSummary; d != nil && d.StreamStatus == types.StreamStatusCreating {
-		return fmt.Errorf("stream %q%s is still being created (%s): retry shortly", k.stream, k.where(), d.StreamStatus)
+		return fmt.Errorf("stream %q%s is still being created: %w", k.stream, k.where(), ErrStreamCreating)
 	}
 	return nil
 }
@@ -173,11 +178,15 @@ func (k *Kinesis) where() string {
 
 // wrap adds the stream, the operation and, for the errors the consumer reacts to, the
 // matching sentinel; the service's error stays in the chain for its message and errors.As.
-func (k *Kinesis) wrap(op string, err error) error {
+func (k *Kinesis) wrap(op string, err error) error { return wrapFor(k.stream, op, err) }
+
+// wrapFor names the operation and stream of a failed call and wraps the error's stream
+// sentinel, if any.
+func wrapFor(streamName, op string, err error) error {
 	if sentinel := classify(err); sentinel != nil {
-		return fmt.Errorf("kinesis %s on stream %q: %w: %w", op, k.stream, sentinel, err)
+		return fmt.Errorf("kinesis %s on stream %q: %w: %w", op, streamName, sentinel, err)
 	}
-	return fmt.Errorf("kinesis %s on stream %q: %w", op, k.stream, err)
+	return fmt.Errorf("kinesis %s on stream %q: %w", op, streamName, err)
 }
 
 // classify maps a service error to a sentinel. It matches error codes, which covers both

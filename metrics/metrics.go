@@ -24,6 +24,8 @@ type Metrics struct {
 	records, batches        prometheus.Counter
 	malformed, discarded    prometheus.Counter
 	targetChanges           prometheus.Counter
+	processorFailures       prometheus.Counter
+	abandoned               *prometheus.CounterVec
 	checkpoints             *prometheus.CounterVec
 	lag                     *prometheus.GaugeVec
 	awsRequests             *prometheus.CounterVec
@@ -46,6 +48,9 @@ func New(reg prometheus.Registerer, status func() consumer.Status) (*Metrics, er
 			"Records with the KPL aggregate prefix that are not valid aggregates (bad MD5, truncated, bad protobuf): delivered whole."),
 		discarded: counter("kpl_discarded_user_records_total",
 			"User records of KPL aggregates not delivered because a hash key of the aggregate is outside the shard's range (as the KCL does)."),
+		processorFailures: counter("processor_failures_total", "Errors ProcessRecords returned (each try of a batch)."),
+		abandoned: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "batches_abandoned_total",
+			Help: "Batches the processor kept failing on, by what ON_PROCESSOR_FAILURE did: stop, skip or dead-letter."}, []string{"policy"}),
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "checkpoint_writes_total",
 			Help: "Checkpoint writes by result: ok, lease_lost or error."}, []string{"result"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "millis_behind_latest",
@@ -56,12 +61,25 @@ func New(reg prometheus.Registerer, status func() consumer.Status) (*Metrics, er
 			Help: "AWS API requests that failed, by service, operation and error code."}, []string{"service", "operation", "code"}),
 	}
 	for _, c := range []prometheus.Collector{m.takes, m.releases, m.losses, m.records, m.batches, m.targetChanges, m.malformed, m.discarded,
-		m.checkpoints, m.lag, m.awsRequests, m.awsErrors, statusCollector{status}} {
+		m.processorFailures, m.abandoned, m.checkpoints, m.lag, m.awsRequests, m.awsErrors, statusCollector{status}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// RegisterBuildInfo registers kds_build_info: always 1, with the build's version,
+// revision and Go version as labels (the Prometheus convention for build information,
+// to join on or to alert on a fleet running mixed builds).
+func RegisterBuildInfo(reg prometheus.Registerer, version, revision, goVersion string) error {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info",
+		Help: "Always 1: the build of the running binary in its labels."}, []string{"version", "revision", "go_version"})
+	if err := reg.Register(g); err != nil {
+		return err
+	}
+	g.WithLabelValues(version, revision, goVersion).Set(1)
+	return nil
 }
 
 // Hooks returns the consumer hooks that feed the counters. Chain them with the
@@ -79,6 +97,10 @@ func (m *Metrics) Hooks() consumer.Hooks {
 		},
 		MalformedAggregate: func(string, string, error) { m.malformed.Inc() },
 		AggregateDiscarded: func(_, _ string, n int) { m.discarded.Add(float64(n)) },
+		ProcessorFailed:    func(string, error) { m.processorFailures.Inc() },
+		BatchAbandoned: func(_ string, policy consumer.FailurePolicy, _ int) {
+			m.abandoned.WithLabelValues(string(policy)).Inc()
+		},
 		Checkpointed: func(_ string, err error) {
 			switch {
 			case err == nil:
@@ -138,6 +160,7 @@ var gauges = []struct {
 	{"workers_desired", "Desired worker count the coordinator divides by.", func(s consumer.Status) float64 { return float64(s.WorkerCount) }},
 	{"workers_live", "Workers with fresh heartbeats.", func(s consumer.Status) float64 { return float64(s.LiveWorkers) }},
 	{"recommended_workers", "Workers needed so that no shard is left unowned under the cap (for autoscalers).", func(s consumer.Status) float64 { return float64(s.RecommendedWorkers) }},
+	{"shards_stopped", "Shards this worker holds but stopped reading: their processor kept failing (ON_PROCESSOR_FAILURE=stop). Alert when above 0.", func(s consumer.Status) float64 { return float64(len(s.StoppedShards)) }},
 	{"coordinator", "1 while this worker is the coordinator.", func(s consumer.Status) float64 { return b2f(s.Coordinator) }},
 	{"ready", "1 once the worker has joined.", func(s consumer.Status) float64 { return b2f(s.Ready) }},
 }

@@ -12,9 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 )
 
 func envOf(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
@@ -34,6 +31,10 @@ func TestEveryBadSettingNamesItsVariable(t *testing.T) {
 		{map[string]string{"AWS_ENDPOINT_URL_KINESIS": "not a url"}, "AWS_ENDPOINT_URL_KINESIS"},
 		{map[string]string{"AWS_ENDPOINT_URL_DYNAMODB": "dynamo:8000"}, "AWS_ENDPOINT_URL_DYNAMODB"},
 		{map[string]string{"STREAM_NAME": "my stream"}, "STREAM_NAME"},
+		{map[string]string{"ON_PROCESSOR_FAILURE": "ignore"}, "ON_PROCESSOR_FAILURE"},
+		{map[string]string{"ON_PROCESSOR_FAILURE": "dead-letter"}, "DEAD_LETTER_STREAM"},
+		{map[string]string{"DEAD_LETTER_STREAM": "dead letters"}, "DEAD_LETTER_STREAM"},
+		{map[string]string{"PROCESSOR_RETRIES": "-2"}, "PROCESSOR_RETRIES"},
 		{map[string]string{"STREAM_NAME": strings.Repeat("s", 129)}, "STREAM_NAME"},
 		{map[string]string{"APP_NAME": "ab"}, "APP_NAME"},
 		{map[string]string{"APP_NAME": "my app"}, "APP_NAME"},
@@ -207,28 +208,5 @@ func TestUnreachableNamesEndpoint(t *testing.T) {
 	service := errors.New(`dynamostore: DescribeTable: table "x": dynamodb table not found`)
 	if got := unreachable("DynamoDB", "r", "e", time.Minute, service); got != service {
 		t.Errorf("a service error was rewritten: %v", got)
-	}
-}
-
-// Missing credentials are reported as such, with how to provide them; present ones pass.
-func TestCheckCredentials(t *testing.T) {
-	failing := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-		return aws.Credentials{}, errors.New("no EC2 IMDS role found, operation error ec2imds: GetMetadata, access disabled to EC2 IMDS")
-	})
-	err := checkCredentials(t.Context(), aws.Config{Credentials: failing})
-	if !errors.Is(err, errNoCredentials) {
-		t.Fatalf("err = %v, want errNoCredentials", err)
-	}
-	for _, want := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "IRSA"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("%q does not mention %s", err, want)
-		}
-	}
-	if err := checkCredentials(t.Context(), aws.Config{}); !errors.Is(err, errNoCredentials) {
-		t.Errorf("no provider: err = %v", err)
-	}
-	ok := credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", "")
-	if err := checkCredentials(t.Context(), aws.Config{Credentials: ok}); err != nil {
-		t.Errorf("static credentials refused: %v", err)
 	}
 }

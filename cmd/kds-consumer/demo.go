@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
@@ -14,7 +16,9 @@ import (
 // perRecord after every record (CheckpointRecord: KPL user records one by one). With a
 // record log it first appends each record (shard, sequence and sub-sequence number,
 // partition key, epoch) so that tests and `kdsctl verify` can prove nothing was lost or
-// processed twice. delay pauses after each record, as slow processing would.
+// processed twice. delay pauses after each record, as slow processing would. A record
+// whose data is failOn fails its batch, after the records before it were processed, as a
+// record the application cannot handle would (to try ON_PROCESSOR_FAILURE).
 type demoProcessor struct {
 	log       *slog.Logger
 	recorder  *recordlog.Writer
@@ -23,11 +27,13 @@ type demoProcessor struct {
 	count     int64
 	perRecord bool
 	delay     time.Duration
+	failOn    string
 }
 
-func demoFactory(log *slog.Logger, workerID string, rec *recordlog.Writer, perRecord bool, delay time.Duration) consumer.ProcessorFactory {
+func demoFactory(log *slog.Logger, rec *recordlog.Writer, s settings) consumer.ProcessorFactory {
 	return func(shardID string) consumer.RecordProcessor {
-		return &demoProcessor{log: log.With("shard", shardID), recorder: rec, shardID: shardID, perRecord: perRecord, delay: delay}
+		return &demoProcessor{log: log.With("shard", shardID), recorder: rec, shardID: shardID,
+			perRecord: s.DemoCheckpoint == "record", delay: s.DemoRecordDelay, failOn: s.DemoFailOn}
 	}
 }
 
@@ -38,6 +44,15 @@ func (p *demoProcessor) Initialize(_ context.Context, in consumer.InitializeInpu
 }
 
 func (p *demoProcessor) ProcessRecords(ctx context.Context, in consumer.ProcessRecordsInput) error {
+	if i := slices.IndexFunc(in.Records, func(r stream.Record) bool { return p.failOn != "" && string(r.Data) == p.failOn }); i >= 0 {
+		bad := in.Records[i]
+		if in.Records = in.Records[:i]; i > 0 {
+			if err := p.ProcessRecords(ctx, in); err != nil {
+				return err
+			}
+		}
+		return fmt.Errorf("demo processor: record %s holds %q (DEMO_FAIL_ON)", bad.SequenceNumber, p.failOn)
+	}
 	if p.perRecord || p.delay > 0 {
 		for _, r := range in.Records {
 			if err := p.recorder.Append(in.ShardID, in.Epoch, []stream.Record{r}); err != nil {

@@ -3,13 +3,15 @@
 // processor (count, log, checkpoint every batch) on each shard it holds.
 //
 // Configuration comes from flags and the same-named environment variables; run with
-// --help for the list. Invalid settings exit with status 2 and a message naming them.
+// --help for the list (`kds-consumer version` or --version prints the build). Invalid
+// settings exit with status 2 and a message naming them.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -28,6 +30,8 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/awsenv"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/recordlog"
 	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 	"github.com/kds-lease-manager/kds-lease-manager/kubeworkers"
@@ -39,10 +43,7 @@ func main() {
 	host, _ := os.Hostname()
 	s, err := parseSettings(os.Args[1:], os.Getenv, host, os.Stderr)
 	if err != nil {
-		if !errors.Is(err, errHelp) {
-			fmt.Fprintf(os.Stderr, "kds-consumer: %v\n", err)
-		}
-		os.Exit(2)
+		os.Exit(settingsExit(err, os.Stdout, os.Stderr))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -58,6 +59,20 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// settingsExit answers an invocation that does not run a worker and returns its exit
+// status: 0 after --help or a version request, 2 for bad settings (named on stderr).
+func settingsExit(err error, stdout, stderr io.Writer) int {
+	switch {
+	case errors.Is(err, errHelp):
+		return 0
+	case errors.Is(err, errVersion):
+		fmt.Fprintln(stdout, "kds-consumer", buildinfo.Read())
+		return 0
+	}
+	fmt.Fprintf(stderr, "kds-consumer: %v\n", err)
+	return 2
 }
 
 // statefulSetReplicas watches the workers' StatefulSet for its replica count. A worker that
@@ -105,11 +120,8 @@ func newLogger(s settings) *slog.Logger {
 }
 
 func run(ctx context.Context, s settings, log *slog.Logger) error {
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(s.Region))
+	awsCfg, err := awsenv.Load(ctx, awsconfig.LoadDefaultConfig, s.Region)
 	if err != nil {
-		return fmt.Errorf("load AWS configuration: %w", err)
-	}
-	if err := checkCredentials(ctx, awsCfg); err != nil {
 		return err
 	}
 	var endpoint *string
@@ -122,6 +134,10 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m, err := metrics.New(reg, func() consumer.Status { return w.Status() })
 	if err != nil {
+		return err
+	}
+	build := buildinfo.Read()
+	if err := metrics.RegisterBuildInfo(reg, build.Version, build.Revision, build.GoVersion); err != nil {
 		return err
 	}
 	// A per-service endpoint variable wins over AWS_ENDPOINT_URL, as in the SDK.
@@ -151,13 +167,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	if err != nil {
 		return unreachable("DynamoDB", ddb.Options().Region, aws.ToString(ddb.Options().BaseEndpoint), time.Minute, err)
 	}
-	kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	source := kinesisstream.New(kin, s.StreamName)
-	err = source.CheckStream(kctx)
-	cancel()
-	if err != nil {
-		return unreachable("Kinesis", kin.Options().Region, aws.ToString(kin.Options().BaseEndpoint), 30*time.Second, err)
-	}
 	factory, closeFactory, err := processorFactory(s, log)
 	if err != nil {
 		return err
@@ -165,6 +175,9 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 	defer closeFactory()
 
 	cfg := s.Config
+	if s.DeadLetterStream != "" {
+		cfg.DeadLetter = &kinesisstream.DeadLetterStream{API: kin, Stream: s.DeadLetterStream}
+	}
 	cfg.Logger = log
 	cfg.Hooks = m.Hooks()
 	switch s.WorkerCountSource {
@@ -195,6 +208,14 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		return fmt.Errorf("health endpoint on %s: %w (set HEALTH_ADDR)", s.HealthAddr, err)
 	case <-time.After(50 * time.Millisecond):
 	}
+	// Alive (/health) and not ready (/ready) while the stream is missing or being created.
+	sw := defaultStreamWait()
+	if err := waitForStream(ctx, source.CheckStream, sw, log); err != nil {
+		if ctx.Err() != nil {
+			return nil // Stopped before the stream came: nothing to hand over.
+		}
+		return unreachable("Kinesis", kin.Options().Region, aws.ToString(kin.Options().BaseEndpoint), sw.timeout, err)
+	}
 	return w.Run(ctx)
 }
 
@@ -214,5 +235,5 @@ func processorFactory(s settings, log *slog.Logger) (consumer.ProcessorFactory, 
 	if err != nil {
 		return nil, nil, s.invalid(&s.RecordLogDir, s.RecordLogDir, err.Error())
 	}
-	return demoFactory(log, s.WorkerID, recorder, s.DemoCheckpoint == "record", s.DemoRecordDelay), func() { recorder.Close() }, nil
+	return demoFactory(log, recorder, s), func() { recorder.Close() }, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 	"github.com/kds-lease-manager/kds-lease-manager/multilang"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // settings is the worker's configuration, from flags and the environment (a flag wins
@@ -31,10 +33,12 @@ type settings struct {
 	WorkerCount                                      int
 	WorkerCountSource, StatefulSetName, PodNamespace string
 	HealthAddr, LogFormat, LogLevel, RecordLogDir    string
+	DeadLetterStream                                 string
 	CreateTables                                     bool
-	// DemoCheckpoint and DemoRecordDelay shape the demo processor (demo.go).
+	// DemoCheckpoint, DemoRecordDelay and DemoFailOn shape the demo processor (demo.go).
 	DemoCheckpoint  string
 	DemoRecordDelay time.Duration
+	DemoFailOn      string
 	// Properties is a KCL MultiLangDaemon .properties file (properties.go); with
 	// MultiLangCommand the worker runs that record processor (package multilang)
 	// instead of the demo processor, each action bounded by MultiLangTimeout.
@@ -49,7 +53,7 @@ type settings struct {
 // whose default follows another field stay 0) and the binary's own. hostname is the
 // default worker id (the pod name in Kubernetes).
 func defaultSettings(hostname string) settings {
-	s := settings{Config: consumer.DefaultConfig(), Region: "us-east-1", HealthAddr: ":8080",
+	s := settings{Config: consumer.DefaultConfig(), HealthAddr: ":8080",
 		LogFormat: "text", LogLevel: "info", CreateTables: true, DemoCheckpoint: "batch",
 		MultiLangTimeout: multilang.DefaultActionTimeout}
 	s.StreamName, s.AppName, s.WorkerID = "test-stream", "kds-consumer-app", hostname
@@ -63,7 +67,7 @@ func defaultSettings(hostname string) settings {
 func table(s *settings) []setting {
 	c := &s.Config
 	return []setting{
-		stringVar(&s.Region, "AWS_REGION", "region", "AWS region", checkRegion),
+		stringVar(&s.Region, "AWS_REGION", "region", "AWS region (default: the SDK's, e.g. the AWS_PROFILE's region)", checkRegion),
 		urlVar(&s.Endpoint, "AWS_ENDPOINT_URL", "endpoint", "endpoint for Kinesis and DynamoDB (e.g. http://localhost:4566); AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL_DYNAMODB also work"),
 		urlVar(&s.KinesisEndpoint, "AWS_ENDPOINT_URL_KINESIS", "", "Kinesis endpoint, over AWS_ENDPOINT_URL"),
 		urlVar(&s.DynamoDBEndpoint, "AWS_ENDPOINT_URL_DYNAMODB", "", "DynamoDB endpoint, over AWS_ENDPOINT_URL"),
@@ -88,6 +92,10 @@ func table(s *settings) []setting {
 		intVar(&c.MaxRecordsPerGet, 1, 10000, "MAX_RECORDS_PER_GET", "max-records-per-get", "GetRecords limit per call"),
 		durationVar(&c.CheckpointInterval, "CHECKPOINT_INTERVAL", "checkpoint-interval", "at most one checkpoint write per shard per interval; the rest are kept and written with the next write or the lease's release (0: every checkpoint is written)"),
 		durationVar(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", "shutdown-timeout", "bound on the graceful drain"),
+		choiceVar(&c.OnProcessorFailure, "ON_PROCESSOR_FAILURE", "on-processor-failure", "what happens to a batch the record processor keeps failing on after PROCESSOR_RETRIES retries: retry (forever, nothing skipped), stop (the shard, lease held, kds_shards_stopped alerts), skip (the rest of the batch, logged and counted) or dead-letter (to DEAD_LETTER_STREAM)",
+			consumer.FailureRetry, consumer.FailureStop, consumer.FailureSkip, consumer.FailureDeadLetter),
+		intVar(&c.ProcessorRetries, 0, 1000, "PROCESSOR_RETRIES", "processor-retries", "retries of a failing batch, with back-off from 100ms to 5s, before ON_PROCESSOR_FAILURE applies (0: the default)"),
+		stringVar(&s.DeadLetterStream, "DEAD_LETTER_STREAM", "dead-letter-stream", "Kinesis stream that receives the batches ON_PROCESSOR_FAILURE=dead-letter gives up on", checkOptionalStreamName),
 		upperVar(&c.InitialPosition, "INITIAL_POSITION", "initial-position", "where new leases start: TRIM_HORIZON, LATEST or AT_TIMESTAMP"),
 		timeVar(&c.InitialTimestamp, "INITIAL_TIMESTAMP", "initial-timestamp", "RFC 3339 time for AT_TIMESTAMP").
 			onlyIf(func() bool { return c.InitialPosition == lease.AtTimestamp }),
@@ -98,6 +106,7 @@ func table(s *settings) []setting {
 		boolVar(&s.CreateTables, "CREATE_TABLES", "create-tables", "create the lease and metadata tables when missing"),
 		choiceVar(&s.DemoCheckpoint, "DEMO_CHECKPOINT", "demo-checkpoint", "demo processor: checkpoint after every batch (Checkpoint of its last sequence number) or after every record (CheckpointRecord: inside KPL aggregates too)", "batch", "record"),
 		durationVar(&s.DemoRecordDelay, "DEMO_RECORD_DELAY", "demo-record-delay", "demo processor: pause after each record (and its checkpoint), to simulate slow processing"),
+		stringVar(&s.DemoFailOn, "DEMO_FAIL_ON", "demo-fail-on", "demo processor: fail every batch at a record whose data is this (to try ON_PROCESSOR_FAILURE)"),
 		stringVar(&s.Properties, "KCL_PROPERTIES", "properties", "a KCL MultiLangDaemon .properties file: its keys (executableName, streamName, applicationName, ...) set the settings they map onto, under flags and variables"),
 		stringVar(&s.MultiLangCommand, "MULTILANG_COMMAND", "multilang-command", "run this KCL MultiLang record processor (command and arguments, split on spaces; the KCL's executableName), one process per shard, instead of the demo processor"),
 		durationVar(&s.MultiLangTimeout, "MULTILANG_TIMEOUT", "multilang-timeout", "deadline of each MultiLang action (the KCL's timeoutInSeconds): a record processor that misses it is killed and restarted from the last checkpoint"),
@@ -161,13 +170,17 @@ func upperVar(p *string, env, flag, help string) setting {
 }
 
 // choiceVar binds one of choices, in any case; empty only when the default is empty.
-func choiceVar(p *string, env, flag, help string, choices ...string) setting {
+func choiceVar[T ~string](p *T, env, flag, help string, choices ...T) setting {
 	def := *p
-	return bind(p, def, env, flag, help, func(v string) (string, string) {
-		if v = strings.ToLower(v); v == "" && def == "" || slices.Contains(choices, v) {
-			return v, ""
+	return bind(p, string(def), env, flag, help, func(v string) (T, string) {
+		if c := T(strings.ToLower(v)); c == "" && def == "" || slices.Contains(choices, c) {
+			return c, ""
 		}
-		return v, "want " + strings.Join(choices[:len(choices)-1], ", ") + " or " + choices[len(choices)-1]
+		names := make([]string, len(choices))
+		for i, c := range choices {
+			names[i] = string(c)
+		}
+		return T(v), "want " + strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 	})
 }
 
@@ -243,8 +256,12 @@ func reasonIf(bad bool, reason string) string {
 	return ""
 }
 
-// errHelp is returned after --help printed the usage.
-var errHelp = errors.New("help requested")
+// errHelp is returned after --help printed the usage; errVersion when the build was
+// asked for (--version, or the argument "version").
+var (
+	errHelp    = errors.New("help requested")
+	errVersion = errors.New("version requested")
+)
 
 // settingError names the bad setting by its variable and flag.
 type settingError struct {
@@ -290,11 +307,15 @@ func parseSettings(args []string, getenv func(string) string, hostname string, o
 			raw[i] = fs.String(r.flag, v, r.help+" ["+r.env+"]")
 		}
 	}
+	version := fs.Bool("version", false, "print the build (version, revision, Go version) and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return s, errHelp
 		}
 		return s, err
+	}
+	if *version || fs.NArg() == 1 && fs.Arg(0) == "version" {
+		return s, errVersion
 	}
 	if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected argument %q (all settings are --flags or environment variables)", fs.Arg(0))
@@ -316,6 +337,13 @@ func parseSettings(args []string, getenv func(string) string, hostname string, o
 	case "static":
 		if s.WorkerCount < 1 {
 			errs = append(errs, s.invalid(&s.WorkerCount, strconv.Itoa(s.WorkerCount), "WORKER_COUNT_SOURCE=static needs a WORKER_COUNT of at least 1"))
+		}
+	}
+	if s.OnProcessorFailure == consumer.FailureDeadLetter {
+		if s.DeadLetterStream == "" {
+			errs = append(errs, s.invalid(&s.DeadLetterStream, "", "ON_PROCESSOR_FAILURE=dead-letter needs a dead-letter stream"))
+		} else {
+			s.Config.DeadLetter = unconnected{} // run connects it.
 		}
 	}
 	if configParsed {
@@ -383,13 +411,25 @@ var (
 )
 
 func checkRegion(v string) string {
-	switch {
-	case v == "":
-		return "must not be empty"
-	case !regionRE.MatchString(v):
+	if v != "" && !regionRE.MatchString(v) {
 		return "want a region name such as us-east-1"
 	}
 	return ""
+}
+
+func checkOptionalStreamName(v string) string {
+	if v == "" {
+		return ""
+	}
+	return checkStreamName(v)
+}
+
+// unconnected stands for the dead-letter stream until run connects it, so that the
+// library's rules are checked at parse time.
+type unconnected struct{}
+
+func (unconnected) Put(context.Context, string, []stream.Record, error) error {
+	return errors.New("kds-consumer: dead-letter stream not connected")
 }
 
 func checkStreamName(v string) string {

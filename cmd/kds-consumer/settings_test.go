@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo"
 )
 
 func TestParseSettings(t *testing.T) {
@@ -92,6 +93,7 @@ var sampleValue = map[string]string{
 	"CLEANUP_INTERVAL": "2m", "FINISHED_LEASE_DELAY": "1m", "DEAD_WORKER_DELAY": "20m", "CHECKPOINT_INTERVAL": "2s",
 	"INITIAL_POSITION": "LATEST", "HEALTH_ADDR": ":9090", "LOG_FORMAT": "json", "LOG_LEVEL": "debug",
 	"RECORD_LOG_DIR": "/var/records", "CREATE_TABLES": "false", "DEMO_CHECKPOINT": "record", "DEMO_RECORD_DELAY": "250ms",
+	"ON_PROCESSOR_FAILURE": "skip", "PROCESSOR_RETRIES": "3", "DEAD_LETTER_STREAM": "orders-dead-letters", "DEMO_FAIL_ON": "poison",
 	"KCL_PROPERTIES": "testdata/app.properties", "MULTILANG_COMMAND": "node app.js", "MULTILANG_TIMEOUT": "30s",
 	// Read only with AT_TIMESTAMP (the sample of INITIAL_POSITION is LATEST).
 	"INITIAL_TIMESTAMP": "2026-01-02T15:04:05Z",
@@ -159,7 +161,8 @@ func TestEverySettingParsesAndItsFlagWins(t *testing.T) {
 // row; the others are listed here on purpose.
 func TestSettingsTableCoversConfig(t *testing.T) {
 	notSettable := map[string]bool{"LeaseScanInterval": true, "StartupSettle": true, "MinTimeBetweenReads": true,
-		"WorkerCounter": true, "Hooks": true, "Logger": true, "Clock": true}
+		"WorkerCounter": true, "Hooks": true, "Logger": true, "Clock": true,
+		"DeadLetter": true} // DEAD_LETTER_STREAM names the stream run connects
 	var s settings
 	envs, flags, fields := map[string]int{}, map[string]int{}, map[string]int{}
 	for _, r := range table(&s) {
@@ -239,6 +242,36 @@ func TestLibraryRefusalReportedWithOtherErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
+	}
+}
+
+// --help and a version request exit 0 (with the build on stdout); bad settings exit 2
+// naming the setting on stderr.
+func TestInvocationsThatRunNoWorker(t *testing.T) {
+	for _, tc := range []struct {
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{[]string{"--help"}, 0, "", ""},
+		{[]string{"--version"}, 0, "kds-consumer " + buildinfo.Read().String() + "\n", ""},
+		{[]string{"version"}, 0, "kds-consumer " + buildinfo.Read().String() + "\n", ""},
+		{[]string{"--lease-duration", "soon"}, 2, "", "kds-consumer: invalid LEASE_DURATION (--lease-duration)"},
+		{[]string{"versions"}, 2, "", `kds-consumer: unexpected argument "versions"`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := parseSettings(tc.args, envOf(nil), "host", io.Discard)
+			if err == nil {
+				t.Fatal("parseSettings accepted it")
+			}
+			var stdout, stderr strings.Builder
+			if code := settingsExit(err, &stdout, &stderr); code != tc.code {
+				t.Errorf("exit %d, want %d", code, tc.code)
+			}
+			if stdout.String() != tc.stdout || !strings.HasPrefix(stderr.String(), tc.stderr) || tc.stderr == "" && stderr.Len() > 0 {
+				t.Errorf("stdout %q, stderr %q; want stdout %q, stderr starting %q", stdout.String(), stderr.String(), tc.stdout, tc.stderr)
+			}
+		})
 	}
 }
 

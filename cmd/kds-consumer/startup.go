@@ -4,45 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
-
-// credentialsTimeout bounds the credential look-up; the SDK's chain ends with the
-// instance metadata service, which answers slowly or never off EC2.
-const credentialsTimeout = 20 * time.Second
-
-// errNoCredentials explains how to give the worker credentials; the SDK's own message
-// (usually about the EC2 instance metadata service) does not.
-var errNoCredentials = errors.New("no usable AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY " +
-	"(and AWS_SESSION_TOKEN for temporary credentials), or AWS_PROFILE with a shared credentials file, " +
-	"or give the pod an IAM role (EKS IRSA: AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE; or EKS Pod Identity); " +
-	"on EC2 the instance role is used unless AWS_EC2_METADATA_DISABLED=true")
-
-// checkCredentials fails fast, with errNoCredentials, when the SDK finds no credentials.
-// Nothing of the credentials is printed.
-func checkCredentials(ctx context.Context, cfg aws.Config) error {
-	if cfg.Credentials == nil {
-		return errNoCredentials
-	}
-	rctx, cancel := context.WithTimeout(ctx, credentialsTimeout)
-	defer cancel()
-	creds, err := cfg.Credentials.Retrieve(rctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return err // shutting down, not a configuration problem
-		}
-		return fmt.Errorf("%w (the SDK said: %v)", errNoCredentials, err)
-	}
-	if creds.AccessKeyID == "" || creds.SecretAccessKey == "" {
-		return errNoCredentials
-	}
-	return nil
-}
 
 // unreachable turns a transport failure of the first call to a service (nothing
 // listening, a name that does not resolve, no answer in time) into a message naming the
@@ -69,4 +40,47 @@ func isTransport(err error) bool {
 	var dnsErr *net.DNSError
 	var sendErr *smithyhttp.RequestSendError
 	return errors.As(err, &opErr) || errors.As(err, &dnsErr) || errors.As(err, &sendErr) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// streamWait is how waitForStream backs off: first, doubling up to most, each check
+// bounded by timeout.
+type streamWait struct {
+	first, most, timeout time.Duration
+}
+
+// defaultStreamWait checks after 1 s, then every 2, 4, ... up to 30 s.
+func defaultStreamWait() streamWait {
+	return streamWait{first: time.Second, most: 30 * time.Second, timeout: 30 * time.Second}
+}
+
+// waitForStream returns once check finds the stream, waiting with back-off while it is
+// missing or being created (the chart's init job, or an operator, may create it after
+// the workers start) and logging each wait with the reason, which names the stream,
+// region and endpoint. Any other failure is returned at once. It returns ctx's error
+// when ctx ends first.
+func waitForStream(ctx context.Context, check func(context.Context) error, bw streamWait, log *slog.Logger) error {
+	delay := bw.first
+	for waited := false; ; waited = true {
+		cctx, cancel := context.WithTimeout(ctx, bw.timeout)
+		err := check(cctx)
+		cancel()
+		switch {
+		case err == nil:
+			if waited {
+				log.Info("the stream is ready; starting")
+			}
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !errors.Is(err, stream.ErrStreamNotFound) && !errors.Is(err, kinesisstream.ErrStreamCreating):
+			return err
+		}
+		log.Warn("waiting for the stream (not ready: /ready stays false)", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, bw.most)
+	}
 }

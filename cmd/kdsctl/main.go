@@ -24,6 +24,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/awsenv"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo"
 )
 
 // errUsage marks errors that exit with status 2.
@@ -52,7 +54,17 @@ func commands() []command {
 		{"produce", "--rate R (--duration D | --count N)", "write test records with per-key sequence numbers", produce},
 		{"verify", "[--records-dir DIR]", "compare the stream with the workers' record logs", verify},
 		{"expect", "--shards S --max-leases M", "wait until coordinator and lease table match, PASS or FAIL", expect},
+		{"version", "", "print the build: version, revision, Go version", version},
 	}
+}
+
+// version prints the build; it needs no AWS access.
+func version(_ context.Context, e *env, args []string) error {
+	if err := e.parseNone(e.flags("version"), args); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "kdsctl", buildinfo.Read())
+	return nil
 }
 
 func (e *env) mainUsage(w io.Writer) {
@@ -115,18 +127,17 @@ type env struct {
 	endpoint, region, app, stream, output string
 	stdout, stderr                        io.Writer
 	// loadConfig loads the AWS configuration; tests substitute static credentials.
-	loadConfig func(ctx context.Context, region string) (aws.Config, error)
+	loadConfig awsenv.Loader
 }
 
-func newEnv(stdout, stderr io.Writer, loadConfig func(context.Context, string) (aws.Config, error)) *env {
+// newEnv returns the defaults: the region and endpoints are the SDK's (AWS_REGION,
+// AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_KINESIS / _DYNAMODB, the profile), --region and
+// --endpoint override them.
+func newEnv(stdout, stderr io.Writer, loadConfig awsenv.Loader) *env {
 	if loadConfig == nil {
-		loadConfig = func(ctx context.Context, region string) (aws.Config, error) {
-			return awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(region))
-		}
+		loadConfig = awsconfig.LoadDefaultConfig
 	}
 	return &env{
-		endpoint:   os.Getenv("AWS_ENDPOINT_URL"),
-		region:     getenv("AWS_REGION", "us-east-1"),
 		app:        getenv("APP_NAME", "kds-consumer-app"),
 		stream:     getenv("STREAM_NAME", "test-stream"),
 		output:     "table",
@@ -146,8 +157,8 @@ func getenv(key, def string) string {
 // register adds the global flags to fs, defaulting to e's current values, so that they are
 // accepted both before and after the command name.
 func (e *env) register(fs *flag.FlagSet) {
-	fs.StringVar(&e.endpoint, "endpoint", e.endpoint, "AWS endpoint URL, empty for AWS itself [AWS_ENDPOINT_URL]")
-	fs.StringVar(&e.region, "region", e.region, "AWS region [AWS_REGION]")
+	fs.StringVar(&e.endpoint, "endpoint", e.endpoint, "endpoint URL for Kinesis and DynamoDB, over the SDK's (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_KINESIS / _DYNAMODB)")
+	fs.StringVar(&e.region, "region", e.region, "AWS region, over the SDK's (AWS_REGION, the profile's)")
 	fs.StringVar(&e.app, "app", e.app, "application name: lease table APP, metadata table APP_meta [APP_NAME]")
 	fs.StringVar(&e.stream, "stream", e.stream, "stream name [STREAM_NAME]")
 	fs.StringVar(&e.output, "o", e.output, "output format: table or json")
@@ -314,11 +325,7 @@ func wantArgs(cmd string, pos []string, lo, hi int) error {
 }
 
 func (e *env) awsConfig(ctx context.Context) (aws.Config, error) {
-	cfg, err := e.loadConfig(ctx, e.region)
-	if err != nil {
-		return cfg, fmt.Errorf("load AWS configuration: %w", err)
-	}
-	return cfg, nil
+	return awsenv.Load(ctx, e.loadConfig, e.region)
 }
 
 func (e *env) kinesis(ctx context.Context) (*kinesis.Client, error) {

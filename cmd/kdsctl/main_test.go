@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/kds-lease-manager/kds-lease-manager/internal/awsenv"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo"
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
 )
 
@@ -43,11 +46,7 @@ func kdsctlCtx(ctx context.Context, t *testing.T, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	cfg := enginetest.AWSConfig(t)
-	e := newEnv(&out, &errb, func(_ context.Context, region string) (aws.Config, error) {
-		c := cfg.Copy()
-		c.Region = region
-		return c, nil
-	})
+	e := newEnv(&out, &errb, awsenv.Static(cfg))
 	full := append([]string{"--endpoint", enginetest.Endpoint(), "--region", enginetest.Region}, args...)
 	code := exitCode(e.run(ctx, full), &errb)
 	r := result{code: code, stdout: out.String(), stderr: errb.String()}
@@ -90,6 +89,8 @@ func TestUsageErrors(t *testing.T) {
 		{"--help", []string{"--help"}, 0, "exit status: 0 success, 1 failure, 2 usage error"},
 		{"command --help", []string{"produce", "--help"}, 0, "-keys"},
 		{"help command", []string{"help", "expect"}, 0, "-max-leases"},
+		{"version", []string{"version"}, 0, "kdsctl " + buildinfo.Read().String()},
+		{"version takes no argument", []string{"version", "now"}, 2, "unexpected arguments: now"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,14 +108,64 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// The application and stream default to the worker's variables; the region and the
+// endpoints are the SDK's own (per service, as the worker resolves them), --region and
+// --endpoint override them.
 func TestRunUsesEnvironmentDefaults(t *testing.T) {
 	t.Setenv("APP_NAME", "env-app")
 	t.Setenv("STREAM_NAME", "env-stream")
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
 	t.Setenv("AWS_REGION", "eu-west-1")
 	t.Setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
-	e := newEnv(nil, nil, nil)
-	if e.app != "env-app" || e.stream != "env-stream" || e.region != "eu-west-1" || e.endpoint != "http://127.0.0.1:1" {
-		t.Errorf("defaults %+v do not follow the environment", e)
+	t.Setenv("AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:2")
+	for _, tc := range []struct {
+		flags                     []string
+		region, kinesis, dynamodb string
+	}{
+		{nil, "eu-west-1", "http://127.0.0.1:2", "http://127.0.0.1:1"},
+		{[]string{"--region", "eu-north-1", "--endpoint", "http://127.0.0.1:3"}, "eu-north-1", "http://127.0.0.1:3", "http://127.0.0.1:3"},
+	} {
+		e := newEnv(nil, nil, nil)
+		if e.app != "env-app" || e.stream != "env-stream" {
+			t.Errorf("defaults %+v do not follow the environment", e)
+		}
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		e.register(fs)
+		if err := fs.Parse(tc.flags); err != nil {
+			t.Fatal(err)
+		}
+		kin, err := e.kinesis(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ddb, err := e.dynamo(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := kin.Options(); o.Region != tc.region || aws.ToString(o.BaseEndpoint) != tc.kinesis {
+			t.Errorf("%v: Kinesis at %s in %s, want %s in %s", tc.flags, aws.ToString(o.BaseEndpoint), o.Region, tc.kinesis, tc.region)
+		}
+		if o := ddb.Options(); o.Region != tc.region || aws.ToString(o.BaseEndpoint) != tc.dynamodb {
+			t.Errorf("%v: DynamoDB at %s in %s, want %s in %s", tc.flags, aws.ToString(o.BaseEndpoint), o.Region, tc.dynamodb, tc.region)
+		}
+	}
+}
+
+// Without credentials kdsctl says how to provide them, as the worker does, instead of
+// the SDK's message about the EC2 instance metadata service.
+func TestNoCredentialsSaysWhatToSet(t *testing.T) {
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	var out, errb bytes.Buffer
+	code := runMain(t.Context(), []string{"--region", "us-east-1", "--endpoint", "http://127.0.0.1:1", "leases"}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "no usable AWS credentials: set AWS_ACCESS_KEY_ID") {
+		t.Errorf("exit %d, stderr:\n%s", code, errb.String())
 	}
 }
 

@@ -97,6 +97,7 @@ func TestTemplateServerDryRun(t *testing.T) {
 			"STREAM_NAME": "test-stream", "APP_NAME": "kds-consumer-app", "ENABLE_DYNAMIC_MAX_LEASES": "true",
 			"MAX_LEASES_CAP": "80", "WORKER_COUNT_SOURCE": "kubernetes", "STATEFULSET_NAME": stsName,
 			"LEASE_DURATION": "10s", "SHUTDOWN_TIMEOUT": "20s", "LOG_FORMAT": "json", "HEALTH_ADDR": ":8080",
+			"ON_PROCESSOR_FAILURE": "retry", "PROCESSOR_RETRIES": "10",
 		}
 		for k, v := range wantEnv {
 			if cm.Data[k] != v {
@@ -404,6 +405,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"consumer.shutdownTimeout=40s", "consumer.terminationGracePeriodSeconds"},
 		{"consumer.app.enableDynamicMaxLeases=false,consumer.app.staticMaxLeases=100", "consumer.app.staticMaxLeases"},
 		{"consumer.initialPosition=AT_TIMESTAMP", "consumer.initialTimestamp"},
+		{"consumer.onProcessorFailure.policy=ignore", "/consumer/onProcessorFailure/policy"},
+		{"consumer.onProcessorFailure.policy=dead-letter", "consumer.onProcessorFailure.deadLetterStream"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			t.Parallel()

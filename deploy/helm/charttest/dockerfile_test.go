@@ -123,7 +123,8 @@ func TestDockerfile(t *testing.T) {
 	runs := strings.Join(build.all("RUN"), "\n")
 	envs := strings.Join(build.all("ENV"), " ")
 	for _, want := range []string{"--mount=type=cache,target=/go/pkg/mod", "--mount=type=cache,target=/root/.cache/go-build",
-		"go build", "-trimpath", `-ldflags "-s -w"`, "./cmd/kds-consumer", "./cmd/kdsctl"} {
+		"go build", "-trimpath", `-ldflags "-s -w `, "internal/buildinfo.stampedVersion=${VERSION}",
+		"internal/buildinfo.stampedRevision=${REVISION}", "./cmd/kds-consumer", "./cmd/kdsctl"} {
 		if !strings.Contains(runs, want) {
 			t.Errorf("builder RUN lacks %q:\n%s", want, runs)
 		}

@@ -97,6 +97,11 @@ that needs them, so `helm template` fails with a message naming the values.
 {{- if and (not .Values.consumer.app.enableDynamicMaxLeases) (gt (int .Values.consumer.app.staticMaxLeases) (int .Values.consumer.app.maxLeasesCap)) -}}
 {{- fail (printf "consumer.app.staticMaxLeases (%d) must not exceed consumer.app.maxLeasesCap (%d)" (int .Values.consumer.app.staticMaxLeases) (int .Values.consumer.app.maxLeasesCap)) -}}
 {{- end -}}
+{{- with .Values.consumer.onProcessorFailure -}}
+{{- if and (eq .policy "dead-letter") (not .deadLetterStream) -}}
+{{- fail "consumer.onProcessorFailure.deadLetterStream is required when consumer.onProcessorFailure.policy is dead-letter" -}}
+{{- end -}}
+{{- end -}}
 {{- if and (eq .Values.consumer.initialPosition "AT_TIMESTAMP") (not .Values.consumer.initialTimestamp) -}}
 {{- fail "consumer.initialTimestamp is required when consumer.initialPosition is AT_TIMESTAMP (RFC 3339, e.g. 2026-01-02T15:04:05Z)" -}}
 {{- end -}}

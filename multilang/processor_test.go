@@ -3,6 +3,7 @@ package multilang
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -262,6 +263,8 @@ func TestProcessorProtocol(t *testing.T) {
 		lose, cancel bool
 		// wantErr is what the first ProcessRecords returns ("" for nil).
 		wantErr string
+		// timeout is the action deadline (10s if 0: a loaded machine starts the child slowly).
+		timeout time.Duration
 		// next is a batch handed over after the first one (and its retry), after a pause.
 		next []string
 		// wantLost: that error matches consumer.ErrLeaseLost (the worker then calls
@@ -288,7 +291,7 @@ func TestProcessorProtocol(t *testing.T) {
 			wantErr: "the child exited", wantCheckpoints: []string{"100", "300"}, wantInits: []string{lease.TrimHorizon, "100"},
 			wantAnswers: []string{"", "", ""}, wantLog: "restarted from the last checkpoint"},
 		{name: "child hangs past the deadline", mode: "hang",
-			wantErr: "no answer within 800ms", wantCheckpoints: []string{"300"}, wantInits: []string{lease.TrimHorizon, lease.TrimHorizon},
+			timeout: 3 * time.Second, wantErr: "no answer within 3s", wantCheckpoints: []string{"300"}, wantInits: []string{lease.TrimHorizon, lease.TrimHorizon},
 			wantAnswers: []string{"", ""}, wantLog: "restarted from the last checkpoint"},
 		{name: "checkpoint after the batch refused", mode: "ahead",
 			wantCheckpoints: []string{"300"}, wantInits: []string{lease.TrimHorizon},
@@ -307,7 +310,7 @@ func TestProcessorProtocol(t *testing.T) {
 			var logBuf syncBuffer
 			f, err := NewFactory(Config{Command: []string{exe}, WorkerID: "w1",
 				Env:           []string{fakeModeEnv + "=" + tt.mode, fakeLogEnv + "=" + logPath},
-				ActionTimeout: 800 * time.Millisecond, CancelGrace: 2 * time.Second, ExitGrace: 2 * time.Second,
+				ActionTimeout: cmp.Or(tt.timeout, 10*time.Second), CancelGrace: 5 * time.Second, ExitGrace: 2 * time.Second,
 				Logger: slog.New(slog.NewJSONHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 			if err != nil {
 				t.Fatal(err)

@@ -170,11 +170,13 @@ func (p *Processor) ProcessRecords(ctx context.Context, in consumer.ProcessRecor
 		return err
 	}
 	last := in.Records[len(in.Records)-1]
+	start := time.Now()
 	lost, err := p.exchange(ctx, actionProcessRecords, newProcessRecords(in), &checkpoints{cp: in.Checkpointer, last: &last, limit: recordPosition(last)})
 	if err != nil {
 		return err
 	}
 	p.last = &last
+	p.log.Debug("record processor processed a batch", "records", len(in.Records), "took", time.Since(start))
 	return lost
 }
 

@@ -52,14 +52,16 @@ func kclProperties(t *testing.T, c *cluster) string {
 }
 
 // TestMultiLangNodeKCL proves kds-consumer's MultiLang mode with the KCL for Node.js:
-// three workers (one of them configured by a KCL properties file alone) run one aws-kcl record processor process per shard on a 6-shard stream
-// while records flow; one worker is killed with kill -9 (its processes die with it and
-// its shards resume elsewhere), another is stopped with SIGTERM (its processes get
-// shutdownRequested and checkpoint; its shards resume elsewhere within seconds), and the
-// stream is resharded 6 -> 12 (the processors get shardEnded; every parent lease reaches
-// SHARD_END and every child is processed). In the end every produced record was processed
-// (0 lost), a record was processed twice only if the killed worker processed it, and the
-// checkpoint of every open shard is its last record.
+// three workers (one of them configured by a KCL properties file alone) run one aws-kcl
+// record processor process per shard on a 6-shard stream while records flow. One record
+// processor process is killed with kill -9 (its worker restarts it from the last
+// checkpoint); one worker is killed with kill -9 (its processes die with it, its shards
+// resume elsewhere); another is stopped with SIGTERM (its processes get shutdownRequested
+// and checkpoint; its shards resume elsewhere within seconds); and the stream is
+// resharded 6 -> 12 (the processors get shardEnded; every parent lease reaches SHARD_END
+// and every child is processed). In the end every produced record was processed (0 lost),
+// a record was processed twice only if the killed worker processed it or it is on the
+// killed processor's shard, and the checkpoint of every open shard is its last record.
 func TestMultiLangNodeKCL(t *testing.T) {
 	t.Parallel()
 	env := multiLangEnv(t)

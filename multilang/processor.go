@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
@@ -97,17 +98,28 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// NewFactory returns a consumer.ProcessorFactory whose processors each drive a child
-// running cfg.Command.
-func NewFactory(cfg Config) (consumer.ProcessorFactory, error) {
+// Factory makes the processors of a worker and keeps track of the children they stop.
+type Factory struct {
+	cfg     Config
+	closing sync.WaitGroup
+}
+
+// NewFactory returns a Factory whose processors each drive a child running cfg.Command.
+func NewFactory(cfg Config) (*Factory, error) {
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return nil, errors.New("multilang: no command to run")
 	}
-	cfg = cfg.withDefaults()
-	return func(shardID string) consumer.RecordProcessor {
-		return &Processor{cfg: cfg, shardID: shardID, log: cfg.Logger.With("shard", shardID)}
-	}, nil
+	return &Factory{cfg: cfg.withDefaults()}, nil
 }
+
+// Processor returns the processor of a shard; it is a consumer.ProcessorFactory.
+func (f *Factory) Processor(shardID string) consumer.RecordProcessor {
+	return &Processor{cfg: f.cfg, shardID: shardID, log: f.cfg.Logger.With("shard", shardID), closing: &f.closing}
+}
+
+// Wait waits until every child its processors stopped has exited (or was killed, after
+// ExitGrace): call it before the worker's process exits.
+func (f *Factory) Wait() { f.closing.Wait() }
 
 // Processor is the consumer.RecordProcessor of one shard: it drives a child process.
 // The worker calls it from one goroutine.
@@ -115,6 +127,7 @@ type Processor struct {
 	cfg     Config
 	shardID string
 	log     *slog.Logger
+	closing *sync.WaitGroup // the children being stopped
 	init    consumer.InitializeInput
 	child   *child
 	// starts counts the children started; lastEnd says why the last one ended.
@@ -222,10 +235,17 @@ func (p *Processor) LeaseLost(ctx context.Context) {
 	p.closeChild("lease lost")
 }
 
+// closeChild ends the child after its last action without waiting for it: it answered,
+// so the worker may release the lease at once (a planned handover waits for nothing
+// else); its standard input is closed and it is killed if it has not exited after
+// ExitGrace.
 func (p *Processor) closeChild(why string) {
-	p.child.close(p.cfg.ExitGrace)
-	p.child.log.Info("record processor stopped", "reason", why, "exit", p.child.exitState())
+	c, grace := p.child, p.cfg.ExitGrace
 	p.child, p.lastEnd = nil, why
+	p.closing.Go(func() {
+		c.close(grace)
+		c.log.Info("record processor stopped", "reason", why, "exit", c.exitState())
+	})
 }
 
 // delivered is the position of the last record handed to a child that finished it, or

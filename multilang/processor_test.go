@@ -315,7 +315,7 @@ func TestProcessorProtocol(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := f("shardId-000000000007")
+			p := f.Processor("shardId-000000000007")
 			ctx := t.Context()
 			if err := p.Initialize(ctx, consumer.InitializeInput{ShardID: "shardId-000000000007", Checkpoint: lease.TrimHorizon, Epoch: 4}); err != nil {
 				t.Fatal(err)
@@ -363,6 +363,8 @@ func TestProcessorProtocol(t *testing.T) {
 					t.Fatalf("ShutdownRequested: %v", err)
 				}
 			}
+
+			f.Wait() // every child stopped has exited
 
 			var got []string
 			for _, c := range cp.all {
@@ -431,7 +433,7 @@ func TestSlowChildHoldsBackItsShardOnly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := f("shardId-" + mode).(*Processor)
+		p := f.Processor("shardId-" + mode).(*Processor)
 		if err := p.Initialize(t.Context(), consumer.InitializeInput{ShardID: "shardId-" + mode, Checkpoint: lease.TrimHorizon}); err != nil {
 			t.Fatal(err)
 		}

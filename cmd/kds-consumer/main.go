@@ -229,7 +229,7 @@ func processorFactory(s settings, log *slog.Logger) (consumer.ProcessorFactory, 
 			return nil, nil, s.invalid(&s.MultiLangCommand, s.MultiLangCommand, err.Error())
 		}
 		log.Info("running a KCL MultiLang record processor per shard", "command", s.MultiLangCommand, "action_timeout", s.MultiLangTimeout)
-		return f, func() {}, nil
+		return f.Processor, f.Wait, nil
 	}
 	recorder, err := recordlog.Open(s.RecordLogDir, s.WorkerID)
 	if err != nil {

@@ -22,7 +22,36 @@ import (
 // kds-consumer's MultiLang mode.
 func multiLangEnv(t *testing.T) []string {
 	t.Helper()
-	return []string{"MULTILANG_COMMAND=node " + kclScript(t), "MULTILANG_TIMEOUT=20s"}
+	return []string{"MULTILANG_COMMAND=node " + kclScript(t), "MULTILANG_TIMEOUT=" + processorTimeout}
+}
+
+// processorTimeout is the action deadline of the tests' record processors: long enough
+// for Node.js to start on a loaded machine, short enough to wait for once.
+const processorTimeout = "8s"
+
+// disturbProcessor sends sig to one of the record processor processes of w (not the one
+// of shard skip) and waits until w restarted it; it returns its shard, when it was
+// signalled and when it was restarted.
+func disturbProcessor(t *testing.T, c *cluster, w *worker, sig syscall.Signal, skip string) (shard string, at, restarted time.Time) {
+	t.Helper()
+	for pid, s := range recordProcessors(t, c, w.ID) {
+		if s != skip {
+			must(t, syscall.Kill(pid, sig))
+			shard = s
+			break
+		}
+	}
+	if shard == "" {
+		t.Fatalf("%s runs no record processor other than %q's", w.ID, skip)
+	}
+	at = time.Now()
+	restarted = waitFor(t, 60*time.Second, fmt.Sprintf("the record processor of %s restarted after %s", shard, sig), func() (bool, string) {
+		n := countLogs([]*worker{w}, func(e logEntry) bool {
+			return e.Msg == "record processor restarted from the last checkpoint" && e.Attrs["shard"] == shard
+		})
+		return n[w.ID] > 0, "not yet"
+	})
+	return shard, at, restarted
 }
 
 // kclScript installs aws-kcl and returns the recording record processor's path.
@@ -44,7 +73,7 @@ func kclProperties(t *testing.T, c *cluster) string {
 		"executableName = node " + kclScript(t) + "\n" +
 		"streamName = " + c.stream + "\napplicationName = " + c.app + "\n" +
 		"AWSCredentialsProvider = DefaultCredentialsProvider\nprocessingLanguage = nodejs/20\n" +
-		"initialPositionInStream = TRIM_HORIZON\nregionName = " + c.Config().Region + "\ntimeoutInSeconds = 20\n"
+		"initialPositionInStream = TRIM_HORIZON\nregionName = " + c.Config().Region + "\ntimeoutInSeconds = 8\n"
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -54,14 +83,15 @@ func kclProperties(t *testing.T, c *cluster) string {
 // TestMultiLangNodeKCL proves kds-consumer's MultiLang mode with the KCL for Node.js:
 // three workers (one of them configured by a KCL properties file alone) run one aws-kcl
 // record processor process per shard on a 6-shard stream while records flow. One record
-// processor process is killed with kill -9 (its worker restarts it from the last
-// checkpoint); one worker is killed with kill -9 (its processes die with it, its shards
+// processor process is killed with kill -9, another stopped with SIGSTOP (it misses its
+// action deadline and is killed): its worker restarts each from the last checkpoint; one
+// worker is killed with kill -9 (its processes die with it, its shards
 // resume elsewhere); another is stopped with SIGTERM (its processes get shutdownRequested
 // and checkpoint; its shards resume elsewhere within seconds); and the stream is
 // resharded 6 -> 12 (the processors get shardEnded; every parent lease reaches SHARD_END
 // and every child is processed). In the end every produced record was processed (0 lost),
-// a record was processed twice only if the killed worker processed it or it is on the
-// killed processor's shard, and the checkpoint of every open shard is its last record.
+// a record was processed twice only if the killed worker processed it or it is on a
+// disturbed processor's shard, and the checkpoint of every open shard is its last record.
 func TestMultiLangNodeKCL(t *testing.T) {
 	t.Parallel()
 	env := multiLangEnv(t)
@@ -75,27 +105,21 @@ func TestMultiLangNodeKCL(t *testing.T) {
 		return n == 6, fmt.Sprintf("%d of 6 shards", n)
 	})
 
-	// kill -9 of one record processor process: the worker restarts it from the last
-	// checkpoint, and its shard goes on.
+	// kill -9 of one record processor process, and SIGSTOP of another (it misses its
+	// action deadline and is killed): the worker restarts each from the last checkpoint,
+	// and their shards go on.
 	coord, _, _ := roles(t, c, ws)
-	procs := recordProcessors(t, c, coord.ID)
-	if len(procs) == 0 {
-		t.Fatalf("%s runs no record processor", coord.ID)
-	}
-	crashedShard := ""
-	for pid, shard := range procs {
-		must(t, syscall.Kill(pid, syscall.SIGKILL))
-		crashedShard = shard
-		break
-	}
-	crashedAt := time.Now()
-	restarted := waitFor(t, 30*time.Second, "the killed record processor restarted", func() (bool, string) {
-		n := countLogs([]*worker{coord}, func(e logEntry) bool {
-			return e.Msg == "record processor restarted from the last checkpoint" && e.Attrs["shard"] == crashedShard
-		})
-		return n[coord.ID] > 0, "not yet"
-	})
+	crashedShard, crashedAt, restarted := disturbProcessor(t, c, coord, syscall.SIGKILL, "")
 	t.Logf("MEASURED MultiLang kill -9 of a record processor process -> restarted from the last checkpoint: %s", since(crashedAt, restarted))
+	hungShard, hungAt, restarted := disturbProcessor(t, c, coord, syscall.SIGSTOP, crashedShard)
+	t.Logf("MEASURED MultiLang SIGSTOP of a record processor process -> killed at its action deadline (%s) and restarted: %s", processorTimeout, since(hungAt, restarted))
+	timedOut := countLogs([]*worker{coord}, func(e logEntry) bool {
+		err, _ := e.Attrs["err"].(string)
+		return e.Attrs["shard"] == hungShard && strings.Contains(err, "no answer within "+processorTimeout)
+	})
+	if timedOut[coord.ID] == 0 {
+		t.Errorf("no log of the stopped record processor of %s missing its deadline", hungShard)
+	}
 
 	// kill -9: the worker's record processors die with it; its shards resume elsewhere.
 	killed, survivors, killedShards := pickVictim(t, c, ws)
@@ -191,11 +215,11 @@ func TestMultiLangNodeKCL(t *testing.T) {
 	for ref, n := range d.Duplicated {
 		dups += n - 1
 		k := ref.Shard + "/" + ref.Seq
-		if !slices.Contains(byRef[k], killed.ID) && ref.Shard != crashedShard {
+		if !slices.Contains(byRef[k], killed.ID) && ref.Shard != crashedShard && ref.Shard != hungShard {
 			t.Errorf("record %s processed %d times by %v, none of them the killed worker %s, nor on the shard of the killed processor", k, n, byRef[k], killed.ID)
 		}
 	}
-	t.Logf("MEASURED MultiLang proof (kill -9 of a processor, kill -9 of a worker, SIGTERM, reshard 6 -> 12): %d records produced, %d processed, %d lost, %d duplicated (%d extra deliveries, all after a kill -9)",
+	t.Logf("MEASURED MultiLang proof (kill -9 and SIGSTOP of a processor, kill -9 of a worker, SIGTERM, reshard 6 -> 12): %d records produced, %d processed, %d lost, %d duplicated (%d extra deliveries, all after a kill -9)",
 		len(sent), len(recs), len(d.Lost), len(d.Duplicated), dups)
 
 	// The checkpoints landed: every open shard's lease is at its last record.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -591,6 +592,26 @@ func TestReshardProcessesChildrenOnlyAfterParents(t *testing.T) {
 	c.waitFor("4/4 over the children", 10*time.Second, c.balanced(map[string]int{"w0": 4, "w1": 4}))
 	if rec := c.coordinator(); rec.ShardCount != 8 || rec.MaxLeasesPerWorker != 4 {
 		t.Fatalf("coordinator %+v, want 8 shards, max 4", rec)
+	}
+	// For the KCL: the parents' leases record their children with SHARD_END, and the
+	// leases created from the first listing carry the shards' hash key ranges.
+	children := map[string][]string{}
+	for _, sh := range c.stream.Shards() {
+		for _, p := range sh.Parents() {
+			children[p] = append(children[p], sh.ID)
+		}
+	}
+	for _, sh := range c.stream.Shards() {
+		l, ok := c.leases.Lease(sh.ID)
+		if !ok || len(sh.Parents()) > 0 {
+			continue // a child, or a parent already deleted
+		}
+		if want := slices.Sorted(slices.Values(children[sh.ID])); !slices.Equal(l.ChildShardIDs, want) {
+			t.Errorf("lease %s: children %q, want %q", sh.ID, l.ChildShardIDs, want)
+		}
+		if l.StartingHashKey != sh.StartingHashKey || l.EndingHashKey != sh.EndingHashKey || l.StartingHashKey == "" {
+			t.Errorf("lease %s: hash key range %q-%q, want the shard's %q-%q", sh.ID, l.StartingHashKey, l.EndingHashKey, sh.StartingHashKey, sh.EndingHashKey)
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

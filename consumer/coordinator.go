@@ -417,7 +417,8 @@ func (c *coordinator) createLeases(ctx context.Context, shards []stream.Shard, h
 				continue
 			}
 			ready = append(ready, lease.Lease{ShardID: s.ID, ParentShardIDs: parents,
-				Checkpoint: start.InitialPosition, StartTimestamp: start.InitialTimestamp})
+				Checkpoint: start.InitialPosition, StartTimestamp: start.InitialTimestamp,
+				StartingHashKey: s.StartingHashKey, EndingHashKey: s.EndingHashKey})
 		}
 		for i, err := range c.createAll(ctx, ready) {
 			id := ready[i].ShardID

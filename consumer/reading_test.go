@@ -75,3 +75,41 @@ func TestInitialPositions(t *testing.T) {
 		})
 	}
 }
+
+// A lease the KCL created at AT_TIMESTAMP has no start timestamp (the KCL keeps it in its
+// configuration): it starts at this worker's INITIAL_TIMESTAMP when it starts at a
+// timestamp too, else at the oldest record.
+func TestKCLAtTimestampLeaseWithoutTimestamp(t *testing.T) {
+	for _, tc := range []struct {
+		position string
+		wantOld  bool
+	}{
+		{lease.AtTimestamp, false},
+		{lease.TrimHorizon, true},
+		{lease.Latest, true},
+	} {
+		t.Run(tc.position, func(t *testing.T) {
+			c := newCluster(t, 1)
+			old := c.produce("old", 20)
+			time.Sleep(50 * time.Millisecond)
+			at := time.Now()
+			time.Sleep(50 * time.Millisecond)
+			c.leases.Put(lease.Lease{ShardID: c.stream.Shards()[0].ID, Checkpoint: lease.AtTimestamp})
+			c.start("w0", func(cfg *Config) { cfg.InitialPosition = tc.position; cfg.InitialTimestamp = at })
+			c.waitFor("1 lease", 5*time.Second, c.balanced(map[string]int{"w0": 1}))
+			time.Sleep(300 * time.Millisecond) // the consumer has its iterator
+			fresh := c.produce("new", 20)
+			c.waitFor("new records", 10*time.Second, c.allProcessed(fresh))
+			if tc.wantOld {
+				c.waitFor("old records", 5*time.Second, c.allProcessed(old))
+				return
+			}
+			got := c.processedCounts()
+			for s := range old {
+				if got[s] != 0 {
+					t.Fatalf("record %s from before INITIAL_TIMESTAMP was processed", s)
+				}
+			}
+		})
+	}
+}

@@ -126,7 +126,7 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 	})
 	if err != nil {
 		c.log.Error("record processor failed to initialize; releasing the lease", "err", err)
-		return consumerExit{reason: exitFailed, kept: !c.release(ctx, lease.ExtendedSequenceNumber{})}
+		return consumerExit{reason: exitFailed, kept: !c.release(ctx, c.lease, lease.ExtendedSequenceNumber{})}
 	}
 
 	var (
@@ -420,7 +420,16 @@ func (c *shardConsumer) resumePosition(lastDelivered string) (pos stream.Positio
 	case lease.Latest:
 		return stream.Position{Type: stream.Latest}, floor
 	case lease.AtTimestamp:
-		return stream.Position{Type: stream.AtTimestamp, Timestamp: c.lease.StartTimestamp}, floor
+		if ts := c.lease.StartTimestamp; !ts.IsZero() {
+			return stream.Position{Type: stream.AtTimestamp, Timestamp: ts}, floor
+		}
+		// A lease the KCL created: it keeps the timestamp in its configuration, not in the
+		// lease. This worker's, if it starts at a timestamp too; else the oldest record,
+		// which loses nothing.
+		if c.env.cfg.InitialPosition == lease.AtTimestamp {
+			return stream.Position{Type: stream.AtTimestamp, Timestamp: c.env.cfg.InitialTimestamp}, floor
+		}
+		return stream.Position{Type: stream.TrimHorizon}, floor
 	default:
 		return stream.Position{Type: stream.AtSequenceNumber, SequenceNumber: cp.SequenceNumber}, cp
 	}
@@ -542,7 +551,7 @@ func (c *shardConsumer) stop(ctx context.Context, k stopKind) consumerExit {
 	if err := c.proc.ShutdownRequested(ctx, c.cp); err != nil {
 		c.log.Warn("record processor failed at shutdown; the next owner resumes from the last checkpoint", "err", err)
 	}
-	if !c.release(ctx, c.cp.takePending()) {
+	if !c.release(ctx, c.lease, c.cp.takePending()) {
 		return consumerExit{reason: exitLost}
 	}
 	return consumerExit{reason: exitReleased}
@@ -551,24 +560,31 @@ func (c *shardConsumer) stop(ctx context.Context, k stopKind) consumerExit {
 func (c *shardConsumer) shardEnded(ctx context.Context, children []stream.ChildShard) consumerExit {
 	if err := c.proc.ShardEnded(ctx, c.cp); err != nil {
 		c.log.Error("record processor failed at shard end; releasing without SHARD_END so the shard is retried", "err", err)
-		return consumerExit{reason: exitFailed, kept: !c.release(ctx, c.cp.takePending())}
+		return consumerExit{reason: exitFailed, kept: !c.release(ctx, c.lease, c.cp.takePending())}
 	}
-	if !c.release(ctx, lease.ExtendedSequenceNumber{SequenceNumber: lease.ShardEnd}) {
+	// The children are recorded with SHARD_END, as the KCL records them (see
+	// lease.Lease.ChildShardIDs).
+	held := c.lease
+	held.ChildShardIDs = nil
+	for _, ch := range children {
+		held.ChildShardIDs = append(held.ChildShardIDs, ch.ShardID)
+	}
+	if !c.release(ctx, held, lease.ExtendedSequenceNumber{SequenceNumber: lease.ShardEnd}) {
 		return consumerExit{reason: exitLost}
 	}
 	c.log.Info("shard ended", "children", len(children))
 	return consumerExit{reason: exitEnded, children: children}
 }
 
-// release frees the lease (writing final unless it is zero), retrying transient errors
-// until the lease is released, lost, or the worker gives up. It reports whether it
-// released.
-func (c *shardConsumer) release(ctx context.Context, final lease.ExtendedSequenceNumber) bool {
+// release frees the lease held (c.lease, with what else to record), writing final unless
+// it is zero, retrying transient errors until the lease is released, lost, or the worker
+// gives up. It reports whether it released.
+func (c *shardConsumer) release(ctx context.Context, held lease.Lease, final lease.ExtendedSequenceNumber) bool {
 	env, cfg := c.env, c.env.cfg
 	var backoff time.Duration
 	for {
 		rctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
-		err := env.leases.ReleaseLease(rctx, c.lease, final)
+		err := env.leases.ReleaseLease(rctx, held, final)
 		cancel()
 		switch {
 		case err == nil:

@@ -24,6 +24,8 @@ type LeaseStore interface {
 	// ReleaseLease frees the lease, provided it still has held's Owner and Epoch. It
 	// increments the epoch. A final checkpoint that is not zero is written in the same
 	// operation; the zero lease.ExtendedSequenceNumber leaves the checkpoint as it is.
+	// With a final checkpoint of lease.ShardEnd, held's ChildShardIDs, when it has any,
+	// are recorded too (for the KCL; see lease.Lease.ChildShardIDs).
 	ReleaseLease(ctx context.Context, held lease.Lease, final lease.ExtendedSequenceNumber) error
 	// Checkpoint records progress: it sets the lease's checkpoint to to (not zero),
 	// provided the lease still has held's Owner and Epoch, with the reader's lag behind

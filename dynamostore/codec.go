@@ -23,7 +23,33 @@ const (
 	attrCheckpointSub  = "checkpointSubSequenceNumber"
 	attrMillisBehind   = "millisBehindLatest"
 	attrStartTimestamp = "startTimestamp"
-	attrParentShardIDs = "parentShardIds"
+	// attrParentShardID is the KCL's attribute for a lease's parents, a string set (the
+	// name is singular, the value a set). attrLegacyParents is the name versions of this
+	// project before KCL table adoption wrote; it is still read, from items without
+	// attrParentShardID, and no longer written.
+	attrParentShardID = "parentShardId"
+	attrLegacyParents = "parentShardIds"
+
+	// The KCL's other lease attributes (KCL 2.x and 3.x DynamoDBLeaseSerializer), kept
+	// so that a KCL fleet can take the table back. Our writes set or remove only the
+	// attributes they name (UpdateItem), so any other attribute survives them.
+	attrChildShardIDs   = "childShardIds"                // SS, written with SHARD_END
+	attrOwnerSwitches   = "ownerSwitchesSinceCheckpoint" // N, +1 on a change of owner, 0 on a checkpoint
+	attrStartingHashKey = "startingHashKey"              // S, hashKeyRangeForLease's start
+	attrEndingHashKey   = "endingHashKey"                // S, hashKeyRangeForLease's end
+	// A KCL two-phase checkpoint in progress; a checkpoint of ours replaces it, as the
+	// KCL's own checkpoint does.
+	attrPendingCheckpoint      = "pendingCheckpoint"
+	attrPendingCheckpointSub   = "pendingCheckpointSubSequenceNumber"
+	attrPendingCheckpointState = "pendingCheckpointState"
+	// attrCheckpointOwner is KCL 3.x's graceful hand-off marker: the owner that still
+	// checkpoints while leaseOwner is already the next one. A take or a release of ours
+	// removes it, as the KCL's own take and eviction do (its conditions expect it absent
+	// once a lease changed hands).
+	attrCheckpointOwner = "checkpointOwner"
+	// attrStreamName marks a KCL multi-stream lease (leaseKey
+	// account:stream:creationEpoch:shardId), which this single-stream consumer cannot use.
+	attrStreamName = "streamName"
 
 	attrWorkerID    = "worker_id"
 	attrIncarnation = "incarnation"
@@ -217,6 +243,21 @@ func (r *reader) strings(attr string) []string {
 	}
 }
 
+// hashKeyRange reads the KCL's hash key range: startingHashKey and endingHashKey, both
+// or neither.
+func (r *reader) hashKeyRange() (start, end string) {
+	start, end = r.str(attrStartingHashKey, false), r.str(attrEndingHashKey, false)
+	switch {
+	case r.err != nil:
+		return "", ""
+	case start == "" && end != "":
+		r.fail(&decodeError{attrStartingHashKey, "missing or empty while " + attrEndingHashKey + " is set, expected both or neither"})
+	case start != "" && end == "":
+		r.fail(&decodeError{attrEndingHashKey, "missing or empty while " + attrStartingHashKey + " is set, expected both or neither"})
+	}
+	return start, end
+}
+
 // checkVersion refuses items written in a newer format. Absent means version 1.
 func (r *reader) checkVersion() {
 	if _, ok := r.item[attrItemVersion]; !ok {
@@ -318,13 +359,32 @@ func encodeLease(l lease.Lease) map[string]types.AttributeValue {
 	if l.CheckpointSubSequence != 0 {
 		item[attrCheckpointSub] = numAV(l.CheckpointSubSequence)
 	}
-	// A string set must not be empty nor hold duplicates.
-	if len(l.ParentShardIDs) > 0 {
-		parents := slices.Clone(l.ParentShardIDs)
-		slices.Sort(parents)
-		item[attrParentShardIDs] = &types.AttributeValueMemberSS{Value: slices.Compact(parents)}
+	// The KCL writes it on every lease it creates and reads it back unconditionally: a
+	// KCL worker that takes over a lease without it would fail its next prepared
+	// checkpoint.
+	item[attrOwnerSwitches] = numAV(0)
+	if ss := stringSetAV(l.ParentShardIDs); ss != nil {
+		item[attrParentShardID] = ss
+	}
+	if ss := stringSetAV(l.ChildShardIDs); ss != nil {
+		item[attrChildShardIDs] = ss
+	}
+	if l.StartingHashKey != "" && l.EndingHashKey != "" {
+		item[attrStartingHashKey] = strAV(l.StartingHashKey)
+		item[attrEndingHashKey] = strAV(l.EndingHashKey)
 	}
 	return item
+}
+
+// stringSetAV returns ids as a string set, sorted and without duplicates (a string set
+// must not hold any), or nil for none (a string set must not be empty either).
+func stringSetAV(ids []string) types.AttributeValue {
+	if len(ids) == 0 {
+		return nil
+	}
+	set := slices.Clone(ids)
+	slices.Sort(set)
+	return &types.AttributeValueMemberSS{Value: slices.Compact(set)}
 }
 
 // decodeLease decodes a lease item; the error names the first bad attribute.
@@ -352,9 +412,21 @@ func decodeLease(item map[string]types.AttributeValue) (lease.Lease, error) {
 			l.StartTimestamp = time.UnixMilli(ms).UTC()
 		}
 	}
-	l.ParentShardIDs = r.strings(attrParentShardIDs)
+	// The KCL's parentShardId wins; parentShardIds is read only from items written
+	// before this code wrote the KCL's name (one item never has both from us).
+	parents := attrParentShardID
+	if _, ok := item[parents]; !ok {
+		parents = attrLegacyParents
+	}
+	l.ParentShardIDs = r.strings(parents)
+	l.ChildShardIDs = r.strings(attrChildShardIDs)
 	if _, ok := item[attrMillisBehind]; ok {
 		l.MillisBehindLatest = r.int64(attrMillisBehind, true)
+	}
+	l.StartingHashKey, l.EndingHashKey = r.hashKeyRange()
+	if _, ok := item[attrStreamName]; ok && r.err == nil {
+		r.fail(&decodeError{attrStreamName, "present: a KCL multi-stream lease (leaseKey account:stream:creationEpoch:shardId); " +
+			"this consumer reads one stream and cannot use a multi-stream lease table"})
 	}
 	if r.err != nil {
 		return lease.Lease{}, r.err
@@ -561,6 +633,15 @@ func (e *exprBuilder) name(attr string) string {
 	e.names[p] = attr
 	e.byName[attr] = p
 	return p
+}
+
+// nameList returns the placeholders of attrs, comma-separated (a REMOVE clause's list).
+func (e *exprBuilder) nameList(attrs ...string) string {
+	ps := make([]string, len(attrs))
+	for i, a := range attrs {
+		ps[i] = e.name(a)
+	}
+	return strings.Join(ps, ", ")
 }
 
 // value returns a new placeholder for v.

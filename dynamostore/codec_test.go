@@ -41,6 +41,8 @@ func TestLeaseRoundTrip(t *testing.T) {
 		{"at timestamp", lease.Lease{ShardID: "shardId-002", Checkpoint: lease.AtTimestamp, StartTimestamp: ts}},
 		{"one parent", lease.Lease{ShardID: "shardId-003", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{"shardId-000"}}},
 		{"two parents", lease.Lease{ShardID: "shardId-004", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{"shardId-001", "shardId-002"}}},
+		{"children and hash key range", lease.Lease{ShardID: "shardId-005", Checkpoint: lease.ShardEnd, ChildShardIDs: []string{"shardId-006", "shardId-007"},
+			StartingHashKey: "0", EndingHashKey: "340282366920938463463374607431768211455"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,8 +50,8 @@ func TestLeaseRoundTrip(t *testing.T) {
 			if _, ok := enc[attrLeaseOwner]; ok != (tt.in.Owner != "") {
 				t.Errorf("leaseOwner present = %v, want %v", ok, tt.in.Owner != "")
 			}
-			if _, ok := enc[attrParentShardIDs]; ok != (len(tt.in.ParentShardIDs) > 0) {
-				t.Errorf("parentShardIds present = %v with %d parents", ok, len(tt.in.ParentShardIDs))
+			if _, ok := enc[attrParentShardID]; ok != (len(tt.in.ParentShardIDs) > 0) {
+				t.Errorf("parentShardId present = %v with %d parents", ok, len(tt.in.ParentShardIDs))
 			}
 			got, err := decodeLease(enc)
 			if err != nil {
@@ -75,7 +77,7 @@ func TestDecodeLeaseParents(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := decodeLease(with(base, attrParentShardIDs, tt.attr))
+			got, err := decodeLease(with(base, attrParentShardID, tt.attr))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,8 +88,40 @@ func TestDecodeLeaseParents(t *testing.T) {
 	}
 	// Duplicates would make the string set invalid.
 	enc := encodeLease(lease.Lease{ShardID: "s", Checkpoint: "x", ParentShardIDs: []string{"p", "p"}})
-	if got := enc[attrParentShardIDs].(*types.AttributeValueMemberSS).Value; !reflect.DeepEqual(got, []string{"p"}) {
+	if _, ok := enc[attrLegacyParents]; ok {
+		t.Errorf("encoded item has the legacy %s: %v", attrLegacyParents, enc)
+	}
+	if got := enc[attrParentShardID].(*types.AttributeValueMemberSS).Value; !reflect.DeepEqual(got, []string{"p"}) {
 		t.Errorf("encoded parents = %q, want [p]", got)
+	}
+}
+
+// parentShardId (the KCL's) wins over parentShardIds (written by this project before it
+// wrote the KCL's name), which is still read when alone.
+func TestDecodeLeaseParentPrecedence(t *testing.T) {
+	base := encodeLease(lease.Lease{ShardID: "s", Checkpoint: lease.TrimHorizon})
+	kcl := &types.AttributeValueMemberSS{Value: []string{"kcl"}}
+	legacy := &types.AttributeValueMemberSS{Value: []string{"legacy"}}
+	tests := []struct {
+		name string
+		item item
+		want []string
+	}{
+		{"KCL name only", with(base, attrParentShardID, kcl), []string{"kcl"}},
+		{"legacy name only", with(base, attrLegacyParents, legacy), []string{"legacy"}},
+		{"both: the KCL's wins", with(base, attrParentShardID, kcl, attrLegacyParents, legacy), []string{"kcl"}},
+		{"neither", base, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decodeLease(tt.item)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.ParentShardIDs, tt.want) {
+				t.Errorf("parents = %q, want %q", got.ParentShardIDs, tt.want)
+			}
+		})
 	}
 }
 
@@ -111,8 +145,14 @@ func TestDecodeLeaseCorrupt(t *testing.T) {
 		{"owner empty", with(base, attrLeaseOwner, strAV("")), "leaseOwner: is an empty string"},
 		{"owner null", with(base, attrLeaseOwner, &types.AttributeValueMemberNULL{Value: true}), "leaseOwner: is null (NULL)"},
 		{"start timestamp string", with(base, attrStartTimestamp, strAV("yesterday")), "startTimestamp: is a string (S), expected an integer (N)"},
-		{"parents number", with(base, attrParentShardIDs, numAV(1)), "parentShardIds: is a number (N), expected a string set (SS) or a list of strings (L)"},
-		{"parents list of numbers", with(base, attrParentShardIDs, &types.AttributeValueMemberL{Value: []types.AttributeValue{strAV("a"), numAV(1)}}), "parentShardIds: element 1 is a number (N)"},
+		{"parents number", with(base, attrParentShardID, numAV(1)), "parentShardId: is a number (N), expected a string set (SS) or a list of strings (L)"},
+		{"parents list of numbers", with(base, attrParentShardID, &types.AttributeValueMemberL{Value: []types.AttributeValue{strAV("a"), numAV(1)}}), "parentShardId: element 1 is a number (N)"},
+		{"legacy parents number", with(base, attrLegacyParents, numAV(1)), "parentShardIds: is a number (N), expected a string set (SS)"},
+		{"children string", with(base, attrChildShardIDs, strAV("c")), "childShardIds: is a string (S), expected a string set (SS)"},
+		{"starting hash key alone", with(base, attrStartingHashKey, strAV("0")), "endingHashKey: missing or empty while startingHashKey is set"},
+		{"ending hash key alone", with(base, attrEndingHashKey, strAV("9")), "startingHashKey: missing or empty while endingHashKey is set"},
+		{"hash key number", with(base, attrStartingHashKey, numAV(0), attrEndingHashKey, strAV("9")), "startingHashKey: is a number (N), expected a string (S)"},
+		{"multi-stream lease", with(base, attrStreamName, strAV("123456789012:stream:1700000000")), "streamName: present: a KCL multi-stream lease"},
 		{"newer version", with(base, attrItemVersion, numAV(99)), "written by a newer version (itemVersion 99)"},
 		{"version string", with(base, attrItemVersion, strAV("1")), "itemVersion: is a string (S)"},
 		{"version zero", with(base, attrItemVersion, numAV(0)), "itemVersion: is 0, expected 1"},

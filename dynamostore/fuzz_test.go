@@ -17,10 +17,11 @@ import (
 // fuzzAttrs are the attribute names the decoders read, plus one they do not.
 var fuzzAttrs = []string{
 	attrItemVersion, attrLeaseKey, attrLeaseOwner, attrLeaseCounter, attrCheckpoint, attrCheckpointSub, attrMillisBehind,
-	attrStartTimestamp, attrParentShardIDs, attrWorkerID, attrIncarnation, attrHeartbeat, attrState,
+	attrStartTimestamp, attrParentShardID, attrWorkerID, attrIncarnation, attrHeartbeat, attrState,
 	attrLeasesHeld, attrLastSeen, attrStartedAt, attrCoordinatorID, attrEpoch, attrVersion, attrMaxLeases,
 	attrTargetLeases, attrShardCount, attrWorkerCount, attrLiveWorkers, attrCap, attrUnownedShards,
 	attrRecommendedWorkers, attrLeaseGeneration, attrUpdatedAt, "unknown",
+	attrLegacyParents, attrChildShardIDs, attrOwnerSwitches, attrStartingHashKey, attrEndingHashKey, attrStreamName,
 }
 
 // itemFromBytes builds an attribute map from fuzz bytes: a sequence of (attribute,
@@ -125,9 +126,10 @@ func bytesFromItem(item map[string]types.AttributeValue) []byte {
 
 // Valid leases round-trip exactly through their item.
 func FuzzLeaseRoundTrip(f *testing.F) {
-	f.Add("shardId-000000000001", "w-1", int64(3), "49590338271490256608559692538361571095921575989136588898", int64(4), int64(1700000000000), "shardId-0,shardId-1", int64(250))
-	f.Add("s", "", int64(0), lease.TrimHorizon, int64(0), int64(0), "", int64(0))
-	f.Fuzz(func(t *testing.T, shard, owner string, counter int64, checkpoint string, sub, startMs int64, parents string, behind int64) {
+	f.Add("shardId-000000000001", "w-1", int64(3), "49590338271490256608559692538361571095921575989136588898", int64(4), int64(1700000000000), "shardId-0,shardId-1", int64(250), "", "", "")
+	f.Add("s", "", int64(0), lease.TrimHorizon, int64(0), int64(0), "", int64(0), "", "", "")
+	f.Add("shardId-000000000000", "", int64(9), lease.ShardEnd, int64(0), int64(0), "", int64(0), "shardId-2,shardId-3", "0", "340282366920938463463374607431768211455")
+	f.Fuzz(func(t *testing.T, shard, owner string, counter int64, checkpoint string, sub, startMs int64, parents string, behind int64, children, startKey, endKey string) {
 		if shard == "" || checkpoint == "" {
 			shard, checkpoint = "k"+shard, "c"+checkpoint // the decoder requires both
 		}
@@ -138,10 +140,9 @@ func FuzzLeaseRoundTrip(f *testing.F) {
 		if behind > 0 {
 			in.MillisBehindLatest = behind
 		}
-		if parents != "" {
-			ps := strings.Split(parents, ",")
-			slices.Sort(ps)
-			in.ParentShardIDs = slices.Compact(ps)
+		in.ParentShardIDs, in.ChildShardIDs = stringSet(parents), stringSet(children)
+		if startKey != "" && endKey != "" {
+			in.StartingHashKey, in.EndingHashKey = startKey, endKey
 		}
 		got, err := decodeLease(encodeLease(in))
 		if err != nil {
@@ -151,6 +152,17 @@ func FuzzLeaseRoundTrip(f *testing.F) {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got, in)
 		}
 	})
+}
+
+// stringSet is a comma-separated list as a string set reads back: sorted, without
+// duplicates, nil when empty.
+func stringSet(list string) []string {
+	if list == "" {
+		return nil
+	}
+	ids := strings.Split(list, ",")
+	slices.Sort(ids)
+	return slices.Compact(ids)
 }
 
 // Valid worker records round-trip exactly.

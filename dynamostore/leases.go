@@ -121,6 +121,12 @@ func (s *Store) TakeLease(ctx context.Context, observed lease.Lease, owner strin
 	counter := e.name(attrLeaseCounter)
 	update := "SET " + e.name(attrLeaseOwner) + " = " + e.value(strAV(owner)) +
 		", " + counter + " = " + counter + " + " + e.value(numAV(1))
+	// The KCL's bookkeeping: a change from one owner to another counts as an owner switch
+	// (taking a free lease, or one's own, does not), and a take ends a KCL 3.x hand-off.
+	if observed.Owner != "" && observed.Owner != owner {
+		update += " ADD " + e.name(attrOwnerSwitches) + " " + e.value(numAV(1))
+	}
+	update += " REMOVE " + e.name(attrCheckpointOwner)
 	out, err := s.update(ctx, "TakeLease", observed.ShardID, e, cond, update, types.ReturnValueAllNew)
 	if err != nil {
 		return lease.Lease{}, err
@@ -139,10 +145,17 @@ func (s *Store) ReleaseLease(ctx context.Context, held lease.Lease, final lease.
 	cond := heldCondition(e, held)
 	counter := e.name(attrLeaseCounter)
 	update := "SET " + counter + " = " + counter + " + " + e.value(numAV(1))
+	remove := []string{attrLeaseOwner, attrCheckpointOwner}
 	if !final.IsZero() {
 		update += ", " + checkpointUpdate(e, final)
+		remove = append(remove, pendingCheckpointAttrs...)
+		if final.SequenceNumber == lease.ShardEnd {
+			if ss := stringSetAV(held.ChildShardIDs); ss != nil {
+				update += ", " + e.name(attrChildShardIDs) + " = " + e.value(ss)
+			}
+		}
 	}
-	update += " REMOVE " + e.name(attrLeaseOwner)
+	update += " REMOVE " + e.nameList(remove...)
 	_, err := s.update(ctx, "ReleaseLease", held.ShardID, e, cond, update, types.ReturnValueNone)
 	return err
 }
@@ -159,15 +172,23 @@ func (s *Store) Checkpoint(ctx context.Context, held lease.Lease, to lease.Exten
 	if millisBehindLatest >= 0 {
 		update += ", " + e.name(attrMillisBehind) + " = " + e.value(numAV(millisBehindLatest))
 	}
+	update += " REMOVE " + e.nameList(pendingCheckpointAttrs...)
 	_, err := s.update(ctx, "Checkpoint", held.ShardID, e, cond, update, types.ReturnValueNone)
 	return err
 }
 
 // checkpointUpdate sets the checkpoint to cp as the KCL stores it: checkpoint and
-// checkpointSubSequenceNumber, the latter 0 for a plain record.
+// checkpointSubSequenceNumber, the latter 0 for a plain record; and, as the KCL's
+// checkpoint does, ownerSwitchesSinceCheckpoint back to 0.
 func checkpointUpdate(e *exprBuilder, cp lease.ExtendedSequenceNumber) string {
-	return e.name(attrCheckpoint) + " = " + e.value(strAV(cp.SequenceNumber)) + ", " + e.name(attrCheckpointSub) + " = " + e.value(numAV(cp.SubSequenceNumber))
+	return e.name(attrCheckpoint) + " = " + e.value(strAV(cp.SequenceNumber)) +
+		", " + e.name(attrCheckpointSub) + " = " + e.value(numAV(cp.SubSequenceNumber)) +
+		", " + e.name(attrOwnerSwitches) + " = " + e.value(numAV(0))
 }
+
+// pendingCheckpointAttrs are the KCL's prepared (two-phase) checkpoint, which a checkpoint
+// replaces: the KCL's own checkpoint removes them.
+var pendingCheckpointAttrs = []string{attrPendingCheckpoint, attrPendingCheckpointSub, attrPendingCheckpointState}
 
 // DeleteLease removes the lease, provided it still has observed's Owner and Epoch
 // (lease.ErrConflict otherwise, also when it is already gone).

@@ -59,8 +59,11 @@ var _ DynamoDB = (*dynamodb.Client)(nil)
 // Store keeps the lease and metadata tables of one application. It is safe for concurrent
 // use.
 type Store struct {
-	client         DynamoDB
-	leaseTable     string
+	client     DynamoDB
+	leaseTable string
+	// adopted: the lease table was named with WithLeaseTable; it must exist and is never
+	// created.
+	adopted        bool
 	metaTable      string
 	coordinatorKey string
 	clock          clock.Clock
@@ -77,12 +80,21 @@ func WithClock(c clock.Clock) Option { return func(s *Store) { s.clock = c } }
 // (default one second).
 func WithPollInterval(d time.Duration) Option { return func(s *Store) { s.pollInterval = d } }
 
+// WithLeaseTable makes the store use the existing lease table table (a KCL
+// application's, say) instead of the one named after the application. EnsureTables does
+// not create it: it must exist with the hash key leaseKey (S). The metadata table is
+// still named after the application.
+func WithLeaseTable(table string) Option {
+	return func(s *Store) { s.leaseTable, s.adopted = table, true }
+}
+
 // DynamoDB table names: 3 to 255 characters of this set.
 var tableNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{3,255}$`)
 
 const metaSuffix = "_meta"
 
-// New returns a store for application app: lease table app, metadata table app+"_meta".
+// New returns a store for application app: lease table app (or the one WithLeaseTable
+// names), metadata table app+"_meta".
 func New(client DynamoDB, app string, opts ...Option) (*Store, error) {
 	if client == nil {
 		return nil, errors.New("dynamostore: nil DynamoDB client")
@@ -104,6 +116,12 @@ func New(client DynamoDB, app string, opts ...Option) (*Store, error) {
 	}
 	if s.pollInterval <= 0 {
 		s.pollInterval = time.Second
+	}
+	if s.adopted && !tableNameRE.MatchString(s.leaseTable) {
+		return nil, fmt.Errorf("dynamostore: lease table name %q is not a valid DynamoDB table name (3-255 characters of a-z A-Z 0-9 _ . -)", s.leaseTable)
+	}
+	if s.leaseTable == s.metaTable {
+		return nil, fmt.Errorf("dynamostore: lease table %q is the application's metadata table; name another table", s.leaseTable)
 	}
 	return s, nil
 }

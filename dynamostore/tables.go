@@ -14,9 +14,16 @@ import (
 
 // EnsureTables creates the lease and metadata tables if they are missing (on-demand
 // capacity) and waits until both are ACTIVE, bounded by ctx. Several workers may call it at
-// once: a worker that loses the race to create a table waits for the winner's table.
+// once: a worker that loses the race to create a table waits for the winner's table. A
+// lease table named with WithLeaseTable is only checked (CheckLeaseTable), never created.
 func (s *Store) EnsureTables(ctx context.Context) error {
-	if err := s.ensureTable(ctx, s.leaseTable, attrLeaseKey); err != nil {
+	var err error
+	if s.adopted {
+		err = s.CheckLeaseTable(ctx)
+	} else {
+		err = s.ensureTable(ctx, s.leaseTable, attrLeaseKey)
+	}
+	if err != nil {
 		return err
 	}
 	return s.ensureTable(ctx, s.metaTable, attrWorkerID)
@@ -26,19 +33,38 @@ func (s *Store) EnsureTables(ctx context.Context) error {
 // expected keys. It is for deployments where workers may not create tables: a missing
 // table is reported as ErrTableNotFound naming the table and how to create it.
 func (s *Store) CheckTables(ctx context.Context) error {
-	for _, t := range []struct{ table, key string }{{s.leaseTable, attrLeaseKey}, {s.metaTable, attrWorkerID}} {
-		d, err := s.tableStatus(ctx, t.table)
-		if errors.Is(err, ErrTableNotFound) {
-			return fmt.Errorf("%w: create table %q with hash key %s (S), or let the workers create it (CREATE_TABLES=true)", err, t.table, t.key)
-		}
-		if err != nil {
-			return err
-		}
-		if err := checkKeySchema(t.table, t.key, d); err != nil {
-			return err
-		}
+	if err := s.CheckLeaseTable(ctx); err != nil {
+		return err
 	}
-	return nil
+	return s.checkTable(ctx, s.metaTable, attrWorkerID, "")
+}
+
+// CheckLeaseTable verifies, without creating anything, that the lease table exists with
+// the hash key leaseKey (S). A missing table is ErrTableNotFound, with the table's name
+// and what to do.
+func (s *Store) CheckLeaseTable(ctx context.Context) error {
+	missing := ""
+	if s.adopted {
+		missing = "it is the lease table to adopt, which is never created: name an existing lease table, " +
+			"such as a KCL application's (the KCL names it after the application), in this account and region"
+	}
+	return s.checkTable(ctx, s.leaseTable, attrLeaseKey, missing)
+}
+
+// checkTable verifies that table exists with the single hash key key (S). missing says
+// what to do when it does not; empty: create it.
+func (s *Store) checkTable(ctx context.Context, table, key, missing string) error {
+	d, err := s.tableStatus(ctx, table)
+	if errors.Is(err, ErrTableNotFound) {
+		if missing == "" {
+			missing = fmt.Sprintf("create table %q with hash key %s (S), or let the workers create it (CREATE_TABLES=true)", table, key)
+		}
+		return fmt.Errorf("%w: %s", err, missing)
+	}
+	if err != nil {
+		return err
+	}
+	return checkKeySchema(table, key, d)
 }
 
 func (s *Store) ensureTable(ctx context.Context, table, hashKey string) error {
@@ -128,10 +154,15 @@ func checkKeySchema(table, hashKey string, d *types.TableDescription) error {
 }
 
 // DeleteTables deletes both tables, ignoring tables that do not exist. It does not wait for
-// the deletion to finish. Meant for tests and cleanup.
+// the deletion to finish. Meant for tests and cleanup. A lease table named with
+// WithLeaseTable is not deleted: it was adopted, not created.
 func (s *Store) DeleteTables(ctx context.Context) error {
 	var errs []error
-	for _, table := range []string{s.leaseTable, s.metaTable} {
+	tables := []string{s.metaTable}
+	if !s.adopted {
+		tables = append(tables, s.leaseTable)
+	}
+	for _, table := range tables {
 		_, err := s.client.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(table)})
 		if err == nil {
 			continue

@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"cmp"
+	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +15,7 @@ import (
 	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/enginetest"
+	"github.com/kds-lease-manager/kds-lease-manager/internal/harness"
 )
 
 // TestCorruptLeaseItemsAreSkipped proves that malformed items in the lease table (a
@@ -136,4 +141,158 @@ func putRawItems(t *testing.T, c *cluster, table, keyAttr string, items map[stri
 			t.Fatalf("put item %s: %v", key, err)
 		}
 	}
+}
+
+// TestKCLTableTakeover takes over a KCL application's lease table with real worker
+// processes: while a (simulated) KCL fleet renews its leases the worker refuses to start,
+// naming the owners; with WAIT_FOR_KCL_SHUTDOWN it waits, and once the renewals stop it
+// continues every shard from the KCL's checkpoint (nothing at or before it is processed,
+// everything after it is), then leaves the items in the KCL's shape.
+func TestKCLTableTakeover(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2, defaultLeaseDuration)
+	ctx := t.Context()
+	ddb := enginetest.DynamoDB(t)
+	kclTable := enginetest.UniqueName(t, "kcl")
+	createRawLeaseTable(t, ddb, kclTable)
+
+	p := newProducer(t, c)
+	p.putRound(10)
+	perShard := map[string][]harness.Sent{}
+	for _, s := range p.Sent() {
+		perShard[s.Shard] = append(perShard[s.Shard], s)
+	}
+	owners := map[string]string{}
+	var want []harness.Sent // after the KCL's checkpoints
+	for shard, sent := range perShard {
+		slices.SortFunc(sent, func(a, b harness.Sent) int { x, _ := seqNum(a.Seq); y, _ := seqNum(b.Seq); return x.Cmp(y) })
+		if len(sent) < 10 {
+			t.Fatalf("shard %s has %d records, want 10", shard, len(sent))
+		}
+		owners[shard] = "kcl-worker-" + shard[len(shard)-1:]
+		want = append(want, sent[5:]...)
+		putKCLLease(t, ddb, kclTable, shard, owners[shard], sent[4].Seq)
+	}
+
+	// The KCL fleet renews every 500 ms until stopped.
+	renewCtx, stopRenewing := context.WithCancel(ctx)
+	var renewing sync.WaitGroup
+	renewing.Go(func() {
+		for renewCtx.Err() == nil {
+			for shard, owner := range owners {
+				_, _ = ddb.UpdateItem(renewCtx, &dynamodb.UpdateItemInput{TableName: aws.String(kclTable),
+					Key:                       map[string]dtypes.AttributeValue{"leaseKey": avS(shard)},
+					UpdateExpression:          aws.String("SET leaseCounter = leaseCounter + :one"),
+					ConditionExpression:       aws.String("leaseOwner = :o"),
+					ExpressionAttributeValues: map[string]dtypes.AttributeValue{":one": avN("1"), ":o": avS(owner)}})
+			}
+			select {
+			case <-renewCtx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	})
+	defer func() { stopRenewing(); renewing.Wait() }()
+
+	stderr, _ := c.runFailing(30*time.Second, "LEASE_TABLE="+kclTable, "KCL_CHECK_WINDOW=2s")
+	for _, w := range append(sortedValues(owners), "still renewing leases in "+kclTable, "WAIT_FOR_KCL_SHUTDOWN=true") {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("the refusal does not say %q:\n%s", w, lastLine(stderr))
+		}
+	}
+
+	w := c.startWorker("w2", "LEASE_TABLE="+kclTable, "KCL_CHECK_WINDOW=2s", "WAIT_FOR_KCL_SHUTDOWN=true")
+	waitFor(t, 30*time.Second, "the worker waiting for the KCL fleet", func() (bool, string) {
+		n := countLogs([]*worker{w}, msgIs("KCL workers are still renewing leases; waiting for them to stop"))[w.ID]
+		return n >= 2, fmt.Sprintf("%d rounds logged", n)
+	})
+	if recs := c.mustRecords(); len(recs) > 0 {
+		t.Fatalf("%d records processed while the KCL fleet was renewing", len(recs))
+	}
+	stopRenewing()
+	renewing.Wait()
+	stopped := time.Now()
+
+	_, recs := c.waitDelivered(60*time.Second, want)
+	first := time.Unix(0, slices.MinFunc(recs, func(a, b harness.Delivery) int { return cmp.Compare(a.T, b.T) }).T)
+	t.Logf("first record processed %s after the KCL fleet stopped renewing (check window 2s, lease duration %s); all %d after %s",
+		since(stopped, first), defaultLeaseDuration, len(want), since(stopped, time.Now()))
+	for _, r := range recs {
+		for _, s := range perShard[r.Shard][:5] {
+			if r.Seq == s.Seq {
+				t.Errorf("record %s of shard %s, at or before the KCL's checkpoint, was processed", r.Seq, r.Shard)
+			}
+		}
+	}
+	c.sigterm(w, 30*time.Second)
+
+	for shard, sent := range perShard {
+		out, err := ddb.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(kclTable),
+			Key: map[string]dtypes.AttributeValue{"leaseKey": avS(shard)}, ConsistentRead: aws.Bool(true)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		item := out.Item
+		checks := map[string]string{"checkpoint": sent[len(sent)-1].Seq, "checkpointSubSequenceNumber": "0",
+			"ownerSwitchesSinceCheckpoint": "0", "throughputKBps": "3.5", "startingHashKey": "0", "endingHashKey": "99"}
+		for attr, v := range checks {
+			if got := attrString(item[attr]); got != v {
+				t.Errorf("lease %s: %s = %q, want %q", shard, attr, got, v)
+			}
+		}
+		if _, ok := item["leaseOwner"]; ok {
+			t.Errorf("lease %s still has an owner after a graceful shutdown: %v", shard, attrString(item["leaseOwner"]))
+		}
+	}
+}
+
+func createRawLeaseTable(t *testing.T, ddb *dynamodb.Client, table string) {
+	t.Helper()
+	ctx := t.Context()
+	_, err := ddb.CreateTable(ctx, &dynamodb.CreateTableInput{TableName: aws.String(table),
+		BillingMode:          dtypes.BillingModePayPerRequest,
+		AttributeDefinitions: []dtypes.AttributeDefinition{{AttributeName: aws.String("leaseKey"), AttributeType: dtypes.ScalarAttributeTypeS}},
+		KeySchema:            []dtypes.KeySchemaElement{{AttributeName: aws.String("leaseKey"), KeyType: dtypes.KeyTypeHash}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
+	if err := dynamodb.NewTableExistsWaiter(ddb).Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// putKCLLease writes a lease as a KCL worker holds it, checkpointed at seq.
+func putKCLLease(t *testing.T, ddb *dynamodb.Client, table, shard, owner, seq string) {
+	t.Helper()
+	_, err := ddb.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: map[string]dtypes.AttributeValue{
+		"leaseKey": avS(shard), "leaseOwner": avS(owner), "leaseCounter": avN("100"),
+		"checkpoint": avS(seq), "checkpointSubSequenceNumber": avN("0"), "ownerSwitchesSinceCheckpoint": avN("1"),
+		"startingHashKey": avS("0"), "endingHashKey": avS("99"), "throughputKBps": avN("3.5"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func attrString(v dtypes.AttributeValue) string {
+	switch v := v.(type) {
+	case *dtypes.AttributeValueMemberS:
+		return v.Value
+	case *dtypes.AttributeValueMemberN:
+		return v.Value
+	}
+	return fmt.Sprint(v)
+}
+
+func sortedValues(m map[string]string) []string {
+	var out []string
+	for _, v := range m {
+		out = append(out, v)
+	}
+	slices.Sort(out)
+	return out
 }

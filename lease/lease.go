@@ -110,6 +110,17 @@ type Lease struct {
 	// MillisBehindLatest is how far behind the tip of the shard the owner was at its last
 	// checkpoint (0 also before the first one). For operators; no decision uses it.
 	MillisBehindLatest int64
+	// ChildShardIDs are the shards this one was split or merged into, recorded with its
+	// SHARD_END checkpoint when the reader learnt them (ReleaseLease at ShardEnd writes
+	// the held lease's ChildShardIDs). They are kept so that the KCL can take the lease
+	// table back (its childShardIds); no decision here uses them: children name their
+	// parents.
+	ChildShardIDs []string
+	// StartingHashKey and EndingHashKey are the shard's range of hash keys (decimal
+	// strings, both included), recorded when the lease is created from a shard listing
+	// that had them; empty when unknown. Kept for the KCL (its hashKeyRangeForLease); no
+	// decision here uses them.
+	StartingHashKey, EndingHashKey string
 }
 
 // ExtendedSequenceNumber returns the lease's checkpoint: Checkpoint with

@@ -81,3 +81,15 @@ func TestIndexOutgrown(t *testing.T) {
 		}
 	}
 }
+
+// The special checkpoints are the KCL's sentinel strings (its SentinelCheckpoint), so
+// that a KCL lease table's checkpoints mean the same here and back.
+func TestSpecialCheckpointsAreTheKCLs(t *testing.T) {
+	for _, tc := range []struct{ got, kcl string }{
+		{TrimHorizon, "TRIM_HORIZON"}, {Latest, "LATEST"}, {AtTimestamp, "AT_TIMESTAMP"}, {ShardEnd, "SHARD_END"},
+	} {
+		if tc.got != tc.kcl {
+			t.Errorf("%q, want the KCL's %q", tc.got, tc.kcl)
+		}
+	}
+}

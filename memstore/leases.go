@@ -19,8 +19,9 @@ import (
 // It mirrors package dynamostore, including what a DynamoDB round trip does to values:
 // a conditional write on a lease that does not exist fails with lease.ErrConflict only
 // (DynamoDB cannot tell the two apart), arguments dynamostore rejects before sending a
-// request are rejected here without counting a call, ParentShardIDs come back sorted and
-// deduplicated (a string set) and StartTimestamp in UTC at millisecond precision.
+// request are rejected here without counting a call, ParentShardIDs and ChildShardIDs come
+// back sorted and deduplicated (string sets) and StartTimestamp in UTC at millisecond
+// precision. ReleaseLease at SHARD_END records the held lease's ChildShardIDs.
 type Leases struct {
 	faults
 
@@ -115,6 +116,9 @@ func (s *Leases) ReleaseLease(ctx context.Context, held lease.Lease, final lease
 		l.Epoch++
 		if !final.IsZero() {
 			l.Checkpoint, l.CheckpointSubSequence = final.SequenceNumber, final.SubSequenceNumber
+		}
+		if final.SequenceNumber == lease.ShardEnd && len(held.ChildShardIDs) > 0 {
+			l.ChildShardIDs = stringSet(held.ChildShardIDs)
 		}
 	})
 	return err
@@ -239,21 +243,32 @@ func (s *Leases) Snapshot() lease.Table {
 	return t
 }
 
-// copyLease returns l with its own ParentShardIDs.
+// copyLease returns l with its own ParentShardIDs and ChildShardIDs.
 func copyLease(l lease.Lease) lease.Lease {
 	l.ParentShardIDs = slices.Clone(l.ParentShardIDs)
+	l.ChildShardIDs = slices.Clone(l.ChildShardIDs)
 	return l
 }
 
-// storedLease returns l as dynamostore would read it back: parents as a sorted string set
-// (nil when empty), the start timestamp in UTC milliseconds.
+// stringSet returns ids as dynamostore reads a string set back: sorted, without
+// duplicates, nil when empty.
+func stringSet(ids []string) []string {
+	if len(ids) == 0 {
+		return nil
+	}
+	p := slices.Clone(ids)
+	slices.Sort(p)
+	return slices.Compact(p)
+}
+
+// storedLease returns l as dynamostore would read it back: parents and children as sorted
+// string sets (nil when empty), the start timestamp in UTC milliseconds, a hash key
+// range only when both ends are known.
 func storedLease(l lease.Lease) lease.Lease {
-	if len(l.ParentShardIDs) == 0 {
-		l.ParentShardIDs = nil
-	} else {
-		p := slices.Clone(l.ParentShardIDs)
-		slices.Sort(p)
-		l.ParentShardIDs = slices.Compact(p)
+	l.ParentShardIDs = stringSet(l.ParentShardIDs)
+	l.ChildShardIDs = stringSet(l.ChildShardIDs)
+	if l.StartingHashKey == "" || l.EndingHashKey == "" {
+		l.StartingHashKey, l.EndingHashKey = "", ""
 	}
 	if !l.StartTimestamp.IsZero() {
 		l.StartTimestamp = time.UnixMilli(l.StartTimestamp.UnixMilli()).UTC()

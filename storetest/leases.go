@@ -41,6 +41,7 @@ func TestLeaseStore[S consumer.LeaseStore](t *testing.T, newStore func(t *testin
 	t.Run("ConditionalWrites", func(t *testing.T) { testConditionalWrites(t, newStore) })
 	t.Run("a taken lease fences its former owner until released", func(t *testing.T) { testFencing(t, newStore(t)) })
 	t.Run("a checkpoint inside a KPL aggregate keeps its sub-sequence number", func(t *testing.T) { testSubSequence(t, newStore(t)) })
+	t.Run("hash key range and children survive every write", func(t *testing.T) { testKCLFields(t, newStore(t)) })
 	t.Run("of concurrent takes with one observation exactly one wins", func(t *testing.T) {
 		s := newStore(t)
 		free := create(t, s, lease.Lease{ShardID: "s1", Checkpoint: lease.TrimHorizon})
@@ -126,6 +127,13 @@ func testCreate[S consumer.LeaseStore](t *testing.T, newStore func(t *testing.T)
 			name: "keeps a checkpoint's sub-sequence number",
 			in:   lease.Lease{ShardID: "s1", Checkpoint: "49590338271490256608559692538361571095921575989136588898", CheckpointSubSequence: 3},
 			want: &lease.Lease{ShardID: "s1", Checkpoint: "49590338271490256608559692538361571095921575989136588898", CheckpointSubSequence: 3},
+		},
+		{
+			name: "keeps the hash key range and the children as a sorted set",
+			in: lease.Lease{ShardID: "s1", Checkpoint: lease.TrimHorizon, StartingHashKey: "0", EndingHashKey: "170141183460469231731687303715884105727",
+				ChildShardIDs: []string{"c2", "c1", "c2"}},
+			want: &lease.Lease{ShardID: "s1", Checkpoint: lease.TrimHorizon, StartingHashKey: "0", EndingHashKey: "170141183460469231731687303715884105727",
+				ChildShardIDs: []string{"c1", "c2"}},
 		},
 		{
 			name: "stores empty parents as none",
@@ -276,6 +284,12 @@ func testConditionalWrites[S consumer.LeaseStore](t *testing.T, newStore func(t 
 			func(s1, _ *lease.Lease) { s1.Owner, s1.Epoch = "", 2 }},
 		{"release at SHARD_END", releaseOp(held, at(lease.ShardEnd)), nil,
 			func(s1, _ *lease.Lease) { s1.Owner, s1.Epoch, s1.Checkpoint = "", 2, lease.ShardEnd }},
+		{"release at SHARD_END records the held lease's children", releaseOp(withChildren(held, "c2", "c1"), at(lease.ShardEnd)), nil,
+			func(s1, _ *lease.Lease) {
+				s1.Owner, s1.Epoch, s1.Checkpoint, s1.ChildShardIDs = "", 2, lease.ShardEnd, []string{"c1", "c2"}
+			}},
+		{"release before SHARD_END records no children", releaseOp(withChildren(held, "c1"), at("200")), nil,
+			func(s1, _ *lease.Lease) { s1.Owner, s1.Epoch, s1.Checkpoint = "", 2, "200" }},
 		{"release with a stale owner is a conflict", releaseOp(staleOwner, at("200")), lease.ErrConflict, nil},
 		{"release with a stale epoch is a conflict", releaseOp(staleEpoch, at("200")), lease.ErrConflict, nil},
 		{"release with a stale owner and epoch is a conflict", releaseOp(staleBoth, at("200")), lease.ErrConflict, nil},
@@ -330,6 +344,27 @@ func testConditionalWrites[S consumer.LeaseStore](t *testing.T, newStore func(t 
 				t.Errorf("returned %+v, stored %+v", *got, stored[got.ShardID])
 			}
 		})
+	}
+}
+
+func withChildren(l lease.Lease, ids ...string) lease.Lease {
+	return with(l, func(l *lease.Lease) { l.ChildShardIDs = ids })
+}
+
+// testKCLFields: the hash key range and children a lease was created with survive takes,
+// checkpoints and releases.
+func testKCLFields(t *testing.T, s consumer.LeaseStore) {
+	ctx := t.Context()
+	want := create(t, s, lease.Lease{ShardID: "s1", Checkpoint: lease.TrimHorizon, ParentShardIDs: []string{"s0"},
+		StartingHashKey: "10", EndingHashKey: "20", ChildShardIDs: []string{"s2"}})
+	a := take(t, s, want, "a")
+	checkErr(t, "checkpoint", s.Checkpoint(ctx, a, at("5"), -1), nil)
+	b := take(t, s, get(t, s, "s1"), "b")
+	checkErr(t, "release", s.ReleaseLease(ctx, b, at("9")), nil)
+	got := get(t, s, "s1")
+	want.Epoch, want.Checkpoint = 3, "9"
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("after take, checkpoint, take and release:\n got %+v\nwant %+v", got, want)
 	}
 }
 

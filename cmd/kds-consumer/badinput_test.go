@@ -66,6 +66,12 @@ func TestEveryBadSettingNamesItsVariable(t *testing.T) {
 		{map[string]string{"LOG_FORMAT": "yaml"}, "LOG_FORMAT"},
 		{map[string]string{"LOG_LEVEL": "trace"}, "LOG_LEVEL"},
 		{map[string]string{"CREATE_TABLES": "maybe"}, "CREATE_TABLES"},
+		{map[string]string{"LEASE_TABLE": "kcl app"}, "LEASE_TABLE"},
+		{map[string]string{"LEASE_TABLE": "ab"}, "LEASE_TABLE"},
+		{map[string]string{"KCL_CHECK": "perhaps"}, "KCL_CHECK"},
+		{map[string]string{"KCL_CHECK_WINDOW": "-5s"}, "KCL_CHECK_WINDOW"},
+		{map[string]string{"KCL_CHECK_WINDOW": "a while"}, "KCL_CHECK_WINDOW"},
+		{map[string]string{"WAIT_FOR_KCL_SHUTDOWN": "yes please"}, "WAIT_FOR_KCL_SHUTDOWN"},
 		// Combinations the library rejects: the error names the variable and speaks of
 		// the other variables by their names too.
 		{map[string]string{"LEASE_DURATION": "10s", "HEARTBEAT_INTERVAL": "5s"}, "HEARTBEAT_INTERVAL"},

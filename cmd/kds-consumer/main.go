@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +38,7 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/kubeworkers"
 	"github.com/kds-lease-manager/kds-lease-manager/metrics"
 	"github.com/kds-lease-manager/kds-lease-manager/multilang"
+	"github.com/kds-lease-manager/kds-lease-manager/takeover"
 )
 
 func main() {
@@ -153,11 +155,22 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		}
 		o.APIOptions = append(o.APIOptions, m.AWSMiddleware("kinesis"))
 	})
-	store, err := dynamostore.New(ddb, s.AppName)
+	var storeOpts []dynamostore.Option
+	if s.LeaseTable != "" {
+		storeOpts = append(storeOpts, dynamostore.WithLeaseTable(s.LeaseTable))
+	}
+	store, err := dynamostore.New(ddb, s.AppName, storeOpts...)
 	if err != nil {
 		return err
 	}
 	tctx, cancel := context.WithTimeout(ctx, time.Minute)
+	if s.LeaseTable != "" {
+		// A table to adopt that is not there is a wrong setting, not a failure.
+		if err := store.CheckLeaseTable(tctx); errors.Is(err, dynamostore.ErrTableNotFound) {
+			cancel()
+			return s.invalid(&s.LeaseTable, s.LeaseTable, err.Error())
+		}
+	}
 	if s.CreateTables {
 		err = store.EnsureTables(tctx)
 	} else {
@@ -216,6 +229,11 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		}
 		return unreachable("Kinesis", kin.Options().Region, aws.ToString(kin.Options().BaseEndpoint), sw.timeout, err)
 	}
+	// After the health endpoint is up (alive, not ready) and before the worker takes
+	// any lease.
+	if err := checkTakeover(ctx, s, store, log); err != nil || ctx.Err() != nil {
+		return err
+	}
 	return w.Run(ctx)
 }
 
@@ -236,4 +254,24 @@ func processorFactory(s settings, log *slog.Logger) (consumer.ProcessorFactory, 
 		return nil, nil, s.invalid(&s.RecordLogDir, s.RecordLogDir, err.Error())
 	}
 	return demoFactory(log, recorder, s), func() { recorder.Close() }, nil
+}
+
+// checkTakeover refuses to start, or waits, while KCL workers still renew leases in the
+// lease table (package takeover), unless KCL_CHECK=false. It returns nil when ctx ends
+// while it waits: the worker was asked to stop.
+func checkTakeover(ctx context.Context, s settings, store *dynamostore.Store, log *slog.Logger) error {
+	if !s.KCLCheck {
+		return nil
+	}
+	err := takeover.Check{Leases: store, Meta: store, Table: store.LeaseTable(),
+		Window: cmp.Or(s.KCLCheckWindow, s.LeaseDuration, consumer.DefaultLeaseDuration),
+		Wait:   s.WaitForKCLShutdown, Logger: log}.Run(ctx)
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case errors.Is(err, takeover.ErrStillRenewing):
+		return fmt.Errorf("%w, or set WAIT_FOR_KCL_SHUTDOWN=true to wait until it has stopped "+
+			"(KCL_CHECK=false skips this check; see docs/migrating-from-kcl.md)", err)
+	}
+	return err
 }

@@ -68,7 +68,8 @@ func kclProperty(key, v string) (vars []string, ignored string, err error) {
 	// Keys taken as they are, and durations in the KCL's units.
 	plain := map[string]string{"executableName": "MULTILANG_COMMAND", "streamName": "STREAM_NAME",
 		"applicationName": "APP_NAME", "workerId": "WORKER_ID", "regionName": "AWS_REGION",
-		"initialPositionInStream": "INITIAL_POSITION", "maxLeasesForWorker": "MAX_LEASES_CAP", "maxRecords": "MAX_RECORDS_PER_GET"}
+		"initialPositionInStream": "INITIAL_POSITION", "maxLeasesForWorker": "MAX_LEASES_CAP", "maxRecords": "MAX_RECORDS_PER_GET",
+		"tableName": "LEASE_TABLE"}
 	type inUnits struct {
 		env  string
 		unit time.Duration
@@ -99,8 +100,6 @@ func kclProperty(key, v string) (vars []string, ignored string, err error) {
 			return nil, "", errors.New("want a Unix time in seconds")
 		}
 		return []string{"INITIAL_POSITION", "AT_TIMESTAMP", "INITIAL_TIMESTAMP", time.Unix(n, 0).UTC().Format(time.RFC3339)}, "", nil
-	case "tableName":
-		return nil, "the lease table is named after applicationName (APP_NAME)", nil
 	case "AWSCredentialsProvider", "AWSCredentialsProviderDynamoDB":
 		return nil, "credentials come from the AWS SDK's default chain (environment, profile, EKS IRSA or Pod Identity, instance role)", nil
 	case "processingLanguage", "cleanupLeasesUponShardCompletion",

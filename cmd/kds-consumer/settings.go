@@ -35,6 +35,12 @@ type settings struct {
 	HealthAddr, LogFormat, LogLevel, RecordLogDir    string
 	DeadLetterStream                                 string
 	CreateTables                                     bool
+	// LeaseTable names an existing lease table to adopt (a KCL application's) instead
+	// of <app>. KCLCheck, KCLCheckWindow and WaitForKCLShutdown shape the start-up check
+	// that no KCL worker still renews leases in the lease table (package takeover).
+	LeaseTable                   string
+	KCLCheck, WaitForKCLShutdown bool
+	KCLCheckWindow               time.Duration
 	// DemoCheckpoint, DemoRecordDelay and DemoFailOn shape the demo processor (demo.go).
 	DemoCheckpoint  string
 	DemoRecordDelay time.Duration
@@ -54,7 +60,7 @@ type settings struct {
 // default worker id (the pod name in Kubernetes).
 func defaultSettings(hostname string) settings {
 	s := settings{Config: consumer.DefaultConfig(), HealthAddr: ":8080",
-		LogFormat: "text", LogLevel: "info", CreateTables: true, DemoCheckpoint: "batch",
+		LogFormat: "text", LogLevel: "info", CreateTables: true, KCLCheck: true, DemoCheckpoint: "batch",
 		MultiLangTimeout: multilang.DefaultActionTimeout}
 	s.StreamName, s.AppName, s.WorkerID = "test-stream", "kds-consumer-app", hostname
 	return s
@@ -72,7 +78,8 @@ func table(s *settings) []setting {
 		urlVar(&s.KinesisEndpoint, "AWS_ENDPOINT_URL_KINESIS", "", "Kinesis endpoint, over AWS_ENDPOINT_URL"),
 		urlVar(&s.DynamoDBEndpoint, "AWS_ENDPOINT_URL_DYNAMODB", "", "DynamoDB endpoint, over AWS_ENDPOINT_URL"),
 		stringVar(&c.StreamName, "STREAM_NAME", "stream", "Kinesis stream to consume", checkStreamName),
-		stringVar(&c.AppName, "APP_NAME", "app", "application name: lease table <app>, metadata table <app>_meta"),
+		stringVar(&c.AppName, "APP_NAME", "app", "application name: lease table <app> (unless LEASE_TABLE), metadata table <app>_meta"),
+		stringVar(&s.LeaseTable, "LEASE_TABLE", "lease-table", "an existing lease table to use instead of <app>, such as a KCL application's (docs/migrating-from-kcl.md); never created", checkTableName),
 		stringVar(&c.WorkerID, "WORKER_ID", "worker-id", "unique, stable worker id (default: host name, i.e. the pod name)"),
 		notVar(&c.DisableDynamicMaxLeases, "ENABLE_DYNAMIC_MAX_LEASES", "enable-dynamic-max-leases", "coordinator computes min(cap, ceil(shards/workers)); false: use MAX_LEASES"),
 		intVar(&c.MaxLeasesCap, 1, 10000, "MAX_LEASES_CAP", "max-leases-cap", "upper bound on leases per worker"),
@@ -104,6 +111,9 @@ func table(s *settings) []setting {
 		choiceVar(&s.LogLevel, "LOG_LEVEL", "log-level", "debug, info, warn or error", "debug", "info", "warn", "error"),
 		stringVar(&s.RecordLogDir, "RECORD_LOG_DIR", "record-log-dir", "demo processor: append every processed record to <dir>/<worker>.jsonl (for verification)"),
 		boolVar(&s.CreateTables, "CREATE_TABLES", "create-tables", "create the lease and metadata tables when missing"),
+		boolVar(&s.KCLCheck, "KCL_CHECK", "kcl-check", "before taking any lease, refuse to start while lease owners that are not workers of this application (a KCL fleet) still renew leases in the lease table"),
+		intervalVar(&s.KCLCheckWindow, "KCL_CHECK_WINDOW", "kcl-check-window", "how long the KCL check watches the lease counters; longer than the KCL's renewal interval (0: LEASE_DURATION)"),
+		boolVar(&s.WaitForKCLShutdown, "WAIT_FOR_KCL_SHUTDOWN", "wait-for-kcl-shutdown", "when KCL workers still renew leases, wait until they stop (logging each round) instead of refusing to start"),
 		choiceVar(&s.DemoCheckpoint, "DEMO_CHECKPOINT", "demo-checkpoint", "demo processor: checkpoint after every batch (Checkpoint of its last sequence number) or after every record (CheckpointRecord: inside KPL aggregates too)", "batch", "record"),
 		durationVar(&s.DemoRecordDelay, "DEMO_RECORD_DELAY", "demo-record-delay", "demo processor: pause after each record (and its checkpoint), to simulate slow processing"),
 		stringVar(&s.DemoFailOn, "DEMO_FAIL_ON", "demo-fail-on", "demo processor: fail every batch at a record whose data is this (to try ON_PROCESSOR_FAILURE)"),
@@ -408,6 +418,7 @@ var (
 	streamNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,128}$`)
 	regionRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*[a-z0-9]$`)
 	dnsLabelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	tableNameRE  = regexp.MustCompile(`^[a-zA-Z0-9_.-]{3,255}$`)
 )
 
 func checkRegion(v string) string {
@@ -438,6 +449,14 @@ func checkStreamName(v string) string {
 		return "a stream name has 1 to 128 characters"
 	case !streamNameRE.MatchString(v):
 		return "a stream name has only letters, digits, '_', '-' and '.'"
+	}
+	return ""
+}
+
+// checkTableName accepts a DynamoDB table name, or nothing.
+func checkTableName(v string) string {
+	if v != "" && !tableNameRE.MatchString(v) {
+		return "want a DynamoDB table name: 3 to 255 letters, digits, '_', '-' and '.'"
 	}
 	return ""
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -95,6 +96,7 @@ var sampleValue = map[string]string{
 	"RECORD_LOG_DIR": "/var/records", "CREATE_TABLES": "false", "DEMO_CHECKPOINT": "record", "DEMO_RECORD_DELAY": "250ms",
 	"ON_PROCESSOR_FAILURE": "skip", "PROCESSOR_RETRIES": "3", "DEAD_LETTER_STREAM": "orders-dead-letters", "DEMO_FAIL_ON": "poison",
 	"KCL_PROPERTIES": "testdata/app.properties", "MULTILANG_COMMAND": "node app.js", "MULTILANG_TIMEOUT": "30s",
+	"LEASE_TABLE": "orders-kcl-app", "KCL_CHECK": "false", "KCL_CHECK_WINDOW": "30s", "WAIT_FOR_KCL_SHUTDOWN": "true",
 	// Read only with AT_TIMESTAMP (the sample of INITIAL_POSITION is LATEST).
 	"INITIAL_TIMESTAMP": "2026-01-02T15:04:05Z",
 }
@@ -302,7 +304,8 @@ func TestPropertiesFile(t *testing.T) {
 				return s.MultiLangCommand == "node sample_kcl_app.js" && s.StreamName == "kclnodejssample" &&
 					s.AppName == "kclnodejssample" && s.InitialPosition == "TRIM_HORIZON" && s.Region == "eu-west-1" &&
 					s.LeaseDuration == 15*time.Second && s.MaxLeasesCap == 12 && s.MaxRecordsPerGet == 2500 &&
-					s.IdleTimeBetweenReads == 500*time.Millisecond && s.ShardSyncInterval == time.Minute && s.MultiLangTimeout == 90*time.Second
+					s.IdleTimeBetweenReads == 500*time.Millisecond && s.ShardSyncInterval == time.Minute && s.MultiLangTimeout == 90*time.Second &&
+					s.LeaseTable == "kclnodejssample-leases"
 			},
 			warns: []string{"line 5: AWSCredentialsProvider ignored: credentials come from", "line 6: processingLanguage ignored: no equivalent",
 				"line 15: somethingElse ignored: unknown key"}},
@@ -341,5 +344,37 @@ func TestPropertiesFile(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The README's settings section names every variable the worker reads, and every
+// variable it names is one (the AWS SDK's own variables aside).
+func TestTheReadmeNamesEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := string(readme)
+	start := strings.Index(section, "## Worker configuration")
+	if start < 0 {
+		t.Fatal("README.md has no \"## Worker configuration\" section")
+	}
+	section = section[start:]
+	if end := strings.Index(section[3:], "\n## "); end >= 0 {
+		section = section[:end+3]
+	}
+	var s settings
+	rows := map[string]bool{}
+	for _, r := range table(&s) {
+		rows[r.env] = true
+		if !strings.Contains(section, "`"+r.env+"`") {
+			t.Errorf("README.md's settings section does not name `%s`", r.env)
+		}
+	}
+	sdk := map[string]bool{"AWS_ACCESS_KEY_ID": true, "AWS_SECRET_ACCESS_KEY": true, "AWS_SESSION_TOKEN": true, "AWS_PROFILE": true}
+	for _, m := range regexp.MustCompile("`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)`").FindAllStringSubmatch(section, -1) {
+		if name := m[1]; !rows[name] && !sdk[name] && !strings.HasPrefix(name, "TRIM_") && name != "AT_TIMESTAMP" {
+			t.Errorf("README.md names `%s`, which the worker does not read", name)
+		}
 	}
 }

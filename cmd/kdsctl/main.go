@@ -2,7 +2,7 @@
 // stream, shows the metadata and lease tables, produces test records, verifies what the
 // workers processed and waits for the lease table to converge.
 //
-// Flags default to the worker's environment: AWS_ENDPOINT_URL, AWS_REGION, APP_NAME,
+// Flags default to the worker's environment: AWS_ENDPOINT_URL, AWS_REGION, APP_NAME, LEASE_TABLE,
 // STREAM_NAME. Exit status: 0 success, 1 failure, 2 usage error. `kdsctl help` lists the
 // commands, `kdsctl COMMAND --help` describes one.
 package main
@@ -125,7 +125,9 @@ func (e *env) run(ctx context.Context, args []string) error {
 // the output streams.
 type env struct {
 	endpoint, region, app, stream, output string
-	stdout, stderr                        io.Writer
+	// leaseTable is an adopted lease table (the worker's LEASE_TABLE); empty: APP.
+	leaseTable     string
+	stdout, stderr io.Writer
 	// loadConfig loads the AWS configuration; tests substitute static credentials.
 	loadConfig awsenv.Loader
 }
@@ -139,6 +141,7 @@ func newEnv(stdout, stderr io.Writer, loadConfig awsenv.Loader) *env {
 	}
 	return &env{
 		app:        getenv("APP_NAME", "kds-consumer-app"),
+		leaseTable: os.Getenv("LEASE_TABLE"),
 		stream:     getenv("STREAM_NAME", "test-stream"),
 		output:     "table",
 		stdout:     stdout,
@@ -159,7 +162,8 @@ func getenv(key, def string) string {
 func (e *env) register(fs *flag.FlagSet) {
 	fs.StringVar(&e.endpoint, "endpoint", e.endpoint, "endpoint URL for Kinesis and DynamoDB, over the SDK's (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_KINESIS / _DYNAMODB)")
 	fs.StringVar(&e.region, "region", e.region, "AWS region, over the SDK's (AWS_REGION, the profile's)")
-	fs.StringVar(&e.app, "app", e.app, "application name: lease table APP, metadata table APP_meta [APP_NAME]")
+	fs.StringVar(&e.app, "app", e.app, "application name: lease table APP (unless --lease-table), metadata table APP_meta [APP_NAME]")
+	fs.StringVar(&e.leaseTable, "lease-table", e.leaseTable, "an adopted lease table, such as a KCL application's, instead of APP [LEASE_TABLE]")
 	fs.StringVar(&e.stream, "stream", e.stream, "stream name [STREAM_NAME]")
 	fs.StringVar(&e.output, "o", e.output, "output format: table or json")
 }
@@ -265,7 +269,7 @@ func (e *env) parseNone(fs *flag.FlagSet, args []string) error {
 // isGlobalFlag reports whether register adds the flag.
 func isGlobalFlag(name string) bool {
 	switch name {
-	case "endpoint", "region", "app", "stream", "o":
+	case "endpoint", "region", "app", "lease-table", "stream", "o":
 		return true
 	}
 	return false
@@ -357,5 +361,9 @@ func (e *env) store(ctx context.Context) (*dynamostore.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return dynamostore.New(client, e.app)
+	var opts []dynamostore.Option
+	if e.leaseTable != "" {
+		opts = append(opts, dynamostore.WithLeaseTable(e.leaseTable))
+	}
+	return dynamostore.New(client, e.app, opts...)
 }

@@ -151,6 +151,18 @@ func TestRunUsesEnvironmentDefaults(t *testing.T) {
 			t.Errorf("%v: DynamoDB at %s in %s, want %s in %s", tc.flags, aws.ToString(o.BaseEndpoint), o.Region, tc.dynamodb, tc.region)
 		}
 	}
+	t.Setenv("LEASE_TABLE", "env-kcl-app")
+	e := newEnv(nil, nil, nil)
+	if e.leaseTable != "env-kcl-app" {
+		t.Errorf("lease table %q does not follow LEASE_TABLE", e.leaseTable)
+	}
+	st, err := e.store(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LeaseTable() != "env-kcl-app" || st.MetaTable() != "env-app_meta" {
+		t.Errorf("store tables %s and %s, want env-kcl-app and env-app_meta", st.LeaseTable(), st.MetaTable())
+	}
 }
 
 // Without credentials kdsctl says how to provide them, as the worker does, instead of

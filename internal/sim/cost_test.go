@@ -101,12 +101,13 @@ func TestCodecSizes(t *testing.T) {
 		size int
 		want int
 	}{
-		// leaseKey 8+20, leaseCounter 12+2, checkpoint 10+12, itemVersion 11+2, leaseOwner 10+2.
-		{"owned lease", sz.lease(lease.Lease{ShardID: "shardId-000000000000", Owner: "w1", Epoch: 5, Checkpoint: lease.TrimHorizon}), 89},
-		{"free lease", sz.lease(lease.Lease{ShardID: "shardId-000000000000", Epoch: 6, Checkpoint: lease.TrimHorizon}), 77},
-		// + parentShardIds 14+20, millisBehindLatest 18+2, a 21-digit checkpoint (+9 bytes).
+		// leaseKey 8+20, leaseCounter 12+2, checkpoint 10+12, itemVersion 11+2, leaseOwner 10+2,
+		// ownerSwitchesSinceCheckpoint 28+1 (the KCL's attribute: a KCL worker needs it).
+		{"owned lease", sz.lease(lease.Lease{ShardID: "shardId-000000000000", Owner: "w1", Epoch: 5, Checkpoint: lease.TrimHorizon}), 118},
+		{"free lease", sz.lease(lease.Lease{ShardID: "shardId-000000000000", Epoch: 6, Checkpoint: lease.TrimHorizon}), 106},
+		// + parentShardId 13+20, millisBehindLatest 18+2, a 21-digit checkpoint (+9 bytes).
 		{"child lease", sz.lease(lease.Lease{ShardID: "shardId-000000000000", Owner: "w1", Epoch: 5, Checkpoint: "496000000000000000001",
-			ParentShardIDs: []string{"shardId-000000000001"}, MillisBehindLatest: 12}), 89 + 34 + 20 + 9},
+			ParentShardIDs: []string{"shardId-000000000001"}, MillisBehindLatest: 12}), 118 + 33 + 20 + 9},
 		// worker_id 9+2, incarnation 11+3, heartbeat 9+2, state 5+6, leases_held 11+2,
 		// last_seen 9+20, started_at 10+20, itemVersion 11+2.
 		{"worker", sz.worker(lease.WorkerRecord{WorkerID: "w1", Incarnation: "abc", Heartbeat: 42, State: lease.WorkerActive,

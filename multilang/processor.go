@@ -32,7 +32,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,6 +111,12 @@ type Factory struct {
 func NewFactory(cfg Config) (*Factory, error) {
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return nil, errors.New("multilang: no command to run")
+	}
+	if cfg.Dir == "" || filepath.IsAbs(cfg.Command[0]) || !strings.Contains(cfg.Command[0], "/") {
+		// Found now rather than at every lease: a worker that cannot run it must not start.
+		if _, err := exec.LookPath(cfg.Command[0]); err != nil {
+			return nil, fmt.Errorf("multilang: %w", err)
+		}
 	}
 	return &Factory{cfg: cfg.withDefaults()}, nil
 }
@@ -291,6 +300,10 @@ func (p *Processor) exchange(ctx context.Context, action string, msg any, cps *c
 		p.lastEnd = fmt.Sprintf("%s: %v (%s)", action, err, c.exitState())
 		err = fmt.Errorf("multilang: shard %s: record processor (pid %d) failed during %s: %w (%s)", p.shardID, c.pid, action, err, c.exitState())
 		c.log.Error("record processor failed: killed; the worker retries from the last checkpoint with a new one", "action", action, "err", err)
+		if lost != nil {
+			// The lease was lost first: the worker must stop the shard, not retry.
+			return fmt.Errorf("%w; then %w", lost, err)
+		}
 		return err
 	}
 	line, err := json.Marshal(msg)

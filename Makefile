@@ -27,8 +27,8 @@ include deploy/k8s/k8s.mk
 
 DURATION ?= 90s
 
-.PHONY: help build test test-all vet fmt-check k8s-tools docs verify chaos bench cost-check fuzz proto sim sim-scale \
-	status logs logs-worker monitor metadata leases scale-workers test-shards test-workers \
+.PHONY: help build test test-all test-browser vet fmt-check k8s-tools docs verify chaos bench cost-check fuzz proto sim sim-scale \
+	status logs logs-worker monitor dashboard metadata leases scale-workers test-shards test-workers \
 	restart-worker restart-all clean
 
 help: ## list the targets
@@ -48,6 +48,11 @@ test: vet fmt-check k8s-tools ## every test: unit, real engines, real kube-apise
 
 test-all: vet fmt-check k8s-tools ## `make test` plus the seed's five scenarios end to end
 	$(GO) test $(TEST_FLAGS) -tags scenarios ./...
+
+test-browser: ## the dashboard in headless Chromium on the real engines (about 2 min; needs chromium): screenshots in .run/browser
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$CHROMIUM" ] || \
+		{ echo "chromium is missing: apt-get install -y chromium (or set CHROMIUM=/path/to/chrome)"; exit 2; }
+	set -o pipefail; $(GO) test $(TEST_FLAGS) -tags browser -run '^TestDashboardInBrowser$$' -v ./e2e | grep -v '^{'
 
 PROTOC_GEN_GO_VERSION ?= v1.36.12
 proto: ## regenerate kpl/kplpb/kpl.pb.go (needs protoc; installs protoc-gen-go $(PROTOC_GEN_GO_VERSION) from google.golang.org/protobuf)
@@ -124,6 +129,9 @@ clean: $(MODE)-clean ## stop and remove the deployment (and bin/ for local)
 
 monitor: build ## live view of workers, coordinator and leases (INTERVAL=10s)
 	$(SCRIPTS)/monitor.sh $${INTERVAL:-10s}
+
+dashboard: build ## live web page on http://127.0.0.1:8090/: shards by owner, workers, coordinator, lag, events (ADDR=)
+	@source $(SCRIPTS)/common.sh && kdsctl dashboard --addr $${ADDR:-127.0.0.1:8090}
 
 metadata: build ## the metadata table: workers and the coordinator item
 	@source $(SCRIPTS)/common.sh && kdsctl metadata

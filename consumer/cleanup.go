@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
 // cleaner deletes, for the coordinator, what nobody can need any more, so that the lease
@@ -45,6 +46,15 @@ type cleaner struct {
 	// those the last two reads showed so.
 	waitingSeen map[string]bool
 	waiting     int
+	// round is a deletion round waiting for its stream listing.
+	round *cleanupRound
+}
+
+// cleanupRound is a round of deletions whose stream listing, started after its read of
+// the lease table, has not answered yet.
+type cleanupRound struct {
+	table   lease.Table
+	listing *shardListing
 }
 
 func newCleaner(cfg *Config, leases LeaseStore, meta MetaStore, s Stream, members *membership, corrupt *corruptLog, log *slog.Logger) *cleaner {
@@ -59,6 +69,10 @@ func (k *cleaner) reset() {
 	clear(k.deadSince)
 	k.short, k.recheck = nil, nil
 	k.waitingSeen, k.waiting = nil, 0
+	if k.round != nil {
+		k.round.listing.cancel()
+		k.round = nil
+	}
 }
 
 // rechecks returns the workers that should confirm their leases (see
@@ -130,7 +144,8 @@ func (k *cleaner) countOwners(table lease.Table) {
 // run deletes what is due, at most once per CleanupInterval. workers are the records of
 // the metadata read this pass.
 func (k *cleaner) run(ctx context.Context, now time.Time, workers []lease.WorkerRecord) {
-	if !k.last.IsZero() && now.Sub(k.last) < k.cfg.CleanupInterval {
+	k.finishRound(ctx, now, 0)
+	if k.round != nil || !k.last.IsZero() && now.Sub(k.last) < k.cfg.CleanupInterval {
 		return
 	}
 	k.last = now
@@ -174,8 +189,9 @@ func (k *cleaner) workers(ctx context.Context, now time.Time, workers []lease.Wo
 	}
 }
 
-// finishedLeases deletes the outgrown leases that are due. A lease's children are those
-// of the lease table and those of a listing of the stream made after the table was read:
+// finishedLeases reads the lease table for the ownership checks and starts a round of
+// deletions of the outgrown leases that are due. A lease's children are those of the
+// lease table and those of a listing of the stream made after the table was read:
 // a shard is closed, and its children listed, before its lease can say SHARD_END, so that
 // listing names every child of every finished lease the table showed, even of a reshard
 // the coordinator's shard sync has not seen yet.
@@ -199,15 +215,45 @@ func (k *cleaner) finishedLeases(ctx context.Context, now time.Time) {
 	k.countOwners(table)
 	idx := table.Index()
 	k.countWaiting(table, idx)
-	// The ownership checks above need the table only: a stream too busy to list its
-	// shards delays deletions, never them.
-	sctx, cancel := context.WithTimeout(ctx, k.cfg.streamTimeout())
-	shards, err := k.stream.ListShards(sctx)
-	cancel()
-	if err != nil {
-		k.log.Warn("cannot list the stream's shards for cleanup", "err", err)
+	// The ownership checks above need the table only. The deletions wait for the
+	// listing, a pass at most here and then on later passes: a stream too busy to list
+	// its shards delays them, never the control loop (and with it the view).
+	k.round = &cleanupRound{table: table, listing: startListing(ctx, k.stream, k.cfg.streamTimeout())}
+	k.finishRound(ctx, now, k.cfg.PollInterval)
+}
+
+// finishRound deletes what the round in progress found due, once its listing answered,
+// waiting for it at most wait.
+func (k *cleaner) finishRound(ctx context.Context, now time.Time, wait time.Duration) {
+	r := k.round
+	if r == nil {
 		return
 	}
+	if wait <= 0 {
+		select {
+		case <-r.listing.done:
+		default:
+			return
+		}
+	} else {
+		select {
+		case <-r.listing.done:
+		case <-k.cfg.Clock.After(wait):
+			return
+		}
+	}
+	k.round = nil
+	if r.listing.err != nil {
+		k.log.Warn("cannot list the stream's shards for cleanup", "err", r.listing.err)
+		return
+	}
+	k.deleteOutgrown(ctx, now, r.table, r.listing.shards)
+}
+
+// deleteOutgrown deletes the leases of table that the listing shards (made after table
+// was read) shows outgrown for FinishedLeaseDelay, conditional on what table read.
+func (k *cleaner) deleteOutgrown(ctx context.Context, now time.Time, table lease.Table, shards []stream.Shard) {
+	idx := table.Index()
 	streamChildren := make(map[string][]string)
 	for _, s := range shards {
 		for _, p := range s.Parents() {

@@ -225,27 +225,61 @@ func TestLeaseTableStaysAsLargeAsTheOpenShardsAcrossReshards(t *testing.T) {
 	}
 }
 
+// hungListing is a stream whose shard listing answers only when its context ends; it
+// reports the context's deadline.
+type hungListing struct {
+	Stream
+	deadline chan time.Time
+}
+
+func (h hungListing) ListShards(ctx context.Context) ([]stream.Shard, error) {
+	d, _ := ctx.Deadline()
+	h.deadline <- d
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
 // A hung cleanup costs the control loop at most one DynamoDB call's deadline: it runs
-// after the takes and releases of the pass, within a deadline of its own.
+// after the takes and releases of the pass, within a deadline of its own. A stream
+// listing gets the deadline of a Kinesis call (3 lease durations: a loaded stream lists
+// slowly; under the cleanup's own deadline it failed every time on a saturated engine)
+// and holds the pass up for a poll at most: the deletions wait for it on later passes.
 func TestCleanupHasADeadlineOfItsOwn(t *testing.T) {
 	cfg, err := Config{AppName: "app", WorkerID: "coord", LeaseDuration: time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
-	meta := memstore.NewMeta()
-	tn := newTenure(cfg.Clock, cfg.LeaseDuration, cfg.fenceMargin())
-	tn.renew(cfg.Clock.Now())
-	corrupt := newCorruptLog(cfg.Logger)
-	members := newMembership(meta, cfg.Clock, cfg.LeaseDuration, cfg.callTimeout(), cfg.viewStallAfter(), corrupt)
-	var hangs atomic.Int64
-	hangs.Store(1 << 30)
-	c := newCoordinator(&cfg, hangingList{LeaseStore: memstore.NewLeases(), hang: &hangs}, meta, memstore.NewStream(1), tn, members, corrupt, cfg.Logger)
-	c.role.epoch, c.role.shardsKnown = 1, true
-	start := time.Now()
-	c.cleanup(context.Background(), cfg.Clock.Now(), nil)
-	if took := time.Since(start); took > 2*cfg.callTimeout() {
-		t.Fatalf("a hung cleanup held the control loop for %s; want at most %s", took, cfg.callTimeout())
+	for _, tc := range []struct {
+		name   string
+		hangs  int64
+		stream Stream
+	}{
+		{"lease table read", 1 << 30, memstore.NewStream(1)},
+		{"stream listing", 0, hungListing{memstore.NewStream(1), make(chan time.Time, 1)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			meta := memstore.NewMeta()
+			tn := newTenure(cfg.Clock, cfg.LeaseDuration, cfg.fenceMargin())
+			tn.renew(cfg.Clock.Now())
+			corrupt := newCorruptLog(cfg.Logger)
+			members := newMembership(meta, cfg.Clock, cfg.LeaseDuration, cfg.callTimeout(), cfg.viewStallAfter(), corrupt)
+			var hangs atomic.Int64
+			hangs.Store(tc.hangs)
+			c := newCoordinator(&cfg, hangingList{LeaseStore: memstore.NewLeases(), hang: &hangs}, meta, tc.stream, tn, members, corrupt, cfg.Logger)
+			c.role.epoch, c.role.shardsKnown = 1, true
+			start := time.Now()
+			c.cleanup(context.Background(), cfg.Clock.Now(), nil)
+			if took := time.Since(start); took > 2*cfg.callTimeout() {
+				t.Fatalf("a hung cleanup held the control loop for %s; want at most %s", took, cfg.callTimeout())
+			}
+			if h, ok := tc.stream.(hungListing); ok {
+				if left := time.Until(<-h.deadline); left < cfg.streamTimeout()-time.Second {
+					t.Errorf("the listing had %s left after the pass; want a Kinesis call's deadline (%s)", left, cfg.streamTimeout())
+				}
+			}
+			c.endRole() // stops a listing still in flight
+		})
 	}
 }
 

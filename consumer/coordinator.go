@@ -192,7 +192,7 @@ func (c *coordinator) pass(ctx context.Context, now time.Time, rec lease.Coordin
 	}
 	if c.role.listing == nil && (c.role.lastSync.IsZero() || c.role.forceSync || now.Sub(c.role.lastSync) >= c.cfg.ShardSyncInterval) {
 		c.role.lastSync, c.role.forceSync = now, false
-		c.role.listing = c.listShards(ctx)
+		c.role.listing = startListing(ctx, c.stream, c.cfg.streamTimeout())
 	}
 	if l := c.role.listing; l != nil {
 		select {
@@ -312,10 +312,10 @@ func (c *coordinator) computeValues(ctx context.Context, next *lease.Coordinator
 	return desired, live, effective, limit, shards
 }
 
-// shardListing is the coordinator's ListShards call in flight. It runs apart from the
-// control loop: a slow or throttled Kinesis (a call may take streamTimeout) never holds
-// up the coordinator's pass, and with it the membership view, whose stall would make
-// every worker read the whole metadata table.
+// shardListing is a ListShards call in flight (the shard sync's or the cleaner's). It
+// runs apart from the control loop: a slow or throttled Kinesis (a call may take
+// streamTimeout) never holds up the coordinator's pass, and with it the membership view,
+// whose stall would make every worker read the whole metadata table.
 type shardListing struct {
 	done   chan struct{}
 	cancel context.CancelFunc
@@ -323,14 +323,14 @@ type shardListing struct {
 	err    error
 }
 
-// listShards starts listing the stream's shards, with a deadline of its own.
-func (c *coordinator) listShards(ctx context.Context) *shardListing {
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.streamTimeout())
+// startListing starts listing the stream's shards, with a deadline of its own.
+func startListing(ctx context.Context, s Stream, timeout time.Duration) *shardListing {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	l := &shardListing{done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer close(l.done)
 		defer cancel()
-		l.shards, l.err = c.stream.ListShards(lctx)
+		l.shards, l.err = s.ListShards(lctx)
 	}()
 	return l
 }

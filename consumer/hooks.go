@@ -1,5 +1,7 @@
 package consumer
 
+import "time"
+
 // Hooks are optional callbacks for callers that observe a worker (metrics, tests). They
 // are called from the worker's goroutines and must return quickly.
 type Hooks struct {
@@ -15,6 +17,14 @@ type Hooks struct {
 	LeaseLost func(shardID string)
 	// RecordsProcessed is called after a batch was processed.
 	RecordsProcessed func(shardID string, records int, millisBehindLatest int64)
+	// RecordsRead is called after every GetRecords response, empty ones included (they
+	// carry MillisBehindLatest too), with its records (before KPL de-aggregation): a
+	// shard that is idle or caught up still reports its lag.
+	RecordsRead func(shardID string, records int, millisBehindLatest int64)
+	// ProcessorReturned is called after every call of ProcessRecords (each try of a
+	// batch), with the records handed over, how long the call took and its error (nil
+	// on success).
+	ProcessorReturned func(shardID string, records int, took time.Duration, err error)
 	// Checkpointed is called after every checkpoint write, with its error (nil on success).
 	Checkpointed func(shardID string, err error)
 	// MalformedAggregate is called for a record that has the KPL aggregate prefix but is
@@ -64,6 +74,18 @@ func (h Hooks) leaseLost(shardID string) {
 func (h Hooks) recordsProcessed(shardID string, n int, behind int64) {
 	if h.RecordsProcessed != nil {
 		h.RecordsProcessed(shardID, n, behind)
+	}
+}
+
+func (h Hooks) recordsRead(shardID string, n int, behind int64) {
+	if h.RecordsRead != nil {
+		h.RecordsRead(shardID, n, behind)
+	}
+}
+
+func (h Hooks) processorReturned(shardID string, n int, took time.Duration, err error) {
+	if h.ProcessorReturned != nil {
+		h.ProcessorReturned(shardID, n, took, err)
 	}
 }
 

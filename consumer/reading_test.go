@@ -1,7 +1,11 @@
 package consumer
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,6 +74,98 @@ func TestInitialPositions(t *testing.T) {
 			for s := range old {
 				if got[s] != 0 {
 					t.Fatalf("record %s from before the start was processed with %s", s, pos)
+				}
+			}
+		})
+	}
+}
+
+// slowProcessor takes delay over every batch and fails its first call.
+type slowProcessor struct {
+	testProcessor
+	delay time.Duration
+	calls atomic.Int64
+}
+
+func (p *slowProcessor) ProcessRecords(ctx context.Context, in ProcessRecordsInput) error {
+	time.Sleep(p.delay)
+	if p.calls.Add(1) == 1 {
+		return errors.New("first call fails")
+	}
+	return p.testProcessor.ProcessRecords(ctx, in)
+}
+
+// Every GetRecords response reaches the RecordsRead hook with its MillisBehindLatest,
+// empty ones included (an idle shard reports that it is caught up), and every call of
+// ProcessRecords the ProcessorReturned hook, with its duration and its error.
+func TestReadAndProcessorHooks(t *testing.T) {
+	const delay = 30 * time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		records int
+		// wantReads: the records of the first reads (4 a read), then empty ones; the first
+		// wantBehind of them are behind the tip (records are left after them).
+		wantReads  []int
+		wantBehind int
+		wantCalls  []int // records handed over per ProcessRecords call
+	}{
+		{name: "idle shard", records: 0, wantReads: []int{0, 0, 0}},
+		{name: "backlog", records: 10, wantReads: []int{4, 4, 2, 0, 0}, wantBehind: 2, wantCalls: []int{4, 4, 4, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, 1)
+			seqs := c.produce("k", tc.records)
+			type read struct {
+				records int
+				behind  int64
+			}
+			type call struct {
+				records int
+				took    time.Duration
+				err     error
+			}
+			var (
+				mu    sync.Mutex
+				reads []read
+				calls []call
+			)
+			c.proc = func(id, shard string) RecordProcessor {
+				return &slowProcessor{testProcessor: testProcessor{c: c, worker: id, shard: shard}, delay: delay}
+			}
+			c.start("w0", func(cfg *Config) {
+				cfg.MaxRecordsPerGet = 4
+				cfg.Hooks.RecordsRead = func(_ string, n int, behind int64) {
+					mu.Lock()
+					reads = append(reads, read{n, behind})
+					mu.Unlock()
+				}
+				cfg.Hooks.ProcessorReturned = func(_ string, n int, took time.Duration, err error) {
+					mu.Lock()
+					calls = append(calls, call{n, took, err})
+					mu.Unlock()
+				}
+			})
+			c.waitFor("records", 10*time.Second, c.allProcessed(seqs))
+			c.waitFor("reads", 10*time.Second, func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(reads) >= len(tc.wantReads)
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			for i, want := range tc.wantReads {
+				r := reads[i]
+				if r.records != want || (r.behind > 0) != (i < tc.wantBehind) {
+					t.Errorf("read %d: %d records, %d ms behind; want %d records, behind: %v", i, r.records, r.behind, want, i < tc.wantBehind)
+				}
+			}
+			if len(calls) != len(tc.wantCalls) {
+				t.Fatalf("%d ProcessRecords calls reported, want %d: %v", len(calls), len(tc.wantCalls), calls)
+			}
+			for i, cl := range calls {
+				if cl.records != tc.wantCalls[i] || cl.took < delay || (cl.err != nil) != (i == 0) {
+					t.Errorf("call %d: %d records, took %s, err %v; want %d records, at least %s, an error only first",
+						i, cl.records, cl.took, cl.err, tc.wantCalls[i], delay)
 				}
 			}
 		})

@@ -175,6 +175,7 @@ func (c *shardConsumer) consume(ctx context.Context) consumerExit {
 			next = start.Add(backoff)
 			continue
 		}
+		env.hooks.recordsRead(c.lease.ShardID, len(batch.Records), batch.MillisBehindLatest)
 		if n := len(batch.Records); n > 0 {
 			users, aggs, err := c.split(ctx, batch.Records, floor)
 			if err != nil {
@@ -301,6 +302,7 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 			return stopLost, true
 		}
 		c.cp.behind.Store(batch.MillisBehindLatest)
+		began := env.clock.Now()
 		err := c.proc.ProcessRecords(ctx, ProcessRecordsInput{
 			ShardID:            c.lease.ShardID,
 			Epoch:              c.lease.Epoch,
@@ -308,6 +310,7 @@ func (c *shardConsumer) process(ctx context.Context, batch stream.Batch) (stopKi
 			MillisBehindLatest: batch.MillisBehindLatest,
 			Checkpointer:       c.cp,
 		})
+		env.hooks.processorReturned(c.lease.ShardID, len(records), env.clock.Now().Sub(began), err)
 		if err == nil {
 			env.hooks.recordsProcessed(c.lease.ShardID, len(records), batch.MillisBehindLatest)
 			return 0, false

@@ -325,8 +325,14 @@ func (w *Worker) tick(ctx context.Context) {
 	w.bal.resolveUnsure(ctx)
 	w.bal.balance(ctx, now, fp, rec)
 	w.bal.recheck(ctx, now, rec)
+	// Published before the cleanup, whose reads may take a while: the status (and the
+	// metrics) follow the takes and releases of this pass at once.
+	w.publish(rec)
 	w.coord.cleanup(ctx, now, meta.Workers)
+}
 
+// publish updates the Status after a pass that read rec.
+func (w *Worker) publish(rec *lease.CoordinatorRecord) {
 	w.status.set(func(s *Status) {
 		s.Ready = true
 		s.Coordinator = w.coord.holding()

@@ -537,7 +537,8 @@ func TestNoSecretsInLogsOrEndpoints(t *testing.T) {
 
 // A record the processor cannot handle, under ON_PROCESSOR_FAILURE=dead-letter: after
 // PROCESSOR_RETRIES retries the rest of its batch lands on the dead-letter stream with
-// its data and partition key, the metrics count it, and later records flow again.
+// its data and partition key, the metrics count it, and later records flow again. The
+// worker then exports every metric the chart's Grafana board and alert rules use.
 func TestAPoisonRecordIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 1, defaultLeaseDuration)
@@ -576,5 +577,47 @@ func TestAPoisonRecordIsDeadLettered(t *testing.T) {
 	}
 	if got := w.metric(t, "kds_processor_failures_total"); got != 3 {
 		t.Errorf("kds_processor_failures_total = %v, want 3 (a try and 2 retries)", got)
+	}
+	// The worker has read, processed, failed and abandoned: every metric the chart's
+	// board and alerts use is there.
+	checkMonitoringMetrics(t, w)
+}
+
+// A processor stuck on a record (ON_PROCESSOR_FAILURE=retry, the default: the batch is
+// retried forever) shows a growing kds_lag_seconds on its shard, not the frozen lag of
+// its last read, while the idle shard beside it has a series at 0 (empty reads carry
+// MillisBehindLatest too).
+func TestAStuckProcessorShowsGrowingLag(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2, defaultLeaseDuration)
+	out, err := c.kin.PutRecord(t.Context(), &kinesis.PutRecordInput{StreamName: aws.String(c.stream),
+		Data: []byte("poison"), PartitionKey: aws.String("k-poison")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck := aws.ToString(out.ShardId)
+	idle := "shardId-000000000000"
+	if stuck == idle {
+		idle = "shardId-000000000001"
+	}
+	w := c.startWorker("kds-consumer-0", "DEMO_FAIL_ON=poison")
+	lag := func(shard string) (float64, error) { return w.sample(`kds_lag_seconds{shard="` + shard + `"}`) }
+	waitFor(t, 60*time.Second, "the stuck shard 2s behind and the idle shard read", func() (bool, string) {
+		s, err1 := lag(stuck)
+		i, err2 := lag(idle)
+		return err1 == nil && err2 == nil && s >= 2, fmt.Sprint(s, i, err1, err2)
+	})
+	first, _ := lag(stuck)
+	time.Sleep(3 * time.Second)
+	second, err := lag(stuck)
+	t.Logf("MEASURED stuck shard's lag %.1fs, 3s later %.1fs", first, second)
+	if err != nil || second-first < 2.5 {
+		t.Errorf("stuck shard's lag %v, then %v 3s later (%v): want it growing with the time", first, second, err)
+	}
+	if got := w.metric(t, `kds_lag_seconds{shard="`+idle+`"}`); got >= 1 {
+		t.Errorf("idle shard's lag %v, want 0 (caught up)", got)
+	}
+	if got := w.metric(t, "kds_processor_failures_total"); got < 2 {
+		t.Errorf("kds_processor_failures_total = %v: the processor is not retrying", got)
 	}
 }

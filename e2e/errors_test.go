@@ -73,21 +73,11 @@ func TestCorruptLeaseItemsAreSkipped(t *testing.T) {
 }
 
 // TestStartupErrorsAreClear proves that the usual deployment mistakes stop the worker
-// at once with a message that says what is wrong: a stream that does not exist, missing
-// tables with table creation turned off, and invalid settings (exit status 2, naming
-// the variable).
+// at once with a message that says what is wrong: missing tables with table creation
+// turned off, and invalid settings (exit status 2, naming the variable). A stream that
+// does not exist is waited for instead (TestMissingStreamIsWaitedFor).
 func TestStartupErrorsAreClear(t *testing.T) {
 	t.Parallel()
-	t.Run("missing stream", func(t *testing.T) {
-		c := newCluster(t, 0, defaultLeaseDuration) // names a stream that is never created
-		stderr, took := c.runFailing(30 * time.Second)
-		if took > 15*time.Second {
-			t.Errorf("took %s to give up, want seconds", took)
-		}
-		if !strings.Contains(stderr, c.stream) || !strings.Contains(stderr, "not found") {
-			t.Errorf("stderr does not name stream %s as not found:\n%s", c.stream, stderr)
-		}
-	})
 	t.Run("missing tables", func(t *testing.T) {
 		c := newCluster(t, 1, defaultLeaseDuration)
 		stderr, took := c.runFailing(30*time.Second, "CREATE_TABLES=false")

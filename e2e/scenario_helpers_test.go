@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -37,22 +39,62 @@ func (c *cluster) waitConverged(timeout time.Duration, shards, workers, maxLease
 	return time.Since(start)
 }
 
-// metric reads one unlabelled sample from a worker's /metrics.
+// metric reads one sample from a worker's /metrics: a name, with its labels if it has
+// any, as /metrics writes them.
 func (w *worker) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	v, err := w.sample(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// sample is metric with an error when the sample is missing.
+func (w *worker) sample(name string) (float64, error) {
+	_, body, err := w.Get(context.Background(), "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return 0, fmt.Errorf("%s /metrics has no %s:\n%s", w.ID, name, firstLines(string(body), 40))
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// checkMonitoringMetrics fails the test for every kds_ metric name that the chart's
+// Grafana board or alert rules mention (expressions, descriptions) and w's /metrics
+// does not export. Call it on a worker that has read a shard: kds_lag_seconds has a
+// series per shard held.
+func checkMonitoringMetrics(t *testing.T, w *worker) {
 	t.Helper()
 	_, body, err := w.Get(context.Background(), "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
-	if m == nil {
-		t.Fatalf("%s /metrics has no %s:\n%s", w.ID, name, firstLines(string(body), 40))
+	exported := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^(kds_\w+)[{ ]`).FindAllSubmatch(body, -1) {
+		exported[string(m[1])] = true
 	}
-	v, err := strconv.ParseFloat(string(m[1]), 64)
-	if err != nil {
-		t.Fatal(err)
+	for _, file := range []string{"dashboard.json", "alerts.yaml"} {
+		b, err := os.ReadFile(filepath.Join("..", "deploy", "helm", "kds-lease-manager", "files", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		used := map[string]bool{}
+		for _, name := range regexp.MustCompile(`kds_[a-z0-9_]+`).FindAllString(string(b), -1) {
+			used[name] = true
+		}
+		if len(used) < 5 {
+			t.Fatalf("%s mentions %d kds_ metrics: the pattern no longer finds them", file, len(used))
+		}
+		for name := range used {
+			if !exported[name] {
+				t.Errorf("%s uses %s, which %s's /metrics does not export", file, name, w.ID)
+			}
+		}
 	}
-	return v
 }
 
 func firstLines(s string, n int) string {

@@ -63,6 +63,7 @@ func TestEveryBadSettingNamesItsVariable(t *testing.T) {
 		{map[string]string{"HEALTH_ADDR": "8080"}, "HEALTH_ADDR"},
 		{map[string]string{"HEALTH_ADDR": ":http-alt"}, "HEALTH_ADDR"},
 		{map[string]string{"HEALTH_ADDR": ":70000"}, "HEALTH_ADDR"},
+		{map[string]string{"DASHBOARD_ADDR": "8090"}, "DASHBOARD_ADDR"},
 		{map[string]string{"LOG_FORMAT": "yaml"}, "LOG_FORMAT"},
 		{map[string]string{"LOG_LEVEL": "trace"}, "LOG_LEVEL"},
 		{map[string]string{"CREATE_TABLES": "maybe"}, "CREATE_TABLES"},

@@ -221,6 +221,13 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		return fmt.Errorf("health endpoint on %s: %w (set HEALTH_ADDR)", s.HealthAddr, err)
 	case <-time.After(50 * time.Millisecond):
 	}
+	if s.DashboardAddr != "" {
+		stop, err := serveDashboard(ctx, s, store, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	// Alive (/health) and not ready (/ready) while the stream is missing or being created.
 	sw := defaultStreamWait()
 	if err := waitForStream(ctx, source.CheckStream, sw, log); err != nil {

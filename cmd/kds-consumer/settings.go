@@ -33,6 +33,7 @@ type settings struct {
 	WorkerCount                                      int
 	WorkerCountSource, StatefulSetName, PodNamespace string
 	HealthAddr, LogFormat, LogLevel, RecordLogDir    string
+	DashboardAddr                                    string
 	DeadLetterStream                                 string
 	CreateTables                                     bool
 	// LeaseTable names an existing lease table to adopt (a KCL application's) instead
@@ -107,6 +108,7 @@ func table(s *settings) []setting {
 		timeVar(&c.InitialTimestamp, "INITIAL_TIMESTAMP", "initial-timestamp", "RFC 3339 time for AT_TIMESTAMP").
 			onlyIf(func() bool { return c.InitialPosition == lease.AtTimestamp }),
 		stringVar(&s.HealthAddr, "HEALTH_ADDR", "health-addr", "address of /health, /ready, /metrics", checkListenAddr),
+		stringVar(&s.DashboardAddr, "DASHBOARD_ADDR", "dashboard-addr", "serve the live dashboard page (as kdsctl dashboard) on this address, e.g. 127.0.0.1:8090 (default: off)", checkOptionalListenAddr),
 		choiceVar(&s.LogFormat, "LOG_FORMAT", "log-format", "text or json", "text", "json"),
 		choiceVar(&s.LogLevel, "LOG_LEVEL", "log-level", "debug, info, warn or error", "debug", "info", "warn", "error"),
 		stringVar(&s.RecordLogDir, "RECORD_LOG_DIR", "record-log-dir", "demo processor: append every processed record to <dir>/<worker>.jsonl (for verification)"),
@@ -476,6 +478,13 @@ func checkListenAddr(v string) string {
 		return "the port must be a number from 0 to 65535"
 	}
 	return ""
+}
+
+func checkOptionalListenAddr(v string) string {
+	if v == "" {
+		return ""
+	}
+	return checkListenAddr(v)
 }
 
 // checkEndpoint returns why an endpoint URL is unusable, or "" (also for none).

@@ -51,6 +51,7 @@ func commands() []command {
 		{"metadata", "", "the metadata table: workers and the coordinator item", metadata},
 		{"leases", "", "one row per shard lease, and leases per worker", leases},
 		{"monitor", "[--interval 10s]", "refresh workers, coordinator and leases until Ctrl+C", monitor},
+		{"dashboard", "[--addr 127.0.0.1:8090]", "serve a live web page of shards, workers, coordinator, events", dashboardCmd},
 		{"produce", "--rate R (--duration D | --count N)", "write test records with per-key sequence numbers", produce},
 		{"verify", "[--records-dir DIR]", "compare the stream with the workers' record logs", verify},
 		{"expect", "--shards S --max-leases M", "wait until coordinator and lease table match, PASS or FAIL", expect},

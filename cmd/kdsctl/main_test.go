@@ -84,6 +84,8 @@ func TestUsageErrors(t *testing.T) {
 		{"expect missing max leases", []string{"expect", "--shards", "4"}, 2, "required"},
 		{"expect negative unowned", []string{"expect", "--shards", "4", "--max-leases", "2", "--unowned", "-1"}, 2, "negative"},
 		{"monitor too fast", []string{"monitor", "--interval", "1ms"}, 2, "at least 500ms"},
+		{"dashboard too fast", []string{"dashboard", "--interval", "100ms"}, 2, "at least 500ms"},
+		{"dashboard argument", []string{"dashboard", "now"}, 2, "unexpected arguments"},
 		{"help for unknown command", []string{"help", "nope"}, 2, `unknown command "nope"`},
 		{"help", []string{"help"}, 0, "scale-shards"},
 		{"--help", []string{"--help"}, 0, "exit status: 0 success, 1 failure, 2 usage error"},

@@ -82,14 +82,6 @@ func orDash(s string) string {
 	return s
 }
 
-// timeJSON formats a time for JSON output, empty when unknown.
-func timeJSON(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(time.RFC3339Nano)
-}
-
 // writeJSONLine writes v as one line of compact JSON.
 func writeJSONLine(w io.Writer, v any) error {
 	if err := json.NewEncoder(w).Encode(v); err != nil {

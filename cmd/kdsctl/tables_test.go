@@ -143,7 +143,7 @@ func TestMetadataAndLeases(t *testing.T) {
 		if len(v.Leases) != 7 {
 			t.Errorf("%d leases, want 7", len(v.Leases))
 		}
-		wantLoad := []workerLoad{{"w1", 2}, {"w2", 1}}
+		wantLoad := []workerLoad{{Worker: "w1", Leases: 2}, {Worker: "w2", Leases: 1}}
 		if len(v.Workers) != 2 || v.Workers[0] != wantLoad[0] || v.Workers[1] != wantLoad[1] {
 			t.Errorf("workers %+v, want %+v", v.Workers, wantLoad)
 		}

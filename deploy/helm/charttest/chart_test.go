@@ -1,7 +1,14 @@
 package charttest
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +17,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/kubetest"
 )
@@ -33,6 +41,7 @@ func TestLint(t *testing.T) {
 		"real-aws": realAWS("kds-prod"),
 		"heartbeat": {"--set", "consumer.workerCountSource=heartbeat",
 			"--set", "consumer.app.enableDynamicMaxLeases=false", "--set", "consumer.app.staticMaxLeases=20"},
+		"monitoring": monitoringOn,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -407,6 +416,10 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"consumer.initialPosition=AT_TIMESTAMP", "consumer.initialTimestamp"},
 		{"consumer.onProcessorFailure.policy=ignore", "/consumer/onProcessorFailure/policy"},
 		{"consumer.onProcessorFailure.policy=dead-letter", "consumer.onProcessorFailure.deadLetterStream"},
+		{"monitoring.serviceMonitor.enabled=yes", "/monitoring/serviceMonitor/enabled"},
+		{"monitoring.serviceMonitor.interval=30", "/monitoring/serviceMonitor/interval"},
+		{"monitoring.prometheusRule.enabled=1", "/monitoring/prometheusRule/enabled"},
+		{"monitoring.grafanaDashboard.lables.a=b", "lables"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			t.Parallel()
@@ -418,6 +431,228 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 				t.Errorf("helm template --set %s: error does not name %s:\n%s", tc.set, tc.want, stderr)
 			}
 		})
+	}
+}
+
+// monitoringOn are the values that render every monitoring object, with extra labels.
+var monitoringOn = []string{
+	"--set", "monitoring.serviceMonitor.enabled=true", "--set", "monitoring.serviceMonitor.labels.release=prom",
+	"--set", "monitoring.prometheusRule.enabled=true", "--set", "monitoring.prometheusRule.labels.release=prom",
+	"--set", "monitoring.grafanaDashboard.enabled=true", "--set", "monitoring.grafanaDashboard.labels.release=prom",
+	"--set", "monitoring.grafanaDashboard.annotations.grafana_folder=Kinesis",
+}
+
+// rendered renders the chart with helm template (no apiserver: it has no CRDs for the
+// Prometheus Operator's kinds) and returns the objects by kind/name, decoded from YAML.
+func rendered(t *testing.T, c *kubetest.Cluster, args ...string) map[string]map[string]any {
+	t.Helper()
+	out := mustHelm(t, c, append([]string{"template", releaseName, chartDir(t)}, args...)...)
+	objs := map[string]map[string]any{}
+	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(out, -1) {
+		var o map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
+			t.Fatalf("rendered YAML: %v\n%s", err, doc)
+		}
+		if o == nil {
+			continue
+		}
+		md, _ := o["metadata"].(map[string]any)
+		objs[fmt.Sprint(o["kind"], "/", md["name"])] = o
+	}
+	return objs
+}
+
+// chartFile reads a file of the chart's files/ directory.
+func chartFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(chartDir(t), "files", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// dig returns the value at a path of nested maps (nil when missing).
+func dig(v any, path ...string) any {
+	for _, k := range path {
+		m, _ := v.(map[string]any)
+		v = m[k]
+	}
+	return v
+}
+
+// The ServiceMonitor, the PrometheusRule and the Grafana board ConfigMap are off by
+// default and, when enabled, carry the shipped files as they are and select the workers'
+// Service only.
+func TestMonitoringObjects(t *testing.T) {
+	t.Parallel()
+	c := kubetest.Shared(t)
+	const (
+		smKey   = "ServiceMonitor/" + stsName
+		ruleKey = "PrometheusRule/" + stsName
+		dashKey = "ConfigMap/" + stsName + "-dashboard"
+	)
+	for _, tc := range []struct {
+		name        string
+		args        []string
+		want        []string // the monitoring objects rendered
+		extraLabels bool     // they carry release=prom
+	}{
+		{"default", nil, nil, false},
+		{"all", monitoringOn, []string{dashKey, ruleKey, smKey}, true},
+		{"rules only", []string{"--set", "monitoring.prometheusRule.enabled=true"}, []string{ruleKey}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			objs := rendered(t, c, tc.args...)
+			var got []string
+			for _, k := range []string{dashKey, ruleKey, smKey} {
+				if objs[k] != nil {
+					got = append(got, k)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("monitoring objects %v, want %v", got, tc.want)
+			}
+			for _, k := range got {
+				labels, _ := dig(objs[k], "metadata", "labels").(map[string]any)
+				if (labels["release"] == "prom") != tc.extraLabels {
+					t.Errorf("%s labels %v: extra label release=prom: want %v", k, labels, tc.extraLabels)
+				}
+				if labels["app.kubernetes.io/instance"] != releaseName {
+					t.Errorf("%s labels %v: not the chart's", k, labels)
+				}
+			}
+			if sm := objs[smKey]; sm != nil {
+				svc := objs["Service/"+stsName]
+				sel, _ := dig(sm, "spec", "selector", "matchLabels").(map[string]any)
+				for _, name := range []string{stsName, lsName} {
+					svcLabels, _ := dig(objs["Service/"+name], "metadata", "labels").(map[string]any)
+					matches := len(sel) > 0
+					for k, v := range sel {
+						matches = matches && svcLabels[k] == v
+					}
+					if matches != (name == stsName) {
+						t.Errorf("ServiceMonitor selector %v matches Service %s: %v", sel, name, matches)
+					}
+				}
+				eps, _ := dig(sm, "spec", "endpoints").([]any)
+				port, _ := dig(svc, "spec", "ports").([]any)
+				if len(eps) != 1 || dig(eps[0], "port") != "http" || dig(eps[0], "path") != "/metrics" || dig(eps[0], "interval") != "30s" ||
+					len(port) != 1 || dig(port[0], "name") != "http" {
+					t.Errorf("ServiceMonitor endpoints %v, Service ports %v", eps, port)
+				}
+			}
+			if rule := objs[ruleKey]; rule != nil {
+				var want map[string]any
+				if err := yaml.Unmarshal(chartFile(t, "alerts.yaml"), &want); err != nil {
+					t.Fatal(err)
+				}
+				if got := dig(rule, "spec"); !reflect.DeepEqual(got, want) {
+					t.Errorf("PrometheusRule spec is not files/alerts.yaml:\n%v", got)
+				}
+			}
+			if dash := objs[dashKey]; dash != nil {
+				labels, _ := dig(dash, "metadata", "labels").(map[string]any)
+				if labels["grafana_dashboard"] != "1" || dig(dash, "metadata", "annotations", "grafana_folder") != "Kinesis" {
+					t.Errorf("dashboard ConfigMap metadata %v", dig(dash, "metadata"))
+				}
+				data, _ := dig(dash, "data").(map[string]any)
+				board, _ := data["kds-lease-manager.json"].(string)
+				if keys := slices.Collect(maps.Keys(data)); len(keys) != 1 || board != strings.TrimSuffix(string(chartFile(t, "dashboard.json")), "\n") || !json.Valid([]byte(board)) {
+					t.Errorf("dashboard ConfigMap data keys %v: not files/dashboard.json, or not JSON", keys)
+				}
+			}
+		})
+	}
+}
+
+// promtool checks the shipped alert rules and runs their unit tests, which test every
+// alert of the file.
+func TestAlertRules(t *testing.T) {
+	t.Parallel()
+	promtool := promtoolPath(t)
+	rules := filepath.Join(chartDir(t), "files", "alerts.yaml")
+	tests := filepath.Join(repoRoot(t), "deploy", "monitoring", "alerts_test.yaml")
+	for _, args := range [][]string{{"check", "rules", rules}, {"test", "rules", tests}} {
+		out, err := exec.CommandContext(testCtx(t), promtool, args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "SUCCESS") {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	testFile, err := os.ReadFile(tests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerts := regexp.MustCompile(`(?m)^\s*- alert: (\w+)\s*$`).FindAllStringSubmatch(string(chartFile(t, "alerts.yaml")), -1)
+	if len(alerts) < 7 {
+		t.Fatalf("%d alerts in files/alerts.yaml, want at least 7", len(alerts))
+	}
+	for _, a := range alerts {
+		fires := regexp.MustCompile(`(?m)^\s*alertname: ` + a[1] + `\s*\n\s*exp_alerts:\s*\n\s*- exp_labels:`)
+		if !fires.Match(testFile) {
+			t.Errorf("alert %s has no unit test in %s that shows it firing", a[1], tests)
+		}
+	}
+}
+
+// promtoolPath returns promtool's path, failing the test when it is missing.
+func promtoolPath(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool is not installed (Debian: apt-get install -y prometheus; .ci/run installs it): "+
+			"the alert rules and the board's queries cannot be checked: %v", err)
+	}
+	return p
+}
+
+// Every query of the Grafana board is valid PromQL: promtool checks them as recording
+// rules, with the board's variables replaced by values.
+func TestBoardQueries(t *testing.T) {
+	t.Parallel()
+	promtool := promtoolPath(t)
+	var board struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(chartFile(t, "dashboard.json"), &board); err != nil {
+		t.Fatal(err)
+	}
+	vars := strings.NewReplacer("$__rate_interval", "2m", "$namespace", "prod", "$job", "kds-consumer")
+	type rule struct {
+		Record string `json:"record"`
+		Expr   string `json:"expr"`
+	}
+	var rules []rule
+	for _, p := range board.Panels {
+		for _, tg := range p.Targets {
+			if tg.Expr == "" || strings.Contains(vars.Replace(tg.Expr), "$") {
+				t.Errorf("panel %q: query %q is empty or has an unknown variable", p.Title, tg.Expr)
+				continue
+			}
+			rules = append(rules, rule{Record: fmt.Sprintf("board_query_%d", len(rules)), Expr: vars.Replace(tg.Expr)})
+		}
+	}
+	if len(rules) < 20 {
+		t.Fatalf("%d queries on the board, want at least 20", len(rules))
+	}
+	file := map[string]any{"groups": []any{map[string]any{"name": "board", "rules": rules}}}
+	b, err := yaml.Marshal(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "board-rules.yaml")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(testCtx(t), promtool, "check", "rules", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("SUCCESS: %d rules found", len(rules))) {
+		t.Errorf("promtool check rules of the board's queries: %v\n%s\n%s", err, out, b)
 	}
 }
 

@@ -94,9 +94,16 @@ type cluster struct {
 // and their log tails are printed if it failed.
 func newCluster(t *testing.T, shards int, leaseDuration time.Duration) *cluster {
 	t.Helper()
+	return newClusterOn(t, enginetest.UniqueName(t, "s"), shards, leaseDuration)
+}
+
+// newClusterOn is newCluster on the named stream, created unless shards is 0: a second
+// application on the stream of another cluster sees the same records.
+func newClusterOn(t *testing.T, stream string, shards int, leaseDuration time.Duration) *cluster {
+	t.Helper()
 	c := &cluster{
 		t:      t,
-		stream: enginetest.UniqueName(t, "s"),
+		stream: stream,
 		app:    enginetest.UniqueName(t, "app"),
 		kin:    enginetest.Kinesis(t),
 	}

@@ -60,23 +60,7 @@ func TestReshardParentsBeforeChildren(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	resharded := time.Now()
-	_, err := c.kin.UpdateShardCount(ctx, &kinesis.UpdateShardCountInput{
-		StreamName:       aws.String(c.stream),
-		TargetShardCount: aws.Int32(60),
-		ScalingType:      ktypes.ScalingTypeUniformScaling,
-	})
-	if err != nil {
-		t.Fatalf("UpdateShardCount 30 -> 60: %v", err)
-	}
-	waitFor(t, 30*time.Second, "the stream to be ACTIVE with 60 open shards", func() (bool, string) {
-		out, err := c.kin.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(c.stream)})
-		if err != nil {
-			return false, err.Error()
-		}
-		d := out.StreamDescriptionSummary
-		return d.StreamStatus == ktypes.StreamStatusActive && aws.ToInt32(d.OpenShardCount) == 60,
-			fmt.Sprintf("%s, %d open shards", d.StreamStatus, aws.ToInt32(d.OpenShardCount))
-	})
+	c.reshardTo(ctx, 60)
 	p.bindKeys() // keys for the children whose hash range starts a new range
 
 	shards, err := kinesisstream.New(c.kin, c.stream).ListShards(ctx)
@@ -189,4 +173,23 @@ func TestReshardParentsBeforeChildren(t *testing.T) {
 	}
 	t.Logf("%d records produced, 0 lost, %d processed twice; %d children checked after their parents, %d keys crossed parent -> child",
 		len(sent), len(d.Duplicated), checked, crossed)
+}
+
+// reshardTo scales c's stream to n open shards (UNIFORM_SCALING) and waits until it is
+// ACTIVE with n open shards.
+func (c *cluster) reshardTo(ctx context.Context, n int32) {
+	c.t.Helper()
+	if _, err := c.kin.UpdateShardCount(ctx, &kinesis.UpdateShardCountInput{StreamName: aws.String(c.stream),
+		TargetShardCount: aws.Int32(n), ScalingType: ktypes.ScalingTypeUniformScaling}); err != nil {
+		c.t.Fatalf("UpdateShardCount to %d: %v", n, err)
+	}
+	waitFor(c.t, 30*time.Second, fmt.Sprintf("the stream to be ACTIVE with %d open shards", n), func() (bool, string) {
+		out, err := c.kin.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(c.stream)})
+		if err != nil {
+			return false, err.Error()
+		}
+		d := out.StreamDescriptionSummary
+		return d.StreamStatus == ktypes.StreamStatusActive && aws.ToInt32(d.OpenShardCount) == n,
+			fmt.Sprintf("%s, %d open shards", d.StreamStatus, aws.ToInt32(d.OpenShardCount))
+	})
 }

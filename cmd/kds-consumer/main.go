@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -36,6 +37,7 @@ import (
 	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 	"github.com/kds-lease-manager/kds-lease-manager/kubeworkers"
 	"github.com/kds-lease-manager/kds-lease-manager/metrics"
+	"github.com/kds-lease-manager/kds-lease-manager/multilang"
 	"github.com/kds-lease-manager/kds-lease-manager/takeover"
 )
 
@@ -47,7 +49,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, s, newLogger(s)); err != nil {
+	log := newLogger(s)
+	for _, w := range s.Warnings {
+		log.Warn(w)
+	}
+	if err := run(ctx, s, log); err != nil {
 		fmt.Fprintf(os.Stderr, "kds-consumer: %v\n", err)
 		var se *settingError
 		if errors.As(err, &se) {
@@ -175,11 +181,11 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		return unreachable("DynamoDB", ddb.Options().Region, aws.ToString(ddb.Options().BaseEndpoint), time.Minute, err)
 	}
 	source := kinesisstream.New(kin, s.StreamName)
-	recorder, err := recordlog.Open(s.RecordLogDir, s.WorkerID)
+	factory, closeFactory, err := processorFactory(s, log)
 	if err != nil {
-		return s.invalid(&s.RecordLogDir, s.RecordLogDir, err.Error())
+		return err
 	}
-	defer recorder.Close()
+	defer closeFactory()
 
 	cfg := s.Config
 	if s.DeadLetterStream != "" {
@@ -197,7 +203,7 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		}
 		cfg.WorkerCounter = counter
 	}
-	w, err = consumer.New(cfg, store, store, source, demoFactory(log, recorder, s))
+	w, err = consumer.New(cfg, store, store, source, factory)
 	if err != nil {
 		return err
 	}
@@ -236,6 +242,25 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		return err
 	}
 	return w.Run(ctx)
+}
+
+// processorFactory returns the MultiLang record processor's factory when a command is
+// set, else the demo processor's with its record log (closed by the returned func).
+func processorFactory(s settings, log *slog.Logger) (consumer.ProcessorFactory, func(), error) {
+	if s.MultiLangCommand != "" {
+		f, err := multilang.NewFactory(multilang.Config{Command: strings.Fields(s.MultiLangCommand), WorkerID: s.WorkerID,
+			ActionTimeout: s.MultiLangTimeout, Logger: log.With("component", "multilang")})
+		if err != nil {
+			return nil, nil, s.invalid(&s.MultiLangCommand, s.MultiLangCommand, err.Error())
+		}
+		log.Info("running a KCL MultiLang record processor per shard", "command", s.MultiLangCommand, "action_timeout", s.MultiLangTimeout)
+		return f.Processor, f.Wait, nil
+	}
+	recorder, err := recordlog.Open(s.RecordLogDir, s.WorkerID)
+	if err != nil {
+		return nil, nil, s.invalid(&s.RecordLogDir, s.RecordLogDir, err.Error())
+	}
+	return demoFactory(log, recorder, s), func() { recorder.Close() }, nil
 }
 
 // checkTakeover refuses to start, or waits, while KCL workers still renew leases in the

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/multilang"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
@@ -45,6 +46,14 @@ type settings struct {
 	DemoCheckpoint  string
 	DemoRecordDelay time.Duration
 	DemoFailOn      string
+	// Properties is a KCL MultiLangDaemon .properties file (properties.go); with
+	// MultiLangCommand the worker runs that record processor (package multilang)
+	// instead of the demo processor, each action bounded by MultiLangTimeout.
+	Properties       string
+	MultiLangCommand string
+	MultiLangTimeout time.Duration
+	// Warnings are about the properties file's ignored keys, logged once the logger is up.
+	Warnings []string
 }
 
 // defaultSettings holds every default: the library's (consumer.DefaultConfig; the fields
@@ -52,7 +61,8 @@ type settings struct {
 // default worker id (the pod name in Kubernetes).
 func defaultSettings(hostname string) settings {
 	s := settings{Config: consumer.DefaultConfig(), HealthAddr: ":8080",
-		LogFormat: "text", LogLevel: "info", CreateTables: true, KCLCheck: true, DemoCheckpoint: "batch"}
+		LogFormat: "text", LogLevel: "info", CreateTables: true, KCLCheck: true, DemoCheckpoint: "batch",
+		MultiLangTimeout: multilang.DefaultActionTimeout}
 	s.StreamName, s.AppName, s.WorkerID = "test-stream", "kds-consumer-app", hostname
 	return s
 }
@@ -109,6 +119,9 @@ func table(s *settings) []setting {
 		choiceVar(&s.DemoCheckpoint, "DEMO_CHECKPOINT", "demo-checkpoint", "demo processor: checkpoint after every batch (Checkpoint of its last sequence number) or after every record (CheckpointRecord: inside KPL aggregates too)", "batch", "record"),
 		durationVar(&s.DemoRecordDelay, "DEMO_RECORD_DELAY", "demo-record-delay", "demo processor: pause after each record (and its checkpoint), to simulate slow processing"),
 		stringVar(&s.DemoFailOn, "DEMO_FAIL_ON", "demo-fail-on", "demo processor: fail every batch at a record whose data is this (to try ON_PROCESSOR_FAILURE)"),
+		stringVar(&s.Properties, "KCL_PROPERTIES", "properties", "a KCL MultiLangDaemon .properties file: its keys (executableName, streamName, applicationName, ...) set the settings they map onto, under flags and variables"),
+		stringVar(&s.MultiLangCommand, "MULTILANG_COMMAND", "multilang-command", "run this KCL MultiLang record processor (command and arguments, split on spaces; the KCL's executableName), one process per shard, instead of the demo processor"),
+		durationVar(&s.MultiLangTimeout, "MULTILANG_TIMEOUT", "multilang-timeout", "deadline of each MultiLang action (the KCL's timeoutInSeconds): a record processor that misses it is killed and restarted from the last checkpoint"),
 	}
 }
 
@@ -278,6 +291,20 @@ func (e *settingError) Error() string {
 // worker id (the pod name in Kubernetes).
 func parseSettings(args []string, getenv func(string) string, hostname string, out io.Writer) (settings, error) {
 	s := defaultSettings(hostname)
+	if path := propertiesPath(args, getenv); path != "" {
+		props, warnings, err := readProperties(path)
+		if err != nil {
+			return s, &settingError{env: "KCL_PROPERTIES", flag: "properties", value: path, reason: err.Error()}
+		}
+		s.Warnings = warnings
+		env := getenv
+		getenv = func(k string) string {
+			if v := env(k); v != "" {
+				return v
+			}
+			return props[k]
+		}
+	}
 	rows := table(&s)
 	fs := flag.NewFlagSet("kds-consumer", flag.ContinueOnError)
 	fs.SetOutput(out)

@@ -3,8 +3,10 @@ package main
 import (
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,6 +95,7 @@ var sampleValue = map[string]string{
 	"INITIAL_POSITION": "LATEST", "HEALTH_ADDR": ":9090", "DASHBOARD_ADDR": "127.0.0.1:8091", "LOG_FORMAT": "json", "LOG_LEVEL": "debug",
 	"RECORD_LOG_DIR": "/var/records", "CREATE_TABLES": "false", "DEMO_CHECKPOINT": "record", "DEMO_RECORD_DELAY": "250ms",
 	"ON_PROCESSOR_FAILURE": "skip", "PROCESSOR_RETRIES": "3", "DEAD_LETTER_STREAM": "orders-dead-letters", "DEMO_FAIL_ON": "poison",
+	"KCL_PROPERTIES": "testdata/app.properties", "MULTILANG_COMMAND": "node app.js", "MULTILANG_TIMEOUT": "30s",
 	"LEASE_TABLE": "orders-kcl-app", "KCL_CHECK": "false", "KCL_CHECK_WINDOW": "30s", "WAIT_FOR_KCL_SHUTDOWN": "true",
 	// Read only with AT_TIMESTAMP (the sample of INITIAL_POSITION is LATEST).
 	"INITIAL_TIMESTAMP": "2026-01-02T15:04:05Z",
@@ -269,6 +272,76 @@ func TestInvocationsThatRunNoWorker(t *testing.T) {
 			}
 			if stdout.String() != tc.stdout || !strings.HasPrefix(stderr.String(), tc.stderr) || tc.stderr == "" && stderr.Len() > 0 {
 				t.Errorf("stdout %q, stderr %q; want stdout %q, stderr starting %q", stdout.String(), stderr.String(), tc.stdout, tc.stderr)
+			}
+		})
+	}
+}
+
+// A KCL .properties file sets the settings its keys map onto, under variables and flags;
+// keys without an equivalent are warned about, bad values refused with the file's line.
+func TestPropertiesFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	sample := "testdata/app.properties"
+	atTimestamp := write("ts.properties", "initialPositionInStreamExtended = 1767225600\nkinesisEndpoint = kinesis.eu-west-1.amazonaws.com\n")
+	badMillis := write("bad.properties", "streamName = s\nfailoverTimeMillis = ten seconds\n")
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(settings) bool
+		warns   []string
+		wantErr string
+	}{
+		{name: "the KCL sample, by flag", args: []string{"--properties", sample},
+			check: func(s settings) bool {
+				return s.MultiLangCommand == "node sample_kcl_app.js" && s.StreamName == "kclnodejssample" &&
+					s.AppName == "kclnodejssample" && s.InitialPosition == "TRIM_HORIZON" && s.Region == "eu-west-1" &&
+					s.LeaseDuration == 15*time.Second && s.MaxLeasesCap == 12 && s.MaxRecordsPerGet == 2500 &&
+					s.IdleTimeBetweenReads == 500*time.Millisecond && s.ShardSyncInterval == time.Minute && s.MultiLangTimeout == 90*time.Second &&
+					s.LeaseTable == "kclnodejssample-leases"
+			},
+			warns: []string{"line 5: AWSCredentialsProvider ignored: credentials come from", "line 6: processingLanguage ignored: no equivalent",
+				"line 15: somethingElse ignored: unknown key"}},
+		{name: "variables and flags win over the file", args: []string{"-properties=" + sample, "--max-records-per-get", "100"},
+			env: map[string]string{"STREAM_NAME": "orders"},
+			check: func(s settings) bool {
+				return s.StreamName == "orders" && s.MaxRecordsPerGet == 100 && s.AppName == "kclnodejssample"
+			}},
+		{name: "by variable; AT_TIMESTAMP in Unix seconds, an endpoint without a scheme", env: map[string]string{"KCL_PROPERTIES": atTimestamp},
+			check: func(s settings) bool {
+				return s.InitialPosition == "AT_TIMESTAMP" && s.InitialTimestamp.Equal(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) &&
+					s.KinesisEndpoint == "https://kinesis.eu-west-1.amazonaws.com" && s.MultiLangCommand == ""
+			}},
+		{name: "a bad value names the file's line", env: map[string]string{"KCL_PROPERTIES": badMillis},
+			wantErr: `invalid KCL_PROPERTIES (--properties) = "` + badMillis + `": line 2: failoverTimeMillis = "ten seconds": want a whole number of milliseconds`},
+		{name: "a missing file", args: []string{"--properties", filepath.Join(dir, "none")}, wantErr: "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := parseSettings(tt.args, envOf(tt.env), "host", io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want one with %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(s) {
+				t.Errorf("unexpected settings: %+v", s)
+			}
+			for _, w := range tt.warns {
+				if !slices.ContainsFunc(s.Warnings, func(got string) bool { return strings.Contains(got, w) }) {
+					t.Errorf("warnings %q lack %q", s.Warnings, w)
+				}
 			}
 		})
 	}

@@ -7,7 +7,6 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 
@@ -28,10 +27,7 @@ func KPLAggDir(engineDir string) string { return filepath.Join(engineDir, "kpl-a
 // already there, like Install does for the engines, and returns that directory.
 func InstallKPLAgg(ctx context.Context, engineDir string) (string, error) {
 	dir := KPLAggDir(engineDir)
-	err := npmInstall(ctx, dir, "kds-lease-manager-kpl-agg", "The KPL aggregated record format for kds-lease-manager tests",
-		map[string]string{"aws-kinesis-agg": KPLAggVersion},
-		func(d string) bool { return hasModule(d, "aws-kinesis-agg", "index.js", KPLAggVersion) })
-	return dir, err
+	return dir, installModule(ctx, dir, "kpl-agg", "The KPL aggregated record format", "aws-kinesis-agg", KPLAggVersion)
 }
 
 // Aggregated is one Kinesis record aws-kinesis-agg produced: put it with its partition key
@@ -49,11 +45,9 @@ type Aggregated struct {
 // aws-kinesis-agg's aggregate API, run by node from the installation in dir
 // (InstallKPLAgg).
 func AggregateWithNode(ctx context.Context, dir string, groups [][]kpl.UserRecord) ([]Aggregated, error) {
-	script := filepath.Join(dir, "kplagg.js")
-	if b, err := os.ReadFile(script); err != nil || !bytes.Equal(b, kplAggScript) {
-		if err := os.WriteFile(script, kplAggScript, 0o644); err != nil {
-			return nil, fmt.Errorf("write %s: %w", script, err)
-		}
+	script, err := writeScript(dir, "kplagg.js", kplAggScript)
+	if err != nil {
+		return nil, err
 	}
 	type userJSON struct {
 		PartitionKey    string `json:"partitionKey"`

@@ -177,6 +177,45 @@ func TestTemplateServerDryRun(t *testing.T) {
 		}
 	})
 
+	t.Run("multilang", func(t *testing.T) {
+		t.Parallel()
+		ns := c.Namespace(t)
+		props := "executableName = node /app/sample_kcl_app.js\nprocessingLanguage = nodejs"
+		objs := dryRun(t, c, ns, "--set", "namespace="+ns, "--set", "createNamespace=false",
+			"--set", "consumer.image.repository=registry.example.com/orders-kcl", "--set", "consumer.image.tag=1.2.0",
+			"--set", "consumer.multilang.command=node /app/sample_kcl_app.js", "--set", "consumer.multilang.timeout=90s",
+			"--set-string", "consumer.multilang.properties="+props,
+			"--set", "consumer.command[0]=/usr/local/bin/kds-consumer", "--set", "consumer.args[0]=--log-level=debug")
+		var cm corev1.ConfigMap
+		decode(t, find(t, objs, "ConfigMap", cmName), &cm)
+		for k, v := range map[string]string{"MULTILANG_COMMAND": "node /app/sample_kcl_app.js", "MULTILANG_TIMEOUT": "90s",
+			"KCL_PROPERTIES": "/etc/kds-consumer/app.properties"} {
+			if cm.Data[k] != v {
+				t.Errorf("ConfigMap %s = %q, want %q", k, cm.Data[k], v)
+			}
+		}
+		var pcm corev1.ConfigMap
+		decode(t, find(t, objs, "ConfigMap", stsName+"-properties"), &pcm)
+		if got := strings.TrimSpace(pcm.Data["app.properties"]); got != props {
+			t.Errorf("properties ConfigMap app.properties = %q, want %q", got, props)
+		}
+		var sts appsv1.StatefulSet
+		decode(t, find(t, objs, "StatefulSet", stsName), &sts)
+		ctr := sts.Spec.Template.Spec.Containers[0]
+		checkHardened(t, "worker", &sts.Spec.Template.Spec, &ctr)
+		if ctr.Image != "registry.example.com/orders-kcl:1.2.0" || !slices.Equal(ctr.Command, []string{"/usr/local/bin/kds-consumer"}) ||
+			!slices.Equal(ctr.Args, []string{"--log-level=debug"}) {
+			t.Errorf("worker container image %q command %q args %q", ctr.Image, ctr.Command, ctr.Args)
+		}
+		mounted := false
+		for _, m := range ctr.VolumeMounts {
+			mounted = mounted || m.Name == "kcl-properties" && m.MountPath == "/etc/kds-consumer" && m.ReadOnly
+		}
+		if !mounted {
+			t.Errorf("the properties file is not mounted read-only at /etc/kds-consumer: %+v", ctr.VolumeMounts)
+		}
+	})
+
 	t.Run("heartbeat", func(t *testing.T) {
 		t.Parallel()
 		ns := c.Namespace(t)
@@ -367,6 +406,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"consumer.image.pullPolicy=Sometimes", "/consumer/image/pullPolicy"},
 		{"consumer.image.tag=a tag", "/consumer/image/tag"},
 		{"consumer.log.format=xml", "/consumer/log/format"},
+		{"consumer.multilang.timeout=soon", "/consumer/multilang/timeout"},
 		{"aws.region=Europe", "/aws/region"},
 		{"localstack.services=s3", "/localstack/services"},
 		{"consumer.replicaCunt=3", "replicaCunt"},

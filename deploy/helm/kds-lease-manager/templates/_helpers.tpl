@@ -26,6 +26,15 @@
 {{- printf "%s-config" (include "kds.consumer.name" .) -}}
 {{- end -}}
 
+{{- define "kds.propertiesConfigMapName" -}}
+{{- include "kds.consumer.name" . }}-properties
+{{- end -}}
+
+{{/* Where the KCL .properties file (consumer.multilang.properties) is mounted. */}}
+{{- define "kds.propertiesPath" -}}
+/etc/kds-consumer/app.properties
+{{- end -}}
+
 {{- define "kds.localstackSecretName" -}}
 {{- printf "%s-localstack-credentials" (include "kds.consumer.name" .) -}}
 {{- end -}}

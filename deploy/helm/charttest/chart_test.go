@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
@@ -42,6 +43,10 @@ func TestLint(t *testing.T) {
 		"heartbeat": {"--set", "consumer.workerCountSource=heartbeat",
 			"--set", "consumer.app.enableDynamicMaxLeases=false", "--set", "consumer.app.staticMaxLeases=20"},
 		"monitoring": monitoringOn,
+		// As a subchart: the parent's global values reach the schema.
+		"subchart-global": {"--set", "global.imageRegistry=registry.example.com"},
+		"production":      {"-f", filepath.Join(chartDir(t), "values-production.yaml")},
+		"local":           {"-f", filepath.Join(chartDir(t), "values-local.yaml")},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -88,11 +93,11 @@ func TestTemplateServerDryRun(t *testing.T) {
 	t.Run("default", func(t *testing.T) {
 		t.Parallel()
 		ns := c.Namespace(t)
-		// createNamespace stays true: applying the Namespace of an existing namespace is fine.
-		objs := dryRun(t, c, ns, "--set", "namespace="+ns)
+		// No namespace value: every object lands in the release's namespace (dryRun checks).
+		objs := dryRun(t, c, ns)
 		want := []string{
 			"ConfigMap/" + cmName, "Deployment/" + lsName, "Job/" + stsName + "-init-stream-1",
-			"Namespace/" + ns, "Role/" + stsName, "RoleBinding/" + stsName, "Secret/" + secretName,
+			"PodDisruptionBudget/" + stsName, "Role/" + stsName, "RoleBinding/" + stsName, "Secret/" + secretName,
 			"Service/" + lsName, "Service/" + stsName, "ServiceAccount/" + stsName, "StatefulSet/" + stsName,
 		}
 		slices.Sort(want)
@@ -135,6 +140,16 @@ func TestTemplateServerDryRun(t *testing.T) {
 		var ls appsv1.Deployment
 		decode(t, find(t, objs, "Deployment", lsName), &ls)
 		checkLocalStack(t, &ls)
+		var pdb policyv1.PodDisruptionBudget
+		decode(t, find(t, objs, "PodDisruptionBudget", stsName), &pdb)
+		if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.String() != "1" || pdb.Spec.MinAvailable != nil {
+			t.Errorf("PodDisruptionBudget: %+v", pdb.Spec)
+		}
+		for k, v := range pdb.Spec.Selector.MatchLabels {
+			if sts.Spec.Template.Labels[k] != v {
+				t.Errorf("PodDisruptionBudget selector %s=%s does not select the worker pods", k, v)
+			}
+		}
 	})
 
 	t.Run("real-aws", func(t *testing.T) {
@@ -142,7 +157,7 @@ func TestTemplateServerDryRun(t *testing.T) {
 		ns := c.Namespace(t)
 		objs := dryRun(t, c, ns, realAWS(ns)...)
 		want := []string{
-			"ConfigMap/" + cmName, "Job/" + stsName + "-init-stream-1", "Role/" + stsName,
+			"ConfigMap/" + cmName, "Job/" + stsName + "-init-stream-1", "PodDisruptionBudget/" + stsName, "Role/" + stsName,
 			"RoleBinding/" + stsName, "Service/" + stsName, "ServiceAccount/" + stsName, "StatefulSet/" + stsName,
 		}
 		slices.Sort(want)
@@ -185,7 +200,10 @@ func TestTemplateServerDryRun(t *testing.T) {
 			"--set", "consumer.image.repository=registry.example.com/orders-kcl", "--set", "consumer.image.tag=1.2.0",
 			"--set", "consumer.multilang.command=node /app/sample_kcl_app.js", "--set", "consumer.multilang.timeout=90s",
 			"--set-string", "consumer.multilang.properties="+props,
-			"--set", "consumer.command[0]=/usr/local/bin/kds-consumer", "--set", "consumer.args[0]=--log-level=debug")
+			"--set", "consumer.command[0]=/usr/local/bin/kds-consumer", "--set", "consumer.args[0]=--log-level=debug",
+			"--set", "consumer.extraEnv[0].name=NODE_OPTIONS", "--set", "consumer.extraEnv[0].value=--max-old-space-size=200",
+			"--set", "consumer.extraEnv[1].name=API_KEY", "--set", "consumer.extraEnv[1].valueFrom.secretKeyRef.name=api",
+			"--set", "consumer.extraEnv[1].valueFrom.secretKeyRef.key=key")
 		var cm corev1.ConfigMap
 		decode(t, find(t, objs, "ConfigMap", cmName), &cm)
 		for k, v := range map[string]string{"MULTILANG_COMMAND": "node /app/sample_kcl_app.js", "MULTILANG_TIMEOUT": "90s",
@@ -207,6 +225,16 @@ func TestTemplateServerDryRun(t *testing.T) {
 			!slices.Equal(ctr.Args, []string{"--log-level=debug"}) {
 			t.Errorf("worker container image %q command %q args %q", ctr.Image, ctr.Command, ctr.Args)
 		}
+		env := map[string]string{}
+		for _, e := range ctr.Env {
+			env[e.Name] = e.Value
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				env[e.Name] = "secret:" + e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+			}
+		}
+		if env["NODE_OPTIONS"] != "--max-old-space-size=200" || env["API_KEY"] != "secret:api/key" {
+			t.Errorf("consumer.extraEnv not in the worker's env: %v", env)
+		}
 		mounted := false
 		for _, m := range ctr.VolumeMounts {
 			mounted = mounted || m.Name == "kcl-properties" && m.MountPath == "/etc/kds-consumer" && m.ReadOnly
@@ -215,6 +243,99 @@ func TestTemplateServerDryRun(t *testing.T) {
 			t.Errorf("the properties file is not mounted read-only at /etc/kds-consumer: %+v", ctr.VolumeMounts)
 		}
 	})
+
+	// The documented values files and the IAM policy the chart renders for real AWS.
+	prod := filepath.Join(chartDir(t), "values-production.yaml")
+	const kmsKey = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		objects []string // besides the ConfigMap, Role, RoleBinding, Service, ServiceAccount, StatefulSet named name
+		image   string
+		// policy: Sid -> the resources it must name; absent Sids must not be there.
+		policy map[string][]string
+	}{
+		{
+			name: "kds-consumer", args: []string{"-f", filepath.Join(chartDir(t), "values-local.yaml")},
+			objects: []string{"Deployment/localstack", "Job/kds-consumer-init-stream-1", "Secret/" + secretName, "Service/localstack"},
+			image:   "kds-consumer-test:latest",
+		},
+		{
+			name: releaseName, args: []string{"-f", prod}, objects: []string{"ConfigMap/kds-iam-policy"},
+			image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/kds-consumer:" + strings.TrimPrefix(defaultImage(t), "kds-consumer-test:"),
+			policy: map[string][]string{
+				"ReadTheStream": {"arn:aws:kinesis:eu-west-1:123456789012:stream/orders"},
+				"LeaseAndMetadataTables": {"arn:aws:dynamodb:eu-west-1:123456789012:table/orders-consumer",
+					"arn:aws:dynamodb:eu-west-1:123456789012:table/orders-consumer_meta"},
+			},
+		},
+		{
+			name: releaseName, args: []string{"-f", prod, "--set", "aws.kmsKeyArn=" + kmsKey, "--set", "consumer.createTables=true",
+				"--set", "consumer.stream.name=payments", "--set", "consumer.app.name=payments-app", "--set", "consumer.leaseTable=kcl-payments",
+				"--set", "consumer.onProcessorFailure.policy=dead-letter", "--set", "consumer.onProcessorFailure.deadLetterStream=payments-dlq"},
+			objects: []string{"ConfigMap/kds-iam-policy"},
+			image:   "123456789012.dkr.ecr.eu-west-1.amazonaws.com/kds-consumer:" + strings.TrimPrefix(defaultImage(t), "kds-consumer-test:"),
+			policy: map[string][]string{
+				"ReadTheStream": {"arn:aws:kinesis:eu-west-1:123456789012:stream/payments"},
+				"LeaseAndMetadataTables": {"arn:aws:dynamodb:eu-west-1:123456789012:table/kcl-payments",
+					"arn:aws:dynamodb:eu-west-1:123456789012:table/payments-app_meta"},
+				"CreateTables": {"arn:aws:dynamodb:eu-west-1:123456789012:table/kcl-payments",
+					"arn:aws:dynamodb:eu-west-1:123456789012:table/payments-app_meta"},
+				"DeadLetterStream": {"arn:aws:kinesis:eu-west-1:123456789012:stream/payments-dlq"},
+				"DecryptTheStream": {kmsKey},
+			},
+		},
+	} {
+		t.Run("values/"+strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			ns := c.Namespace(t)
+			objs := dryRun(t, c, ns, tc.args...)
+			n := tc.name
+			want := append([]string{"ConfigMap/" + n + "-config", "PodDisruptionBudget/" + n, "Role/" + n, "RoleBinding/" + n,
+				"Service/" + n, "ServiceAccount/" + n, "StatefulSet/" + n}, tc.objects...)
+			slices.Sort(want)
+			if got := kinds(objs); !slices.Equal(got, want) {
+				t.Errorf("objects:\n got %v\nwant %v", got, want)
+			}
+			var sts appsv1.StatefulSet
+			decode(t, find(t, objs, "StatefulSet", n), &sts)
+			if img := sts.Spec.Template.Spec.Containers[0].Image; img != tc.image {
+				t.Errorf("image %q, want %q", img, tc.image)
+			}
+			if tc.policy == nil {
+				return
+			}
+			var cm corev1.ConfigMap
+			decode(t, find(t, objs, "ConfigMap", n+"-iam-policy"), &cm)
+			var doc struct {
+				Statement []struct {
+					Sid      string
+					Action   []string
+					Resource any
+				}
+			}
+			if err := json.Unmarshal([]byte(cm.Data["policy.json"]), &doc); err != nil {
+				t.Fatalf("policy.json: %v\n%s", err, cm.Data["policy.json"])
+			}
+			got := map[string][]string{}
+			for _, st := range doc.Statement {
+				switch r := st.Resource.(type) {
+				case string:
+					got[st.Sid] = []string{r}
+				case []any:
+					for _, x := range r {
+						got[st.Sid] = append(got[st.Sid], fmt.Sprint(x))
+					}
+				}
+				if st.Sid == "DecryptTheStream" && !slices.Equal(st.Action, []string{"kms:Decrypt"}) {
+					t.Errorf("DecryptTheStream actions %v, want kms:Decrypt", st.Action)
+				}
+			}
+			if !reflect.DeepEqual(got, tc.policy) {
+				t.Errorf("policy statements (Sid: resources):\n got %v\nwant %v", got, tc.policy)
+			}
+		})
+	}
 
 	t.Run("heartbeat", func(t *testing.T) {
 		t.Parallel()
@@ -295,7 +416,7 @@ func checkStatefulSet(t *testing.T, sts *appsv1.StatefulSet, replicas int32) {
 	}
 	ctr := &pod.Containers[0]
 	checkHardened(t, "StatefulSet", pod, ctr)
-	if ctr.Image != "kds-consumer-test:latest" || ctr.ImagePullPolicy != corev1.PullIfNotPresent {
+	if ctr.Image != defaultImage(t) || ctr.ImagePullPolicy != corev1.PullIfNotPresent {
 		t.Errorf("image %s (%s)", ctr.Image, ctr.ImagePullPolicy)
 	}
 	if ctr.Lifecycle != nil && ctr.Lifecycle.PreStop != nil {
@@ -316,10 +437,18 @@ func checkStatefulSet(t *testing.T, sts *appsv1.StatefulSet, replicas int32) {
 	if len(ctr.Ports) != 1 || ctr.Ports[0].ContainerPort != 8080 || ctr.Ports[0].Name != "http" {
 		t.Errorf("ports = %+v", ctr.Ports)
 	}
-	for name, p := range map[string]*corev1.Probe{"/health": ctr.LivenessProbe, "/ready": ctr.ReadinessProbe} {
-		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != name || p.HTTPGet.Port.String() != "http" {
-			t.Errorf("probe for %s: %+v", name, p)
+	// Liveness and startup on /metrics (the process serves HTTP), not /health: a DynamoDB
+	// outage fails /health on every worker and restarts cannot fix it.
+	for _, p := range []struct {
+		name, path string
+		probe      *corev1.Probe
+	}{{"liveness", "/metrics", ctr.LivenessProbe}, {"startup", "/metrics", ctr.StartupProbe}, {"readiness", "/ready", ctr.ReadinessProbe}} {
+		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "http" {
+			t.Errorf("%s probe: %+v, want %s", p.name, p.probe, p.path)
 		}
+	}
+	if p := ctr.StartupProbe; p != nil && p.PeriodSeconds*p.FailureThreshold < 120 {
+		t.Errorf("startup probe allows %ds to start, want at least 2m to check AWS access", p.PeriodSeconds*p.FailureThreshold)
 	}
 	if ctr.Resources.Requests.Memory().IsZero() || ctr.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources = %+v", ctr.Resources)
@@ -347,7 +476,7 @@ func checkJob(t *testing.T, job *batchv1.Job, localstack bool) {
 	if cmd != "kdsctl create-stream test-stream --shards 30" {
 		t.Errorf("init job runs %q", cmd)
 	}
-	if ctr.Image != "kds-consumer-test:latest" {
+	if ctr.Image != defaultImage(t) {
 		t.Errorf("init job image %q, want the worker image", ctr.Image)
 	}
 	if localstack {
@@ -410,6 +539,13 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"aws.region=Europe", "/aws/region"},
 		{"localstack.services=s3", "/localstack/services"},
 		{"consumer.replicaCunt=3", "replicaCunt"},
+		{"consumer.extraEnv[0].value=x", "/consumer/extraEnv/0"},
+		{"consumer.podDisruptionBudget.maxUnavailable=0", "/consumer/podDisruptionBudget/maxUnavailable"},
+		{"consumer.livenessProbe.path=health", "/consumer/livenessProbe/path"},
+		{"consumer.startupProbe.failureThreshold=0", "/consumer/startupProbe/failureThreshold"},
+		{"aws.kmsKeyArn=my-key", "/aws/kmsKeyArn"},
+		{"aws.accountId=1234", "/aws/accountId"},
+		{"localstack.image.tag=", "/localstack/image/tag"},
 		// Cross-field rules that the templates check.
 		{"consumer.shutdownTimeout=40s", "consumer.terminationGracePeriodSeconds"},
 		{"consumer.app.enableDynamicMaxLeases=false,consumer.app.staticMaxLeases=100", "consumer.app.staticMaxLeases"},
@@ -838,7 +974,8 @@ func TestCreateNamespaceRefusesAnExistingNamespace(t *testing.T) {
 	t.Parallel()
 	c := kubetest.Shared(t)
 	ns := c.Namespace(t)
-	_, stderr, err := c.Helm(testCtx(t), "install", releaseName, chartDir(t), "-n", ns, "--set", "namespace="+ns)
+	_, stderr, err := c.Helm(testCtx(t), "install", releaseName, chartDir(t), "-n", ns, "--set", "namespace="+ns,
+		"--set", "createNamespace=true")
 	if err == nil {
 		t.Fatal("install with createNamespace=true into an existing namespace succeeded")
 	}
@@ -851,13 +988,13 @@ func TestUpgradeAndUninstall(t *testing.T) {
 	t.Parallel()
 	c := kubetest.Shared(t)
 	// The release record lives in one namespace, the chart creates another for its objects
-	// (createNamespace, the default), as in `helm install kds <chart>` with namespace kds-test.
+	// (namespace and createNamespace set), as in `helm install kds <chart> --set namespace=kds-test`.
 	releaseNS := c.Namespace(t)
 	ns := releaseNS + "-app"
 	t.Cleanup(func() {
 		_, _, _ = c.Kubectl(testCtx(t), "delete", "namespace", ns, "--ignore-not-found", "--wait=false")
 	})
-	mustHelm(t, c, "install", releaseName, chartDir(t), "-n", releaseNS, "--set", "namespace="+ns)
+	mustHelm(t, c, "install", releaseName, chartDir(t), "-n", releaseNS, "--set", "namespace="+ns, "--set", "createNamespace=true")
 	var nsObj corev1.Namespace
 	getJSON(t, c, &nsObj, "namespace", ns)
 	checkLabels(t, object{Kind: "Namespace", Metadata: meta{Name: ns, Labels: nsObj.Labels}}, releaseName)
@@ -880,6 +1017,12 @@ func TestUpgradeAndUninstall(t *testing.T) {
 	if got := mustHelm(t, c, "get", "values", releaseName, "-n", releaseNS, "-o", "json"); !strings.Contains(got, `"replicaCount":5`) {
 		t.Errorf("release values %s", got)
 	}
+	// The README's rule: scale with helm values; the next helm upgrade undoes a kubectl scale.
+	mustKubectl(t, c, "scale", "statefulset", stsName, "-n", ns, "--replicas=2")
+	mustHelm(t, c, "upgrade", releaseName, chartDir(t), "-n", releaseNS, "--reuse-values")
+	if got := replicas(); got != "5" {
+		t.Errorf("replicas after kubectl scale --replicas=2 and helm upgrade = %s, want 5 (consumer.replicaCount)", got)
+	}
 
 	mustHelm(t, c, "uninstall", releaseName, "-n", releaseNS)
 	left := mustKubectl(t, c, "get", "statefulsets,deployments,jobs,services,configmaps,secrets,serviceaccounts,roles,rolebindings",
@@ -894,5 +1037,44 @@ func TestUpgradeAndUninstall(t *testing.T) {
 	}
 	if out, _, _ := c.Helm(testCtx(t), "list", "-n", releaseNS, "-q"); strings.TrimSpace(out) != "" {
 		t.Errorf("releases after uninstall: %q", out)
+	}
+}
+
+// defaultImage is the worker image of the default values: the tag is the chart's appVersion.
+func defaultImage(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(chartDir(t), "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(b, &chart); err != nil || chart.AppVersion == "" {
+		t.Fatalf("Chart.yaml appVersion: %q %v", chart.AppVersion, err)
+	}
+	return "kds-consumer-test:" + chart.AppVersion
+}
+
+// Names derive from the release (consumer.name empty): two releases share a namespace.
+func TestTwoReleasesInOneNamespace(t *testing.T) {
+	t.Parallel()
+	c := kubetest.Shared(t)
+	ns := c.Namespace(t)
+	for _, rel := range []string{"orders", "payments"} {
+		mustHelm(t, c, "install", rel, chartDir(t), "-n", ns, "-f", filepath.Join(chartDir(t), "values-production.yaml"),
+			"--set", "consumer.stream.name="+rel)
+	}
+	for _, rel := range []string{"orders", "payments"} {
+		var sts appsv1.StatefulSet
+		getJSON(t, c, &sts, "statefulset", rel, "-n", ns)
+		if sts.Spec.Template.Spec.ServiceAccountName != rel || sts.Labels["app.kubernetes.io/instance"] != rel {
+			t.Errorf("release %s: StatefulSet serviceAccountName %q labels %v", rel, sts.Spec.Template.Spec.ServiceAccountName, sts.Labels)
+		}
+		var cm corev1.ConfigMap
+		getJSON(t, c, &cm, "configmap", rel+"-config", "-n", ns)
+		if cm.Data["STREAM_NAME"] != rel || cm.Data["STATEFULSET_NAME"] != rel {
+			t.Errorf("release %s: ConfigMap %v", rel, cm.Data)
+		}
 	}
 }

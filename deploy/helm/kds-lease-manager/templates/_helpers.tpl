@@ -3,9 +3,10 @@
 {{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Namespace of every object of the chart. */}}
+{{/* Namespace of every object of the chart: the release's (helm install -n NS) unless
+the namespace value overrides it. */}}
 {{- define "kds.namespace" -}}
-{{- .Values.namespace -}}
+{{- .Values.namespace | default .Release.Namespace -}}
 {{- end -}}
 
 {{/* helm.sh/chart: name-version. */}}
@@ -14,12 +15,20 @@
 {{- end -}}
 
 {{/* Name of the StatefulSet, its headless Service, Role and RoleBinding. */}}
+{{/* consumer.name if set, else the release name: two releases with consumer.name=""
+fit in one namespace. */}}
 {{- define "kds.consumer.name" -}}
-{{- .Values.consumer.name -}}
+{{- .Values.consumer.name | default .Release.Name | trunc 52 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "kds.serviceAccountName" -}}
-{{- .Values.serviceAccount.name | default .Values.consumer.name -}}
+{{- .Values.serviceAccount.name | default (include "kds.consumer.name" .) -}}
+{{- end -}}
+
+{{/* The worker image: consumer.image.tag, else the chart's appVersion. */}}
+{{- define "kds.consumer.image" -}}
+{{- $i := .Values.consumer.image -}}
+{{- printf "%s:%s" $i.repository (toString ($i.tag | default .Chart.AppVersion)) -}}
 {{- end -}}
 
 {{- define "kds.configMapName" -}}

@@ -437,18 +437,18 @@ func checkStatefulSet(t *testing.T, sts *appsv1.StatefulSet, replicas int32) {
 	if len(ctr.Ports) != 1 || ctr.Ports[0].ContainerPort != 8080 || ctr.Ports[0].Name != "http" {
 		t.Errorf("ports = %+v", ctr.Ports)
 	}
-	// Liveness and startup on /metrics (the process serves HTTP), not /health: a DynamoDB
-	// outage fails /health on every worker and restarts cannot fix it.
+	// Liveness on /metrics (the process serves HTTP), not /health: a DynamoDB outage fails
+	// /health on every worker and restarts cannot fix it; readiness reports it instead.
 	for _, p := range []struct {
 		name, path string
 		probe      *corev1.Probe
-	}{{"liveness", "/metrics", ctr.LivenessProbe}, {"startup", "/metrics", ctr.StartupProbe}, {"readiness", "/ready", ctr.ReadinessProbe}} {
+	}{{"liveness", "/metrics", ctr.LivenessProbe}, {"startup", "/ready", ctr.StartupProbe}, {"readiness", "/health", ctr.ReadinessProbe}} {
 		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "http" {
 			t.Errorf("%s probe: %+v, want %s", p.name, p.probe, p.path)
 		}
 	}
-	if p := ctr.StartupProbe; p != nil && p.PeriodSeconds*p.FailureThreshold < 120 {
-		t.Errorf("startup probe allows %ds to start, want at least 2m to check AWS access", p.PeriodSeconds*p.FailureThreshold)
+	if p := ctr.StartupProbe; p != nil && p.PeriodSeconds*p.FailureThreshold < 300 {
+		t.Errorf("startup probe allows %ds to start, want at least 5m to check AWS access and join", p.PeriodSeconds*p.FailureThreshold)
 	}
 	if ctr.Resources.Requests.Memory().IsZero() || ctr.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources = %+v", ctr.Resources)

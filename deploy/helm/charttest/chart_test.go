@@ -248,6 +248,7 @@ func TestTemplateServerDryRun(t *testing.T) {
 	prod := filepath.Join(chartDir(t), "values-production.yaml")
 	const kmsKey = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 	for _, tc := range []struct {
+		label   string
 		name    string
 		args    []string
 		objects []string // besides the ConfigMap, Role, RoleBinding, Service, ServiceAccount, StatefulSet named name
@@ -256,12 +257,12 @@ func TestTemplateServerDryRun(t *testing.T) {
 		policy map[string][]string
 	}{
 		{
-			name: "kds-consumer", args: []string{"-f", filepath.Join(chartDir(t), "values-local.yaml")},
+			label: "local", name: "kds-consumer", args: []string{"-f", filepath.Join(chartDir(t), "values-local.yaml")},
 			objects: []string{"Deployment/localstack", "Job/kds-consumer-init-stream-1", "Secret/" + secretName, "Service/localstack"},
 			image:   "kds-consumer-test:latest",
 		},
 		{
-			name: releaseName, args: []string{"-f", prod}, objects: []string{"ConfigMap/kds-iam-policy"},
+			label: "production", name: releaseName, args: []string{"-f", prod}, objects: []string{"ConfigMap/kds-iam-policy"},
 			image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/kds-consumer:" + strings.TrimPrefix(defaultImage(t), "kds-consumer-test:"),
 			policy: map[string][]string{
 				"ReadTheStream": {"arn:aws:kinesis:eu-west-1:123456789012:stream/orders"},
@@ -270,7 +271,7 @@ func TestTemplateServerDryRun(t *testing.T) {
 			},
 		},
 		{
-			name: releaseName, args: []string{"-f", prod, "--set", "aws.kmsKeyArn=" + kmsKey, "--set", "consumer.createTables=true",
+			label: "production-kms-dead-letter", name: releaseName, args: []string{"-f", prod, "--set", "aws.kmsKeyArn=" + kmsKey, "--set", "consumer.createTables=true",
 				"--set", "consumer.stream.name=payments", "--set", "consumer.app.name=payments-app", "--set", "consumer.leaseTable=kcl-payments",
 				"--set", "consumer.onProcessorFailure.policy=dead-letter", "--set", "consumer.onProcessorFailure.deadLetterStream=payments-dlq"},
 			objects: []string{"ConfigMap/kds-iam-policy"},
@@ -286,7 +287,7 @@ func TestTemplateServerDryRun(t *testing.T) {
 			},
 		},
 	} {
-		t.Run("values/"+strings.Join(tc.args, " "), func(t *testing.T) {
+		t.Run("values/"+tc.label, func(t *testing.T) {
 			t.Parallel()
 			ns := c.Namespace(t)
 			objs := dryRun(t, c, ns, tc.args...)

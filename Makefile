@@ -46,7 +46,7 @@ build: ## build kds-consumer, kdsctl and kds-local into bin/
 test: vet fmt-check k8s-tools ## every test: unit, real engines, real kube-apiserver, helm (-race)
 	$(GO) test $(TEST_FLAGS) ./...
 
-test-all: vet fmt-check k8s-tools ## `make test` plus the seed's five scenarios end to end
+test-all: vet fmt-check k8s-tools ## `make test` plus the five sizing scenarios and the 30 -> 300 reshard end to end
 	$(GO) test $(TEST_FLAGS) -tags scenarios ./...
 
 test-browser: ## the dashboard in headless Chromium on the real engines (about 2 min; needs chromium): screenshots in .run/browser

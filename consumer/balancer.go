@@ -94,38 +94,33 @@ func (b *balancer) balance(ctx context.Context, now time.Time, fp string, rec *l
 		b.cfg.Hooks.targetChanged(old, target)
 	}
 	active := b.running.active()
+	// At the target while closed shards wait, nobody below a target is there to take them
+	// (at the cap, nobody ever is): trade open shards for them.
+	trading := len(active) == target && rec != nil && rec.WaitingParents > 0
 	switch {
 	case len(active) > target:
 		b.releaseExcess(active, len(active)-target)
-	case len(active) < target:
-		if now.Before(b.settleUntil) || !b.tenure.holding() {
-			return
-		}
-		if b.fromDead != nil {
-			// No new scan while leases wait for the view: it would only make them wait longer.
-			b.takeFromDead(ctx, now, rec, target-len(active), nil)
-			return
-		}
-		if !b.forceScan && fp == b.lastFingerprint && now.Sub(b.lastScan) < b.cfg.LeaseScanInterval {
-			return
-		}
-		b.lastFingerprint, b.lastScan, b.forceScan = fp, now, false
-		b.takeLeases(ctx, now, target-len(active), rec)
-	case rec != nil && rec.WaitingParents > 0:
-		// At the target while closed shards wait: nobody below a target is there to take
-		// them (at the cap, nobody ever is), so trade open shards for them.
-		if now.Before(b.settleUntil) || !b.tenure.holding() {
-			return
-		}
-		if b.fromDead != nil {
+		return
+	case len(active) == target && !trading, now.Before(b.settleUntil), !b.tenure.holding():
+		return
+	}
+	if b.fromDead != nil {
+		// No new scan while leases wait for the view: it would only make them wait longer.
+		if trading {
 			b.takeFromDead(ctx, now, rec, rec.WaitingParents, b.tradeable(active, b.fromDead.idx))
-			return
+		} else {
+			b.takeFromDead(ctx, now, rec, target-len(active), nil)
 		}
-		if !b.forceScan && fp == b.lastFingerprint && now.Sub(b.lastScan) < b.cfg.LeaseScanInterval {
-			return
-		}
-		b.lastFingerprint, b.lastScan, b.forceScan = fp, now, false
+		return
+	}
+	if !b.forceScan && fp == b.lastFingerprint && now.Sub(b.lastScan) < b.cfg.LeaseScanInterval {
+		return
+	}
+	b.lastFingerprint, b.lastScan, b.forceScan = fp, now, false
+	if trading {
 		b.tradeForParents(ctx, now, rec, active)
+	} else {
+		b.takeLeases(ctx, now, target-len(active), rec)
 	}
 }
 

@@ -54,6 +54,7 @@ type cleaner struct {
 // the lease table, has not answered yet.
 type cleanupRound struct {
 	table   lease.Table
+	idx     lease.Index
 	listing *shardListing
 }
 
@@ -218,7 +219,7 @@ func (k *cleaner) finishedLeases(ctx context.Context, now time.Time) {
 	// The ownership checks above need the table only. The deletions wait for the
 	// listing, a pass at most here and then on later passes: a stream too busy to list
 	// its shards delays them, never the control loop (and with it the view).
-	k.round = &cleanupRound{table: table, listing: startListing(ctx, k.stream, k.cfg.streamTimeout())}
+	k.round = &cleanupRound{table: table, idx: idx, listing: startListing(ctx, k.stream, k.cfg.streamTimeout())}
 	k.finishRound(ctx, now, k.cfg.PollInterval)
 }
 
@@ -247,13 +248,12 @@ func (k *cleaner) finishRound(ctx context.Context, now time.Time, wait time.Dura
 		k.log.Warn("cannot list the stream's shards for cleanup", "err", r.listing.err)
 		return
 	}
-	k.deleteOutgrown(ctx, now, r.table, r.listing.shards)
+	k.deleteOutgrown(ctx, now, r.table, r.idx, r.listing.shards)
 }
 
 // deleteOutgrown deletes the leases of table that the listing shards (made after table
 // was read) shows outgrown for FinishedLeaseDelay, conditional on what table read.
-func (k *cleaner) deleteOutgrown(ctx context.Context, now time.Time, table lease.Table, shards []stream.Shard) {
-	idx := table.Index()
+func (k *cleaner) deleteOutgrown(ctx context.Context, now time.Time, table lease.Table, idx lease.Index, shards []stream.Shard) {
 	streamChildren := make(map[string][]string)
 	for _, s := range shards {
 		for _, p := range s.Parents() {

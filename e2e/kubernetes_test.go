@@ -20,7 +20,7 @@ const chartDir = "../deploy/helm/kds-lease-manager"
 func installChart(t *testing.T, c *cluster, kc *kubetest.Cluster) string {
 	t.Helper()
 	ns := kc.Namespace(t)
-	if _, _, err := kc.Helm(t.Context(), "install", "kds", chartDir, "-n", ns,
+	if _, _, err := kc.Helm(t.Context(), "install", "kds-consumer", chartDir, "-n", ns,
 		"--set", "namespace="+ns, "--set", "createNamespace=false",
 		"--set", "consumer.stream.name="+c.stream, "--set", "consumer.app.name="+c.app); err != nil {
 		t.Fatal(err)

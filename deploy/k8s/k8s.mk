@@ -3,11 +3,12 @@
 # LocalStack at AWS_ENDPOINT_URL, by default localhost:4566 through
 # `make port-forward-localstack`.
 NAMESPACE   ?= kds-test
-RELEASE     ?= kds-lease-manager
+RELEASE     ?= kds-consumer
 CHART       := deploy/helm/kds-lease-manager
 IMAGE       ?= kds-consumer-test
 TAG         ?= latest
-STATEFULSET ?= kds-consumer
+# The chart names the StatefulSet (and the worker ids) after the release.
+STATEFULSET ?= $(RELEASE)
 HELM_ARGS   ?=
 export NAMESPACE RELEASE STATEFULSET IMAGE TAG HELM_ARGS
 # kubectl and helm from PATH first, else the ones `make k8s-tools` built.
@@ -34,7 +35,7 @@ deploy: ## k8s: install or upgrade the Helm release (no wait)
 install: deploy ## k8s: same as deploy
 
 helm-upgrade: ## k8s: upgrade the release with HELM_ARGS (e.g. HELM_ARGS='--set consumer.replicaCount=5')
-	helm upgrade $(RELEASE) $(CHART) -n $(NAMESPACE) --reuse-values $(HELM_ARGS)
+	helm upgrade $(RELEASE) $(CHART) -n $(NAMESPACE) --reset-then-reuse-values $(HELM_ARGS)
 
 helm-lint: ## lint the chart
 	helm lint $(CHART) --strict
@@ -54,10 +55,10 @@ delete-minikube: ## k8s: delete the Minikube cluster
 	minikube delete
 
 port-forward-localstack: ## k8s: LocalStack on localhost:4566 (keep it running)
-	$(KUBE) port-forward svc/localstack 4566:4566
+	$(KUBE) port-forward svc/$(STATEFULSET)-localstack 4566:4566
 
 shell-localstack: ## k8s: a shell in the LocalStack pod
-	$(KUBE) exec -it deploy/localstack -- bash
+	$(KUBE) exec -it deploy/$(STATEFULSET)-localstack -- bash
 
 # The worker image is distroless (no shell): attach a busybox debug container to the pod.
 shell-worker: ## k8s: a shell next to a worker (ephemeral debug container): W=0

@@ -3,8 +3,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 MODE=${MODE:-local}
 BIN_DIR=${BIN_DIR:-$ROOT/bin}
 NAMESPACE=${NAMESPACE:-kds-test}
-RELEASE=${RELEASE:-kds-lease-manager}
-STATEFULSET=${STATEFULSET:-kds-consumer}
+RELEASE=${RELEASE:-kds-consumer}
+STATEFULSET=${STATEFULSET:-$RELEASE} # the chart names it after the release
 case "$MODE" in
   local) source "$ROOT/deploy/local/env.sh" ;;
   k8s)
@@ -24,7 +24,8 @@ worker_count() {
 }
 
 scale_workers() {
-  if [ "$MODE" = k8s ]; then kube scale statefulset "$STATEFULSET" --replicas="$1"
+  # Through the release's values, not kubectl scale: the next helm upgrade would undo that.
+  if [ "$MODE" = k8s ]; then helm upgrade "$RELEASE" "$ROOT/deploy/helm/kds-lease-manager" -n "$NAMESPACE" --reset-then-reuse-values --set consumer.replicaCount="$1" >/dev/null
   else "$ROOT/deploy/local/workers.sh" scale "$1"; fi
 }
 

@@ -17,7 +17,7 @@ helm upgrade --install "$RELEASE" "$ROOT/deploy/helm/kds-lease-manager" -n "$NAM
   --set namespace="$NAMESPACE" --set consumer.image.repository="$IMAGE" --set consumer.image.tag="$TAG" \
   ${HELM_ARGS:-}
 echo "== waiting for LocalStack, the stream and the workers"
-kube rollout status deployment/localstack --timeout=300s
+kube rollout status deployment/"$STATEFULSET"-localstack --timeout=300s
 kube wait --for=condition=complete job -l app.kubernetes.io/component=init-stream --timeout=300s
 kube rollout status statefulset/"$STATEFULSET" --timeout=300s
 cat <<MSG

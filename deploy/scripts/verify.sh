@@ -20,7 +20,11 @@ else
   need docker "building the worker image" "install Docker (Minikube's docker-env also works)"
   need minikube "the local cluster" "install Minikube (https://minikube.sigs.k8s.io)" version
   need kubectl "talking to the cluster" "install kubectl, or 'minikube kubectl --'" "version --client"
-  need helm "installing the chart" "install Helm 3 (or 'make k8s-tools' builds one into ~/.cache/kds-lease-manager/k8s/bin)" version
+  need helm "installing the chart" "install Helm 3.14 or later (or 'make k8s-tools' builds one into ~/.cache/kds-lease-manager/k8s/bin)" version
+  # --reset-then-reuse-values (scaling, make helm-upgrade) came with Helm 3.14.
+  if v=$(helm version --template '{{.Version}}' 2>/dev/null) && [[ $v =~ ^v3\.([0-9]+)\. ]] && ((BASH_REMATCH[1] < 14)); then
+    printf '  OLD      %-10s %s: scaling uses helm upgrade --reset-then-reuse-values, which needs Helm 3.14 or later\n' helm "$v"; missing=1
+  fi
 fi
 ((missing)) && { echo "some prerequisites are missing (see above)"; exit 1; }
 echo "all prerequisites present"

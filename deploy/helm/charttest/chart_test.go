@@ -107,8 +107,8 @@ func TestTemplateServerDryRun(t *testing.T) {
 		var cm corev1.ConfigMap
 		decode(t, find(t, objs, "ConfigMap", cmName), &cm)
 		wantEnv := map[string]string{
-			"AWS_ENDPOINT_URL": "http://localstack." + ns + ".svc:4566", "AWS_REGION": "us-east-1",
-			"STREAM_NAME": "test-stream", "APP_NAME": "kds-consumer-app", "ENABLE_DYNAMIC_MAX_LEASES": "true",
+			"AWS_ENDPOINT_URL": "http://" + lsName + "." + ns + ".svc:4566", "AWS_REGION": "us-east-1",
+			"STREAM_NAME": "test-stream", "APP_NAME": appName, "ENABLE_DYNAMIC_MAX_LEASES": "true",
 			"MAX_LEASES_CAP": "80", "WORKER_COUNT_SOURCE": "kubernetes", "STATEFULSET_NAME": stsName,
 			"LEASE_DURATION": "10s", "SHUTDOWN_TIMEOUT": "20s", "LOG_FORMAT": "json", "HEALTH_ADDR": ":8080",
 			"ON_PROCESSOR_FAILURE": "retry", "PROCESSOR_RETRIES": "10",
@@ -192,6 +192,25 @@ func TestTemplateServerDryRun(t *testing.T) {
 		}
 	})
 
+	t.Run("dashboard", func(t *testing.T) {
+		t.Parallel()
+		ns := c.Namespace(t)
+		objs := dryRun(t, c, ns, "--set", "namespace="+ns, "--set", "createNamespace=false",
+			"--set", "consumer.dashboard.enabled=true", "--set", "consumer.dashboard.port=9000")
+		var cm corev1.ConfigMap
+		decode(t, find(t, objs, "ConfigMap", cmName), &cm)
+		if cm.Data["DASHBOARD_ADDR"] != ":9000" {
+			t.Errorf("DASHBOARD_ADDR %q, want :9000", cm.Data["DASHBOARD_ADDR"])
+		}
+		var sts appsv1.StatefulSet
+		decode(t, find(t, objs, "StatefulSet", stsName), &sts)
+		if !slices.ContainsFunc(sts.Spec.Template.Spec.Containers[0].Ports, func(p corev1.ContainerPort) bool {
+			return p.Name == "dashboard" && p.ContainerPort == 9000
+		}) {
+			t.Errorf("no container port dashboard 9000: %+v", sts.Spec.Template.Spec.Containers[0].Ports)
+		}
+	})
+
 	t.Run("multilang", func(t *testing.T) {
 		t.Parallel()
 		ns := c.Namespace(t)
@@ -206,6 +225,9 @@ func TestTemplateServerDryRun(t *testing.T) {
 			"--set", "consumer.extraEnv[1].valueFrom.secretKeyRef.key=key")
 		var cm corev1.ConfigMap
 		decode(t, find(t, objs, "ConfigMap", cmName), &cm)
+		if _, on := cm.Data["DASHBOARD_ADDR"]; on {
+			t.Errorf("DASHBOARD_ADDR %q without consumer.dashboard.enabled", cm.Data["DASHBOARD_ADDR"])
+		}
 		for k, v := range map[string]string{"MULTILANG_COMMAND": "node /app/sample_kcl_app.js", "MULTILANG_TIMEOUT": "90s",
 			"KCL_PROPERTIES": "/etc/kds-consumer/app.properties"} {
 			if cm.Data[k] != v {
@@ -257,12 +279,12 @@ func TestTemplateServerDryRun(t *testing.T) {
 		policy map[string][]string
 	}{
 		{
-			label: "local", name: "kds-consumer", args: []string{"-f", filepath.Join(chartDir(t), "values-local.yaml")},
-			objects: []string{"Deployment/localstack", "Job/kds-consumer-init-stream-1", "Secret/" + secretName, "Service/localstack"},
+			label: "local", name: stsName, args: []string{"-f", filepath.Join(chartDir(t), "values-local.yaml")},
+			objects: []string{"Deployment/" + lsName, "Job/" + stsName + "-init-stream-1", "Secret/" + secretName, "Service/" + lsName},
 			image:   "kds-consumer-test:latest",
 		},
 		{
-			label: "production", name: releaseName, args: []string{"-f", prod}, objects: []string{"ConfigMap/kds-iam-policy"},
+			label: "production", name: releaseName, args: []string{"-f", prod}, objects: []string{"ConfigMap/" + releaseName + "-iam-policy"},
 			image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/kds-consumer:" + strings.TrimPrefix(defaultImage(t), "kds-consumer-test:"),
 			policy: map[string][]string{
 				"ReadTheStream": {"arn:aws:kinesis:eu-west-1:123456789012:stream/orders"},
@@ -274,7 +296,7 @@ func TestTemplateServerDryRun(t *testing.T) {
 			label: "production-kms-dead-letter", name: releaseName, args: []string{"-f", prod, "--set", "aws.kmsKeyArn=" + kmsKey, "--set", "consumer.createTables=true",
 				"--set", "consumer.stream.name=payments", "--set", "consumer.app.name=payments-app", "--set", "consumer.leaseTable=kcl-payments",
 				"--set", "consumer.onProcessorFailure.policy=dead-letter", "--set", "consumer.onProcessorFailure.deadLetterStream=payments-dlq"},
-			objects: []string{"ConfigMap/kds-iam-policy"},
+			objects: []string{"ConfigMap/" + releaseName + "-iam-policy"},
 			image:   "123456789012.dkr.ecr.eu-west-1.amazonaws.com/kds-consumer:" + strings.TrimPrefix(defaultImage(t), "kds-consumer-test:"),
 			policy: map[string][]string{
 				"ReadTheStream": {"arn:aws:kinesis:eu-west-1:123456789012:stream/payments"},
@@ -547,6 +569,9 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"aws.kmsKeyArn=my-key", "/aws/kmsKeyArn"},
 		{"aws.accountId=1234", "/aws/accountId"},
 		{"localstack.image.tag=", "/localstack/image/tag"},
+		{"consumer.app.name=ab", "/consumer/app/name"},
+		{"consumer.dashboard.port=8080", "/consumer/dashboard/port"},
+		{"consumer.dashboard.port=80", "/consumer/dashboard/port"},
 		// Cross-field rules that the templates check.
 		{"consumer.shutdownTimeout=40s", "consumer.terminationGracePeriodSeconds"},
 		{"consumer.app.enableDynamicMaxLeases=false,consumer.app.staticMaxLeases=100", "consumer.app.staticMaxLeases"},
@@ -1006,7 +1031,7 @@ func TestUpgradeAndUninstall(t *testing.T) {
 	if got := replicas(); got != "3" {
 		t.Fatalf("replicas after install = %s", got)
 	}
-	mustHelm(t, c, "upgrade", releaseName, chartDir(t), "-n", releaseNS, "--reuse-values", "--set", "consumer.replicaCount=5")
+	mustHelm(t, c, "upgrade", releaseName, chartDir(t), "-n", releaseNS, "--reset-then-reuse-values", "--set", "consumer.replicaCount=5")
 	if got := replicas(); got != "5" {
 		t.Errorf("replicas after upgrade = %s, want 5", got)
 	}
@@ -1020,7 +1045,7 @@ func TestUpgradeAndUninstall(t *testing.T) {
 	}
 	// The README's rule: scale with helm values; the next helm upgrade undoes a kubectl scale.
 	mustKubectl(t, c, "scale", "statefulset", stsName, "-n", ns, "--replicas=2")
-	mustHelm(t, c, "upgrade", releaseName, chartDir(t), "-n", releaseNS, "--reuse-values")
+	mustHelm(t, c, "upgrade", releaseName, chartDir(t), "-n", releaseNS, "--reset-then-reuse-values")
 	if got := replicas(); got != "5" {
 		t.Errorf("replicas after kubectl scale --replicas=2 and helm upgrade = %s, want 5 (consumer.replicaCount)", got)
 	}
@@ -1061,21 +1086,113 @@ func defaultImage(t *testing.T) string {
 func TestTwoReleasesInOneNamespace(t *testing.T) {
 	t.Parallel()
 	c := kubetest.Shared(t)
-	ns := c.Namespace(t)
-	for _, rel := range []string{"orders", "payments"} {
-		mustHelm(t, c, "install", rel, chartDir(t), "-n", ns, "-f", filepath.Join(chartDir(t), "values-production.yaml"),
-			"--set", "consumer.stream.name="+rel)
+	for _, tc := range []struct {
+		label      string
+		args       func(rel string) []string
+		localstack bool
+		app        func(rel string) string
+	}{
+		// Default values: each release gets its own workers, LocalStack and tables.
+		{"defaults", func(string) []string { return nil }, true, func(rel string) string { return rel + "-app" }},
+		{"production", func(rel string) []string {
+			return []string{"-f", filepath.Join(chartDir(t), "values-production.yaml"),
+				"--set", "consumer.stream.name=" + rel, "--set", "consumer.app.name=" + rel + "-consumer"}
+		}, false, func(rel string) string { return rel + "-consumer" }},
+	} {
+		t.Run(tc.label, func(t *testing.T) {
+			t.Parallel()
+			ns := c.Namespace(t)
+			for _, rel := range []string{"orders", "payments"} {
+				mustHelm(t, c, append([]string{"install", rel, chartDir(t), "-n", ns}, tc.args(rel)...)...)
+			}
+			for _, rel := range []string{"orders", "payments"} {
+				var sts appsv1.StatefulSet
+				getJSON(t, c, &sts, "statefulset", rel, "-n", ns)
+				if sts.Spec.Template.Spec.ServiceAccountName != rel || sts.Labels["app.kubernetes.io/instance"] != rel {
+					t.Errorf("release %s: StatefulSet serviceAccountName %q labels %v", rel, sts.Spec.Template.Spec.ServiceAccountName, sts.Labels)
+				}
+				var cm corev1.ConfigMap
+				getJSON(t, c, &cm, "configmap", rel+"-config", "-n", ns)
+				if cm.Data["STATEFULSET_NAME"] != rel || cm.Data["APP_NAME"] != tc.app(rel) {
+					t.Errorf("release %s: ConfigMap %v, want STATEFULSET_NAME %s and APP_NAME %s", rel, cm.Data, rel, tc.app(rel))
+				}
+				if !tc.localstack {
+					continue
+				}
+				var ls appsv1.Deployment
+				getJSON(t, c, &ls, "deployment", rel+"-localstack", "-n", ns)
+				var svc corev1.Service
+				getJSON(t, c, &svc, "service", rel+"-localstack", "-n", ns)
+				if svc.Spec.Selector["app.kubernetes.io/instance"] != rel || ls.Spec.Template.Labels["app.kubernetes.io/instance"] != rel {
+					t.Errorf("release %s: LocalStack Service selects %v, pods labelled %v", rel, svc.Spec.Selector, ls.Spec.Template.Labels)
+				}
+				if want := "http://" + rel + "-localstack." + ns + ".svc:4566"; cm.Data["AWS_ENDPOINT_URL"] != want {
+					t.Errorf("release %s: AWS_ENDPOINT_URL %q, want its own LocalStack %q", rel, cm.Data["AWS_ENDPOINT_URL"], want)
+				}
+			}
+		})
 	}
-	for _, rel := range []string{"orders", "payments"} {
-		var sts appsv1.StatefulSet
-		getJSON(t, c, &sts, "statefulset", rel, "-n", ns)
-		if sts.Spec.Template.Spec.ServiceAccountName != rel || sts.Labels["app.kubernetes.io/instance"] != rel {
-			t.Errorf("release %s: StatefulSet serviceAccountName %q labels %v", rel, sts.Spec.Template.Spec.ServiceAccountName, sts.Labels)
+}
+
+// TestUpgradeKeepsTheCheckpoints: helm upgrade refuses to move an installed release to
+// another lease table or stream (the workers would start over from the initial position),
+// naming the value that keeps it, including when only a default changed (chart 0.2.0's
+// consumer.app.name kds-consumer-app); allowCheckpointReset accepts it.
+func TestUpgradeKeepsTheCheckpoints(t *testing.T) {
+	t.Parallel()
+	c := kubetest.Shared(t)
+	ns := c.Namespace(t)
+	const rel = "kds-lease-manager"
+	// As chart 0.2.0's defaults rendered it.
+	mustHelm(t, c, "install", rel, chartDir(t), "-n", ns, "--set", "consumer.name=kds-consumer", "--set", "consumer.app.name=kds-consumer-app")
+	appName := func() string {
+		t.Helper()
+		var list struct {
+			Items []corev1.ConfigMap `json:"items"`
 		}
-		var cm corev1.ConfigMap
-		getJSON(t, c, &cm, "configmap", rel+"-config", "-n", ns)
-		if cm.Data["STREAM_NAME"] != rel || cm.Data["STATEFULSET_NAME"] != rel {
-			t.Errorf("release %s: ConfigMap %v", rel, cm.Data)
+		getJSON(t, c, &list, "configmap", "-n", ns, "-l", "app.kubernetes.io/instance="+rel+",app.kubernetes.io/component=consumer")
+		var names []string
+		for _, cm := range list.Items {
+			if v, ok := cm.Data["APP_NAME"]; ok {
+				names = append(names, cm.Name+"="+v+"/"+cm.Data["STREAM_NAME"])
+			}
+		}
+		return strings.Join(names, ",")
+	}
+	for _, step := range []struct {
+		label   string
+		set     []string
+		refused []string // what the error must name; nil: the upgrade goes through
+		after   string   // the worker ConfigMap afterwards: name=APP_NAME/STREAM_NAME
+	}{
+		{"new defaults", nil, []string{"kds-consumer-app", "kds-lease-manager-app", "--set consumer.app.name=kds-consumer-app"},
+			"kds-consumer-config=kds-consumer-app/test-stream"},
+		{"the old app name kept", []string{"consumer.app.name=kds-consumer-app"}, nil, "kds-lease-manager-config=kds-consumer-app/test-stream"},
+		{"another lease table", []string{"consumer.app.name=kds-consumer-app", "consumer.leaseTable=kcl-orders"},
+			[]string{"kds-consumer-app", "kcl-orders", "allowCheckpointReset"}, "kds-lease-manager-config=kds-consumer-app/test-stream"},
+		{"another stream", []string{"consumer.app.name=kds-consumer-app", "consumer.stream.name=orders"},
+			[]string{"test-stream", "orders", "allowCheckpointReset"}, "kds-lease-manager-config=kds-consumer-app/test-stream"},
+		{"reset accepted", []string{"consumer.stream.name=orders", "consumer.allowCheckpointReset=true"}, nil,
+			"kds-lease-manager-config=kds-lease-manager-app/orders"},
+	} {
+		args := []string{"upgrade", rel, chartDir(t), "-n", ns, "--reset-values"} // these values only
+		for _, kv := range step.set {
+			args = append(args, "--set", kv)
+		}
+		_, stderr, err := c.Helm(testCtx(t), args...)
+		switch {
+		case step.refused == nil && err != nil:
+			t.Fatalf("%s: %v\n%s", step.label, err, stderr)
+		case step.refused != nil && err == nil:
+			t.Errorf("%s: the upgrade went through; want it refused", step.label)
+		}
+		for _, w := range step.refused {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("%s: the error does not name %q:\n%s", step.label, w, stderr)
+			}
+		}
+		if got := appName(); got != step.after {
+			t.Errorf("%s: worker ConfigMap %s, want %s", step.label, got, step.after)
 		}
 	}
 }

@@ -17,13 +17,15 @@ import (
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
 
-// Names the chart renders with its default values.
+// Names the chart renders with its default values: all derive from the release name, as
+// in `make deploy` (release kds-consumer: workers kds-consumer-0..N-1).
 const (
-	stsName     = "kds-consumer" // StatefulSet, headless Service, ServiceAccount, Role, RoleBinding
-	cmName      = "kds-consumer-config"
-	secretName  = "kds-consumer-localstack-credentials"
-	lsName      = "localstack"
-	releaseName = "kds"
+	releaseName = "kds-consumer"
+	stsName     = releaseName // StatefulSet, headless Service, ServiceAccount, Role, RoleBinding
+	cmName      = releaseName + "-config"
+	secretName  = releaseName + "-localstack-credentials"
+	lsName      = releaseName + "-localstack" // LocalStack's Deployment and Service
+	appName     = releaseName + "-app"        // APP_NAME: the tables appName and appName_meta
 )
 
 // chartDir is the chart's absolute path.

@@ -14,9 +14,9 @@ the namespace value overrides it. */}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Name of the StatefulSet, its headless Service, Role and RoleBinding. */}}
-{{/* consumer.name if set, else the release name: two releases with consumer.name=""
-fit in one namespace. */}}
+{{/* Name of the StatefulSet, its headless Service, Role and RoleBinding, and the stem of
+every other object's name: consumer.name if set, else the release name (the default), so
+that two releases fit in one namespace. */}}
 {{- define "kds.consumer.name" -}}
 {{- .Values.consumer.name | default .Release.Name | trunc 52 | trimSuffix "-" -}}
 {{- end -}}
@@ -48,9 +48,32 @@ fit in one namespace. */}}
 {{- printf "%s-localstack-credentials" (include "kds.consumer.name" .) -}}
 {{- end -}}
 
+{{/* The application name (tables <app> and <app>_meta): consumer.app.name, else
+<consumer name>-app, so that two releases with default values use tables of their own. */}}
+{{- define "kds.appName" -}}
+{{- .Values.consumer.app.name | default (printf "%s-app" (include "kds.consumer.name" .)) -}}
+{{- end -}}
+
+{{/* The lease table, which holds the checkpoints: consumer.leaseTable (a KCL table taken
+over), else the application name. */}}
+{{- define "kds.leaseTableName" -}}
+{{- .Values.consumer.leaseTable | default (include "kds.appName" .) -}}
+{{- end -}}
+
+{{/* Name of this revision's init job: a label value on its pods, so at most 63
+characters with the longest revision number. */}}
+{{- define "kds.initJobName" -}}
+{{- printf "%s-init-stream-%d" (include "kds.consumer.name" . | trunc 40 | trimSuffix "-") (int .Release.Revision) -}}
+{{- end -}}
+
+{{/* Name of the in-cluster LocalStack's Deployment and Service. */}}
+{{- define "kds.localstackName" -}}
+{{- printf "%s-localstack" (include "kds.consumer.name" .) -}}
+{{- end -}}
+
 {{/* The in-cluster LocalStack endpoint (only with localstack.enabled). */}}
 {{- define "kds.localstackEndpoint" -}}
-{{- printf "http://localstack.%s.svc:%d" (include "kds.namespace" .) (int .Values.localstack.port) -}}
+{{- printf "http://%s.%s.svc:%d" (include "kds.localstackName" .) (include "kds.namespace" .) (int .Values.localstack.port) -}}
 {{- end -}}
 
 {{/*
@@ -113,6 +136,33 @@ that needs them, so `helm template` fails with a message naming the values.
 {{- end -}}
 {{- if and (eq .Values.consumer.initialPosition "AT_TIMESTAMP") (not .Values.consumer.initialTimestamp) -}}
 {{- fail "consumer.initialTimestamp is required when consumer.initialPosition is AT_TIMESTAMP (RFC 3339, e.g. 2026-01-02T15:04:05Z)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+On an upgrade, refuses a change of the lease table (consumer.app.name or
+consumer.leaseTable, also through a changed default) or of the stream read with it, unless
+consumer.allowCheckpointReset: the checkpoints are in the lease table and belong to its
+stream, so either change makes the workers start over from consumer.initialPosition
+(records read twice or skipped). The installed values are read from the release's worker
+ConfigMap on the cluster (lookup); `helm template` and first installs skip the check.
+*/}}
+{{- define "kds.checkpointGuard" -}}
+{{- if and .Release.IsUpgrade (not .Values.consumer.allowCheckpointReset) -}}
+{{- $table := include "kds.leaseTableName" . -}}
+{{- $stream := .Values.consumer.stream.name -}}
+{{- range (lookup "v1" "ConfigMap" (include "kds.namespace" .) "").items -}}
+{{- $l := .metadata.labels | default dict -}}
+{{- if and (eq (get $l "app.kubernetes.io/instance") $.Release.Name) (eq (get $l "app.kubernetes.io/component") "consumer") (hasKey (.data | default dict) "APP_NAME") -}}
+{{- $oldTable := .data.LEASE_TABLE | default .data.APP_NAME -}}
+{{- if ne $oldTable $table -}}
+{{- fail (printf "the lease table would change from %s to %s (consumer.app.name / consumer.leaseTable; the chart derives the app name from the release when consumer.app.name is empty): the workers would lose their checkpoints and start over from consumer.initialPosition. Keep it with --set consumer.app.name=%s (or consumer.leaseTable), or accept the reset with --set consumer.allowCheckpointReset=true" $oldTable $table $oldTable) -}}
+{{- end -}}
+{{- if ne .data.STREAM_NAME $stream -}}
+{{- fail (printf "consumer.stream.name would change from %s to %s while the lease table %s holds the checkpoints of %s: use another consumer.app.name for the new stream, or accept the reset with --set consumer.allowCheckpointReset=true" .data.STREAM_NAME $stream $table .data.STREAM_NAME) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 

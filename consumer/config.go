@@ -55,7 +55,8 @@ func (s StaticWorkers) DesiredWorkers(context.Context) (int, error) { return int
 // HeartbeatInterval and LeaseDuration/5), every Kinesis call's and every control-loop pass's (3 x
 // LeaseDuration), the margin by which a worker that cannot renew stops early
 // (LeaseDuration/5), the grace after ShutdownTimeout (LeaseDuration/5) and the limits of
-// Worker.Check (3 and 6 x LeaseDuration). ShardSyncInterval, LeaseScanInterval,
+// Worker.Check and Worker.Alive (3 and 6 x LeaseDuration; a heartbeat write's deadline + 3 x
+// HeartbeatInterval). ShardSyncInterval, LeaseScanInterval,
 // CleanupInterval, FinishedLeaseDelay, DeadWorkerDelay, IdleTimeBetweenReads,
 // MinTimeBetweenReads and ShutdownTimeout are fixed: their defaults stay the same
 // whatever LeaseDuration is.

@@ -102,8 +102,12 @@
 //   - Every remote call has a deadline: DynamoDB calls LeaseDuration/2 (heartbeat writes
 //     HeartbeatInterval), Kinesis calls 3 x LeaseDuration (shorter ones abandon work a
 //     loaded stream still does and feed a retry storm; they decide nothing about
-//     ownership), and a control-loop pass 3 x LeaseDuration. Worker.Check turns red when
-//     the loop has not completed a pass for six lease durations or the heartbeat for three.
+//     ownership), and a control-loop pass 3 x LeaseDuration. So a hung loop is a bug:
+//     Worker.Alive, the liveness check, turns red when the control loop has not completed a
+//     pass for six lease durations or the heartbeat loop has not ended a write (failed or
+//     not) for its deadline plus three heartbeat intervals, never for a DynamoDB outage;
+//     Worker.Check, the readiness check, also turns red when the heartbeat has not
+//     succeeded for three lease durations.
 //   - A process whose worker id is in use by another live process (a StatefulSet pod
 //     replaced while the old one still runs) waits before its first heartbeat until the
 //     other's record is gone or expired, instead of taking its leases as "an earlier run"

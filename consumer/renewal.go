@@ -33,8 +33,12 @@ type renewer struct {
 
 	heartbeat atomic.Int64
 	// lastBeat is when the last renewal succeeded, as Unix nanoseconds of the clock (0:
-	// never).
+	// never), for Worker.Check.
 	lastBeat atomic.Int64
+	// lastAttempt is when the last write ended, successful or not, as Unix nanoseconds of
+	// the clock (0: never), for Worker.Alive: it stops moving only when a write hangs (past
+	// its deadline) or the loop does.
+	lastAttempt atomic.Int64
 }
 
 func newRenewer(meta MetaStore, t *tenure, clk clock.Clock, log *slog.Logger, workerID string, interval, timeout time.Duration, leaseCount func() int, onLapse func()) *renewer {
@@ -48,9 +52,10 @@ func newRenewer(meta MetaStore, t *tenure, clk clock.Clock, log *slog.Logger, wo
 // until t + LeaseDuration - LeaseDuration/5, if it returned before the current deadline
 // (see tenure): no observer can see the heartbeat stale for a lease duration before then,
 // because each observer starts counting only after it read the new value, which is after
-// the write started.
+// the write started. Whatever its outcome, beat records when it ended (lastAttempt).
 func (r *renewer) beat(ctx context.Context, state lease.WorkerState) error {
 	start := r.clock.Now()
+	defer func() { r.lastAttempt.Store(r.clock.Now().UnixNano()) }()
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	err := r.meta.PutWorker(ctx, lease.WorkerRecord{

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/kds-lease-manager/kds-lease-manager/clock"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
+	"github.com/kds-lease-manager/kds-lease-manager/memstore"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
 
@@ -424,6 +428,141 @@ func TestCheckTurnsRedWhenTheControlLoopIsStuck(t *testing.T) {
 	c.mu.Unlock()
 	stuck.Store(true)
 	c.waitFor("Check red", 10*time.Second, func() bool { return rw.w.Check() != nil })
+}
+
+// hungMeta blocks PutWorker (while puts is set) or the metadata table's reads (while
+// reads is set) until release is closed, whatever their context says: a hung call, a bug.
+// heldPuts counts the PutWorker calls it holds.
+type hungMeta struct {
+	MetaStore
+	puts, reads *atomic.Bool
+	heldPuts    *atomic.Int64
+	release     <-chan struct{}
+}
+
+func (h hungMeta) PutWorker(ctx context.Context, r lease.WorkerRecord) error {
+	if h.puts.Load() {
+		h.heldPuts.Add(1)
+		<-h.release
+		return errors.New("released (test)")
+	}
+	return h.MetaStore.PutWorker(ctx, r)
+}
+
+func (h hungMeta) hangRead() bool {
+	if !h.reads.Load() {
+		return false
+	}
+	<-h.release
+	return true
+}
+
+func (h hungMeta) ReadMeta(ctx context.Context) (lease.Meta, error) {
+	if h.hangRead() {
+		return lease.Meta{}, errors.New("released (test)")
+	}
+	return h.MetaStore.ReadMeta(ctx)
+}
+
+func (h hungMeta) ReadMetaItems(ctx context.Context, ids []string, consistent bool) (lease.Meta, error) {
+	if h.hangRead() {
+		return lease.Meta{}, errors.New("released (test)")
+	}
+	return h.MetaStore.ReadMetaItems(ctx, ids, consistent)
+}
+
+// Alive (the liveness check) catches hangs, not failures; Check (the readiness check)
+// also fails while heartbeats fail. A DynamoDB outage fails every call, but each ends:
+// Check red, Alive nil, so no pod restarts for it. A heartbeat write or a control-loop
+// pass that never returns is a hang: Alive red, naming the loop. On a fake clock, with
+// the heartbeat loop running and the test making the control loop's passes, for seven
+// lease durations after the fault (more than Check's and Alive's limits).
+func TestAliveCatchesHangsButNotFailures(t *testing.T) {
+	const ld = 10 * time.Second // HeartbeatInterval ld/3, each write's deadline ld/5
+	const step = time.Second    // PollInterval; more than the retry wait after a failure
+	for _, tc := range []struct {
+		name                     string
+		cut, hangPuts, hangReads bool
+		check, alive             string // "": nil; else a part of the error
+	}{
+		{name: "healthy"},
+		{name: "DynamoDB outage: every call fails", cut: true, check: "heartbeat has not succeeded"},
+		{name: "a heartbeat write never returns", hangPuts: true,
+			check: "heartbeat has not succeeded", alive: "heartbeat loop has not ended a write"},
+		{name: "a control-loop pass never returns", hangReads: true,
+			check: "control loop has not completed a pass", alive: "control loop has not completed a pass"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := clock.NewFake(time.Unix(30000, 0))
+			cut := &cutoff{}
+			var puts, reads atomic.Bool
+			var heldPuts atomic.Int64
+			release := make(chan struct{})
+			meta := hungMeta{cutMeta{memstore.NewMeta(), cut}, &puts, &reads, &heldPuts, release}
+			w, err := New(Config{AppName: "app", WorkerID: "w0", LeaseDuration: ld, CleanupInterval: time.Hour,
+				Clock: fake, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+				cutLeases{memstore.NewLeases(), cut}, meta, memstore.NewStream(1),
+				func(string) RecordProcessor { return &testProcessor{} })
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(func() { cancel(); close(release) })
+			// Starting (the start-up checks may wait for long): both nil.
+			fake.Advance(10 * ld)
+			if err := w.Check(); err != nil {
+				t.Fatalf("Check while starting = %v", err)
+			}
+			if err := w.Alive(); err != nil {
+				t.Fatalf("Alive while starting = %v", err)
+			}
+			// Registered and running as Run makes it, without taking the lease (no
+			// consumer to wait on the clock).
+			if err := w.renewal.beat(ctx, lease.WorkerActive); err != nil {
+				t.Fatal(err)
+			}
+			w.bal.settleUntil = fake.Now().Add(100 * ld)
+			go w.renewal.loop(ctx)
+			waitWaiters(t, fake, 1)
+			w.tick(ctx)
+
+			cut.cut.Store(tc.cut)
+			puts.Store(tc.hangPuts)
+			reads.Store(tc.hangReads)
+			passHung := false
+			for elapsed := time.Duration(0); elapsed < 7*ld; elapsed += step {
+				fake.Advance(step)
+				// The heartbeat loop is back on the clock, or held in a hung write.
+				for deadline := time.Now().Add(5 * time.Second); fake.Waiters() < 1 && heldPuts.Load() == 0; {
+					if time.Now().After(deadline) {
+						t.Fatal("the heartbeat loop neither waits nor hangs")
+					}
+					time.Sleep(time.Millisecond)
+				}
+				// The control loop's pass; a hung one holds its goroutine as it would Run's.
+				if tc.hangReads {
+					if !passHung {
+						passHung = true
+						go w.tick(ctx)
+					}
+					continue
+				}
+				w.tick(ctx)
+			}
+			for _, c := range []struct {
+				what string
+				err  error
+				want string
+			}{{"Check", w.Check(), tc.check}, {"Alive", w.Alive(), tc.alive}} {
+				switch {
+				case c.want == "" && c.err != nil:
+					t.Errorf("%s = %v, want nil", c.what, c.err)
+				case c.want != "" && (c.err == nil || !strings.Contains(c.err.Error(), c.want)):
+					t.Errorf("%s = %v, want an error saying %q", c.what, c.err, c.want)
+				}
+			}
+		})
+	}
 }
 
 // partialProcessor checkpoints in the middle of its first batch and then fails it.

@@ -26,6 +26,27 @@ func (c *Config) passTimeout() time.Duration { return 3 * c.LeaseDuration }
 // retried (after HeartbeatInterval/8) before the worker's validity ends.
 func (c *Config) heartbeatTimeout() time.Duration { return min(c.HeartbeatInterval, c.LeaseDuration/5) }
 
+// passStallLimit is how long the control loop may go without completing a pass
+// (successful or not) before Worker.Check and Worker.Alive report it: a pass ends within
+// passTimeout and the next starts within PollInterval (at most LeaseDuration/3), so a
+// loop this late is hung, not slow.
+func (c *Config) passStallLimit() time.Duration { return c.passTimeout() + 3*c.LeaseDuration }
+
+// renewalStallLimit is how long the heartbeat may go without succeeding before
+// Worker.Check reports it: the worker was fenced long before (see fenceMargin).
+func (c *Config) renewalStallLimit() time.Duration { return 3 * c.LeaseDuration }
+
+// attemptStallLimit is how long the heartbeat loop may go without ending a write
+// (successful or failed) before Worker.Alive reports it hung. The loop ends one at most
+// HeartbeatInterval + heartbeatTimeout after the previous one (a wait, then a write with
+// that deadline; after a failure the wait is HeartbeatInterval/8); the limit allows two
+// more intervals for a slow machine. It is at most 1.2 x LeaseDuration (HeartbeatInterval
+// is at most LeaseDuration/3, heartbeatTimeout LeaseDuration/5): a hung write shows within
+// about a lease duration, well before a hung pass does.
+func (c *Config) attemptStallLimit() time.Duration {
+	return c.heartbeatTimeout() + 3*c.HeartbeatInterval
+}
+
 // fenceMargin is how long before others may take its leases a worker stops acting on
 // them: a renewal earns LeaseDuration - fenceMargin of validity (see tenure).
 func (c *Config) fenceMargin() time.Duration { return c.LeaseDuration / 5 }

@@ -32,7 +32,7 @@ type Worker struct {
 	running *consumerSet
 	status  statusBoard
 	// lastPass is when the control loop last completed a pass, as Unix nanoseconds of the
-	// worker's clock (0: never), for Check.
+	// worker's clock (0: never), for Check and Alive.
 	lastPass atomic.Int64
 	pace     pace
 }
@@ -205,23 +205,52 @@ func (w *Worker) waitForOtherProcess(ctx context.Context) error {
 }
 
 // Check reports whether the worker is healthy: nil while it is starting, or while its
-// control loop completes passes (successful or not: a hung call is what it catches)
-// within six lease durations and its heartbeat succeeds within three, on the worker's
-// clock. A worker stuck that long cannot hold leases anyway. It is meant for a liveness
-// probe.
+// control loop completes passes (successful or not) within six lease durations
+// (passStallLimit) and its heartbeat succeeds within three (renewalStallLimit), on the
+// worker's clock. It is the readiness check: unlike Alive it also fails while heartbeats
+// fail (a DynamoDB outage), when the worker cannot hold leases.
 func (w *Worker) Check() error {
+	return w.overdue(
+		w.passes(),
+		progress{"heartbeat has not succeeded", w.renewal.lastBeat.Load(), w.cfg.renewalStallLimit()},
+	)
+}
+
+// Alive reports whether the worker's loops still run: nil while it is starting, or
+// while its control loop completes passes (successful or not) within six lease durations,
+// as for Check, and its heartbeat loop ends writes (successful or failed) within the
+// write's deadline plus three heartbeat intervals (attemptStallLimit), on the worker's
+// clock. It is the liveness check: it catches a hung loop (every remote call has a
+// deadline, so a hang is a bug a restart may cure) and never restarts a worker for a
+// DynamoDB outage, whose calls fail but end. The error names the loop that hung.
+func (w *Worker) Alive() error {
+	return w.overdue(
+		w.passes(),
+		progress{"heartbeat loop has not ended a write", w.renewal.lastAttempt.Load(), w.cfg.attemptStallLimit()},
+	)
+}
+
+// progress is what Check and Alive judge of one loop: when it last did what it should
+// (Unix nanoseconds of the worker's clock, 0: never) and how long it may go without.
+type progress struct {
+	missing string // what the error says has not happened
+	at      int64
+	limit   time.Duration
+}
+
+// passes is the control loop's progress, judged alike by Check and Alive.
+func (w *Worker) passes() progress {
+	return progress{"control loop has not completed a pass", w.lastPass.Load(), w.cfg.passStallLimit()}
+}
+
+// overdue returns an error naming the first of ps that is older than its limit on the
+// worker's clock, or nil. One that never happened is starting, not overdue.
+func (w *Worker) overdue(ps ...progress) error {
 	now := w.cfg.Clock.Now().UnixNano()
-	for _, c := range []struct {
-		what  string
-		at    int64
-		limit time.Duration
-	}{
-		{"control loop", w.lastPass.Load(), w.cfg.passTimeout() + 3*w.cfg.LeaseDuration},
-		{"heartbeat", w.renewal.lastBeat.Load(), 3 * w.cfg.LeaseDuration},
-	} {
-		if c.at != 0 && now-c.at > int64(c.limit) {
-			return fmt.Errorf("worker %s: %s has not completed for %s (limit %s)",
-				w.cfg.WorkerID, c.what, time.Duration(now-c.at).Round(time.Millisecond), c.limit)
+	for _, p := range ps {
+		if p.at != 0 && now-p.at > int64(p.limit) {
+			return fmt.Errorf("worker %s: %s for %s (limit %s)",
+				w.cfg.WorkerID, p.missing, time.Duration(now-p.at).Round(time.Millisecond), p.limit.Round(time.Millisecond))
 		}
 	}
 	return nil

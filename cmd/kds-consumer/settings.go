@@ -107,7 +107,7 @@ func table(s *settings) []setting {
 		upperVar(&c.InitialPosition, "INITIAL_POSITION", "initial-position", "where new leases start: TRIM_HORIZON, LATEST or AT_TIMESTAMP"),
 		timeVar(&c.InitialTimestamp, "INITIAL_TIMESTAMP", "initial-timestamp", "RFC 3339 time for AT_TIMESTAMP").
 			onlyIf(func() bool { return c.InitialPosition == lease.AtTimestamp }),
-		stringVar(&s.HealthAddr, "HEALTH_ADDR", "health-addr", "address of /health, /ready, /metrics", checkListenAddr),
+		stringVar(&s.HealthAddr, "HEALTH_ADDR", "health-addr", "address of /live, /health, /ready, /metrics", checkListenAddr),
 		stringVar(&s.DashboardAddr, "DASHBOARD_ADDR", "dashboard-addr", "serve the live dashboard page (as kdsctl dashboard) on this address, e.g. 127.0.0.1:8090 (default: off)", checkOptionalListenAddr),
 		choiceVar(&s.LogFormat, "LOG_FORMAT", "log-format", "text or json", "text", "json"),
 		choiceVar(&s.LogLevel, "LOG_LEVEL", "log-level", "debug, info, warn or error", "debug", "info", "warn", "error"),

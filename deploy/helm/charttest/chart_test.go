@@ -460,12 +460,12 @@ func checkStatefulSet(t *testing.T, sts *appsv1.StatefulSet, replicas int32) {
 	if len(ctr.Ports) != 1 || ctr.Ports[0].ContainerPort != 8080 || ctr.Ports[0].Name != "http" {
 		t.Errorf("ports = %+v", ctr.Ports)
 	}
-	// Liveness on /metrics (the process serves HTTP), not /health: a DynamoDB outage fails
-	// /health on every worker and restarts cannot fix it; readiness reports it instead.
+	// Liveness on /live (the worker's loops still end their calls), not /health: a DynamoDB
+	// outage fails /health on every worker and restarts cannot fix it; readiness reports it.
 	for _, p := range []struct {
 		name, path string
 		probe      *corev1.Probe
-	}{{"liveness", "/metrics", ctr.LivenessProbe}, {"startup", "/ready", ctr.StartupProbe}, {"readiness", "/health", ctr.ReadinessProbe}} {
+	}{{"liveness", "/live", ctr.LivenessProbe}, {"startup", "/ready", ctr.StartupProbe}, {"readiness", "/health", ctr.ReadinessProbe}} {
 		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "http" {
 			t.Errorf("%s probe: %+v, want %s", p.name, p.probe, p.path)
 		}

@@ -5,16 +5,24 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"github.com/kds-lease-manager/kds-lease-manager/internal/dashboard"
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
 // TestDashboardInBrowser proves the dashboard in a real browser (`make test-browser`;
@@ -171,6 +179,221 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	screenshot(t, page, filepath.Join(out, "3-300-shards-unowned-alarm.png"))
 }
+
+// TestDashboardAt10kShards measures what the dashboard costs a browser at 10,000 shards and
+// 500 workers; it only logs MEASURED lines (no timed assertion): the size of one
+// server-sent update, the first render, an update where 1% of the leases changed owner
+// (median of 3), one where every lag changed, and a hover. The times are taken in the page
+// around its own handler of the update event (JSON parse and render), then with the style
+// and layout that it caused, then until the next frame. Run it with
+// `go test -tags browser -count=1 -run '^TestDashboardAt10kShards$' -v ./e2e`.
+//
+// The page is served by an in-process dashboard.Server whose Source is fakeTables, made-up
+// tables of that size: a fake is fine for a render measurement, which needs the size and
+// shape of the data, not the engines. The poller still paces itself (a read of 10,000
+// leases every 10 s), so each update takes that long to come.
+func TestDashboardAt10kShards(t *testing.T) {
+	const shards, workers, moved = 10000, 500, 100
+	chromium := chromiumPath(t)
+	src := newFakeTables(shards, workers)
+	d, err := dashboard.New(dashboard.Config{Source: src, Title: "10k shards", Interval: time.Second})
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = d.Run(ctx) }()
+	srv := httptest.NewServer(d.Handler())
+	t.Cleanup(func() { cancel(); srv.Close(); <-ran })
+
+	tab := newBrowser(t, chromium)
+	must(t, chromedp.Do(tab, chromedp.EmulateViewport(1400, 1000), chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: measureRenders})
+		return err
+	}), chromedp.Navigate(srv.URL+"/")))
+	type render struct{ Bytes, Parse, Script, Layout, Frame float64 }
+	renders := func(want int) []render {
+		var rs []render
+		waitFor(t, 60*time.Second, fmt.Sprintf("%d updates rendered", want), func() (bool, string) {
+			var err error
+			if rs, err = runBounded(tab, chromedp.Evaluate[[]render](`window.renders.filter(r => r.Frame > 0)`)); err != nil {
+				return false, err.Error()
+			}
+			return len(rs) >= want, fmt.Sprintf("%d rendered", len(rs))
+		})
+		return rs
+	}
+	first := renders(1)[0]
+	n, err := runBounded(tab, chromedp.Evaluate[int](`document.querySelectorAll(".shard").length`))
+	must(t, err)
+	if n != shards {
+		t.Fatalf("the page shows %d shards, want %d", n, shards)
+	}
+	// Each change shows at the next read (the poller reads a table of n items at most every n ms).
+	seen := 1
+	next := func() render {
+		seen++
+		rs := renders(seen)
+		return rs[seen-1]
+	}
+	var updates []render
+	for i := range 3 {
+		owners := src.move(moved)
+		updates = append(updates, next())
+		cells, err := pageCells(tab)
+		must(t, err)
+		shown := 0
+		for _, cl := range cells {
+			if o, ok := owners[cl.Shard]; ok && cl.Owner == o {
+				shown++
+			}
+		}
+		if shown != len(owners) {
+			t.Fatalf("update %d: the page shows %d of the %d new owners", i+1, shown, len(owners))
+		}
+	}
+	src.newLags()
+	lags := next()
+	// A shard in view, as under a pointer.
+	hover, err := runBounded(tab, chromedp.Evaluate[float64](`(() => {
+		const cells = document.querySelectorAll(".shard");
+		let took = 0;
+		for (let i = 0; i < 20; i++) {
+			cells[i * 497].scrollIntoView();
+			void document.body.offsetHeight;
+			const t0 = performance.now();
+			cells[i * 497].dispatchEvent(new MouseEvent("mouseover", {bubbles: true}));
+			took += performance.now() - t0;
+		}
+		return took / 20;
+	})()`))
+	must(t, err)
+	times := func(rs ...render) string {
+		median := func(f func(render) float64) string {
+			vs := make([]float64, len(rs))
+			for i, r := range rs {
+				vs[i] = f(r)
+			}
+			if len(vs) == 1 {
+				return fmt.Sprintf("%.0f ms", vs[0])
+			}
+			all := slices.Clone(vs)
+			slices.Sort(vs)
+			return fmt.Sprintf("%.0f ms (runs %.0f)", vs[len(vs)/2], all)
+		}
+		return fmt.Sprintf("parse %s, render script %s, with style and layout %s, until the next frame %s",
+			median(func(r render) float64 { return r.Parse }), median(func(r render) float64 { return r.Script }),
+			median(func(r render) float64 { return r.Layout }), median(func(r render) float64 { return r.Frame }))
+	}
+	t.Logf("MEASURED dashboard at %d shards / %d workers: update message %d bytes", shards, workers, int(first.Bytes))
+	t.Logf("MEASURED first render: %s", times(first))
+	t.Logf("MEASURED update, %d owners changed: %s", moved, times(updates...))
+	t.Logf("MEASURED update, every lag changed: %s", times(lags))
+	t.Logf("MEASURED hover over a shard: %.1f ms", hover)
+}
+
+// measureRenders times the page's handler of each update event, from before the page
+// loads: Parse is a JSON.parse of the message alone, Script the handler (its own parse and
+// the render), Layout adds the style and layout it caused, Frame runs to the next frame.
+const measureRenders = `window.renders = [];
+(() => {
+	const add = EventSource.prototype.addEventListener;
+	EventSource.prototype.addEventListener = function (type, fn, opts) {
+		if (type !== "update") return add.call(this, type, fn, opts);
+		return add.call(this, type, function (ev) {
+			const p0 = performance.now();
+			JSON.parse(ev.data);
+			const r = {Bytes: new TextEncoder().encode(ev.data).length, Parse: performance.now() - p0, Frame: 0};
+			const t0 = performance.now();
+			fn.call(this, ev);
+			r.Script = performance.now() - t0;
+			void document.body.offsetHeight;
+			r.Layout = performance.now() - t0;
+			requestAnimationFrame(() => setTimeout(() => { r.Frame = performance.now() - t0; }));
+			window.renders.push(r);
+		}, opts);
+	};
+})();`
+
+// fakeTables is a dashboard.Source of made-up tables: leases spread evenly over live,
+// heartbeating workers, each with a checkpoint and a lag.
+type fakeTables struct {
+	mu      sync.Mutex
+	meta    lease.Meta
+	leases  []lease.Lease
+	workers []string
+	rnd     *rand.Rand
+}
+
+func newFakeTables(shards, workers int) *fakeTables {
+	f := &fakeTables{rnd: rand.New(rand.NewPCG(1, 2))}
+	now := time.Now()
+	for i := range workers {
+		id := fmt.Sprintf("worker-%03d", i)
+		f.workers = append(f.workers, id)
+		f.meta.Workers = append(f.meta.Workers, lease.WorkerRecord{WorkerID: id, Incarnation: fmt.Sprintf("inc-%d", i),
+			State: lease.WorkerActive, LeasesHeld: shards / workers, LastSeen: now, StartedAt: now.Add(-time.Hour)})
+	}
+	per := (shards + workers - 1) / workers
+	f.meta.Coordinator = &lease.CoordinatorRecord{CoordinatorID: f.workers[0], Epoch: 3, MaxLeasesPerWorker: per,
+		TargetLeasesPerWorker: per, ShardCount: shards, WorkerCount: workers, LiveWorkers: workers, Cap: 80,
+		RecommendedWorkers: workers, UpdatedAt: now}
+	for i := range shards {
+		f.leases = append(f.leases, lease.Lease{ShardID: fmt.Sprintf("shardId-%012d", i), Owner: f.workers[i%workers],
+			Epoch: int64(1 + f.rnd.IntN(20)), Checkpoint: fmt.Sprintf("4965%052d", f.rnd.Int64()),
+			MillisBehindLatest: int64(f.rnd.IntN(5000))})
+	}
+	return f
+}
+
+// move gives n random leases to another worker, with a new lag, and returns their owners.
+func (f *fakeTables) move(n int) map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	owners := map[string]string{}
+	for len(owners) < n {
+		l := &f.leases[f.rnd.IntN(len(f.leases))]
+		if _, ok := owners[l.ShardID]; ok {
+			continue
+		}
+		l.Owner = f.workers[(slices.Index(f.workers, l.Owner)+1+f.rnd.IntN(len(f.workers)-1))%len(f.workers)]
+		l.Epoch++
+		l.MillisBehindLatest = int64(f.rnd.IntN(5000))
+		owners[l.ShardID] = l.Owner
+	}
+	return owners
+}
+
+// newLags gives every lease a new lag.
+func (f *fakeTables) newLags() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.leases {
+		f.leases[i].MillisBehindLatest = int64(f.rnd.IntN(5000))
+	}
+}
+
+// ReadMeta returns the workers, every one heartbeating now.
+func (f *fakeTables) ReadMeta(ctx context.Context) (lease.Meta, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	m := f.meta
+	m.Workers = slices.Clone(f.meta.Workers)
+	for i := range m.Workers {
+		m.Workers[i].Heartbeat++
+		m.Workers[i].LastSeen = now
+	}
+	f.meta.Workers = m.Workers
+	return m, ctx.Err()
+}
+
+func (f *fakeTables) ListLeases(ctx context.Context) (lease.Table, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return lease.Table{Leases: slices.Clone(f.leases)}, ctx.Err()
+}
+
+func (f *fakeTables) LeaseTable() string { return "app" }
+func (f *fakeTables) MetaTable() string  { return "app_meta" }
 
 // chromiumPath finds Chromium; its absence fails the test: CI installs it (.ci/run).
 func chromiumPath(t *testing.T) string {

@@ -306,6 +306,35 @@ func TestHandler(t *testing.T) {
 	})
 }
 
+// The event stream leaves out of the lease rows what the page does not show; api/state
+// keeps the whole rows for other clients.
+func TestEventStreamIsSlim(t *testing.T) {
+	src := twoWorkerSource()
+	src.table.Leases[0].Checkpoint = "49650000000000000000000000000000000000000000000000000001"
+	src.table.Leases[0].MillisBehindLatest = 1500
+	src.table.Leases[1].ParentShardIDs = []string{"s0"}
+	srv := startServer(t, src, false)
+	u := openSSE(t, srv.URL).next(t)
+	rows := u.Snapshot.Leases.Leases
+	if len(rows) != 2 || rows[0].Shard != "s1" || rows[0].Owner != "w1" || rows[0].Checkpoint != "" || rows[0].MillisBehindLatest == nil ||
+		*rows[0].MillisBehindLatest != 1500 || rows[0].Parents != nil || !slices.Equal(rows[1].Parents, []string{"s0"}) ||
+		u.Snapshot.Leases.Summary.Total != 2 || len(u.Snapshot.Leases.Workers) != 2 {
+		t.Errorf("event stream's leases %+v", u.Snapshot.Leases)
+	}
+	resp, err := http.Get(srv.URL + "/api/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var full Update
+	if err := json.NewDecoder(resp.Body).Decode(&full); err != nil {
+		t.Fatal(err)
+	}
+	if rows := full.Snapshot.Leases.Leases; len(rows) != 2 || rows[0].Checkpoint != src.table.Leases[0].Checkpoint || rows[0].Parents == nil {
+		t.Errorf("api/state's leases %+v, want the whole rows", rows)
+	}
+}
+
 // The tables are read by one poller whatever the number of viewers.
 func TestReadsDoNotGrowWithViewers(t *testing.T) {
 	for _, viewers := range []int{1, 8} {

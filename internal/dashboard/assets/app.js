@@ -1,12 +1,23 @@
 // The kds-lease-manager dashboard: renders each update the server pushes (server-sent
 // events on api/events; polling api/state where EventSource is missing). No build step.
+//
+// Each update carries the whole state (every lease), but the page changes only what
+// changed: shard cells, worker rows and events are kept by id, a cell is touched only when
+// its owner, state, colour or lag changed and moved only when its state did, and the hover
+// looks parents and children up in an index built once per update. That keeps an update
+// cheap at 10,000 shards (docs/BENCHMARKS.md).
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
   const palette = ["#4a78c2", "#e07b39", "#3a9d5d", "#b5479b", "#c9a227", "#2aa3b0", "#8a5cc2", "#d2495b", "#6b8e23", "#795548"];
   const colours = new Map(); // worker id -> colour, stable for the life of the page
-  let last = null;           // the last update
+  const cells = new Map();   // shard id -> {el, lagText, and the owner, state and colour shown}
+  const rows = new Map();    // worker id -> {tr, its parts, and the colour and width shown}
+  const items = new Map();   // event seq -> {li, key}
+  let byShard = new Map();   // shard id -> its lease row in the last update
+  let childrenOf = new Map(); // shard id -> the shards that name it as a parent
   let hovered = null;        // the shard under the pointer
+  let marked = [];           // the cells highlighted for it
 
   function colourOf(id) {
     if (!colours.has(id)) {
@@ -25,6 +36,22 @@
     return e;
   }
 
+  // setText changes a text only if it differs, so that unchanged nodes stay untouched.
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  // setData changes a text node in place: cheaper than replacing it.
+  function setData(node, text) {
+    if (node.data !== text) node.data = text;
+  }
+
+  // place puts node right after prev in parent (first if prev is null), unless it is there.
+  function place(parent, node, prev) {
+    if (node.parentNode === parent && node.previousSibling === prev) return;
+    parent.insertBefore(node, prev ? prev.nextSibling : parent.firstChild);
+  }
+
   function duration(ms) {
     if (ms == null) return "-";
     if (ms < 1000) return ms + "ms";
@@ -39,26 +66,25 @@
   }
 
   function render(u) {
-    last = u;
     const snap = u.snapshot, meta = snap.metadata, leases = snap.leases;
     const now = Date.parse(snap.time);
-    $("title").textContent = u.title || "";
+    setText($("title"), u.title || "");
     document.body.dataset.updated = snap.time;
 
     const errs = snap.errors || [];
     $("errors").hidden = errs.length === 0;
-    $("errors").textContent = errs.join("; ");
+    setText($("errors"), errs.join("; "));
 
     const c = meta && meta.coordinator;
     const warnings = (meta && meta.warnings) || [];
     $("alarm").hidden = warnings.length === 0;
-    $("alarm").textContent = warnings.map((w) => "⚠ " + w).join("  ");
+    setText($("alarm"), warnings.map((w) => "⚠ " + w).join("  "));
 
     // Known workers get their colours in id order, so the first page load is stable.
     const ids = new Set();
     (meta ? meta.workers : []).forEach((w) => ids.add(w.worker_id));
     (leases ? leases.leases : []).forEach((l) => l.owner && ids.add(l.owner));
-    [...ids].sort().forEach(colourOf);
+    [...ids].filter((id) => !colours.has(id)).sort().forEach(colourOf);
 
     renderCoordinator(c);
     renderWorkers(meta, leases, c, now);
@@ -66,10 +92,14 @@
     renderEvents(u.events);
   }
 
+  const fields = new Map(); // coordinator field -> its dd
   function renderCoordinator(c) {
     const dl = $("coordinator");
-    dl.replaceChildren();
-    if (!c) { dl.append(el("dt", {}, "none yet")); return; }
+    if (!c) {
+      fields.clear();
+      if (dl.children.length !== 1 || dl.firstChild.tagName !== "DT") dl.replaceChildren(el("dt", {}, "none yet"));
+      return;
+    }
     const rows = [
       ["coordinator", (c.coordinator_id || "(none)") + " (epoch " + c.epoch + ")"],
       ["max leases per worker", c.max_leases_per_worker + " (target " + c.target_leases_per_worker + ", cap " + c.cap + ")"],
@@ -81,13 +111,20 @@
       ["waiting parents", c.waiting_parents],
       ["updated", c.updated_at || "-"],
     ];
-    for (const [k, v] of rows) dl.append(el("dt", {}, k), el("dd", { "data-field": k }, String(v)));
+    if (fields.size === 0) {
+      dl.replaceChildren();
+      for (const [k] of rows) {
+        const dd = el("dd", { "data-field": k });
+        fields.set(k, dd);
+        dl.append(el("dt", {}, k), dd);
+      }
+    }
+    for (const [k, v] of rows) setText(fields.get(k), String(v));
   }
 
   function renderWorkers(meta, leases, c, now) {
     const body = $("workers").tBodies[0];
-    body.replaceChildren();
-    if (!meta) return;
+    if (!meta) { body.replaceChildren(); rows.clear(); return; }
     const held = new Map(), lag = new Map();
     if (leases) {
       leases.workers.forEach((w) => held.set(w.worker, w.leases));
@@ -97,59 +134,121 @@
     }
     const dead = new Set(c ? c.dead_workers : []);
     const max = c ? c.target_leases_per_worker : 0;
+    const present = new Set(meta.workers.map((w) => w.worker_id));
+    for (const [id, r] of rows) if (!present.has(id)) { r.tr.remove(); rows.delete(id); }
+    let prev = null;
     for (const w of meta.workers) {
-      const n = held.get(w.worker_id) || 0;
+      const id = w.worker_id;
+      let r = rows.get(id);
+      if (!r) {
+        const text = () => document.createTextNode("");
+        r = { tr: el("tr", { "data-worker": id }), swatch: el("span", { class: "swatch" }), bar: el("i"),
+          state: text(), count: text(), age: text(), lag: text() };
+        r.tr.append(el("td", {}, r.swatch), el("td", {}, id), el("td", {}, r.state),
+          el("td", { class: "leases" }, r.count, el("span", { class: "bar" }, r.bar)), el("td", { class: "age" }, r.age), el("td", {}, r.lag));
+        rows.set(id, r);
+      }
+      const n = held.get(id) || 0;
       const age = w.last_seen ? Math.max(0, now - Date.parse(w.last_seen)) : null;
-      const gone = dead.has(w.worker_id) || w.state === "gone";
-      const bar = el("span", { class: "bar" }, el("i", { style: "width:" + (max ? Math.min(100, (100 * n) / max) : 0) + "%" }));
-      body.append(el("tr", { "data-worker": w.worker_id, class: gone ? "dead" : "" },
-        el("td", {}, el("span", { class: "swatch", style: "background:" + colourOf(w.worker_id) })),
-        el("td", {}, w.worker_id),
-        el("td", {}, gone && w.state !== "gone" ? "expired" : w.state),
-        el("td", { class: "leases" }, n + " / " + max, bar),
-        el("td", { class: "age" }, duration(age)),
-        el("td", {}, duration(lag.has(w.worker_id) ? lag.get(w.worker_id) : null))));
+      const gone = dead.has(id) || w.state === "gone";
+      const cls = gone ? "dead" : "";
+      if (r.tr.className !== cls) r.tr.className = cls;
+      const colour = colourOf(id);
+      if (r.colour !== colour) { r.swatch.style.background = r.colour = colour; }
+      setData(r.state, gone && w.state !== "gone" ? "expired" : w.state);
+      setData(r.count, n + " / " + max);
+      const width = (max ? Math.min(100, (100 * n) / max) : 0) + "%";
+      if (r.width !== width) { r.bar.style.width = r.width = width; }
+      setData(r.age, duration(age));
+      setData(r.lag, duration(lag.has(id) ? lag.get(id) : null));
+      place(body, r.tr, prev);
+      prev = r.tr;
     }
   }
 
   const grids = { "active": "grid-active", "waiting for parent": "grid-waiting", "unowned": "grid-unowned", "finished": "grid-finished" };
 
   function renderShards(leases) {
-    for (const id of Object.values(grids)) $(id).replaceChildren();
+    const next = new Map(), children = new Map();
+    for (const l of leases ? leases.leases : []) {
+      next.set(l.shard, l);
+      for (const p of l.parents || []) { // the event stream leaves out empty parents
+        if (!children.has(p)) children.set(p, []);
+        children.get(p).push(l.shard);
+      }
+    }
+    byShard = next;
+    childrenOf = children;
+    // Cells of deleted leases go first, so that the others stay in place.
+    for (const [id, cl] of cells) if (!next.has(id)) { cl.el.remove(); cells.delete(id); }
     if (!leases) return;
     const s = leases.summary;
-    $("shard-summary").textContent = `${s.total} leases: ${s.active} active, ${s.unowned} unowned, ${s.waiting_for_parent} waiting for parent, ${s.finished} finished`;
+    setText($("shard-summary"), `${s.total} leases: ${s.active} active, ${s.unowned} unowned, ${s.waiting_for_parent} waiting for parent, ${s.finished} finished`);
+    const last = new Map(); // grid -> the cell placed last in it
     for (const l of leases.leases) {
-      const cell = el("div", { class: "shard", "data-shard": l.shard, "data-owner": l.owner, "data-state": l.state },
-        shortShard(l.shard), el("small", {}, l.owner ? duration(l.millis_behind_latest) : ""));
-      if (l.owner && l.state !== "waiting for parent") cell.style.background = colourOf(l.owner);
-      $(grids[l.state] || "grid-unowned").append(cell);
+      let cl = cells.get(l.shard);
+      if (!cl) {
+        cl = { el: el("div", { class: "shard", "data-shard": l.shard }), lagText: document.createTextNode("") };
+        cl.el.append(shortShard(l.shard), el("small", {}, cl.lagText));
+        cells.set(l.shard, cl);
+      }
+      if (cl.owner !== l.owner) { cl.el.setAttribute("data-owner", l.owner); cl.owner = l.owner; }
+      if (cl.state !== l.state) { cl.el.setAttribute("data-state", l.state); cl.state = l.state; }
+      const colour = l.owner && l.state !== "waiting for parent" ? colourOf(l.owner) : "";
+      if (cl.colour !== colour) { cl.el.style.background = cl.colour = colour; }
+      const lag = l.owner ? duration(l.millis_behind_latest) : "";
+      setData(cl.lagText, lag);
+      // Cells stay in shard order within their grid; only a new cell or a change of state moves one.
+      const grid = $(grids[l.state] || "grid-unowned");
+      const prev = last.get(grid) || null;
+      place(grid, cl.el, prev);
+      last.set(grid, cl.el);
     }
     if (hovered) highlight(hovered);
   }
 
+  // The server sends its last 200 events (Config.MaxEvents), oldest first: the list holds
+  // just those, keyed by seq; new ones are added at the top and those past the cap removed.
   function renderEvents(events) {
     const list = $("events");
-    list.replaceChildren();
-    if (events.length === 0) list.append(el("li", { class: "none" }, "no change seen since the dashboard started"));
+    const keep = new Set();
+    for (const e of events) {
+      const key = e.time + "|" + e.kind + "|" + e.message;
+      const it = items.get(e.seq);
+      // A page reconnected to a restarted server sees the same seq for another event.
+      if (it && it.key === key) { keep.add(e.seq); continue; }
+      if (it) it.li.remove();
+      items.set(e.seq, { key, li: el("li", { "data-kind": e.kind, "data-seq": e.seq },
+        el("time", {}, e.time.slice(11, 19)), el("span", { class: "kind" }, e.kind), e.message) });
+      keep.add(e.seq);
+    }
+    for (const [seq, it] of items) if (!keep.has(seq)) { it.li.remove(); items.delete(seq); }
+    if (events.length === 0) {
+      if (!list.querySelector("li.none")) list.replaceChildren(el("li", { class: "none" }, "no change seen since the dashboard started"));
+      return;
+    }
+    const none = list.querySelector("li.none");
+    if (none) none.remove();
+    // Newest first: only new events move in, at the top.
+    let prev = null;
     for (let i = events.length - 1; i >= 0; i--) {
-      const e = events[i];
-      list.append(el("li", { "data-kind": e.kind, "data-seq": e.seq },
-        el("time", {}, e.time.slice(11, 19)), el("span", { class: "kind" }, e.kind), e.message));
+      const li = items.get(events[i].seq).li;
+      place(list, li, prev);
+      prev = li;
     }
   }
 
   function related(shard) {
-    const leases = last && last.snapshot.leases ? last.snapshot.leases.leases : [];
-    const row = leases.find((l) => l.shard === shard);
-    const children = leases.filter((l) => l.parents.includes(shard)).map((l) => l.shard);
-    return { row, parents: row ? row.parents : [], children };
+    const row = byShard.get(shard);
+    return { row, parents: (row && row.parents) || [], children: childrenOf.get(shard) || [] };
   }
 
   function highlight(shard) {
-    document.querySelectorAll(".shard.hover, .shard.parent, .shard.child").forEach((e) => e.classList.remove("hover", "parent", "child"));
+    for (const e of marked) e.classList.remove("hover", "parent", "child");
+    marked = [];
+    if (!shard) return;
     const { parents, children } = related(shard);
-    const mark = (id, cls) => { const e = document.querySelector(`.shard[data-shard="${CSS.escape(id)}"]`); if (e) e.classList.add(cls); };
+    const mark = (id, cls) => { const cl = cells.get(id); if (cl) { cl.el.classList.add(cls); marked.push(cl.el); } };
     mark(shard, "hover");
     parents.forEach((p) => mark(p, "parent"));
     children.forEach((ch) => mark(ch, "child"));
@@ -173,8 +272,8 @@
   });
 
   function setStatus(text, cls) {
-    $("status").textContent = text;
-    $("status").className = "status " + cls;
+    setText($("status"), text);
+    if ($("status").className !== "status " + cls) $("status").className = "status " + cls;
   }
 
   if (window.EventSource) {

@@ -82,13 +82,11 @@ type liveSnapshot struct {
 	Leases *liveLeases `json:"leases"`
 }
 
-// liveLeases is tableview.Leases with liveRows.
+// liveLeases is tableview.Leases with liveRows: Rows, at the outer level, takes the
+// place of the embedded lease rows in the JSON.
 type liveLeases struct {
-	Table   string                 `json:"table"`
-	Leases  []liveRow              `json:"leases"`
-	Workers []tableview.WorkerLoad `json:"workers"`
-	Summary tableview.LeaseSummary `json:"summary"`
-	Corrupt []string               `json:"corrupt,omitempty"`
+	*tableview.Leases
+	Rows []liveRow `json:"leases"`
 }
 
 type liveRow struct {
@@ -108,7 +106,7 @@ func newLiveUpdate(u Update) liveUpdate {
 			rows[i] = liveRow{Shard: r.Shard, Owner: r.Owner, State: r.State, Epoch: r.Epoch, Parents: r.Parents,
 				MillisBehindLatest: r.MillisBehindLatest}
 		}
-		lu.Snapshot.Leases = &liveLeases{Table: l.Table, Leases: rows, Workers: l.Workers, Summary: l.Summary, Corrupt: l.Corrupt}
+		lu.Snapshot.Leases = &liveLeases{Leases: l, Rows: rows}
 	}
 	return lu
 }

@@ -106,11 +106,7 @@ func (b *balancer) balance(ctx context.Context, now time.Time, fp string, rec *l
 	}
 	if b.fromDead != nil {
 		// No new scan while leases wait for the view: it would only make them wait longer.
-		if trading {
-			b.takeFromDead(ctx, now, rec, rec.WaitingParents, b.tradeable(active, b.fromDead.idx))
-		} else {
-			b.takeFromDead(ctx, now, rec, target-len(active), nil)
-		}
+		b.takeFromDead(ctx, now, rec, target-len(active), trading, active)
 		return
 	}
 	if !b.forceScan && fp == b.lastFingerprint && now.Sub(b.lastScan) < b.cfg.LeaseScanInterval {
@@ -231,7 +227,7 @@ func (b *balancer) tradeForParents(ctx context.Context, now time.Time, rec *leas
 	var free, ofDead []lease.Lease
 	for _, l := range table.Leases {
 		switch {
-		case l.Finished() || !idx.IsOpenParent(l.ShardID) || !idx.ParentsFinished(l):
+		case !idx.WaitingParent(l):
 		case b.running.running(l.ShardID) || now.Before(b.cooldown[l.ShardID]):
 		case l.Owner == "":
 			free = append(free, l)
@@ -404,9 +400,10 @@ func (b *balancer) waitForView(ctx context.Context, now time.Time, ofDead []leas
 }
 
 // takeFromDead takes up to want of the leases that waited for the view, once the view
-// (rec) reached their version, from owners it still lists dead. With give (a worker at
-// its target) it takes only leases of closed shards whose children wait, and gives up one
-// of give for each one taken (see tradeForParents).
+// (rec) reached their version, from owners it still lists dead. Trading (a worker at its
+// target, see tradeForParents), it takes instead up to rec.WaitingParents leases of
+// closed shards whose children wait, and gives up one of its open shards for each one
+// taken: none when it holds no open shard.
 //
 // Why two versions: this worker read version v, strongly consistent, after it read the
 // lease table at t. Version v+1 was therefore written after t, and the coordinator
@@ -415,7 +412,7 @@ func (b *balancer) waitForView(ctx context.Context, now time.Time, ofDead []leas
 // before t renewed its heartbeat before it, so that read saw it alive: a version from v+2
 // on lists an owner dead only if it was dead after the lease table was read, and the
 // take, conditional on the owner and epoch read then, cannot take a lease it holds now.
-func (b *balancer) takeFromDead(ctx context.Context, now time.Time, rec *lease.CoordinatorRecord, want int, give []*shardConsumer) {
+func (b *balancer) takeFromDead(ctx context.Context, now time.Time, rec *lease.CoordinatorRecord, want int, trading bool, active []*shardConsumer) {
 	d := b.fromDead
 	if now.After(d.until) {
 		b.fromDead, b.forceScan = nil, true
@@ -427,19 +424,21 @@ func (b *balancer) takeFromDead(ctx context.Context, now time.Time, rec *lease.C
 	b.fromDead = nil
 	dead := rec.DeadWorkerIDs()
 	taken, conflicts := 0, 0
-	if give != nil {
-		want = min(want, len(give))
+	var give []*shardConsumer
+	if trading {
+		give = b.tradeable(active, d.idx)
+		want = min(rec.WaitingParents, len(give))
 	}
 	for _, l := range d.leases {
 		if taken == want || ctx.Err() != nil {
 			break
 		}
-		if !dead[l.Owner] || b.running.running(l.ShardID) || give != nil && !d.idx.IsOpenParent(l.ShardID) {
+		if !dead[l.Owner] || b.running.running(l.ShardID) || trading && !d.idx.IsOpenParent(l.ShardID) {
 			continue
 		}
 		if b.tryTake(ctx, l) {
 			b.log.Info("took the lease of a dead worker", "shard", l.ShardID, "previous_owner", l.Owner)
-			if give != nil {
+			if trading {
 				b.log.Info("traded an open shard for a closed shard its children wait for", "taken", l.ShardID, "released", b.release(give[taken]))
 			}
 			taken++

@@ -140,6 +140,64 @@ func TestLeasesOfDeadWorkersWaitForAViewComputedAfterTheLeaseRead(t *testing.T) 
 	}
 }
 
+// A worker at its target that holds only closed shards whose children wait has no open
+// shard to trade: asked to trade for waiting parents, it takes none of the leases of dead
+// workers it was waiting to take (it would go over its target and give them back next
+// pass).
+func TestATradeWithoutAnOpenShardTakesNothing(t *testing.T) {
+	ctx := t.Context()
+	fake := clock.NewFake(time.Unix(10000, 0))
+	cfg, err := Config{AppName: "app", WorkerID: "w0", Clock: fake, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases, meta, s := memstore.NewLeases(), memstore.NewMeta(), memstore.NewStream(3)
+	ids := []string{s.Shards()[0].ID, s.Shards()[1].ID, s.Shards()[2].ID}
+	// ids[0] and ids[1]: free, each the parent of a waiting lease; ids[2]: an open shard
+	// of the dead worker x.
+	for i, l := range []lease.Lease{{ShardID: ids[0]}, {ShardID: ids[1]}, {ShardID: ids[2]},
+		{ShardID: "child-0", ParentShardIDs: ids[:1]}, {ShardID: "child-1", ParentShardIDs: ids[1:2]}} {
+		l.Checkpoint = lease.TrimHorizon
+		if err := leases.CreateLease(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			if _, err := leases.TakeLease(ctx, l, "x"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	view := lease.CoordinatorRecord{CoordinatorID: "c", Epoch: 1, Version: 5, MaxLeasesPerWorker: 3, Cap: 80, DeadWorkers: dead("x")}
+	meta.PutCoordinator(&view)
+	tn := newTenure(fake, cfg.LeaseDuration, cfg.fenceMargin())
+	tn.renew(fake.Now())
+	corrupt := newCorruptLog(cfg.Logger)
+	members := newMembership(meta, fake, cfg.LeaseDuration, cfg.callTimeout(), cfg.viewStallAfter(), corrupt)
+	running := newConsumerSet(&consumerEnv{cfg: &cfg, leases: leases, stream: s, clock: fake, tenure: tn,
+		exits: make(chan consumerExit, 8)}, func(string) RecordProcessor { return idleProcessor{} }, cfg.Logger)
+	stop := running.open(ctx)
+	defer func() { stop(); running.stopAll(stopLost) }()
+	b := newBalancer(&cfg, leases, tn, members, corrupt, running, cfg.Logger)
+
+	// Below its target of 3: it takes both free parents and waits for the view to take x's.
+	b.balance(ctx, fake.Now(), b.fingerprint(&view), &view)
+	if !running.running(ids[0]) || !running.running(ids[1]) || b.fromDead == nil {
+		t.Fatalf("after the first pass: running %v, waiting for the view %v", running.active(), b.fromDead != nil)
+	}
+	// The target drops to 2 while closed shards wait elsewhere, in a view late enough for
+	// x's lease: the worker is at its target with nothing open to give up.
+	next := view
+	next.Version, next.MaxLeasesPerWorker, next.WaitingParents = 7, 2, 1
+	fake.Advance(cfg.PollInterval)
+	b.balance(ctx, fake.Now(), b.fingerprint(&next), &next)
+	if n := len(running.active()); running.running(ids[2]) || n != 2 {
+		t.Fatalf("took the dead worker's open shard without one to give: %d leases for a target of 2", n)
+	}
+	if l, err := leases.GetLease(ctx, ids[2]); err != nil || l.Owner != "x" {
+		t.Fatalf("lease %s: owner %q (%v), want x's still", ids[2], l.Owner, err)
+	}
+}
+
 // dead lists ids as dead workers without records.
 func dead(ids ...string) []lease.DeadWorker {
 	out := make([]lease.DeadWorker, len(ids))

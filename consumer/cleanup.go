@@ -97,7 +97,7 @@ func (k *cleaner) countWaiting(table lease.Table, idx lease.Index) {
 	seen := make(map[string]bool)
 	k.waiting = 0
 	for _, l := range table.Leases {
-		if l.Owner != "" && !dead[l.Owner] || l.Finished() || !idx.IsOpenParent(l.ShardID) || !idx.ParentsFinished(l) {
+		if l.Owner != "" && !dead[l.Owner] || !idx.WaitingParent(l) {
 			continue
 		}
 		seen[l.ShardID] = true

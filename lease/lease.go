@@ -309,6 +309,14 @@ func (x Index) Corrupt(key string) bool { return x.corrupt[key] }
 // shard being closed by a reshard, whose children wait for it.
 func (x Index) IsOpenParent(shardID string) bool { return x.openParent[shardID] }
 
+// WaitingParent reports whether l is the lease of a closed shard whose children wait for
+// it and which may be read now: unfinished, a parent of another lease, and its own
+// parents finished. The coordinator counts such leases (CoordinatorRecord.WaitingParents)
+// and workers at their target trade open shards for them.
+func (x Index) WaitingParent(l Lease) bool {
+	return !l.Finished() && x.IsOpenParent(l.ShardID) && x.ParentsFinished(l)
+}
+
 // ParentsFinished reports whether every parent of l reached SHARD_END, so that l may be
 // processed. A parent with no lease is finished: leases are created parents first, so it
 // aged out of the stream. A parent whose item is corrupt is not: nothing proves it ended.

@@ -33,6 +33,10 @@ var (
 	// ErrTableNotFound means the lease or metadata table does not exist (or is not ACTIVE
 	// yet). The message names the table.
 	ErrTableNotFound = lease.ErrTableNotFound
+	// ErrAdoptedTableMissing comes with ErrTableNotFound when the missing table is the
+	// lease table to adopt (WithLeaseTable): a wrong setting, since it is never created.
+	ErrAdoptedTableMissing = errors.New("it is the lease table to adopt, which is never created: name an existing lease table, " +
+		"such as a KCL application's (the KCL names it after the application), in this account and region")
 	// ErrAccessDenied means the credentials may not perform the call.
 	ErrAccessDenied = errors.New("access to dynamodb denied")
 	// ErrThrottled means DynamoDB kept throttling the request after the SDK's retries.

@@ -36,30 +36,29 @@ func (s *Store) CheckTables(ctx context.Context) error {
 	if err := s.CheckLeaseTable(ctx); err != nil {
 		return err
 	}
-	return s.checkTable(ctx, s.metaTable, attrWorkerID, "")
+	return s.checkTable(ctx, s.metaTable, attrWorkerID, nil)
 }
 
 // CheckLeaseTable verifies, without creating anything, that the lease table exists with
 // the hash key leaseKey (S). A missing table is ErrTableNotFound, with the table's name
 // and what to do.
 func (s *Store) CheckLeaseTable(ctx context.Context) error {
-	missing := ""
+	var missing error
 	if s.adopted {
-		missing = "it is the lease table to adopt, which is never created: name an existing lease table, " +
-			"such as a KCL application's (the KCL names it after the application), in this account and region"
+		missing = ErrAdoptedTableMissing
 	}
 	return s.checkTable(ctx, s.leaseTable, attrLeaseKey, missing)
 }
 
 // checkTable verifies that table exists with the single hash key key (S). missing says
-// what to do when it does not; empty: create it.
-func (s *Store) checkTable(ctx context.Context, table, key, missing string) error {
+// what to do when it does not, and joins the chain; nil: create it.
+func (s *Store) checkTable(ctx context.Context, table, key string, missing error) error {
 	d, err := s.tableStatus(ctx, table)
 	if errors.Is(err, ErrTableNotFound) {
-		if missing == "" {
-			missing = fmt.Sprintf("create table %q with hash key %s (S), or let the workers create it (CREATE_TABLES=true)", table, key)
+		if missing == nil {
+			missing = fmt.Errorf("create table %q with hash key %s (S), or let the workers create it (CREATE_TABLES=true)", table, key)
 		}
-		return fmt.Errorf("%w: %s", err, missing)
+		return fmt.Errorf("%w: %w", err, missing)
 	}
 	if err != nil {
 		return err

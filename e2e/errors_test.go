@@ -74,7 +74,8 @@ func TestCorruptLeaseItemsAreSkipped(t *testing.T) {
 
 // TestStartupErrorsAreClear proves that the usual deployment mistakes stop the worker
 // at once with a message that says what is wrong: missing tables with table creation
-// turned off, and invalid settings (exit status 2, naming the variable). A stream that
+// turned off, and invalid settings, a missing lease table to adopt among them (exit status
+// 2, naming the variable). A stream that
 // does not exist is waited for instead (TestMissingStreamIsWaitedFor).
 func TestStartupErrorsAreClear(t *testing.T) {
 	t.Parallel()
@@ -93,6 +94,7 @@ func TestStartupErrorsAreClear(t *testing.T) {
 		{"LEASE_DURATION", "abc"},
 		{"MAX_LEASES_CAP", "0"},
 		{"INITIAL_POSITION", "EARLIEST"},
+		{"LEASE_TABLE", "no-such-kcl-app"}, // a table to adopt must exist: it is never created
 	} {
 		t.Run("invalid "+tc.env, func(t *testing.T) {
 			c := newCluster(t, 0, defaultLeaseDuration)

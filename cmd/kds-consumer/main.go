@@ -164,19 +164,16 @@ func run(ctx context.Context, s settings, log *slog.Logger) error {
 		return err
 	}
 	tctx, cancel := context.WithTimeout(ctx, time.Minute)
-	if s.LeaseTable != "" {
-		// A table to adopt that is not there is a wrong setting, not a failure.
-		if err := store.CheckLeaseTable(tctx); errors.Is(err, dynamostore.ErrTableNotFound) {
-			cancel()
-			return s.invalid(&s.LeaseTable, s.LeaseTable, err.Error())
-		}
-	}
 	if s.CreateTables {
 		err = store.EnsureTables(tctx)
 	} else {
 		err = store.CheckTables(tctx)
 	}
 	cancel()
+	if errors.Is(err, dynamostore.ErrAdoptedTableMissing) {
+		// A table to adopt that is not there is a wrong setting, not a failure.
+		return s.invalid(&s.LeaseTable, s.LeaseTable, err.Error())
+	}
 	if err != nil {
 		return unreachable("DynamoDB", ddb.Options().Region, aws.ToString(ddb.Options().BaseEndpoint), time.Minute, err)
 	}

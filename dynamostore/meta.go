@@ -227,8 +227,8 @@ func (s *Store) UpdateCoordinator(ctx context.Context, rec lease.CoordinatorReco
 	} else {
 		removed = append(removed, e.name(attrWaitingParents))
 	}
-	if len(rec.RecheckWorkers) > 0 {
-		update += e.name(attrRecheckWorkers) + " = " + e.value(&types.AttributeValueMemberSS{Value: slices.Compact(slices.Sorted(slices.Values(rec.RecheckWorkers)))}) + ", "
+	if ss := stringSetAV(rec.RecheckWorkers); ss != nil {
+		update += e.name(attrRecheckWorkers) + " = " + e.value(ss) + ", "
 	} else {
 		removed = append(removed, e.name(attrRecheckWorkers))
 	}

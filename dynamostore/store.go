@@ -95,6 +95,10 @@ func WithLeaseTable(table string) Option {
 // DynamoDB table names: 3 to 255 characters of this set.
 var tableNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{3,255}$`)
 
+// ValidTableName reports whether name is a valid DynamoDB table name: 3 to 255 letters,
+// digits, '_', '-' and '.'.
+func ValidTableName(name string) bool { return tableNameRE.MatchString(name) }
+
 const metaSuffix = "_meta"
 
 // New returns a store for application app: lease table app (or the one WithLeaseTable

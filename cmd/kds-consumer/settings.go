@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/consumer"
+	"github.com/kds-lease-manager/kds-lease-manager/dynamostore"
 	"github.com/kds-lease-manager/kds-lease-manager/lease"
 	"github.com/kds-lease-manager/kds-lease-manager/multilang"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
@@ -420,7 +421,6 @@ var (
 	streamNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,128}$`)
 	regionRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*[a-z0-9]$`)
 	dnsLabelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	tableNameRE  = regexp.MustCompile(`^[a-zA-Z0-9_.-]{3,255}$`)
 )
 
 func checkRegion(v string) string {
@@ -457,7 +457,7 @@ func checkStreamName(v string) string {
 
 // checkTableName accepts a DynamoDB table name, or nothing.
 func checkTableName(v string) string {
-	if v != "" && !tableNameRE.MatchString(v) {
+	if v != "" && !dynamostore.ValidTableName(v) {
 		return "want a DynamoDB table name: 3 to 255 letters, digits, '_', '-' and '.'"
 	}
 	return ""

@@ -11,6 +11,7 @@ import (
 
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"github.com/kds-lease-manager/kds-lease-manager/clock"
 	"github.com/kds-lease-manager/kds-lease-manager/kinesisstream"
 	"github.com/kds-lease-manager/kds-lease-manager/stream"
 )
@@ -76,10 +77,8 @@ func waitForStream(ctx context.Context, check func(context.Context) error, bw st
 			return err
 		}
 		log.Warn("waiting for the stream (not ready: /ready stays false)", "err", err, "retry_in", delay)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
+		if err := clock.Sleep(ctx, clock.Real{}, delay); err != nil {
+			return err
 		}
 		delay = min(2*delay, bw.most)
 	}

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -120,8 +121,9 @@ type Server struct {
 	cfg Config
 
 	mu      sync.Mutex
-	latest  []byte // the encoded Update; nil before the first read
-	live    []byte // the encoded liveUpdate, for the event stream
+	update  Update // the latest update
+	full    []byte // update encoded for api/state, on demand; nil until asked for
+	live    []byte // the event stream's message of the latest liveUpdate; nil before the first read
 	prev    *Snapshot
 	events  []Event
 	seq     int64
@@ -265,17 +267,14 @@ func (s *Server) publish(snap Snapshot) {
 	if u.Events == nil {
 		u.Events = []Event{}
 	}
-	b, err := json.Marshal(u)
-	var live []byte
-	if err == nil {
-		live, err = json.Marshal(newLiveUpdate(u))
-	}
+	live, err := json.Marshal(newLiveUpdate(u))
 	if err != nil {
 		s.cfg.Logger.Error("dashboard: encode update", "error", err)
 		return
 	}
-	first := s.latest == nil
-	s.latest, s.live = b, live
+	first := s.live == nil
+	s.update, s.full = u, nil
+	s.live = slices.Concat([]byte("event: update\ndata: "), live, []byte("\n\n"))
 	if first {
 		close(s.ready)
 	}
@@ -292,7 +291,7 @@ func (s *Server) subscribe() (chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	s.mu.Lock()
 	s.viewers[ch] = struct{}{}
-	if s.latest != nil {
+	if s.live != nil {
 		ch <- struct{}{}
 	}
 	s.mu.Unlock()
@@ -311,10 +310,19 @@ func (s *Server) poke() {
 	}
 }
 
-func (s *Server) current() []byte {
+// current returns the latest Update encoded, encoding it on the first request after a
+// read: few clients poll api/state, and the page uses the event stream.
+func (s *Server) current() ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.latest
+	if s.full == nil {
+		b, err := json.Marshal(s.update)
+		if err != nil {
+			return nil, err
+		}
+		s.full = b
+	}
+	return s.full, nil
 }
 
 func (s *Server) currentLive() []byte {
@@ -387,9 +395,15 @@ func (s *Server) serveState(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no read of the tables yet", http.StatusServiceUnavailable)
 		return
 	}
+	b, err := s.current()
+	if err != nil {
+		s.cfg.Logger.Error("dashboard: encode update", "error", err)
+		http.Error(w, "cannot encode the update", http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	_, _ = w.Write(s.current())
+	_, _ = w.Write(b)
 }
 
 // keepAlive is how often an idle event stream sends a comment, so that proxies keep it.
@@ -402,28 +416,28 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	ch, unsubscribe := s.subscribe()
 	defer unsubscribe()
-	send := func(msg string) bool {
+	send := func(msg []byte) bool {
 		// A viewer that stops reading must not hold the handler forever.
 		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		if _, err := fmt.Fprint(w, msg); err != nil {
+		if _, err := w.Write(msg); err != nil {
 			return false
 		}
 		return rc.Flush() == nil
 	}
-	if !send("retry: 2000\n\n") {
+	if !send([]byte("retry: 2000\n\n")) {
 		return
 	}
 	tick := time.NewTicker(keepAlive)
 	defer tick.Stop()
 	for {
-		var msg string
+		var msg []byte
 		select {
 		case <-r.Context().Done():
 			return
 		case <-tick.C:
-			msg = ": keep-alive\n\n"
+			msg = []byte(": keep-alive\n\n")
 		case <-ch:
-			msg = "event: update\ndata: " + string(s.currentLive()) + "\n\n"
+			msg = s.currentLive()
 		}
 		if !send(msg) {
 			return

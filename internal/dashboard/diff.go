@@ -2,11 +2,13 @@ package dashboard
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/kds-lease-manager/kds-lease-manager/internal/tableview"
+	"github.com/kds-lease-manager/kds-lease-manager/lease"
 )
 
 // Event kinds.
@@ -76,13 +78,9 @@ func deadWorkers(prev, next *tableview.Meta) map[string]bool {
 		if m == nil {
 			continue
 		}
-		if c := m.Coordinator; c != nil {
-			for _, id := range c.DeadWorkers {
-				dead[id] = true
-			}
-		}
+		maps.Copy(dead, judgedDead(*m))
 		for _, w := range m.Workers {
-			if w.State == "gone" {
+			if w.State == gone {
 				dead[w.WorkerID] = true
 			}
 		}
@@ -97,6 +95,9 @@ func deadWorkers(prev, next *tableview.Meta) map[string]bool {
 	}
 	return dead
 }
+
+// gone is the state of a worker that shut down cleanly.
+const gone = string(lease.WorkerGone)
 
 func workersByID(m tableview.Meta) map[string]tableview.Worker {
 	by := make(map[string]tableview.Worker, len(m.Workers))
@@ -126,10 +127,10 @@ func diffWorkers(prev, next tableview.Meta, now time.Time, add addFunc) {
 			add(KindWorker, w.WorkerID, "", fmt.Sprintf("worker %s joined", w.WorkerID), nil)
 		case p.Incarnation != w.Incarnation:
 			add(KindWorker, w.WorkerID, "", fmt.Sprintf("worker %s restarted (new incarnation)", w.WorkerID), nil)
-		case p.State != "gone" && w.State == "gone":
+		case p.State != gone && w.State == gone:
 			add(KindWorker, w.WorkerID, "", fmt.Sprintf("worker %s shut down cleanly", w.WorkerID), nil)
 		}
-		if isDead[w.WorkerID] && !wasDead[w.WorkerID] && w.State != "gone" {
+		if isDead[w.WorkerID] && !wasDead[w.WorkerID] && w.State != gone {
 			msg := fmt.Sprintf("worker %s expired: its heartbeat stopped", w.WorkerID)
 			if !w.LastSeenTime.IsZero() && !now.IsZero() {
 				msg += fmt.Sprintf(" (last seen %s ago)", now.Sub(w.LastSeenTime).Round(100*time.Millisecond))

@@ -37,8 +37,9 @@ help: ## list the targets
 
 # The build the binaries report (`kds-consumer version`, kds_build_info).
 BUILDINFO := github.com/kds-lease-manager/kds-lease-manager/internal/buildinfo
-LDFLAGS   := -X $(BUILDINFO).stampedVersion=$(shell git describe --tags --always --dirty 2>/dev/null || echo unknown) \
-	-X $(BUILDINFO).stampedRevision=$(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+VERSION   := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+REVISION  := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -X $(BUILDINFO).stampedVersion=$(VERSION) -X $(BUILDINFO).stampedRevision=$(REVISION)
 
 build: ## build kds-consumer, kdsctl and kds-local into bin/
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...

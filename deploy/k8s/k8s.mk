@@ -26,8 +26,7 @@ setup: ## k8s: start Minikube, build the image in it, install the release, wait 
 	$(SCRIPTS)/setup.sh
 
 image: ## k8s: build the worker image (IMAGE=kds-consumer-test TAG=latest); on Minikube, after pointing docker at it with minikube docker-env
-	docker build --build-arg VERSION=$$(git describe --tags --always --dirty 2>/dev/null || echo unknown) \
-		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) -t $(IMAGE):$(TAG) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE):$(TAG) .
 
 deploy: ## k8s: install or upgrade the Helm release (no wait)
 	$(HELM_INSTALL)

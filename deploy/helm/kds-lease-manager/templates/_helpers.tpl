@@ -28,7 +28,7 @@ that two releases fit in one namespace. */}}
 {{/* The worker image: consumer.image.tag, else the chart's appVersion. */}}
 {{- define "kds.consumer.image" -}}
 {{- $i := .Values.consumer.image -}}
-{{- printf "%s:%s" $i.repository (toString ($i.tag | default .Chart.AppVersion)) -}}
+{{- include "kds.image" (dict "repository" $i.repository "tag" ($i.tag | default .Chart.AppVersion)) -}}
 {{- end -}}
 
 {{- define "kds.configMapName" -}}

@@ -224,18 +224,7 @@ func monitor(ctx context.Context, e *env, args []string) error {
 
 func (e *env) monitorFrame(ctx context.Context, st *dynamostore.Store) monitorFrame {
 	f := monitorFrame{Time: time.Now().UTC().Format(time.RFC3339)}
-	if m, err := st.ReadMeta(ctx); err != nil {
-		f.Errors = append(f.Errors, fmt.Sprintf("cannot read the metadata table: %v", err))
-	} else {
-		v := tableview.NewMeta(st.MetaTable(), m)
-		f.Metadata = &v
-	}
-	if t, err := st.ListLeases(ctx); err != nil {
-		f.Errors = append(f.Errors, fmt.Sprintf("cannot read the lease table: %v", err))
-	} else {
-		v := tableview.NewLeases(st.LeaseTable(), t)
-		f.Leases = &v
-	}
+	f.Metadata, f.Leases, f.Errors = dashboard.ReadTables(ctx, st, 0)
 	return f
 }
 

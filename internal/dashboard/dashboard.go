@@ -211,26 +211,37 @@ func (s *Server) wanted() bool {
 func (s *Server) read(ctx context.Context) Snapshot {
 	now := s.cfg.Now()
 	snap := Snapshot{Time: now, TimeS: tableview.TimeJSON(now)}
-	if m, err := bounded(ctx, s.cfg.ReadTimeout, s.cfg.Source.ReadMeta); err != nil {
-		snap.Errors = append(snap.Errors, fmt.Sprintf("cannot read the metadata table: %v", err))
-	} else {
-		v := tableview.NewMeta(s.cfg.Source.MetaTable(), m)
-		snap.Meta = &v
-	}
-	if t, err := bounded(ctx, s.cfg.ReadTimeout, s.cfg.Source.ListLeases); err != nil {
-		snap.Errors = append(snap.Errors, fmt.Sprintf("cannot read the lease table: %v", err))
-	} else {
-		v := tableview.NewLeases(s.cfg.Source.LeaseTable(), t)
-		snap.Leases = &v
-	}
+	snap.Meta, snap.Leases, snap.Errors = ReadTables(ctx, s.cfg.Source, s.cfg.ReadTimeout)
 	for _, e := range snap.Errors {
 		s.cfg.Logger.Warn("dashboard read failed", "error", e)
 	}
 	return snap
 }
 
-// bounded calls read with a deadline.
+// ReadTables reads both tables of src, each read under timeout (0: ctx's deadline only),
+// and describes them as operators see them. A table that could not be read is nil, and
+// errs says why. The dashboard and `kdsctl monitor` read through it.
+func ReadTables(ctx context.Context, src Source, timeout time.Duration) (meta *tableview.Meta, leases *tableview.Leases, errs []string) {
+	if m, err := bounded(ctx, timeout, src.ReadMeta); err != nil {
+		errs = append(errs, fmt.Sprintf("cannot read the metadata table: %v", err))
+	} else {
+		v := tableview.NewMeta(src.MetaTable(), m)
+		meta = &v
+	}
+	if t, err := bounded(ctx, timeout, src.ListLeases); err != nil {
+		errs = append(errs, fmt.Sprintf("cannot read the lease table: %v", err))
+	} else {
+		v := tableview.NewLeases(src.LeaseTable(), t)
+		leases = &v
+	}
+	return meta, leases, errs
+}
+
+// bounded calls read with a deadline (none for a zero timeout).
 func bounded[T any](ctx context.Context, timeout time.Duration, read func(context.Context) (T, error)) (T, error) {
+	if timeout <= 0 {
+		return read(ctx)
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return read(ctx)

@@ -2,6 +2,7 @@ package multilang
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -109,7 +110,7 @@ func (c *child) readStdout(r *os.File) {
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 	for sc.Scan() {
 		line := sc.Bytes()
-		if len(trimSpace(line)) == 0 {
+		if len(bytes.Trim(line, " \t\r")) == 0 {
 			continue
 		}
 		m, err := parseChildLine(line)
@@ -125,16 +126,6 @@ func (c *child) readStdout(r *os.File) {
 		case <-c.stop:
 		}
 	}
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // forwardStderr logs every line the child writes to standard error.

@@ -193,7 +193,7 @@ func (p *Processor) ProcessRecords(ctx context.Context, in consumer.ProcessRecor
 	}
 	last := in.Records[len(in.Records)-1]
 	start := time.Now()
-	lost, err := p.exchange(ctx, actionProcessRecords, newProcessRecords(in), &checkpoints{cp: in.Checkpointer, last: &last, limit: recordPosition(last)})
+	lost, err := p.exchange(ctx, actionProcessRecords, newProcessRecords(in), newCheckpoints(in.Checkpointer, &last, false))
 	if err != nil {
 		return err
 	}
@@ -208,7 +208,7 @@ func (p *Processor) ShardEnded(ctx context.Context, cp consumer.Checkpointer) er
 	if err := p.ensureChild(ctx, cp.LastExtendedSequenceNumber()); err != nil {
 		return err
 	}
-	lost, err := p.exchange(ctx, actionShardEnded, actionMsg{actionShardEnded}, &checkpoints{cp: cp, shardEnd: true, limit: p.delivered(cp)})
+	lost, err := p.exchange(ctx, actionShardEnded, actionMsg{actionShardEnded}, newCheckpoints(cp, p.last, true))
 	if err != nil {
 		return err
 	}
@@ -224,7 +224,7 @@ func (p *Processor) ShutdownRequested(ctx context.Context, cp consumer.Checkpoin
 	if p.child == nil {
 		return nil
 	}
-	lost, err := p.exchange(ctx, actionShutdownRequested, actionMsg{actionShutdownRequested}, &checkpoints{cp: cp, last: p.last, limit: p.delivered(cp)})
+	lost, err := p.exchange(ctx, actionShutdownRequested, actionMsg{actionShutdownRequested}, newCheckpoints(cp, p.last, false))
 	if err != nil {
 		return err
 	}
@@ -257,15 +257,6 @@ func (p *Processor) closeChild(why string) {
 	})
 }
 
-// delivered is the position of the last record handed to a child that finished it, or
-// the last checkpoint when there is none.
-func (p *Processor) delivered(cp consumer.Checkpointer) lease.ExtendedSequenceNumber {
-	if p.last != nil {
-		return recordPosition(*p.last)
-	}
-	return cp.LastExtendedSequenceNumber()
-}
-
 func recordPosition(r stream.Record) lease.ExtendedSequenceNumber {
 	return lease.ExtendedSequenceNumber{SequenceNumber: r.SequenceNumber, SubSequenceNumber: r.SubSequenceNumber}
 }
@@ -284,6 +275,18 @@ type checkpoints struct {
 	// shardEnd: a request without a sequence number is the shard's end, which the worker
 	// records when the action succeeds.
 	shardEnd bool
+}
+
+// newCheckpoints serves an action's checkpoints up to last, the last record delivered to
+// the child (nil: none since the last checkpoint, which is then the limit).
+func newCheckpoints(cp consumer.Checkpointer, last *stream.Record, shardEnd bool) *checkpoints {
+	cps := &checkpoints{cp: cp, last: last, shardEnd: shardEnd}
+	if last != nil {
+		cps.limit = recordPosition(*last)
+	} else {
+		cps.limit = cp.LastExtendedSequenceNumber()
+	}
+	return cps
 }
 
 // exchange sends msg and serves the child until it answers with the status for action,

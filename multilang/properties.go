@@ -27,13 +27,20 @@ func ParseProperties(r io.Reader) ([]Property, error) {
 	var logical strings.Builder
 	start, n := 0, 0
 	continuing := false
+	// emit ends the logical line that started on line start.
+	emit := func() error {
+		p, err := splitProperty(logical.String())
+		if err != nil {
+			return fmt.Errorf("properties line %d: %w", start, err)
+		}
+		p.Line = start
+		out = append(out, p)
+		return nil
+	}
 	for sc.Scan() {
 		n++
-		line := sc.Text()
-		if continuing {
-			line = strings.TrimLeft(line, " \t\f")
-		} else {
-			line = strings.TrimLeft(line, " \t\f")
+		line := strings.TrimLeft(sc.Text(), " \t\f")
+		if !continuing {
 			if line == "" || line[0] == '#' || line[0] == '!' {
 				continue
 			}
@@ -49,23 +56,17 @@ func ParseProperties(r io.Reader) ([]Property, error) {
 		if continuing {
 			continue
 		}
-		p, err := splitProperty(logical.String())
-		if err != nil {
-			return nil, fmt.Errorf("properties line %d: %w", start, err)
+		if err := emit(); err != nil {
+			return nil, err
 		}
-		p.Line = start
-		out = append(out, p)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("properties: %w", err)
 	}
 	if continuing {
-		p, err := splitProperty(logical.String())
-		if err != nil {
-			return nil, fmt.Errorf("properties line %d: %w", start, err)
+		if err := emit(); err != nil {
+			return nil, err
 		}
-		p.Line = start
-		out = append(out, p)
 	}
 	return out, nil
 }
